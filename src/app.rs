@@ -1,0 +1,158 @@
+//! Builds the service (binding first, so port 0 works in tests) and runs it until stopped.
+//!
+//! Shutdown order, each step logged: signal -> readiness fails and the listener stops
+//! accepting -> in-flight requests finish (bounded by `shutdown-timeout`) -> the delivery
+//! worker stops -> final flush + fdatasync -> return.
+
+use crate::config::Settings;
+use crate::delivery::DeliveryState;
+use crate::http::admission::Admission;
+use crate::http::{self, AppState};
+use crate::intake::Limits;
+use crate::store::Store;
+use anyhow::Context;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// How often disk use is sampled for admission control and health.
+const DISK_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+pub struct Application {
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let store = Arc::new(Store::open(&settings.data_dir)?);
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (setting listen)", settings.listen))?;
+        let admin_listener = match settings.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (setting admin-listen)"))?,
+            ),
+            None => None,
+        };
+        let admission = Arc::new(Admission::new(settings.limits.clone()));
+        admission.refresh(&store);
+        let state = AppState {
+            limits: Limits {
+                max_body: settings.max_body,
+                ..Limits::default()
+            },
+            delivery: Arc::new(DeliveryState::new(settings.delivery.is_some())),
+            settings: Arc::new(settings),
+            store,
+            admission,
+            wake: Arc::new(Notify::new()),
+            started: Instant::now(),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        };
+        Ok(Application {
+            listener,
+            admin_listener,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            admin_listener,
+            state,
+        } = self;
+        let timeout = state.settings.shutdown_timeout;
+        let stop = Arc::new(Notify::new());
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            data_dir = %state.settings.data_dir.display(),
+            delivery = state.settings.delivery.is_some(),
+            version = env!("CARGO_PKG_VERSION"),
+            "outbox serving"
+        );
+
+        let sampler = {
+            let (store, admission) = (state.store.clone(), state.admission.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(DISK_SAMPLE_EVERY).await;
+                    let (s, a) = (store.clone(), admission.clone());
+                    let _ = tokio::task::spawn_blocking(move || a.refresh(&s)).await;
+                }
+            })
+        };
+
+        let main = serve(listener, http::router(state.clone()), stop.clone());
+        let admin = admin_listener.map(|l| {
+            let app = http::common_layers(http::health_router(state.clone()));
+            serve(l, app, stop.clone())
+        });
+
+        shutdown.await;
+        tracing::info!("shutdown: stopped accepting connections, finishing in-flight requests");
+        state.shutting_down.store(true, Ordering::Relaxed);
+        stop.notify_waiters();
+        let drained = tokio::time::timeout(timeout, async {
+            let _ = main.await;
+            if let Some(a) = admin {
+                let _ = a.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "shutdown: requests still running at the bound were cut off"
+            );
+        }
+        sampler.abort();
+        tracing::info!("shutdown: final flush and fdatasync");
+        state.store.sync().context("final sync at shutdown")?;
+        tracing::info!("shutdown: complete");
+        Ok(())
+    }
+}
+
+fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    stop: Arc<Notify>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let notified = async move { stop.notified().await };
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(notified)
+        .await
+    })
+}

@@ -1,0 +1,320 @@
+//! The typed settings and their validation.
+
+use super::spec::{find, Spec};
+use super::{boolean, duration, list, rate, size, Layers, Source};
+use crate::intake::client_ip::TrustedProxies;
+use crate::intake::form_type::{self, Rule};
+use anyhow::{anyhow, bail};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Largest `max-body` allowed: far below sled's blob threshold (a quarter of an 8 MiB segment).
+const MAX_BODY_CEILING: u64 = 1 << 20;
+const MIN_INGEST_KEY_LEN: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub source: String,
+    pub max_body: usize,
+    pub body_timeout: Duration,
+    pub idempotency_window: Duration,
+    pub shutdown_timeout: Duration,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub cors_origins: Vec<String>,
+    pub cors_reject: bool,
+    pub trusted_proxies: TrustedProxies,
+    pub honeypot_field: Option<String>,
+    pub form_rules: Vec<Rule>,
+    pub limits: LimitSettings,
+    /// `None` when no dashboard is configured: intake only.
+    pub delivery: Option<DeliverySettings>,
+}
+
+/// Rate, connection and growth limits.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    pub rate_limit: Option<(u32, Duration)>,
+    pub rate_burst: u32,
+    pub global_rate_limit: Option<(u32, Duration)>,
+    pub max_connections: usize,
+    pub max_pending: u64,
+    pub max_outbox_bytes: u64,
+    pub min_free_disk: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub dashboard_url: reqwest::Url,
+    pub ingest_key: String,
+    pub signing_secret: Option<String>,
+    pub site_origin: Option<String>,
+    pub routes: BTreeMap<String, String>,
+    pub default_route: String,
+    pub concurrency: usize,
+    pub timeout: Duration,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    pub max_attempts: u32,
+    pub max_age: Duration,
+    pub lease: Duration,
+    pub circuit_threshold: u32,
+    pub circuit_cooldown: Duration,
+    pub circuit_cooldown_max: Duration,
+    pub auth_probe_interval: Duration,
+    pub payload_retention: Duration,
+    pub purge_interval: Duration,
+}
+
+/// Looks up and parses one setting, naming it and its source on failure.
+struct Reader<'a>(&'a Layers);
+
+impl Reader<'_> {
+    fn raw(&self, name: &str) -> Option<(&str, Source, &'static Spec)> {
+        let spec = find(name).unwrap_or_else(|| panic!("setting {name} is not in SPECS"));
+        self.0
+            .values
+            .get(spec.name)
+            .map(|(v, s)| (v.as_str(), *s, spec))
+    }
+
+    fn opt<T>(
+        &self,
+        name: &str,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> anyhow::Result<Option<T>> {
+        match self.raw(name) {
+            None => Ok(None),
+            Some((v, _, _)) if v.trim().is_empty() => Ok(None),
+            Some((v, source, spec)) => f(v).map(Some).map_err(|e| {
+                let shown = if spec.secret {
+                    "(secret)".to_string()
+                } else {
+                    format!("{v:?}")
+                };
+                anyhow!(
+                    "invalid setting {} = {shown} (from {}): {e}",
+                    spec.name,
+                    source.describe(spec)
+                )
+            }),
+        }
+    }
+
+    fn req<T>(&self, name: &str, f: impl Fn(&str) -> Result<T, String>) -> anyhow::Result<T> {
+        self.opt(name, f)?
+            .ok_or_else(|| anyhow!("setting {name} must not be empty"))
+    }
+
+    fn string(&self, name: &str) -> Option<String> {
+        self.raw(name)
+            .map(|(v, _, _)| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("{v:?} is not a whole number"))
+}
+
+fn positive<T: std::str::FromStr + PartialOrd + Default>(v: &str) -> Result<T, String> {
+    let n: T = num(v)?;
+    if n <= T::default() {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
+}
+
+fn socket(v: &str) -> Result<SocketAddr, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("{v:?} is not an address like 127.0.0.1:8001 or [::1]:8001"))
+}
+
+fn path_route(v: &str) -> Result<String, String> {
+    if !v.starts_with('/') || v.contains(char::is_whitespace) {
+        return Err(format!("{v:?} must be a path starting with /"));
+    }
+    Ok(v.to_owned())
+}
+
+fn origin(v: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(v)
+        .map_err(|e| format!("{v:?} is not an origin like https://www.example.com ({e})"))?;
+    let o = url.origin().ascii_serialization();
+    if o == "null" || v.trim_end_matches('/') != o {
+        return Err(format!(
+            "{v:?} is not an origin: write scheme://host[:port] with no path, e.g. {o}"
+        ));
+    }
+    Ok(o)
+}
+
+impl Settings {
+    pub fn from_layers(layers: &Layers) -> anyhow::Result<Settings> {
+        let r = Reader(layers);
+        let max_body = r.req("max-body", size)?;
+        if max_body == 0 || max_body > MAX_BODY_CEILING {
+            bail!("invalid setting max-body = {max_body}: must be between 1 byte and 1MiB (larger values would reach sled's unsynced blob files)");
+        }
+        let trusted = r
+            .req("trusted-proxies", |v| {
+                list(v)
+                    .iter()
+                    .map(|c| {
+                        c.parse()
+                            .map_err(|_| format!("{c:?} is not a CIDR like 10.0.0.0/8"))
+                    })
+                    .collect()
+            })
+            .or_else(|e| {
+                if r.string("trusted-proxies").is_none() {
+                    Ok(vec![])
+                } else {
+                    Err(e)
+                }
+            })?;
+        let cors_origins: Vec<String> = r
+            .opt("cors-origins", |v| {
+                list(v).iter().map(|o| origin(o)).collect()
+            })?
+            .unwrap_or_default();
+        let log_format = r.req("log-format", |v| match v {
+            "auto" => Ok(LogFormat::Auto),
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            _ => Err("must be auto, json or pretty".into()),
+        })?;
+        let form_rules = match &layers.file_rules {
+            None => form_type::default_rules(),
+            Some(v) => {
+                let rules: Vec<Rule> = v.clone().try_into().map_err(|e| {
+                    anyhow!("config file: form_type_rules must be an array of tables with type, all, any, only: {e}")
+                })?;
+                if let Some(bad) = rules
+                    .iter()
+                    .find(|r| !form_type::is_valid_name(&r.form_type))
+                {
+                    bail!(
+                        "config file: form_type_rules: {:?} is not a valid form type name",
+                        bad.form_type
+                    );
+                }
+                rules
+            }
+        };
+        let limits = LimitSettings {
+            rate_limit: r.req("rate-limit", rate)?,
+            rate_burst: r.req("rate-burst", positive)?,
+            global_rate_limit: r.req("global-rate-limit", rate)?,
+            max_connections: r.req("max-connections", positive)?,
+            max_pending: r.req("max-pending", positive)?,
+            max_outbox_bytes: r.req("max-outbox-bytes", size)?,
+            min_free_disk: r.req("min-free-disk", size)?,
+        };
+        Ok(Settings {
+            listen: r.req("listen", socket)?,
+            admin_listen: r.opt("admin-listen", socket)?,
+            data_dir: PathBuf::from(r.string("data-dir").unwrap_or_else(|| "./data".into())),
+            source: r.string("source").unwrap_or_else(|| "site-proxy".into()),
+            max_body: max_body as usize,
+            body_timeout: r.req("body-timeout", duration)?,
+            idempotency_window: r.req("idempotency-window", duration)?,
+            shutdown_timeout: r.req("shutdown-timeout", duration)?,
+            log_format,
+            log_level: r.string("log-level").unwrap_or_else(|| "info".into()),
+            cors_reject: r.req("cors-reject", boolean)?,
+            trusted_proxies: TrustedProxies(trusted),
+            honeypot_field: r.string("honeypot-field"),
+            form_rules,
+            limits,
+            delivery: Self::delivery(&r, &cors_origins)?,
+            cors_origins,
+        })
+    }
+
+    fn delivery(r: &Reader, cors_origins: &[String]) -> anyhow::Result<Option<DeliverySettings>> {
+        let Some(url) = r.opt("dashboard-url", |v| {
+            reqwest::Url::parse(v).map_err(|e| format!("not a URL: {e}"))
+        })?
+        else {
+            return Ok(None);
+        };
+        let allow_http = r.req("allow-http-dashboard", boolean)?;
+        match url.scheme() {
+            "https" => {}
+            "http" if allow_http || is_loopback_host(&url) => {}
+            "http" => bail!(
+                "invalid setting dashboard-url = {:?}: plain http to a non-loopback host sends the ingest key in clear; use https, or set --allow-http-dashboard",
+                url.as_str()
+            ),
+            other => bail!("invalid setting dashboard-url = {:?}: scheme {other} is not http or https", url.as_str()),
+        }
+        let key = r.string("ingest-key").ok_or_else(|| {
+            anyhow!("setting ingest-key is required when dashboard-url is set (flag --ingest-key or OUTBOX_INGEST_KEY)")
+        })?;
+        if key.chars().count() < MIN_INGEST_KEY_LEN {
+            bail!("invalid setting ingest-key: it is {} characters; at least {MIN_INGEST_KEY_LEN} are required", key.chars().count());
+        }
+        let routes = r
+            .opt("routes", |v| {
+                list(v)
+                    .iter()
+                    .map(|pair| {
+                        let (t, p) = pair
+                            .split_once('=')
+                            .ok_or_else(|| format!("{pair:?} is not form_type=/path"))?;
+                        Ok((t.trim().to_owned(), path_route(p.trim())?))
+                    })
+                    .collect::<Result<BTreeMap<_, _>, String>>()
+            })?
+            .unwrap_or_default();
+        let site_origin = r
+            .opt("site-origin", origin)?
+            .or_else(|| cors_origins.first().cloned());
+        Ok(Some(DeliverySettings {
+            dashboard_url: url,
+            ingest_key: key,
+            signing_secret: r.string("signing-secret"),
+            site_origin,
+            routes,
+            default_route: r.req("default-route", path_route)?,
+            concurrency: r.req("delivery-concurrency", positive)?,
+            timeout: r.req("delivery-timeout", duration)?,
+            retry_base: r.req("retry-base", duration)?,
+            retry_cap: r.req("retry-cap", duration)?,
+            max_attempts: r.req("max-attempts", positive)?,
+            max_age: r.req("max-age", duration)?,
+            lease: r.req("lease", duration)?,
+            circuit_threshold: r.req("circuit-threshold", positive)?,
+            circuit_cooldown: r.req("circuit-cooldown", duration)?,
+            circuit_cooldown_max: r.req("circuit-cooldown-max", duration)?,
+            auth_probe_interval: r.req("auth-probe-interval", duration)?,
+            payload_retention: r.req("payload-retention", duration)?,
+            purge_interval: r.req("purge-interval", duration)?,
+        }))
+    }
+}
+
+fn is_loopback_host(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}

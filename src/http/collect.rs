@@ -1,0 +1,197 @@
+//! `POST /api/collect`: parse, enrich, commit durably, answer.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::intake::enrich::{cut_user_agent, format_time, Enrichment};
+use crate::intake::{client_ip, form_type, parse, trace_id};
+use crate::store::{payload_hash, Record, Status, StoreError, SubmitOutcome};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use std::net::SocketAddr;
+
+/// What the request log records about a submission (never its fields).
+#[derive(Debug, Clone)]
+pub struct SubmissionLog {
+    pub trace_id: String,
+    pub form_type: String,
+}
+
+pub async fn collect(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let max = state.settings.max_body;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large(max));
+    }
+    let bytes =
+        match tokio::time::timeout(state.settings.body_timeout, axum::body::to_bytes(body, max))
+            .await
+        {
+            Err(_) => {
+                return Err(ApiError::new(
+                    408,
+                    "body_timeout",
+                    "the request body arrived too slowly; send it at once",
+                ))
+            }
+            Ok(Err(e)) if is_length_limit(&e) => return Err(too_large(max)),
+            Ok(Err(_)) => {
+                return Err(ApiError::new(
+                    400,
+                    "body_unreadable",
+                    "the request body could not be read; resend it",
+                ))
+            }
+            Ok(Ok(b)) => b,
+        };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let submission = parse(content_type, &bytes, &state.limits)
+        .map_err(|e| ApiError::new(e.status(), e.code(), e.to_string()))?;
+    let fields = submission.fields;
+
+    let chosen = trace_id::choose(
+        headers.get("idempotency-key").map(|v| v.as_bytes()),
+        headers.get("x-trace-id").map(|v| v.as_bytes()),
+        &fields,
+    )
+    .map_err(|e| ApiError::new(400, "invalid_trace_id", e.to_string()))?;
+    let trace_id = chosen.unwrap_or_else(trace_id::generate);
+
+    let honeypot = state.settings.honeypot_field.as_deref();
+    let ignored: Vec<&str> = honeypot.into_iter().collect();
+    let form_type = form_type::detect(&fields, &state.settings.form_rules, &ignored)
+        .map_err(|e| ApiError::new(400, "invalid_form_type", e.to_string()))?;
+    let log = SubmissionLog {
+        trace_id: trace_id.clone(),
+        form_type: form_type.clone(),
+    };
+
+    let now = chrono::Utc::now();
+    if let Some(hp) = honeypot {
+        if fields
+            .get(hp)
+            .is_some_and(|v| !matches!(v, serde_json::Value::Null) && v.as_str() != Some(""))
+        {
+            // Answer exactly as for an accepted post, so a bot learns nothing; store nothing.
+            metrics::counter!("outbox_honeypot_total").increment(1);
+            return Ok(receipt(
+                StatusCode::ACCEPTED,
+                &trace_id,
+                &format_time(now),
+                false,
+                log,
+            ));
+        }
+    }
+    state.admission.check(&state.store)?;
+
+    let forwarded: Vec<Option<&str>> = headers
+        .get_all("forwarded")
+        .iter()
+        .map(|v| v.to_str().ok())
+        .collect();
+    let xff: Vec<Option<&str>> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.to_str().ok())
+        .collect();
+    let ip = client_ip::resolve(peer.ip(), &forwarded, &xff, &state.settings.trusted_proxies);
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .map(|v| cut_user_agent(&String::from_utf8_lossy(v.as_bytes())));
+
+    let now_ms = now.timestamp_millis();
+    let record = Record {
+        trace_id: trace_id.clone(),
+        status: Status::Pending,
+        attempts: 0,
+        received_at_ms: now_ms,
+        next_attempt_at_ms: now_ms,
+        last_attempt_at_ms: None,
+        last_error: None,
+        last_status_code: None,
+        payload_hash: payload_hash(&fields),
+        payload: Some(serde_json::Value::Object(fields).to_string()),
+        enrichment: Enrichment {
+            received_at: format_time(now),
+            client_ip: ip.to_string(),
+            user_agent,
+            trace_id: trace_id.clone(),
+            src: state.settings.source.clone(),
+            form_type,
+        },
+        delivered_at_ms: None,
+        dead_at_ms: None,
+        audit: vec![],
+    };
+    match state.store.submit(record).await {
+        Ok(SubmitOutcome::Stored(r)) => {
+            state.wake.notify_one();
+            Ok(receipt(StatusCode::ACCEPTED, &r.trace_id, &r.received_at, false, log))
+        }
+        Ok(SubmitOutcome::Duplicate(r)) => Ok(receipt(StatusCode::OK, &r.trace_id, &r.received_at, true, log)),
+        Ok(SubmitOutcome::Conflict(r)) => Err(ApiError::new(
+            409,
+            "idempotency_conflict",
+            format!(
+                "trace ID {} was already used at {} for a different payload; use a new Idempotency-Key for a new submission",
+                r.trace_id, r.received_at
+            ),
+        )),
+        Err(e @ (StoreError::Sync(_) | StoreError::Closed)) => {
+            Err(ApiError::new(503, "store_unavailable", format!("the submission was not stored: {e}")).retry_after(30))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, trace_id = %trace_id, "store error during intake");
+            Err(ApiError::new(500, "store_error", "the submission was not stored because of an internal error; retry later"))
+        }
+    }
+}
+
+fn receipt(
+    status: StatusCode,
+    trace_id: &str,
+    received_at: &str,
+    duplicate: bool,
+    log: SubmissionLog,
+) -> Response {
+    let mut body = json!({"trace_id": trace_id, "status": "accepted", "received_at": received_at});
+    if duplicate {
+        body["duplicate"] = json!(true);
+    }
+    let mut resp = (status, Json(body)).into_response();
+    resp.extensions_mut().insert(log);
+    resp
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        413,
+        "body_too_large",
+        format!("the body is larger than the {max}-byte limit; send fewer or shorter fields"),
+    )
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}

@@ -1,0 +1,108 @@
+//! The HTTP API: `router(state)` builds every route; the app binds and serves it.
+
+pub mod admission;
+pub mod collect;
+pub mod error;
+pub mod health;
+
+use crate::config::Settings;
+use crate::delivery::DeliveryState;
+use crate::intake::Limits;
+use crate::store::Store;
+use admission::Admission;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Notify;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub limits: Limits,
+    pub store: Arc<Store>,
+    pub admission: Arc<Admission>,
+    pub delivery: Arc<DeliveryState>,
+    /// Wakes the delivery worker when a new submission is stored.
+    pub wake: Arc<Notify>,
+    pub started: Instant,
+    pub shutting_down: Arc<AtomicBool>,
+}
+
+/// The health routes, served on the main address or on `--admin-listen`.
+pub fn health_router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/health/detailed", get(health::detailed))
+        .with_state(state)
+}
+
+/// The public API. Health routes are merged in unless they have an address of their own.
+pub fn router(state: AppState) -> Router {
+    let mut app = Router::new()
+        .route("/api/collect", post(collect::collect))
+        .with_state(state.clone());
+    if state.settings.admin_listen.is_none() {
+        app = app.merge(health_router(state));
+    }
+    common_layers(app.fallback(error::not_found))
+}
+
+/// Security headers and the request log, on every router.
+pub fn common_layers(app: Router) -> Router {
+    app.layer(middleware::from_fn(request_log))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+}
+
+/// One log line per request: method, route, status, latency, and for submissions the trace ID
+/// and form type. Never the body, never a header value that could carry a secret.
+async fn request_log(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let status = resp.status().as_u16();
+    let sub = resp.extensions().get::<collect::SubmissionLog>();
+    let code = resp.extensions().get::<error::ErrorCode>().map(|c| c.0);
+    let route =
+        if path.starts_with("/api/collect") || path.starts_with("/health") || path == "/metrics" {
+            path.as_str()
+        } else {
+            "other"
+        };
+    metrics::counter!("outbox_http_requests_total", "route" => route.to_owned(), "status" => status.to_string())
+        .increment(1);
+    if route == "/api/collect" {
+        metrics::histogram!("outbox_intake_seconds").record(latency_ms / 1000.0);
+    }
+    tracing::info!(
+        method = %method,
+        route,
+        status,
+        latency_ms = format_args!("{latency_ms:.2}"),
+        trace_id = sub.map(|s| s.trace_id.as_str()),
+        form_type = sub.map(|s| s.form_type.as_str()),
+        error = code,
+        "request"
+    );
+    resp
+}

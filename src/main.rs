@@ -1,0 +1,48 @@
+use clap::Parser;
+use outbox::cli::{Cli, Command, ConfigCommand};
+use outbox::config::{self, RawSettings, Settings};
+use std::process::ExitCode;
+
+/// Exit code for usage and environment errors (bad settings, data directory in use).
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { settings } => serve(settings),
+        Command::Config(ConfigCommand::Check { settings }) => config_check(settings),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("outbox: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn load(raw: &RawSettings) -> anyhow::Result<(config::Layers, Settings)> {
+    let layers = raw.layers()?;
+    let settings = Settings::from_layers(&layers)?;
+    Ok((layers, settings))
+}
+
+fn config_check(raw: RawSettings) -> anyhow::Result<ExitCode> {
+    let layers = raw.layers()?;
+    print!("{}", config::render(&layers));
+    Settings::from_layers(&layers)?;
+    println!("configuration ok");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(raw: RawSettings) -> anyhow::Result<ExitCode> {
+    let (_, settings) = load(&raw)?;
+    outbox::telemetry::init(settings.log_format, &settings.log_level);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let signals = outbox::signals::install()?;
+        let app = outbox::app::Application::build(settings).await?;
+        app.run_until_stopped(signals.shutdown).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,305 @@
+//! The durable store: sled 0.34.7 in the data directory.
+//!
+//! # Trees
+//! | tree         | key                                   | value                                  |
+//! |--------------|---------------------------------------|----------------------------------------|
+//! | `entries`    | trace ID (UTF-8)                      | `FORMAT_V1` byte + postcard [`Record`] |
+//! | `due`        | next attempt ms (u64 BE) ++ trace ID   | one status byte (`p`, `i`)             |
+//! | `queue`      | received ms (u64 BE) ++ trace ID       | empty                                  |
+//! | `counters`   | counter name                           | u64 BE                                 |
+//! | `quarantine` | original key                           | JSON: reason, time, original bytes     |
+//!
+//! `entries` is the source of truth. A record is in `due` and `queue` exactly while its status
+//! is pending or in flight; `queue` orders them by arrival (oldest pending age, listings).
+//! Every change to a record, its index entries and the counters is one sled transaction.
+//!
+//! # Durability
+//! sled's `flush()` is not an fsync (it ends in `sync_file_range`). A submission is answered
+//! only after the group committer ([`committer`]) has run `flush()` and then `fdatasync` on
+//! `<data-dir>/db`, the file sled writes its log into. Segments are 8 MiB and bodies are
+//! capped well below 2 MiB so that no value ever goes to sled's never-fsynced `blobs/` files.
+
+mod committer;
+pub mod counters;
+pub mod keys;
+pub mod record;
+mod tx;
+
+pub use counters::Counts;
+pub use record::{Receipt, Record, Status};
+pub use tx::{Change, SubmitOutcome};
+
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// sled's page cache budget. It counts on-disk page bytes; 64 MiB keeps RSS small on a small
+/// server while holding the hot head of the due index.
+const CACHE_CAPACITY: u64 = 64 << 20;
+/// Fixed at creation. Items over about a quarter segment go to unsynced blob files, so this
+/// must stay far above the largest record (bodies are capped at 1 MiB by configuration).
+const SEGMENT_SIZE: usize = 8 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("data directory {0} is in use by another outbox process; stop it, or use the ops commands, which talk to it")]
+    InUse(PathBuf),
+    #[error("cannot prepare data directory {path}: {source}")]
+    Prepare {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("writing to disk failed ({0}); the store stopped acknowledging writes: fix the disk and restart outbox")]
+    Sync(String),
+    #[error("record {trace_id} does not decode: {reason}")]
+    Undecodable { trace_id: String, reason: String },
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+/// Whether the store can still make writes durable. Once a flush or fdatasync fails it stays
+/// failed: after a failed fsync the kernel may have dropped dirty pages, so later successes
+/// would not prove that earlier writes reached the disk.
+#[derive(Debug, Default)]
+pub struct SyncHealth {
+    failed: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+impl SyncHealth {
+    pub fn is_ok(&self) -> bool {
+        !self.failed.load(Ordering::Acquire)
+    }
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap().clone()
+    }
+    fn fail(&self, e: String) {
+        *self.error.lock().unwrap() = Some(e);
+        self.failed.store(true, Ordering::Release);
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Trees {
+    pub entries: sled::Tree,
+    pub due: sled::Tree,
+    pub queue: sled::Tree,
+    pub counters: sled::Tree,
+    pub quarantine: sled::Tree,
+}
+
+/// Makes sled's log durable: `flush()` then `fdatasync` on `<data-dir>/db`.
+pub(crate) struct Syncer {
+    db: sled::Db,
+    log: File,
+    health: Arc<SyncHealth>,
+}
+
+impl Syncer {
+    pub fn sync(&self) -> Result<(), StoreError> {
+        if let Some(e) = self.health.error() {
+            return Err(StoreError::Sync(e));
+        }
+        let result = self
+            .db
+            .flush()
+            .map_err(|e| e.to_string())
+            .and_then(|_| self.log.sync_data().map_err(|e| e.to_string()));
+        result.map_err(|e| {
+            tracing::error!(error = %e, "store sync failed; acknowledgements stop until restart");
+            self.health.fail(e.clone());
+            StoreError::Sync(e)
+        })
+    }
+}
+
+pub struct Store {
+    path: PathBuf,
+    pub(crate) trees: Trees,
+    syncer: Arc<Syncer>,
+    committer: committer::Committer,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let fresh = prepare_dir(dir)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_CAPACITY)
+            .segment_size(SEGMENT_SIZE)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::InUse(dir.to_path_buf())
+                }
+                other => StoreError::Sled(other),
+            })?;
+        let prep = |source| StoreError::Prepare {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let log = File::open(dir.join("db")).map_err(prep)?;
+        if fresh {
+            // New directory entries (conf, db, the data directory itself) must be durable too.
+            fsync_dir(dir).map_err(prep)?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fsync_dir(parent).map_err(prep)?;
+            }
+        }
+        let trees = Trees {
+            entries: db.open_tree("entries")?,
+            due: db.open_tree("due")?,
+            queue: db.open_tree("queue")?,
+            counters: db.open_tree("counters")?,
+            quarantine: db.open_tree("quarantine")?,
+        };
+        let syncer = Arc::new(Syncer {
+            db,
+            log,
+            health: Arc::default(),
+        });
+        let committer = committer::Committer::start(trees.clone(), syncer.clone());
+        let store = Store {
+            path: dir.to_path_buf(),
+            trees,
+            syncer,
+            committer,
+        };
+        let requeued = store.requeue_in_flight()?;
+        if requeued > 0 {
+            tracing::warn!(requeued, "records in flight at the last stop are due again");
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn sync_health(&self) -> &SyncHealth {
+        &self.syncer.health
+    }
+
+    /// Stores a new record durably, or reports the existing one under its trace ID.
+    /// Resolves only after the group commit that covers it has been fsynced.
+    pub async fn submit(&self, record: Record) -> Result<SubmitOutcome, StoreError> {
+        self.committer.submit(record).await
+    }
+
+    /// flush + fdatasync now (shutdown, backups, tests).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.syncer.sync()
+    }
+
+    pub fn get(&self, trace_id: &str) -> Result<Option<Record>, StoreError> {
+        match self.trees.entries.get(trace_id)? {
+            None => Ok(None),
+            Some(v) => record::decode(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Undecodable {
+                    trace_id: trace_id.into(),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        Ok(Counts::from_tree(&self.trees.counters)?)
+    }
+
+    /// Receipt time (ms) of the oldest record still waiting for delivery.
+    pub fn oldest_queued_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .trees
+            .queue
+            .first()?
+            .and_then(|(k, _)| keys::split_time_key(&k).map(|(t, _)| t)))
+    }
+
+    /// Time (ms) of the earliest next attempt, leases included.
+    pub fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .trees
+            .due
+            .first()?
+            .and_then(|(k, _)| keys::split_time_key(&k).map(|(t, _)| t)))
+    }
+
+    /// Up to `limit` trace IDs due at or before `now_ms`, earliest first.
+    pub fn due_until(&self, now_ms: i64, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
+        let end = keys::time_key(now_ms.saturating_add(1), "");
+        let mut out = Vec::new();
+        for item in self.trees.due.range(..end).take(limit) {
+            let (k, _) = item?;
+            if let Some((t, id)) = keys::split_time_key(&k) {
+                out.push((t, id.to_owned()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sizes of the files in the data directory, in bytes.
+    pub fn disk_bytes(&self) -> u64 {
+        dir_size(&self.path)
+    }
+}
+
+/// The SHA-256 of a payload in normal form: serde_json writes object keys sorted and without
+/// whitespace, so the same fields in any order or spacing hash the same.
+pub fn payload_hash(fields: &serde_json::Map<String, serde_json::Value>) -> [u8; 32] {
+    let normal = serde_json::to_vec(fields).expect("a JSON map serializes");
+    Sha256::digest(&normal).into()
+}
+
+/// Creates `dir` (mode 0700) if needed, tightens its mode, and removes snapshot files that a
+/// crash left half-written (sled 0.34.7 refuses to open with them). Returns whether the store
+/// is new.
+fn prepare_dir(dir: &Path) -> Result<bool, StoreError> {
+    let prep = |source| StoreError::Prepare {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(prep)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(prep)?;
+    let fresh = !dir.join("db").exists();
+    for entry in std::fs::read_dir(dir).map_err(prep)? {
+        let name = entry.map_err(prep)?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %name, "removing a snapshot file left by a crash");
+            std::fs::remove_file(dir.join(&*name)).map_err(prep)?;
+        }
+    }
+    Ok(fresh)
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+pub(crate) fn dir_size(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,190 @@
+//! The stored record and its encoding.
+//!
+//! Value layout in the `entries` tree: one format-version byte ([`FORMAT_V1`]) followed by the
+//! postcard encoding of [`Record`]. postcard has a specified, stable wire format; the version
+//! byte lets a later release change the struct and still read old records. A value that does
+//! not decode is never deleted: it is moved to the `quarantine` tree.
+
+use crate::intake::enrich::Enrichment;
+use serde::{Deserialize, Serialize};
+
+pub const FORMAT_V1: u8 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Status {
+    /// Waiting for its next delivery attempt.
+    Pending,
+    /// Claimed by the delivery worker under a lease.
+    InFlight,
+    /// Accepted by the dashboard; a tombstone kept for the idempotency window.
+    Delivered,
+    /// Given up on; kept until an operator replays, edits or purges it.
+    Dead,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [
+        Status::Pending,
+        Status::InFlight,
+        Status::Delivered,
+        Status::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::InFlight => "in_flight",
+            Status::Delivered => "delivered",
+            Status::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether records in this status sit in the due index (and the queue index).
+    pub fn is_queued(self) -> bool {
+        matches!(self, Status::Pending | Status::InFlight)
+    }
+}
+
+/// One line of a record's audit trail (edits, replays).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at_ms: i64,
+    pub action: String,
+    pub previous_payload_hash: Option<[u8; 32]>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub trace_id: String,
+    pub status: Status,
+    pub attempts: u32,
+    pub received_at_ms: i64,
+    /// For queued records, the time part of its due-index key.
+    pub next_attempt_at_ms: i64,
+    pub last_attempt_at_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_status_code: Option<u16>,
+    /// SHA-256 of the normalized payload (see [`crate::store::payload_hash`]).
+    pub payload_hash: [u8; 32],
+    /// The form's own fields as JSON text; `None` once dropped after delivery.
+    pub payload: Option<String>,
+    pub enrichment: Enrichment,
+    pub delivered_at_ms: Option<i64>,
+    pub dead_at_ms: Option<i64>,
+    pub audit: Vec<AuditEntry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty record value")]
+    Empty,
+    #[error("unknown record format version {0}")]
+    UnknownVersion(u8),
+    #[error("record does not decode: {0}")]
+    Postcard(#[from] postcard::Error),
+}
+
+pub fn encode(record: &Record) -> Vec<u8> {
+    let mut out = vec![FORMAT_V1];
+    // Serializing plain owned data into a Vec cannot fail.
+    out.extend(postcard::to_stdvec(record).expect("record serializes"));
+    out
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    match bytes.split_first() {
+        None => Err(DecodeError::Empty),
+        Some((&FORMAT_V1, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((&v, _)) => Err(DecodeError::UnknownVersion(v)),
+    }
+}
+
+impl Record {
+    /// The receipt a client gets for this record, first time or duplicate.
+    pub fn receipt(&self) -> Receipt {
+        Receipt {
+            trace_id: self.trace_id.clone(),
+            received_at: self.enrichment.received_at.clone(),
+        }
+    }
+}
+
+/// What `202 Accepted` (and a duplicate's `200`) carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub trace_id: String,
+    pub received_at: String,
+}
+
+#[cfg(test)]
+pub(crate) fn sample(trace_id: &str) -> Record {
+    Record {
+        trace_id: trace_id.into(),
+        status: Status::Pending,
+        attempts: 0,
+        received_at_ms: 1_700_000_000_000,
+        next_attempt_at_ms: 1_700_000_000_000,
+        last_attempt_at_ms: None,
+        last_error: None,
+        last_status_code: None,
+        payload_hash: [7; 32],
+        payload: Some(r#"{"email":"a@b.c"}"#.into()),
+        enrichment: Enrichment {
+            received_at: "2023-11-14T22:13:20.000Z".into(),
+            client_ip: "203.0.113.1".into(),
+            user_agent: Some("test".into()),
+            trace_id: trace_id.into(),
+            src: "site-proxy".into(),
+            form_type: "newsletter".into(),
+        },
+        delivered_at_ms: None,
+        dead_at_ms: None,
+        audit: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let r = sample("trace-0001");
+        assert_eq!(decode(&encode(&r)).unwrap(), r);
+    }
+
+    #[test]
+    fn unknown_versions_and_garbage_are_errors() {
+        assert!(matches!(decode(&[]), Err(DecodeError::Empty)));
+        assert!(matches!(
+            decode(&[9, 1, 2]),
+            Err(DecodeError::UnknownVersion(9))
+        ));
+        assert!(matches!(
+            decode(&[FORMAT_V1, 0xff]),
+            Err(DecodeError::Postcard(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn round_trip_any_payload(payload in ".{0,200}", attempts in any::<u32>(), code in proptest::option::of(any::<u16>())) {
+            let mut r = sample("trace-0002");
+            r.payload = Some(payload);
+            r.attempts = attempts;
+            r.last_status_code = code;
+            prop_assert_eq!(decode(&encode(&r)).unwrap(), r);
+        }
+    }
+}

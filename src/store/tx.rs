@@ -1,0 +1,347 @@
+//! Transactions: every change to a record moves its index entries and counters with it.
+
+use super::counters::{self, Deltas};
+use super::keys;
+use super::record::{self, Receipt, Record, Status};
+use super::{now_ms, Store, StoreError, Trees};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
+use sled::Transactional;
+
+/// What `submit` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    /// Newly stored (and, once returned from `Store::submit`, fsynced).
+    Stored(Receipt),
+    /// The same trace ID with the same payload hash: the original receipt.
+    Duplicate(Receipt),
+    /// The same trace ID with a different payload.
+    Conflict(Receipt),
+}
+
+/// What an update closure decides for a record.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Keep,
+    Put(Record),
+    /// Remove the record; it counts as purged.
+    Purge,
+}
+
+/// What an update did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Updated {
+    NotFound,
+    Kept(Record),
+    Put(Record),
+    Purged,
+}
+
+type TxTrees = (
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+);
+
+/// Writes `new` over `old` (either may be absent), keeping `due`, `queue` and the status
+/// counters in step.
+fn write(
+    (entries, due, queue, _): &TxTrees,
+    old: Option<&Record>,
+    new: Option<&Record>,
+    deltas: &mut Deltas,
+) -> Result<(), UnabortableTransactionError> {
+    if let Some(o) = old {
+        deltas.status(o.status, -1);
+        if o.status.is_queued() {
+            due.remove(keys::time_key(o.next_attempt_at_ms, &o.trace_id))?;
+            queue.remove(keys::time_key(o.received_at_ms, &o.trace_id))?;
+        }
+    }
+    match new {
+        Some(n) => {
+            deltas.status(n.status, 1);
+            if n.status.is_queued() {
+                due.insert(
+                    keys::time_key(n.next_attempt_at_ms, &n.trace_id),
+                    &[keys::status_byte(n.status)],
+                )?;
+                queue.insert(keys::time_key(n.received_at_ms, &n.trace_id), &[])?;
+            }
+            entries.insert(n.trace_id.as_bytes(), record::encode(n))?;
+        }
+        None => {
+            if let Some(o) = old {
+                entries.remove(o.trace_id.as_bytes())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn flatten<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    })
+}
+
+fn undecodable(trace_id: &str, e: record::DecodeError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(StoreError::Undecodable {
+        trace_id: trace_id.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Stores a batch of new records in one transaction (the committer's unit of work).
+pub(super) fn submit_batch(
+    trees: &Trees,
+    batch: &[Record],
+) -> Result<Vec<SubmitOutcome>, StoreError> {
+    let t = (&trees.entries, &trees.due, &trees.queue, &trees.counters);
+    flatten(t.transaction(|tx: &TxTrees| {
+        let mut deltas = Deltas::default();
+        let mut out = Vec::with_capacity(batch.len());
+        for r in batch {
+            // Reads see this transaction's own earlier writes, so a trace ID repeated
+            // within one batch is a duplicate too.
+            let outcome = match tx.0.get(r.trace_id.as_bytes())? {
+                Some(v) => match record::decode(&v) {
+                    Ok(old) if old.payload_hash == r.payload_hash => {
+                        SubmitOutcome::Duplicate(old.receipt())
+                    }
+                    Ok(old) => SubmitOutcome::Conflict(old.receipt()),
+                    Err(e) => return Err(undecodable(&r.trace_id, e)),
+                },
+                None => {
+                    write(tx, None, Some(r), &mut deltas)?;
+                    deltas.add(counters::ACCEPTED, 1);
+                    SubmitOutcome::Stored(r.receipt())
+                }
+            };
+            out.push(outcome);
+        }
+        deltas.apply(&tx.3)?;
+        Ok(out)
+    }))
+}
+
+impl Store {
+    /// Reads, decides and writes one record atomically. `decide` may run more than once
+    /// (sled retries conflicting transactions), so it must not have side effects.
+    pub fn update<F: Fn(&Record) -> Change>(
+        &self,
+        trace_id: &str,
+        decide: F,
+    ) -> Result<Updated, StoreError> {
+        let trees = &self.trees;
+        let t = (&trees.entries, &trees.due, &trees.queue, &trees.counters);
+        flatten(t.transaction(|tx: &TxTrees| {
+            let Some(v) = tx.0.get(trace_id.as_bytes())? else {
+                return Ok(Updated::NotFound);
+            };
+            let old = record::decode(&v).map_err(|e| undecodable(trace_id, e))?;
+            let mut deltas = Deltas::default();
+            let result = match decide(&old) {
+                Change::Keep => return Ok(Updated::Kept(old)),
+                Change::Put(new) => {
+                    write(tx, Some(&old), Some(&new), &mut deltas)?;
+                    Updated::Put(new)
+                }
+                Change::Purge => {
+                    write(tx, Some(&old), None, &mut deltas)?;
+                    deltas.add(counters::PURGED, 1);
+                    Updated::Purged
+                }
+            };
+            deltas.apply(&tx.3)?;
+            Ok(result)
+        }))
+    }
+
+    /// Moves an undecodable entry to the `quarantine` tree with the reason, keeping the
+    /// accounting: the status it had is read from its index entries when it was queued.
+    pub fn quarantine(&self, trace_id: &str, reason: &str) -> Result<(), StoreError> {
+        let find = |tree: &sled::Tree| -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+            let mut hits = Vec::new();
+            for item in tree.iter() {
+                let (k, v) = item?;
+                if keys::split_time_key(&k).is_some_and(|(_, id)| id == trace_id) {
+                    hits.push((k.to_vec(), v.to_vec()));
+                }
+            }
+            Ok(hits)
+        };
+        // Rare path: a scan of the two index trees finds the stale index entries.
+        let due_hits = find(&self.trees.due)?;
+        let queue_hits = find(&self.trees.queue)?;
+        let trees = &self.trees;
+        let t = (
+            &trees.entries,
+            &trees.due,
+            &trees.queue,
+            &trees.counters,
+            &trees.quarantine,
+        );
+        flatten(
+            t.transaction(|(entries, due, queue, counters, quarantine)| {
+                let Some(raw) = entries.remove(trace_id.as_bytes())? else {
+                    return Ok(());
+                };
+                let mut deltas = Deltas::default();
+                let mut status = None;
+                for (k, v) in &due_hits {
+                    due.remove(k.as_slice())?;
+                    status = status.or(v.first().and_then(|b| keys::status_from_byte(*b)));
+                }
+                for (k, _) in &queue_hits {
+                    queue.remove(k.as_slice())?;
+                }
+                if let Some(s) = status {
+                    deltas.status(s, -1);
+                }
+                deltas.add(counters::QUARANTINED, 1);
+                let doc = serde_json::json!({
+                    "reason": reason,
+                    "quarantined_at_ms": now_ms(),
+                    "previous_status": status.map(Status::as_str),
+                    "original_hex": hex::encode(&raw),
+                });
+                quarantine.insert(trace_id.as_bytes(), serde_json::to_vec(&doc).expect("json"))?;
+                deltas.apply(counters)?;
+                Ok(())
+            }),
+        )?;
+        tracing::error!(trace_id, reason, "record quarantined: it does not decode");
+        Ok(())
+    }
+
+    /// Makes every in-flight record due now. Only one process can hold the directory, so at
+    /// open any lease belongs to a process that is gone.
+    pub(super) fn requeue_in_flight(&self) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let in_flight: Vec<String> = self
+            .trees
+            .due
+            .iter()
+            .filter_map(|item| item.ok())
+            .filter(|(_, v)| v.first() == Some(&keys::status_byte(Status::InFlight)))
+            .filter_map(|(k, _)| keys::split_time_key(&k).map(|(_, id)| id.to_owned()))
+            .collect();
+        for id in &in_flight {
+            let r = self.update(id, |r| {
+                if r.status != Status::InFlight {
+                    return Change::Keep;
+                }
+                let mut n = r.clone();
+                n.status = Status::Pending;
+                n.next_attempt_at_ms = now;
+                Change::Put(n)
+            });
+            if let Err(StoreError::Undecodable { reason, .. }) = r {
+                self.quarantine(id, &reason)?;
+            } else {
+                r?;
+            }
+        }
+        Ok(in_flight.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::sample;
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_batch_stores_new_records_and_recognises_repeats_within_it() {
+        let (_d, s) = open();
+        let a = sample("trace-aaaa");
+        let mut conflict = sample("trace-aaaa");
+        conflict.payload_hash = [9; 32];
+        let out = submit_batch(&s.trees, &[a.clone(), a.clone(), conflict]).unwrap();
+        assert!(matches!(out[0], SubmitOutcome::Stored(_)));
+        assert!(matches!(out[1], SubmitOutcome::Duplicate(_)));
+        assert!(matches!(out[2], SubmitOutcome::Conflict(_)));
+        let c = s.counts().unwrap();
+        assert_eq!((c.accepted, c.pending), (1, 1));
+        assert_eq!(
+            s.due_until(i64::MAX, 10).unwrap(),
+            vec![(a.next_attempt_at_ms, a.trace_id.clone())]
+        );
+    }
+
+    #[test]
+    fn updates_move_index_entries_and_counters_together() {
+        let (_d, s) = open();
+        submit_batch(&s.trees, &[sample("trace-bbbb")]).unwrap();
+        s.update("trace-bbbb", |r| {
+            let mut n = r.clone();
+            n.status = Status::Delivered;
+            Change::Put(n)
+        })
+        .unwrap();
+        assert!(s.due_until(i64::MAX, 10).unwrap().is_empty());
+        assert_eq!(s.oldest_queued_ms().unwrap(), None);
+        let c = s.counts().unwrap();
+        assert_eq!((c.pending, c.delivered), (0, 1));
+        assert!(c.balanced());
+        assert_eq!(
+            s.update("trace-bbbb", |_| Change::Purge).unwrap(),
+            Updated::Purged
+        );
+        let c = s.counts().unwrap();
+        assert_eq!((c.delivered, c.purged, c.accepted), (0, 1, 1));
+        assert!(c.balanced());
+    }
+
+    #[test]
+    fn an_undecodable_record_is_quarantined_not_deleted() {
+        let (_d, s) = open();
+        submit_batch(&s.trees, &[sample("trace-cccc")]).unwrap();
+        s.trees
+            .entries
+            .insert("trace-cccc", &[1, 0xff, 0xff])
+            .unwrap();
+        let err = s.update("trace-cccc", |_| Change::Keep).unwrap_err();
+        assert!(matches!(err, StoreError::Undecodable { .. }));
+        s.quarantine("trace-cccc", "test").unwrap();
+        assert!(s.trees.quarantine.get("trace-cccc").unwrap().is_some());
+        assert!(s.due_until(i64::MAX, 10).unwrap().is_empty());
+        let c = s.counts().unwrap();
+        assert_eq!((c.pending, c.quarantined), (0, 1));
+        assert!(c.balanced());
+    }
+
+    #[test]
+    fn in_flight_records_are_due_again_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        {
+            let s = Store::open(&path).unwrap();
+            submit_batch(&s.trees, &[sample("trace-dddd")]).unwrap();
+            s.update("trace-dddd", |r| {
+                let mut n = r.clone();
+                n.status = Status::InFlight;
+                n.next_attempt_at_ms = i64::MAX / 2;
+                Change::Put(n)
+            })
+            .unwrap();
+            s.sync().unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(
+            s.get("trace-dddd").unwrap().unwrap().status,
+            Status::Pending
+        );
+        assert_eq!(s.due_until(now_ms(), 10).unwrap().len(), 1);
+    }
+}
