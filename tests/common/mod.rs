@@ -1,0 +1,146 @@
+//! Shared test harness: the real application on port 0 with a temporary data directory,
+//! configured through the same flags a user passes, plus the real binary for kill tests.
+#![allow(dead_code)]
+
+use clap::Parser;
+use outbox::app::Application;
+use outbox::cli::{Cli, Command};
+use outbox::config::Settings;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+/// Parses `outbox serve <args>` exactly as the binary would (environment included).
+pub fn settings_from_args(args: &[&str]) -> Settings {
+    let argv = ["outbox", "serve"].iter().chain(args.iter());
+    let Command::Serve { settings } = Cli::try_parse_from(argv).expect("valid flags").command else {
+        unreachable!()
+    };
+    Settings::from_layers(&settings.layers().expect("layers")).expect("valid settings")
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts the app on 127.0.0.1:0 with a fresh data directory and the given extra flags.
+pub async fn spawn_app(extra: &[&str]) -> TestApp {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut app = spawn_app_in(&dir, extra).await;
+    app._tmp = Some(tmp);
+    app
+}
+
+/// Starts the app on an existing (or new) data directory; the caller owns the directory.
+pub async fn spawn_app_in(dir: &Path, extra: &[&str]) -> TestApp {
+    let dir_s = dir.to_str().unwrap().to_owned();
+    let mut args = vec!["--listen", "127.0.0.1:0", "--data-dir", &dir_s, "--rate-limit", "off"];
+    args.extend_from_slice(extra);
+    let settings = settings_from_args(&args);
+    let app = Application::build(settings).await.expect("app builds");
+    let addr = app.local_addr();
+    let admin_addr = app.admin_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        admin_addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+        data_dir: dir.to_path_buf(),
+        _tmp: None,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Posts a JSON body with optional extra headers.
+    pub async fn post_json(&self, body: &serde_json::Value, headers: &[(&str, &str)]) -> reqwest::Response {
+        self.post_raw("application/json", body.to_string().into_bytes(), headers).await
+    }
+
+    pub async fn post_raw(&self, content_type: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self.client.post(self.url("/api/collect")).header("content-type", content_type).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("request reaches the app")
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Graceful stop; waits until the store is closed so the directory can be reopened.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("app task").expect("app stops cleanly");
+        }
+        self._tmp.take()
+    }
+}
+
+/// The compiled `outbox` binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_outbox"))
+}
+
+/// A free loopback port (bound and released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `outbox serve` as a child process on `port` and waits until /health answers.
+pub fn spawn_binary(dir: &Path, port: u16, extra: &[&str]) -> Child {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", dir.to_str().unwrap()])
+        .args(["--rate-limit", "off", "--log-format", "json"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("spawn outbox");
+    wait_healthy(port, &mut child);
+    child
+}
+
+/// Polls /health until it answers 200 (or panics after 20 s).
+pub fn wait_healthy(port: u16, child: &mut Child) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("outbox exited early: {status}");
+        }
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            if buf.starts_with("HTTP/1.1 200") {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("outbox did not become healthy on port {port}");
+}
