@@ -8,6 +8,7 @@
 //! | `queue`      | received ms (u64 BE) ++ trace ID       | empty                                  |
 //! | `counters`   | counter name                           | u64 BE                                 |
 //! | `quarantine` | original key                           | JSON: reason, time, original bytes     |
+//! | `done`       | `t`/`p` ++ delivered ms (u64 BE) ++ ID | empty (see [`done`])                   |
 //!
 //! `entries` is the source of truth. A record is in `due` and `queue` exactly while its status
 //! is pending or in flight; `queue` orders them by arrival (oldest pending age, listings).
@@ -21,13 +22,14 @@
 
 mod committer;
 pub mod counters;
+pub mod done;
 pub mod keys;
 pub mod record;
 mod tx;
 
 pub use counters::Counts;
 pub use record::{Receipt, Record, Status};
-pub use tx::{Change, SubmitOutcome};
+pub use tx::{Change, SubmitOutcome, Updated};
 
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -91,6 +93,7 @@ pub(crate) struct Trees {
     pub queue: sled::Tree,
     pub counters: sled::Tree,
     pub quarantine: sled::Tree,
+    pub done: sled::Tree,
 }
 
 /// Makes sled's log durable: `flush()` then `fdatasync` on `<data-dir>/db`.
@@ -158,6 +161,7 @@ impl Store {
             queue: db.open_tree("queue")?,
             counters: db.open_tree("counters")?,
             quarantine: db.open_tree("quarantine")?,
+            done: db.open_tree("done")?,
         };
         let syncer = Arc::new(Syncer {
             db,

@@ -1,6 +1,7 @@
 //! Transactions: every change to a record moves its index entries and counters with it.
 
 use super::counters::{self, Deltas};
+use super::done::done_keys;
 use super::keys;
 use super::record::{self, Receipt, Record, Status};
 use super::{now_ms, Store, StoreError, Trees};
@@ -43,12 +44,13 @@ type TxTrees = (
     TransactionalTree,
     TransactionalTree,
     TransactionalTree,
+    TransactionalTree,
 );
 
-/// Writes `new` over `old` (either may be absent), keeping `due`, `queue` and the status
-/// counters in step.
+/// Writes `new` over `old` (either may be absent), keeping `due`, `queue`, `done` and the
+/// status counters in step.
 fn write(
-    (entries, due, queue, _): &TxTrees,
+    (entries, due, queue, _, done): &TxTrees,
     old: Option<&Record>,
     new: Option<&Record>,
     deltas: &mut Deltas,
@@ -58,6 +60,9 @@ fn write(
         if o.status.is_queued() {
             due.remove(keys::time_key(o.next_attempt_at_ms, &o.trace_id))?;
             queue.remove(keys::time_key(o.received_at_ms, &o.trace_id))?;
+        }
+        for k in done_keys(o) {
+            done.remove(k)?;
         }
     }
     match new {
@@ -69,6 +74,9 @@ fn write(
                     &[keys::status_byte(n.status)],
                 )?;
                 queue.insert(keys::time_key(n.received_at_ms, &n.trace_id), &[])?;
+            }
+            for k in done_keys(n) {
+                done.insert(k, &[])?;
             }
             entries.insert(n.trace_id.as_bytes(), record::encode(n))?;
         }
@@ -100,7 +108,13 @@ pub(super) fn submit_batch(
     trees: &Trees,
     batch: &[Record],
 ) -> Result<Vec<SubmitOutcome>, StoreError> {
-    let t = (&trees.entries, &trees.due, &trees.queue, &trees.counters);
+    let t = (
+        &trees.entries,
+        &trees.due,
+        &trees.queue,
+        &trees.counters,
+        &trees.done,
+    );
     flatten(t.transaction(|tx: &TxTrees| {
         let mut deltas = Deltas::default();
         let mut out = Vec::with_capacity(batch.len());
@@ -137,7 +151,13 @@ impl Store {
         decide: F,
     ) -> Result<Updated, StoreError> {
         let trees = &self.trees;
-        let t = (&trees.entries, &trees.due, &trees.queue, &trees.counters);
+        let t = (
+            &trees.entries,
+            &trees.due,
+            &trees.queue,
+            &trees.counters,
+            &trees.done,
+        );
         flatten(t.transaction(|tx: &TxTrees| {
             let Some(v) = tx.0.get(trace_id.as_bytes())? else {
                 return Ok(Updated::NotFound);
