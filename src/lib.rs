@@ -15,6 +15,7 @@ pub mod config;
 pub mod delivery;
 pub mod http;
 pub mod intake;
+pub mod ops;
 pub mod signals;
 pub mod store;
 pub mod telemetry;
