@@ -30,6 +30,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        http::metrics::install();
         let store = Arc::new(Store::open(&settings.data_dir)?);
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -104,16 +105,21 @@ impl Application {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(DISK_SAMPLE_EVERY).await;
+                    http::metrics::upkeep();
                     let (s, a) = (store.clone(), admission.clone());
                     let _ = tokio::task::spawn_blocking(move || a.refresh(&s)).await;
                 }
             })
         };
 
-        let main = serve(listener, http::router(state.clone()), stop.clone());
+        let conn = ConnLimits {
+            max: state.settings.limits.max_connections,
+            header_timeout: state.settings.body_timeout,
+        };
+        let main = serve(listener, http::router(state.clone()), stop.clone(), conn);
         let admin = admin_listener.map(|l| {
             let app = http::common_layers(http::health_router(state.clone()));
-            serve(l, app, stop.clone())
+            serve(l, app, stop.clone(), conn)
         });
 
         shutdown.await;
@@ -141,18 +147,71 @@ impl Application {
     }
 }
 
+/// Per-listener connection limits.
+#[derive(Clone, Copy)]
+struct ConnLimits {
+    /// Most open connections; further clients wait in the kernel's accept queue.
+    max: usize,
+    /// A connection whose request headers take longer than this is closed (slow-loris).
+    header_timeout: Duration,
+}
+
+/// Serves `app` (HTTP/1.1) on `listener` until `stop`, then closes the listener and lets open
+/// connections finish their current request. Each connection holds a permit of a semaphore
+/// of `max` while it is open, and accepting waits for a permit.
 fn serve(
     listener: TcpListener,
     app: axum::Router,
     stop: Arc<Notify>,
+    limits: ConnLimits,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    let notified = async move { stop.notified().await };
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    // Registered now, so a stop signalled before the task first runs is not missed.
+    let stopped = stop.notified_owned();
     tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(notified)
-        .await
+        let mut stopped = std::pin::pin!(stopped);
+        let permits = Arc::new(tokio::sync::Semaphore::new(limits.max));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        loop {
+            let permit = tokio::select! {
+                _ = &mut stopped => break,
+                p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            };
+            let (stream, peer) = tokio::select! {
+                _ = &mut stopped => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Per-connection failures (reset before accept) and resource limits
+                        // (EMFILE) must not end the server; back off briefly on the latter.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let app = app.clone();
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                },
+            );
+            let conn = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(permit);
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        Ok(())
     })
 }

@@ -72,7 +72,7 @@ pub const SPECS: &[Spec] = &[
     s(
         "body-timeout",
         Some("10s"),
-        "time allowed to receive a request body (slow clients get 408)",
+        "time allowed to receive the request headers, and again the body (slow clients are cut off; a slow body gets 408)",
     ),
     s(
         "idempotency-window",

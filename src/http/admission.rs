@@ -63,7 +63,15 @@ impl Admission {
     }
 
     pub fn check(&self, store: &Store) -> Result<(), ApiError> {
-        match self.refusal(store) {
+        let refusal = self.refusal(store);
+        if let Some(r) = refusal {
+            let reason = match r {
+                Refusal::OutboxFull => "outbox_full",
+                Refusal::DiskLow => "disk_low",
+            };
+            metrics::counter!("outbox_intake_refused_total", "reason" => reason).increment(1);
+        }
+        match refusal {
             None => Ok(()),
             Some(Refusal::DiskLow) => Err(ApiError::new(
                 503,

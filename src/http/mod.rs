@@ -2,8 +2,11 @@
 
 pub mod admission;
 pub mod collect;
+pub mod cors;
 pub mod error;
 pub mod health;
+pub mod metrics;
+pub mod rate_limit;
 
 use crate::config::Settings;
 use crate::delivery::DeliveryState;
@@ -35,12 +38,14 @@ pub struct AppState {
     pub shutting_down: Arc<AtomicBool>,
 }
 
-/// The health routes, served on the main address or on `--admin-listen`.
+/// The health and metrics routes, served on the main address or on `--admin-listen`.
+/// Never rate limited.
 pub fn health_router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health/detailed", get(health::detailed))
+        .route("/metrics", get(metrics::render))
         .with_state(state)
 }
 
@@ -49,6 +54,10 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .route("/api/collect", post(collect::collect))
         .with_state(state.clone());
+    // Innermost first: the rate limit runs before the handler reads a byte of the body, and
+    // CORS wraps everything so even a 429 or 403 carries the headers a browser needs.
+    app = rate_limit::apply(app, &state.settings);
+    app = cors::apply(app, &state.settings);
     if state.settings.admin_listen.is_none() {
         app = app.merge(health_router(state));
     }
@@ -72,6 +81,15 @@ pub fn common_layers(app: Router) -> Router {
         ))
 }
 
+/// The `route` label values of `outbox_http_requests_total`, besides `other`.
+const KNOWN_ROUTES: [&str; 5] = [
+    "/api/collect",
+    "/health",
+    "/health/ready",
+    "/health/detailed",
+    "/metrics",
+];
+
 /// One log line per request: method, route, status, latency, and for submissions the trace ID
 /// and form type. Never the body, never a header value that could carry a secret.
 async fn request_log(req: Request, next: Next) -> Response {
@@ -83,16 +101,17 @@ async fn request_log(req: Request, next: Next) -> Response {
     let status = resp.status().as_u16();
     let sub = resp.extensions().get::<collect::SubmissionLog>();
     let code = resp.extensions().get::<error::ErrorCode>().map(|c| c.0);
-    let route =
-        if path.starts_with("/api/collect") || path.starts_with("/health") || path == "/metrics" {
-            path.as_str()
-        } else {
-            "other"
-        };
-    metrics::counter!("outbox_http_requests_total", "route" => route.to_owned(), "status" => status.to_string())
+    // Only known routes become label values: any other path would let a client create
+    // metric series (memory) at will.
+    let route = KNOWN_ROUTES
+        .iter()
+        .copied()
+        .find(|r| *r == path)
+        .unwrap_or("other");
+    ::metrics::counter!("outbox_http_requests_total", "route" => route, "status" => status.to_string())
         .increment(1);
     if route == "/api/collect" {
-        metrics::histogram!("outbox_intake_seconds").record(latency_ms / 1000.0);
+        ::metrics::histogram!("outbox_intake_seconds").record(latency_ms / 1000.0);
     }
     tracing::info!(
         method = %method,
