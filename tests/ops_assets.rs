@@ -1,0 +1,181 @@
+//! The deployment assets in ops/ stay true to the code: the environment example lists every
+//! setting, and the alert rules and Grafana dashboard use only metrics outbox exports.
+//! `OUTBOX_UPDATE_ASSETS=1 cargo test --test ops_assets` rewrites ops/outbox.env.example.
+
+use outbox::config::spec::{env_name, SPECS};
+use outbox::http::metrics::METRICS;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn env_example() -> String {
+    let mut out = String::from(
+        "# outbox environment file: every setting with its default, for systemd's\n\
+         # EnvironmentFile=/etc/outbox/outbox.env. Uncomment and change what you need.\n\
+         # Precedence: command-line flag > OUTBOX_* variable > TOML file (OUTBOX_CONFIG) > default.\n\
+         # Durations: 500ms, 30s, 15m, 24h. Sizes: 64KiB, 1MiB, 4GiB. Rates: 10/s, 600/m, off.\n\
+         # `outbox config check` prints the effective configuration (secrets masked) and checks it.\n\
+         # Keep this file mode 0640, owned by root:outbox: it holds the ingest key.\n\
+         # Generated from the settings table: OUTBOX_UPDATE_ASSETS=1 cargo test --test ops_assets\n",
+    );
+    for spec in SPECS {
+        let example = match (spec.name, spec.default) {
+            ("dashboard-url", _) => "https://admin.example.com",
+            ("ingest-key", _) => "change-me-to-a-long-random-key",
+            (_, Some(d)) => d,
+            (_, None) => "",
+        };
+        out.push_str(&format!(
+            "\n# {}\n#{}={example}\n",
+            spec.help,
+            env_name(spec.name)
+        ));
+    }
+    out
+}
+
+#[test]
+fn the_environment_example_lists_every_setting() {
+    let path = root().join("ops/outbox.env.example");
+    let want = env_example();
+    if std::env::var_os("OUTBOX_UPDATE_ASSETS").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        have, want,
+        "ops/outbox.env.example is stale: run OUTBOX_UPDATE_ASSETS=1 cargo test --test ops_assets"
+    );
+}
+
+#[test]
+fn the_readme_configuration_reference_names_every_setting() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let missing: Vec<&str> = SPECS
+        .iter()
+        .filter(|s| {
+            !readme.contains(&format!("--{}", s.name)) || !readme.contains(&env_name(s.name))
+        })
+        .map(|s| s.name)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README lacks these settings: {missing:?}"
+    );
+}
+
+/// Metric names a PromQL expression refers to, with histogram suffixes folded.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut word = String::new();
+    let mut in_braces = 0;
+    for c in expr.chars().chain(std::iter::once(' ')) {
+        match c {
+            '{' => in_braces += 1,
+            '}' => in_braces -= 1,
+            _ => {}
+        }
+        if (c.is_ascii_alphanumeric() || c == '_' || c == ':') && in_braces == 0 {
+            word.push(c);
+            continue;
+        }
+        if word.starts_with("outbox_") || word == "up" {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| word.strip_suffix(s))
+                .unwrap_or(&word)
+                .to_owned();
+            names.insert(base);
+        }
+        word.clear();
+    }
+    names
+}
+
+fn exported() -> BTreeSet<String> {
+    let mut set: BTreeSet<String> = METRICS.iter().map(|(n, _, _)| n.to_string()).collect();
+    set.insert("up".into()); // Prometheus's own per-target series
+    set
+}
+
+#[test]
+fn alert_rules_parse_and_use_only_exported_metrics() {
+    let text = std::fs::read_to_string(root().join("ops/prometheus-alerts.yml")).unwrap();
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("valid YAML");
+    let rules = docs[0]["groups"][0]["rules"]
+        .as_vec()
+        .expect("groups[0].rules");
+    let mut alerts = BTreeSet::new();
+    for rule in rules {
+        let name = rule["alert"].as_str().expect("alert name");
+        let expr = rule["expr"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has no expr"));
+        assert!(
+            rule["annotations"]["summary"].as_str().is_some(),
+            "{name} has no summary"
+        );
+        let unknown: Vec<String> = metric_names(expr)
+            .difference(&exported())
+            .cloned()
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "{name} uses metrics outbox does not export: {unknown:?}"
+        );
+        alerts.insert(name.to_owned());
+    }
+    for needed in [
+        "OutboxGrowing",
+        "OutboxOldestPendingTooOld",
+        "OutboxDeadLetters",
+        "OutboxDeliveryPausedCredentials",
+        "OutboxCircuitOpen",
+        "OutboxDiskLow",
+        "OutboxIntake5xx",
+    ] {
+        assert!(alerts.contains(needed), "missing alert {needed}");
+    }
+}
+
+#[test]
+fn the_grafana_dashboard_parses_and_uses_only_exported_metrics() {
+    let text = std::fs::read_to_string(root().join("ops/grafana-dashboard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let mut used = BTreeSet::new();
+    for panel in dash["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            used.extend(metric_names(expr));
+        }
+    }
+    let unknown: Vec<&String> = used.difference(&exported()).collect();
+    assert!(
+        unknown.is_empty(),
+        "dashboard uses metrics outbox does not export: {unknown:?}"
+    );
+    for needed in [
+        "outbox_intake_seconds",
+        "outbox_outbox_records",
+        "outbox_oldest_pending_age_seconds",
+        "outbox_circuit_state",
+        "outbox_commit_batch_size",
+        "outbox_delivery_attempts_total",
+    ] {
+        assert!(used.contains(needed), "dashboard lacks {needed}");
+    }
+}
+
+#[test]
+fn metric_name_extraction_ignores_labels_and_folds_histogram_suffixes() {
+    let got = metric_names(
+        r#"histogram_quantile(0.9, sum by (le) (rate(outbox_intake_seconds_bucket{route="outbox_x"}[5m]))) + up"#,
+    );
+    assert_eq!(
+        got,
+        BTreeSet::from(["outbox_intake_seconds".to_owned(), "up".to_owned()])
+    );
+}
