@@ -5,4 +5,24 @@
 //! subcommand opens the directory itself. Each operation is one function taking `&Store`,
 //! called by the socket server and by the offline path alike, so both behave the same.
 
+pub mod backup;
+pub mod client;
+pub mod edit;
+pub mod handler;
+pub mod import;
+pub mod inspect;
 pub mod legacy;
+pub mod progress;
+pub mod proto;
+pub mod purge;
+pub mod replay;
+pub mod restore;
+pub mod server;
+pub mod verify;
+
+/// Formats epoch milliseconds as the service formats times: RFC 3339, UTC, milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(crate::intake::enrich::format_time)
+        .unwrap_or_else(|| format!("{ms} ms"))
+}

@@ -3,14 +3,14 @@
 //! `accepted = pending + in_flight + delivered + dead + quarantined + purged`.
 
 use super::record::Status;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 
 pub const ACCEPTED: &str = "accepted";
 pub const QUARANTINED: &str = "quarantined";
 pub const PURGED: &str = "purged";
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub accepted: u64,
     pub pending: u64,

@@ -24,6 +24,7 @@ mod committer;
 pub mod counters;
 pub mod done;
 pub mod keys;
+pub mod maintenance;
 pub mod record;
 mod tx;
 
@@ -36,7 +37,7 @@ use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// sled's page cache budget. It counts on-disk page bytes; 64 MiB keeps RSS small on a small
 /// server while holding the hot head of the due index.
@@ -94,6 +95,8 @@ pub(crate) struct Trees {
     pub counters: sled::Tree,
     pub quarantine: sled::Tree,
     pub done: sled::Tree,
+    /// Writers hold it shared, point-in-time copies exclusively (see [`maintenance`]).
+    pub gate: Arc<RwLock<()>>,
 }
 
 /// Makes sled's log durable: `flush()` then `fdatasync` on `<data-dir>/db`.
@@ -162,6 +165,7 @@ impl Store {
             counters: db.open_tree("counters")?,
             quarantine: db.open_tree("quarantine")?,
             done: db.open_tree("done")?,
+            gate: Arc::default(),
         };
         let syncer = Arc::new(Syncer {
             db,

@@ -115,6 +115,7 @@ pub(super) fn submit_batch(
         &trees.counters,
         &trees.done,
     );
+    let _gate = trees.write_gate();
     flatten(t.transaction(|tx: &TxTrees| {
         let mut deltas = Deltas::default();
         let mut out = Vec::with_capacity(batch.len());
@@ -158,6 +159,7 @@ impl Store {
             &trees.counters,
             &trees.done,
         );
+        let _gate = trees.write_gate();
         flatten(t.transaction(|tx: &TxTrees| {
             let Some(v) = tx.0.get(trace_id.as_bytes())? else {
                 return Ok(Updated::NotFound);
@@ -205,6 +207,7 @@ impl Store {
             &trees.counters,
             &trees.quarantine,
         );
+        let _gate = trees.write_gate();
         flatten(
             t.transaction(|(entries, due, queue, counters, quarantine)| {
                 let Some(raw) = entries.remove(trace_id.as_bytes())? else {

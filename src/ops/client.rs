@@ -1,0 +1,140 @@
+//! The CLI side of the admin channel: talk to the running server when one answers on the
+//! socket, otherwise open the data directory directly, and say which path was taken.
+
+use crate::ops::handler::{dispatch, OpsContext};
+use crate::ops::progress::Bar;
+use crate::ops::proto::{Reply, Request, SOCKET_NAME};
+use crate::store::{Store, StoreError};
+use anyhow::{bail, Context};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+
+/// An open connection to a running server.
+pub struct Connection {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+    pub pid: u32,
+}
+
+/// Connects to `<data-dir>/admin.sock`. `Ok(None)` means no server listens there (no socket,
+/// or a stale file left by a server that was killed).
+pub fn connect(data_dir: &Path) -> anyhow::Result<Option<Connection>> {
+    let path = data_dir.join(SOCKET_NAME);
+    let stream = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+            return Ok(None)
+        }
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => bail!(
+            "cannot connect to {}: permission denied; run this command as the user outbox runs as",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot connect to {}", path.display())),
+    };
+    let mut reader = BufReader::new(stream.try_clone()?);
+    match read_reply(&mut reader)? {
+        Reply::Hello { pid, .. } => Ok(Some(Connection {
+            stream,
+            reader,
+            pid,
+        })),
+        other => bail!("the admin socket answered {other:?} instead of a greeting"),
+    }
+}
+
+fn read_reply(reader: &mut BufReader<UnixStream>) -> anyhow::Result<Reply> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        bail!("the server closed the admin connection without an answer; see its log");
+    }
+    serde_json::from_str(&line)
+        .context("the server's answer is not understood (different outbox versions?)")
+}
+
+impl Connection {
+    /// Sends one request and waits for its answer, reporting progress as it comes.
+    pub fn call(mut self, req: &Request, bar: &Bar) -> anyhow::Result<Value> {
+        let mut line = serde_json::to_vec(req).expect("requests serialize");
+        line.push(b'\n');
+        self.stream
+            .write_all(&line)
+            .context("sending the request to the server")?;
+        loop {
+            match read_reply(&mut self.reader)? {
+                Reply::Progress { done, total } => bar.update(done, total),
+                Reply::Ok(v) => return Ok(v),
+                Reply::Error(e) => bail!("{e}"),
+                Reply::Hello { .. } => bail!("unexpected second greeting from the server"),
+            }
+        }
+    }
+}
+
+/// Which way a command reached the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Server { pid: u32 },
+    Offline,
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::Server { pid } => write!(f, "via the running server, pid {pid}"),
+            Access::Offline => write!(f, "offline"),
+        }
+    }
+}
+
+/// Checks that `dir` is an existing data directory (ops commands never create one).
+pub fn require_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.join("db").is_file() {
+        bail!(
+            "no outbox data directory at {} (no db file); pass --data-dir, OUTBOX_DATA_DIR or --config",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Opens a stopped data directory, with a clear error when a server holds it but did not
+/// answer on its socket.
+pub fn open_offline(dir: &Path) -> anyhow::Result<Store> {
+    require_data_dir(dir)?;
+    Store::open(dir).map_err(|e| match e {
+        StoreError::InUse(_) => anyhow::anyhow!(
+            "a server is running on {} but its admin socket {} does not answer; wait until it has started, or check that it runs this outbox version",
+            dir.display(),
+            dir.join(SOCKET_NAME).display()
+        ),
+        other => anyhow::Error::new(other).context(format!("cannot open {}", dir.display())),
+    })
+}
+
+/// Runs `req` through the running server, or offline on the stopped directory. Prints the
+/// path taken to stderr (stdout stays clean for `--json`).
+pub fn run(dir: &Path, req: Request, label: &str) -> anyhow::Result<(Access, Value)> {
+    if let Some(conn) = connect(dir)? {
+        let access = Access::Server { pid: conn.pid };
+        eprintln!("outbox: {access}");
+        let bar = Bar::new(label);
+        let out = conn.call(&req, &bar);
+        bar.finish();
+        return Ok((access, out?));
+    }
+    let store = Arc::new(open_offline(dir)?);
+    eprintln!("outbox: {}", Access::Offline);
+    let ctx = OpsContext {
+        store: store.clone(),
+        delivery: None,
+        wake: None,
+    };
+    let bar = Bar::new(label);
+    let out = dispatch(&ctx, req, &|done, total| bar.update(done, total));
+    bar.finish();
+    store.sync().context("syncing the data directory")?;
+    Ok((Access::Offline, out?))
+}

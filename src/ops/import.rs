@@ -1,0 +1,154 @@
+//! `outbox import-legacy`: the old proxy's fallback files become pending records.
+//!
+//! Records go in through [`Store::submit`], the same path as a live post, so an import that
+//! is run twice answers "duplicate" for every file the first run stored and adds nothing.
+//! A file the parser rejects is reported and skipped; it never stops the import.
+
+use crate::intake::enrich::{cut_user_agent, format_time, Enrichment};
+use crate::intake::form_type;
+use crate::ops::handler::Progress;
+use crate::ops::legacy::{parse_legacy_file, LegacySubmission};
+use crate::store::record::{Record, Status};
+use crate::store::{now_ms, payload_hash, Store, SubmitOutcome};
+use serde::{Deserialize, Serialize};
+
+/// Submissions committed together (one group commit each).
+const CHUNK: usize = 256;
+
+/// The `src` tag of imported records that do not carry one.
+pub const DEFAULT_SRC: &str = "site-proxy";
+
+/// One file as read by the CLI: its name, bytes and modification time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LegacyFile {
+    pub file_name: String,
+    pub content: Vec<u8>,
+    pub mtime_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ImportReport {
+    pub dry_run: bool,
+    /// Stored now (or, in a dry run, would be).
+    pub imported: Vec<Imported>,
+    /// Already in the store with the same payload (an earlier import).
+    pub duplicates: Vec<Imported>,
+    /// Skipped: the file does not parse, or its trace ID holds a different payload.
+    pub failed: Vec<Failed>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Imported {
+    pub file: String,
+    pub trace_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Failed {
+    pub file: String,
+    pub error: String,
+}
+
+/// The record a legacy file becomes: pending, due now, enrichment beside the payload.
+pub fn to_record(s: &LegacySubmission, mtime_ms: i64, now: i64) -> Record {
+    let received_ms = s.received_at.map_or(mtime_ms, |t| t.timestamp_millis());
+    let received = chrono::DateTime::from_timestamp_millis(received_ms).unwrap_or_default();
+    let form_type = s.form_type.clone().unwrap_or_else(|| {
+        form_type::detect(&s.fields, &form_type::default_rules(), &[])
+            .unwrap_or_else(|_| form_type::GENERIC.to_owned())
+    });
+    Record {
+        trace_id: s.trace_id.clone(),
+        status: Status::Pending,
+        attempts: 0,
+        received_at_ms: received_ms,
+        next_attempt_at_ms: now,
+        last_attempt_at_ms: None,
+        last_error: None,
+        last_status_code: None,
+        payload_hash: payload_hash(&s.fields),
+        payload: Some(serde_json::Value::Object(s.fields.clone()).to_string()),
+        enrichment: Enrichment {
+            received_at: format_time(received),
+            client_ip: s.client_ip.clone().unwrap_or_else(|| "unknown".into()),
+            user_agent: s.user_agent.as_deref().map(cut_user_agent),
+            trace_id: s.trace_id.clone(),
+            src: s.src.clone().unwrap_or_else(|| DEFAULT_SRC.into()),
+            form_type,
+        },
+        delivered_at_ms: None,
+        dead_at_ms: None,
+        audit: vec![crate::store::record::AuditEntry {
+            at_ms: now,
+            action: "import-legacy".into(),
+            previous_payload_hash: None,
+            note: Some(format!("from {}", s.file_name)),
+        }],
+    }
+}
+
+pub fn import(
+    store: &Store,
+    files: &[LegacyFile],
+    dry_run: bool,
+    progress: Progress,
+) -> anyhow::Result<ImportReport> {
+    let mut report = ImportReport {
+        dry_run,
+        ..Default::default()
+    };
+    let now = now_ms();
+    let mut records = Vec::new();
+    for f in files {
+        match parse_legacy_file(&f.file_name, &f.content) {
+            Ok(s) => records.push((f.file_name.clone(), to_record(&s, f.mtime_ms, now))),
+            Err(e) => report.failed.push(Failed {
+                file: f.file_name.clone(),
+                error: e.to_string(),
+            }),
+        }
+    }
+    let total = records.len() as u64;
+    let mut done = 0u64;
+    for chunk in records.chunks(CHUNK) {
+        let outcomes = if dry_run {
+            chunk
+                .iter()
+                .map(|(_, r)| {
+                    Ok(match store.get(&r.trace_id)? {
+                        None => SubmitOutcome::Stored(r.receipt()),
+                        Some(old) if old.payload_hash == r.payload_hash => {
+                            SubmitOutcome::Duplicate(old.receipt())
+                        }
+                        Some(old) => SubmitOutcome::Conflict(old.receipt()),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        } else {
+            let submits = chunk.iter().map(|(_, r)| store.submit(r.clone()));
+            futures_executor::block_on(futures_util::future::join_all(submits))
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        for ((file, r), outcome) in chunk.iter().zip(outcomes) {
+            let item = Imported {
+                file: file.clone(),
+                trace_id: r.trace_id.clone(),
+            };
+            match outcome {
+                SubmitOutcome::Stored(_) => report.imported.push(item),
+                SubmitOutcome::Duplicate(_) => report.duplicates.push(item),
+                SubmitOutcome::Conflict(_) => report.failed.push(Failed {
+                    file: file.clone(),
+                    error: format!(
+                        "trace ID {} is already stored with a different payload; not imported",
+                        r.trace_id
+                    ),
+                }),
+            }
+        }
+        done += chunk.len() as u64;
+        progress(done, Some(total));
+    }
+    Ok(report)
+}

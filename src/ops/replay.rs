@@ -1,0 +1,193 @@
+//! `outbox replay`: send records back to the delivery queue.
+//!
+//! A replayed record keeps its trace ID, so the dashboard sees the same `Idempotency-Key` and
+//! can drop it if it did get the first attempt. It starts again at attempt 0, due now. A
+//! delivered record is only replayed with `force` (and only while it still has its payload);
+//! one in flight is never touched (the worker holds it).
+
+use crate::ops::handler::Progress;
+use crate::store::record::{self, AuditEntry, Record, Status};
+use crate::store::Updated;
+use crate::store::{now_ms, Change, Store};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReplayQuery {
+    pub trace_ids: Vec<String>,
+    /// All dead letters, narrowed by the filters below.
+    pub dead: bool,
+    /// Dead letters that died at or after this time (ms).
+    pub since_ms: Option<i64>,
+    /// ... and before this time (ms).
+    pub until_ms: Option<i64>,
+    pub form_type: Option<String>,
+    /// Dead letters whose last answer from the dashboard had this HTTP status.
+    pub status_code: Option<u16>,
+    pub dry_run: bool,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReplayReport {
+    pub dry_run: bool,
+    /// Replayed (or, in a dry run, would be).
+    pub replayed: Vec<String>,
+    pub refused: Vec<Refusal>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refusal {
+    pub trace_id: String,
+    pub reason: String,
+}
+
+/// Why `r` may not be replayed, if it may not.
+pub fn refusal(r: &Record, force: bool) -> Option<&'static str> {
+    match r.status {
+        Status::InFlight => Some("being delivered right now; retry when the attempt ends"),
+        Status::Delivered if !force => Some("already delivered; pass --force to send it again"),
+        Status::Delivered if r.payload.is_none() => {
+            Some("delivered and its payload was already dropped; nothing to send")
+        }
+        _ => None,
+    }
+}
+
+/// The record as replayed: pending, due at `now`, attempt 0, with an audit line.
+pub fn replayed(r: &Record, now: i64) -> Record {
+    let mut n = r.clone();
+    n.status = Status::Pending;
+    n.attempts = 0;
+    n.next_attempt_at_ms = now;
+    n.dead_at_ms = None;
+    n.delivered_at_ms = None;
+    n.audit.push(AuditEntry {
+        at_ms: now,
+        action: format!("replay (was {})", r.status.as_str()),
+        previous_payload_hash: None,
+        note: None,
+    });
+    n
+}
+
+fn matches_dead(r: &Record, q: &ReplayQuery) -> bool {
+    let at = r.dead_at_ms.unwrap_or(r.received_at_ms);
+    r.status == Status::Dead
+        && q.since_ms.map_or(true, |t| at >= t)
+        && q.until_ms.map_or(true, |t| at < t)
+        && q.form_type
+            .as_deref()
+            .map_or(true, |f| f == r.enrichment.form_type)
+        && q.status_code
+            .map_or(true, |c| r.last_status_code == Some(c))
+}
+
+pub fn replay(store: &Store, q: &ReplayQuery, progress: Progress) -> anyhow::Result<ReplayReport> {
+    anyhow::ensure!(
+        q.dead || !q.trace_ids.is_empty(),
+        "name trace IDs to replay, or pass --dead"
+    );
+    let mut ids = q.trace_ids.clone();
+    if q.dead {
+        for item in store.trees.entries.iter() {
+            let (_, v) = item?;
+            if let Ok(r) = record::decode(&v) {
+                if matches_dead(&r, q) {
+                    ids.push(r.trace_id);
+                }
+            }
+        }
+    }
+    let total = ids.len() as u64;
+    let mut report = ReplayReport {
+        dry_run: q.dry_run,
+        ..Default::default()
+    };
+    let now = now_ms();
+    for (i, id) in ids.into_iter().enumerate() {
+        let refuse = |reason: &str| Refusal {
+            trace_id: id.clone(),
+            reason: reason.to_owned(),
+        };
+        let outcome = if q.dry_run {
+            match store.get(&id)? {
+                None => Updated::NotFound,
+                Some(r) if refusal(&r, q.force).is_some() => Updated::Kept(r),
+                Some(r) => Updated::Put(r),
+            }
+        } else {
+            store.update(&id, |r| match refusal(r, q.force) {
+                Some(_) => Change::Keep,
+                None => Change::Put(replayed(r, now)),
+            })?
+        };
+        match outcome {
+            Updated::NotFound => report.refused.push(refuse("no record with this trace ID")),
+            Updated::Kept(r) => report
+                .refused
+                .push(refuse(refusal(&r, q.force).unwrap_or("unchanged"))),
+            Updated::Put(_) => report.replayed.push(id.clone()),
+            Updated::Purged => {}
+        }
+        progress(i as u64 + 1, Some(total));
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::sample;
+
+    #[test]
+    fn a_replayed_dead_letter_starts_over_and_keeps_its_trace_id() {
+        let mut r = sample("trace-dead-01");
+        r.status = Status::Dead;
+        r.attempts = 9;
+        r.dead_at_ms = Some(5);
+        let n = replayed(&r, 1_000);
+        assert_eq!(
+            (n.status, n.attempts, n.next_attempt_at_ms),
+            (Status::Pending, 0, 1_000)
+        );
+        assert_eq!(n.trace_id, r.trace_id);
+        assert_eq!(n.dead_at_ms, None);
+        assert_eq!(n.audit.len(), 1);
+    }
+
+    #[test]
+    fn delivered_needs_force_and_in_flight_is_never_touched() {
+        let mut r = sample("trace-deliv-1");
+        r.status = Status::Delivered;
+        assert!(refusal(&r, false).is_some());
+        assert!(refusal(&r, true).is_none());
+        r.payload = None;
+        assert!(refusal(&r, true).is_some());
+        r.status = Status::InFlight;
+        assert!(refusal(&r, true).is_some());
+        r.status = Status::Dead;
+        assert!(refusal(&r, false).is_none());
+    }
+
+    #[test]
+    fn dead_letter_filters_narrow_the_selection() {
+        let mut r = sample("trace-dead-02");
+        r.status = Status::Dead;
+        r.dead_at_ms = Some(2_000);
+        r.last_status_code = Some(422);
+        let q = |f: fn(&mut ReplayQuery)| {
+            let mut q = ReplayQuery {
+                dead: true,
+                ..Default::default()
+            };
+            f(&mut q);
+            matches_dead(&r, &q)
+        };
+        assert!(q(|_| {}));
+        assert!(q(|q| q.status_code = Some(422)));
+        assert!(!q(|q| q.status_code = Some(500)));
+        assert!(q(|q| q.since_ms = Some(2_000)));
+        assert!(!q(|q| q.until_ms = Some(2_000)));
+        assert!(!q(|q| q.form_type = Some("contact".into())));
+    }
+}

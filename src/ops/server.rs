@@ -1,0 +1,118 @@
+//! The admin socket server: `<data-dir>/admin.sock`, mode 0600.
+//!
+//! File permissions are the authentication: the data directory is 0700 and the socket 0600,
+//! so only the service's own user can connect. Each connection carries one request and is
+//! handled on a blocking thread, because every operation is a synchronous function over the
+//! store (some scan it all).
+
+use crate::ops::handler::{dispatch, OpsContext};
+use crate::ops::proto::{Reply, Request, MAX_REQUEST_BYTES, SOCKET_NAME};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::net::UnixListener;
+
+/// Least time between two progress lines, so a scan of a million records sends a few dozen.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+pub struct AdminServer {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Binds `<data-dir>/admin.sock` (replacing a stale one: the store's lock proves no other
+    /// server holds this directory) and serves it until [`AdminServer::stop`].
+    pub fn start(data_dir: &Path, ctx: OpsContext) -> std::io::Result<AdminServer> {
+        let path = data_dir.join(SOCKET_NAME);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!("removed a stale admin socket"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let listener = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        let task = tokio::spawn(async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin socket accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let ctx = ctx.clone();
+                let Ok(stream) = stream.into_std() else {
+                    continue;
+                };
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = handle(&ctx, stream) {
+                        tracing::warn!(error = %e, "admin connection failed");
+                    }
+                });
+            }
+        });
+        Ok(AdminServer { path, task })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops accepting and removes the socket file. Requests already running finish.
+    pub fn stop(self) {
+        self.task.abort();
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(error = %e, "could not remove the admin socket");
+        }
+    }
+}
+
+fn handle(ctx: &OpsContext, stream: std::os::unix::net::UnixStream) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    let writer = Mutex::new(stream.try_clone()?);
+    let send = |reply: &Reply| -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(reply).expect("replies serialize");
+        line.push(b'\n');
+        writer.lock().unwrap().write_all(&line)
+    };
+    send(&Reply::Hello {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })?;
+    let mut line = String::new();
+    BufReader::new(stream.take(MAX_REQUEST_BYTES)).read_line(&mut line)?;
+    let request: Request = match serde_json::from_str(&line) {
+        Ok(r) => r,
+        Err(e) => {
+            return send(&Reply::Error(format!(
+                "the server did not understand the request ({e}); are the outbox binary and the running server the same version?"
+            )))
+        }
+    };
+    let op = serde_json::to_value(&request)
+        .ok()
+        .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_owned))
+        .unwrap_or_default();
+    tracing::info!(op, "admin request");
+    let last = Mutex::new(Instant::now());
+    let progress = |done: u64, total: Option<u64>| {
+        let mut last = last.lock().unwrap();
+        if last.elapsed() >= PROGRESS_EVERY {
+            *last = Instant::now();
+            // A client that went away only loses its progress; the operation completes.
+            let _ = send(&Reply::Progress { done, total });
+        }
+    };
+    let reply = match dispatch(ctx, request, &progress) {
+        Ok(v) => Reply::Ok(v),
+        Err(e) => {
+            tracing::warn!(op, error = %format!("{e:#}"), "admin request failed");
+            Reply::Error(format!("{e:#}"))
+        }
+    };
+    send(&reply)
+}

@@ -1,0 +1,205 @@
+//! Store-level helpers for the ops commands: the write gate, point-in-time copies, index and
+//! counter rebuilds, and raw access for checks.
+//!
+//! # Write gate
+//! sled has no snapshot isolation across trees, and a transaction cannot scan. So every write
+//! path (the committer's batch, `update`, `quarantine`) holds [`Trees::write_gate`] shared
+//! while its transaction runs, and a copy or a rebuild holds it exclusively: while it does, no
+//! record, index entry or counter changes, and what it reads is one point in time. Writers
+//! only wait; reads never take the gate.
+
+use super::counters::{self, Counts};
+use super::done::done_keys;
+use super::keys;
+use super::record::{self, Record};
+use super::{fsync_dir, Store, StoreError, Trees, CACHE_CAPACITY, SEGMENT_SIZE};
+use std::fs::File;
+use std::path::Path;
+use std::sync::{RwLockReadGuard, RwLockWriteGuard};
+
+/// Items per batch when copying trees: bounds memory while keeping sled's per-batch cost low.
+const COPY_BATCH: usize = 4096;
+
+impl Trees {
+    /// Held shared by every write transaction.
+    pub(crate) fn write_gate(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn exclusive_gate(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Opens a data directory with the store's sled settings but none of its machinery (no
+/// committer, no requeue): for copies being written or checked. The settings must match the
+/// ones the directory was created with, or sled refuses to open it.
+pub fn open_raw(dir: &Path) -> Result<sled::Db, StoreError> {
+    Ok(sled::Config::new()
+        .path(dir)
+        .cache_capacity(CACHE_CAPACITY)
+        .segment_size(SEGMENT_SIZE)
+        .open()?)
+}
+
+/// flush + fdatasync of `<dir>/db` and an fsync of the directory: makes a copy durable.
+pub fn sync_raw(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+    db.flush()?;
+    let io = |source| StoreError::Prepare {
+        path: dir.to_path_buf(),
+        source,
+    };
+    File::open(dir.join("db"))
+        .and_then(|f| f.sync_data())
+        .map_err(io)?;
+    fsync_dir(dir).map_err(io)
+}
+
+impl Store {
+    /// Runs `f` while no write can start or be in progress (see the module doc).
+    pub fn exclusive<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _gate = self.trees.exclusive_gate();
+        f()
+    }
+
+    /// The names of every tree in the database, sled's default tree included.
+    pub fn tree_names(&self) -> Vec<sled::IVec> {
+        self.syncer.db.tree_names()
+    }
+
+    /// Opens a tree by name (for ops scans of every tree).
+    pub fn open_tree(&self, name: &[u8]) -> Result<sled::Tree, StoreError> {
+        Ok(self.syncer.db.open_tree(name)?)
+    }
+
+    /// Copies every tree, at one point in time, into `dest`, which must be open on an empty
+    /// directory. Writers wait while the copy runs. `progress` gets the items copied so far.
+    pub fn copy_into(&self, dest: &sled::Db, progress: &dyn Fn(u64)) -> Result<u64, StoreError> {
+        let _gate = self.trees.exclusive_gate();
+        let mut copied = 0u64;
+        for name in self.syncer.db.tree_names() {
+            let from = self.syncer.db.open_tree(&name)?;
+            let to = dest.open_tree(&name)?;
+            let mut batch = sled::Batch::default();
+            let mut in_batch = 0;
+            for item in from.iter() {
+                let (k, v) = item?;
+                batch.insert(k, v);
+                in_batch += 1;
+                if in_batch == COPY_BATCH {
+                    to.apply_batch(std::mem::take(&mut batch))?;
+                    copied += in_batch as u64;
+                    in_batch = 0;
+                    progress(copied);
+                }
+            }
+            to.apply_batch(batch)?;
+            copied += in_batch as u64;
+            progress(copied);
+        }
+        Ok(copied)
+    }
+
+    /// Rebuilds `due`, `queue`, `done` and the status counters from `entries`, writers held
+    /// off. Undecodable entries must have been quarantined first; any left are skipped and
+    /// returned. Counters that record history (accepted, purged) are kept, except that the
+    /// accounting identity is restored: a surplus of `accepted` counts as purged, a deficit
+    /// raises `accepted`.
+    pub fn rebuild_indexes(&self) -> Result<(Counts, Vec<String>), StoreError> {
+        let t = &self.trees;
+        let _gate = t.exclusive_gate();
+        t.due.clear()?;
+        t.queue.clear()?;
+        t.done.clear()?;
+        let mut recount = Counts::default();
+        let mut skipped = Vec::new();
+        for item in t.entries.iter() {
+            let (k, v) = item?;
+            let Ok(r) = record::decode(&v) else {
+                skipped.push(String::from_utf8_lossy(&k).into_owned());
+                continue;
+            };
+            index_record(t, &r)?;
+            match r.status.as_str() {
+                "pending" => recount.pending += 1,
+                "in_flight" => recount.in_flight += 1,
+                "delivered" => recount.delivered += 1,
+                _ => recount.dead += 1,
+            }
+        }
+        let old = Counts::from_tree(&t.counters)?;
+        recount.quarantined = t.quarantine.len() as u64;
+        recount.accepted = old.accepted;
+        recount.purged = old.purged;
+        let sum = recount.pending
+            + recount.in_flight
+            + recount.delivered
+            + recount.dead
+            + recount.quarantined
+            + recount.purged;
+        if recount.accepted >= sum {
+            recount.purged += recount.accepted - sum;
+        } else {
+            recount.accepted = sum;
+        }
+        for name in Counts::NAMES {
+            t.counters.insert(name, &recount.get(name).to_be_bytes())?;
+        }
+        drop(_gate);
+        self.sync()?;
+        Ok((recount, skipped))
+    }
+
+    /// Removes one quarantined copy (privacy erasure), moving it from the quarantined count
+    /// to the purged count in the same transaction. Returns whether it existed.
+    pub fn drop_quarantined(&self, key: &[u8]) -> Result<bool, StoreError> {
+        use sled::transaction::ConflictableTransactionError as E;
+        use sled::Transactional;
+        let t = &self.trees;
+        let _gate = t.write_gate();
+        let found = (&t.quarantine, &t.counters)
+            .transaction(|(q, c)| {
+                if q.remove(key)?.is_none() {
+                    return Ok(false);
+                }
+                let mut d = counters::Deltas::default();
+                d.add(counters::QUARANTINED, -1);
+                d.add(counters::PURGED, 1);
+                d.apply(c)?;
+                Ok::<_, E<()>>(true)
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+                sled::transaction::TransactionError::Abort(()) => unreachable!("never aborts"),
+            })?;
+        Ok(found)
+    }
+}
+
+/// The index entries a record owns, as `tx::write` makes them.
+fn index_record(t: &Trees, r: &Record) -> Result<(), StoreError> {
+    if r.status.is_queued() {
+        t.due.insert(
+            keys::time_key(r.next_attempt_at_ms, &r.trace_id),
+            &[keys::status_byte(r.status)],
+        )?;
+        t.queue
+            .insert(keys::time_key(r.received_at_ms, &r.trace_id), &[])?;
+    }
+    for k in done_keys(r) {
+        t.done.insert(k, &[])?;
+    }
+    Ok(())
+}
+
+/// The index keys (`due`, `queue`, `done`) a record in this state must have, for checks.
+pub fn expected_index_keys(r: &Record) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    if !r.status.is_queued() {
+        return (vec![], vec![], done_keys(r));
+    }
+    (
+        vec![keys::time_key(r.next_attempt_at_ms, &r.trace_id)],
+        vec![keys::time_key(r.received_at_ms, &r.trace_id)],
+        done_keys(r),
+    )
+}
