@@ -14,7 +14,8 @@ use std::time::Duration;
 /// Parses `outbox serve <args>` exactly as the binary would (environment included).
 pub fn settings_from_args(args: &[&str]) -> Settings {
     let argv = ["outbox", "serve"].iter().chain(args.iter());
-    let Command::Serve { settings } = Cli::try_parse_from(argv).expect("valid flags").command else {
+    let Command::Serve { settings } = Cli::try_parse_from(argv).expect("valid flags").command
+    else {
         unreachable!()
     };
     Settings::from_layers(&settings.layers().expect("layers")).expect("valid settings")
@@ -43,7 +44,14 @@ pub async fn spawn_app(extra: &[&str]) -> TestApp {
 /// Starts the app on an existing (or new) data directory; the caller owns the directory.
 pub async fn spawn_app_in(dir: &Path, extra: &[&str]) -> TestApp {
     let dir_s = dir.to_str().unwrap().to_owned();
-    let mut args = vec!["--listen", "127.0.0.1:0", "--data-dir", &dir_s, "--rate-limit", "off"];
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &dir_s,
+        "--rate-limit",
+        "off",
+    ];
     args.extend_from_slice(extra);
     let settings = settings_from_args(&args);
     let app = Application::build(settings).await.expect("app builds");
@@ -57,9 +65,43 @@ pub async fn spawn_app_in(dir: &Path, extra: &[&str]) -> TestApp {
         addr,
         admin_addr,
         base: format!("http://{addr}"),
-        client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
         data_dir: dir.to_path_buf(),
         _tmp: None,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// Like [`spawn_app`] but without `--rate-limit off`, for tests of the rate limits (clap
+/// refuses a repeated flag, so a later `--rate-limit` cannot override the default one).
+pub async fn spawn_app_raw(extra: &[&str]) -> TestApp {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let dir_s = dir.to_str().unwrap().to_owned();
+    let mut args = vec!["--listen", "127.0.0.1:0", "--data-dir", &dir_s];
+    args.extend_from_slice(extra);
+    let app = Application::build(settings_from_args(&args))
+        .await
+        .expect("app builds");
+    let (addr, admin_addr) = (app.local_addr(), app.admin_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        admin_addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        data_dir: dir,
+        _tmp: Some(tmp),
         stop: Some(stop),
         task: Some(task),
     }
@@ -71,12 +113,26 @@ impl TestApp {
     }
 
     /// Posts a JSON body with optional extra headers.
-    pub async fn post_json(&self, body: &serde_json::Value, headers: &[(&str, &str)]) -> reqwest::Response {
-        self.post_raw("application/json", body.to_string().into_bytes(), headers).await
+    pub async fn post_json(
+        &self,
+        body: &serde_json::Value,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.post_raw("application/json", body.to_string().into_bytes(), headers)
+            .await
     }
 
-    pub async fn post_raw(&self, content_type: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = self.client.post(self.url("/api/collect")).header("content-type", content_type).body(body);
+    pub async fn post_raw(
+        &self,
+        content_type: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(self.url("/api/collect"))
+            .header("content-type", content_type)
+            .body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -108,17 +164,27 @@ pub fn bin() -> PathBuf {
 
 /// A free loopback port (bound and released; good enough for tests on one machine).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts `outbox serve` as a child process on `port` and waits until /health answers.
 pub fn spawn_binary(dir: &Path, port: u16, extra: &[&str]) -> Child {
     let mut cmd = std::process::Command::new(bin());
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", dir.to_str().unwrap()])
-        .args(["--rate-limit", "off", "--log-format", "json"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ])
+    .args(["--rate-limit", "off", "--log-format", "json"])
+    .args(extra)
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
     let mut child = cmd.spawn().expect("spawn outbox");
     wait_healthy(port, &mut child);
     child
@@ -143,4 +209,26 @@ pub fn wait_healthy(port: u16, child: &mut Child) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("outbox did not become healthy on port {port}");
+}
+
+/// Sends `request` as raw bytes on a fresh TCP connection and reads until the server closes
+/// it (requests should carry `Connection: close`) or 30 s pass. Returns the status code of
+/// the first response (0 when none came) and everything read, lossily decoded.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _ = s.write_all(request).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    (status_of(&text), text)
+}
+
+/// The status code on the first line of a raw HTTP response, or 0.
+pub fn status_of(response: &str) -> u16 {
+    response
+        .strip_prefix("HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
