@@ -1,0 +1,184 @@
+//! One delivery: send a claimed record, classify the reply, move the circuit breaker and the
+//! credentials pause, and write the record's next state in one store transaction.
+//!
+//! Logs carry the trace ID, status code and outcome, never the payload or the reply body
+//! (a dashboard's error page may echo the form fields); the body is kept only with the
+//! record, for a dead letter.
+
+use super::backoff;
+use super::classify::{classify, Reply, Transport, Verdict};
+use super::client::{Attempt, SendError};
+use super::outcome;
+use super::worker::{Core, Probe};
+use crate::intake::enrich::format_time;
+use crate::store::{now_ms, Change, Record, Status, Store, StoreError, Updated};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+/// Delivers `claimed` and writes the outcome. Never panics on a bad record or a store error:
+/// the former is quarantined, the latter leaves the lease to make the record due again.
+pub(super) async fn deliver(core: &Arc<Core>, claimed: Record, probe: Probe) {
+    let id = claimed.trace_id.clone();
+    let span = tracing::info_span!("delivery", trace_id = %id, attempt = claimed.attempts + 1);
+    deliver_inner(core, claimed, probe).instrument(span).await;
+    core.in_flight.lock().unwrap().remove(&id);
+}
+
+async fn deliver_inner(core: &Arc<Core>, claimed: Record, probe: Probe) {
+    let creds = core
+        .state
+        .credentials()
+        .expect("credentials are set at start");
+    let (attempt, verdict) = match core.dashboard.send(&claimed, &creds).await {
+        Ok(a) => {
+            let v = classify(a.reply);
+            (a, v)
+        }
+        Err(SendError::Body(e)) => {
+            if probe == Probe::Circuit {
+                core.circuit.lock().unwrap().probe_unused();
+            }
+            let (store, id, reason) = (core.store.clone(), claimed.trace_id.clone(), e.to_string());
+            let r = tokio::task::spawn_blocking(move || quarantine(&store, &id, &reason)).await;
+            if let Ok(Err(e)) = r {
+                tracing::error!(error = %e, "quarantining an unsendable record failed");
+            }
+            return;
+        }
+        // Credentials that cannot even be sent are as wrong as rejected ones.
+        Err(e @ SendError::BadCredentials) => {
+            let a = Attempt {
+                reply: Reply::Transport(Transport::Other),
+                retry_after: None,
+                detail: e.to_string(),
+                elapsed: Duration::ZERO,
+            };
+            (a, Verdict::Pause)
+        }
+    };
+    metrics::histogram!("outbox_delivery_seconds").record(attempt.elapsed.as_secs_f64());
+    steer(core, &attempt, verdict, probe);
+
+    let delay = backoff::next_delay(
+        claimed.attempts.saturating_add(1),
+        core.settings.retry_base,
+        core.settings.retry_cap,
+        attempt.retry_after,
+        &mut rand::thread_rng(),
+    );
+    let (store, limits, now) = (core.store.clone(), core.limits(), now_ms());
+    let id = claimed.trace_id.clone();
+    let att = attempt.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let r = store.update(&claimed.trace_id, |stored| {
+            if !outcome::still_claimed(stored, &claimed) {
+                return Change::Keep;
+            }
+            Change::Put(outcome::settle(stored, &att, verdict, now, delay, limits))
+        });
+        if let Err(StoreError::Undecodable { reason, .. }) = &r {
+            quarantine(&store, &claimed.trace_id, reason)?;
+        }
+        r
+    })
+    .await
+    .expect("settling does not panic");
+    let status = attempt_status(&attempt);
+    match written {
+        Ok(Updated::Put(n)) => {
+            let label = match (n.status, verdict) {
+                (Status::Delivered, _) => "delivered",
+                (Status::Dead, _) => "dead",
+                (_, Verdict::Pause) => "paused",
+                _ => "retry",
+            };
+            metrics::counter!("outbox_delivery_attempts_total", "outcome" => label).increment(1);
+            match n.status {
+                Status::Dead => tracing::warn!(
+                    status,
+                    attempts = n.attempts,
+                    "dead letter: kept with its last status and reply for an operator"
+                ),
+                Status::Delivered => tracing::debug!(status, "delivered"),
+                _ => tracing::debug!(
+                    status,
+                    outcome = label,
+                    next_attempt_in_ms = (n.next_attempt_at_ms - now).max(0),
+                    "not delivered"
+                ),
+            }
+        }
+        Ok(_) => tracing::warn!(
+            id,
+            "record changed or removed while in flight (operator action); its outcome was not written"
+        ),
+        Err(e) => tracing::error!(
+            error = %e,
+            "writing a delivery outcome failed; the record is due again when its lease lapses"
+        ),
+    }
+}
+
+/// Moves the circuit breaker, the credentials pause and the health view for one reply.
+fn steer(core: &Core, attempt: &Attempt, verdict: Verdict, probe: Probe) {
+    {
+        let mut c = core.circuit.lock().unwrap();
+        match verdict {
+            Verdict::Retry => c.on_failure(probe == Probe::Circuit, std::time::Instant::now()),
+            _ => c.on_answer(probe == Probe::Circuit),
+        }
+        core.publish_circuit(&c);
+    }
+    let now = format_time(chrono::Utc::now());
+    match verdict {
+        Verdict::Pause => {
+            *core.next_auth_probe.lock().unwrap() =
+                tokio::time::Instant::now() + core.settings.auth_probe_interval;
+            if core.state.pause() {
+                tracing::error!(
+                    status = attempt_status(attempt),
+                    probe_every_s = core.settings.auth_probe_interval.as_secs_f64(),
+                    "delivery paused: the dashboard rejected the credentials; fix ingest-key and send SIGHUP (delivery also resumes by itself when a probe succeeds)"
+                );
+            }
+        }
+        _ if probe == Probe::Credentials || verdict == Verdict::Delivered => {
+            if core.state.resume() {
+                tracing::info!("delivery resumed: the dashboard accepted the credentials");
+            }
+        }
+        _ => {}
+    }
+    core.state.update(|v| match verdict {
+        Verdict::Delivered => v.last_success_at = Some(now),
+        _ => {
+            v.last_failure_at = Some(now);
+            v.last_error = Some(short_error(attempt));
+        }
+    });
+}
+
+fn attempt_status(a: &Attempt) -> Option<u16> {
+    match a.reply {
+        Reply::Status(code) => Some(code),
+        Reply::Transport(_) => None,
+    }
+}
+
+/// A failure in a few words for health: the status code, or the transport error kind.
+fn short_error(a: &Attempt) -> String {
+    match a.reply {
+        Reply::Status(code) => format!("HTTP {code}"),
+        Reply::Transport(Transport::Connect) => "cannot connect to the dashboard".into(),
+        Reply::Transport(Transport::Timeout) => "the dashboard did not answer in time".into(),
+        Reply::Transport(Transport::Other) => a.detail.clone(),
+    }
+}
+
+/// Moves a record that cannot be decoded or sent to the quarantine tree (never deleted).
+pub(super) fn quarantine(store: &Store, id: &str, reason: &str) -> Result<(), StoreError> {
+    store.quarantine(id, reason)?;
+    metrics::counter!("outbox_delivery_attempts_total", "outcome" => "quarantined").increment(1);
+    Ok(())
+}

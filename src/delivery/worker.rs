@@ -1,0 +1,313 @@
+//! The delivery worker: one loop that claims due records (oldest due first) and hands each
+//! to a task that sends it, with at most `delivery-concurrency` in flight.
+//!
+//! The loop asks, in order: are we paused for credentials (then only a probe every
+//! `auth-probe-interval`), does the circuit allow sending (else wait for its cooldown), how
+//! many permits are free. It claims that many records (each claim is a persisted lease, see
+//! [`outcome::claim`]) and spawns their deliveries. When there is nothing to do it waits for
+//! the first of: a new submission (the intake's `Notify`), new credentials, a delivery
+//! finishing, the next due time, or shutdown. The `Notify` futures are registered before the
+//! store is read, so a submission stored meanwhile is never missed.
+
+use super::circuit::{Circuit, Gate};
+use super::client::Dashboard;
+use super::outcome::Limits;
+use super::{deliver, purge, Credentials, DeliveryState};
+use crate::config::{DeliverySettings, Settings};
+use crate::store::{now_ms, Record, Store, StoreError, Updated};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Pause after a store error before the loop tries again (a failing disk must not spin).
+const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// Longest idle sleep; the loop re-reads the store at least this often.
+const MAX_IDLE: Duration = Duration::from_secs(60);
+
+/// Which probe (if any) a delivery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    None,
+    /// The half-open circuit's single request.
+    Circuit,
+    /// The periodic check while paused for credentials.
+    Credentials,
+}
+
+/// What the worker shares with its delivery tasks.
+pub struct Core {
+    pub(super) store: Arc<Store>,
+    pub(super) dashboard: Dashboard,
+    pub(super) settings: DeliverySettings,
+    pub(super) state: Arc<DeliveryState>,
+    pub(super) circuit: Mutex<Circuit>,
+    pub(super) in_flight: Mutex<HashSet<String>>,
+    /// While paused: when the next credentials probe may go.
+    pub(super) next_auth_probe: Mutex<Instant>,
+    wake: Arc<Notify>,
+}
+
+impl Core {
+    pub(super) fn limits(&self) -> Limits {
+        Limits {
+            max_attempts: self.settings.max_attempts,
+            max_age: self.settings.max_age,
+            drop_payload_at_delivery: self.settings.payload_retention.is_zero(),
+        }
+    }
+
+    /// How many records to claim now and as what, or until when to wait.
+    fn plan(&self, now: Instant, free: usize) -> Result<(usize, Probe), Option<Instant>> {
+        if self.state.is_paused() {
+            let mut at = self.next_auth_probe.lock().unwrap();
+            if free == 0 {
+                return Ok((0, Probe::None));
+            }
+            if now < *at {
+                return Err(Some(*at));
+            }
+            *at = now + self.settings.auth_probe_interval;
+            return Ok((1, Probe::Credentials));
+        }
+        let mut circuit = self.circuit.lock().unwrap();
+        match circuit.gate(now.into_std()) {
+            Gate::Send => Ok((free, Probe::None)),
+            Gate::Probe if free > 0 => {
+                self.publish_circuit(&circuit);
+                Ok((1, Probe::Circuit))
+            }
+            Gate::Probe => {
+                circuit.probe_unused();
+                Ok((0, Probe::None))
+            }
+            Gate::Wait(until) => Err(until.map(Instant::from_std)),
+        }
+    }
+
+    pub(super) fn publish_circuit(&self, c: &Circuit) {
+        metrics::gauge!("outbox_circuit_state").set(c.gauge());
+        let name = c.name();
+        self.state.update(|v| {
+            if v.circuit != name {
+                tracing::info!(from = %v.circuit, to = name, "delivery circuit changed");
+                v.circuit = name.into();
+            }
+        });
+    }
+
+    /// Claims up to `want` due records that no task of ours is sending (blocking).
+    fn claim(&self, want: usize) -> Result<Vec<Record>, StoreError> {
+        let now = now_ms();
+        let busy = self.in_flight.lock().unwrap().clone();
+        let mut out = Vec::with_capacity(want);
+        for (_, id) in self.store.due_until(now, want + busy.len())? {
+            if out.len() == want {
+                break;
+            }
+            if busy.contains(&id) {
+                continue;
+            }
+            let lease = self.settings.lease;
+            match self
+                .store
+                .update(&id, |r| match super::outcome::claim(r, now, lease) {
+                    Some(n) => crate::store::Change::Put(n),
+                    None => crate::store::Change::Keep,
+                }) {
+                Ok(Updated::Put(r)) => out.push(r),
+                Ok(_) => {}
+                Err(StoreError::Undecodable { reason, .. }) => {
+                    deliver::quarantine(&self.store, &id, &reason)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The earliest due time among records no task of ours is sending.
+    fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        let busy = self.in_flight.lock().unwrap().clone();
+        Ok(self
+            .store
+            .due_until(i64::MAX, busy.len() + 1)?
+            .into_iter()
+            .find(|(_, id)| !busy.contains(id))
+            .map(|(t, _)| t))
+    }
+}
+
+/// The running worker and purge tasks.
+pub struct WorkerHandle {
+    stop: watch::Sender<Option<Duration>>,
+    worker: tokio::task::JoinHandle<()>,
+    purge: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stops claiming, lets in-flight deliveries finish up to `bound` (their outcomes are
+    /// written), and cuts off the rest (their leases make them due again at the next start).
+    pub async fn stop(self, bound: Duration) {
+        let _ = self.stop.send(Some(bound));
+        let _ = self.worker.await;
+        let _ = self.purge.await;
+    }
+}
+
+/// Starts delivery (and the tombstone purge) for `settings.delivery`, which must be set.
+pub fn start(
+    store: Arc<Store>,
+    settings: &Settings,
+    state: Arc<DeliveryState>,
+    wake: Arc<Notify>,
+) -> anyhow::Result<WorkerHandle> {
+    let d = settings
+        .delivery
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("delivery needs a dashboard-url"))?;
+    state.set_credentials(Credentials {
+        ingest_key: d.ingest_key.clone(),
+        signing_secret: d.signing_secret.clone(),
+    });
+    metrics::gauge!("outbox_delivery_paused").set(0.0);
+    metrics::gauge!("outbox_circuit_state").set(0.0);
+    let (stop, stop_rx) = watch::channel(None);
+    let policy = purge::Policy {
+        window: settings.idempotency_window,
+        retention: d.payload_retention,
+        interval: d.purge_interval,
+    };
+    let purge = tokio::spawn(purge::run(store.clone(), policy, stop_rx.clone()));
+    let core = Arc::new(Core {
+        dashboard: Dashboard::new(&d)?,
+        circuit: Mutex::new(Circuit::new(
+            d.circuit_threshold,
+            d.circuit_cooldown,
+            d.circuit_cooldown_max,
+        )),
+        settings: d,
+        store,
+        state,
+        in_flight: Mutex::default(),
+        next_auth_probe: Mutex::new(Instant::now()),
+        wake,
+    });
+    tracing::info!(
+        dashboard = %core.settings.dashboard_url,
+        concurrency = core.settings.concurrency,
+        "delivery worker started"
+    );
+    let worker = tokio::spawn(run(core, stop_rx));
+    Ok(WorkerHandle {
+        stop,
+        worker,
+        purge,
+    })
+}
+
+async fn run(core: Arc<Core>, mut stop: watch::Receiver<Option<Duration>>) {
+    let permits = Arc::new(Semaphore::new(core.settings.concurrency));
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    loop {
+        if stop.borrow_and_update().is_some() {
+            break;
+        }
+        while tasks.try_join_next().is_some() {}
+        let wake = core.wake.notified();
+        let kick = core.state.kicked();
+        tokio::pin!(wake, kick);
+        wake.as_mut().enable();
+        kick.as_mut().enable();
+
+        let until = match core.plan(Instant::now(), permits.available_permits()) {
+            Err(until) => until,
+            Ok((0, _)) => None, // every permit busy: wait for a delivery to finish
+            Ok((want, probe)) => {
+                let c = core.clone();
+                let claimed = tokio::task::spawn_blocking(move || c.claim(want))
+                    .await
+                    .expect("claim does not panic");
+                match claimed {
+                    Ok(records) => {
+                        let full = records.len() == want && probe == Probe::None;
+                        if records.is_empty() && probe == Probe::Circuit {
+                            core.circuit.lock().unwrap().probe_unused();
+                        }
+                        if records.is_empty() && probe == Probe::Credentials {
+                            // Nothing to probe with: try again as soon as a record is due.
+                            *core.next_auth_probe.lock().unwrap() = Instant::now();
+                        }
+                        for r in records {
+                            let permit = permits.clone().try_acquire_owned().expect("counted");
+                            core.in_flight.lock().unwrap().insert(r.trace_id.clone());
+                            let c = core.clone();
+                            tasks.spawn(async move {
+                                deliver::deliver(&c, r, probe).await;
+                                drop(permit);
+                            });
+                        }
+                        if full {
+                            continue; // more may be due right now
+                        }
+                        idle_until(&core).await
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "delivery cannot read the store; retrying");
+                        Some(Instant::now() + STORE_ERROR_PAUSE)
+                    }
+                }
+            }
+        };
+        let sleep_until = until
+            .unwrap_or_else(|| Instant::now() + MAX_IDLE)
+            .min(Instant::now() + MAX_IDLE);
+        tokio::select! {
+            _ = &mut wake => {}
+            _ = &mut kick => {}
+            _ = stop.changed() => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = tokio::time::sleep_until(sleep_until) => {}
+        }
+    }
+    let bound = stop.borrow().unwrap_or_default();
+    if !tasks.is_empty() {
+        tracing::info!(
+            in_flight = tasks.len(),
+            "shutdown: delivery stopped claiming; waiting for in-flight deliveries"
+        );
+    }
+    let finished =
+        tokio::time::timeout(bound, async { while tasks.join_next().await.is_some() {} }).await;
+    if finished.is_err() {
+        tracing::warn!(
+            cut_off = tasks.len(),
+            "shutdown: deliveries still running at the bound were cut off; they are due again at the next start"
+        );
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    core.state.update(|v| v.mode = "stopped".into());
+    tracing::info!("shutdown: delivery worker stopped");
+}
+
+/// When the next record falls due, as a tokio instant (`None`: nothing queued).
+async fn idle_until(core: &Arc<Core>) -> Option<Instant> {
+    let c = core.clone();
+    let next = tokio::task::spawn_blocking(move || c.next_due_ms())
+        .await
+        .expect("next_due does not panic");
+    match next {
+        Ok(Some(t)) => {
+            let wait = (t - now_ms()).max(0) as u64;
+            Some(Instant::now() + Duration::from_millis(wait))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "delivery cannot read the store; retrying");
+            Some(Instant::now() + STORE_ERROR_PAUSE)
+        }
+    }
+}
