@@ -152,7 +152,7 @@ fn the_grafana_dashboard_parses_and_uses_only_exported_metrics() {
             used.extend(metric_names(expr));
         }
     }
-    let unknown: Vec<&String> = used.difference(&exported()).collect();
+    let unknown: Vec<String> = used.difference(&exported()).cloned().collect();
     assert!(
         unknown.is_empty(),
         "dashboard uses metrics outbox does not export: {unknown:?}"

@@ -1,0 +1,209 @@
+//! Resource figures for a large backlog: RSS and disk bytes per pending record at 100k and
+//! 1M pending records, the time `outbox serve` takes to answer /health with 1M pending, and
+//! the disk use after 1M records went through (delivered) and were purged.
+//!
+//! Run: `cargo bench --bench resources` (about 5 minutes on 2 cores; `OUTBOX_RESOURCE_SIZES`
+//! takes a comma-separated list of backlog sizes, default `100000,1000000`).
+//! Records are ~300-byte JSON forms stored through the same group committer intake uses.
+
+use outbox::intake::enrich::{format_time, Enrichment};
+use outbox::store::{payload_hash, Change, Record, Status, Store};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("OUTBOX_RESOURCE_SIZES")
+        .unwrap_or_else(|_| "100000,1000000".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("sizes are whole numbers"))
+        .collect();
+    let largest = *sizes.iter().max().expect("at least one size");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "{:>9} | {:>12} | {:>10} | {:>12} | {:>9} | {:>10}",
+        "pending", "disk MiB", "disk B/rec", "RSS MiB", "RSS B/rec", "start s"
+    );
+    for n in sizes {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let fill = Instant::now();
+        rt.block_on(fill_store(&dir, n));
+        let fill_secs = fill.elapsed().as_secs_f64();
+        let idle_rss = serve_rss(&tempfile::tempdir().unwrap().path().join("empty")).1;
+        let disk = dir_size(&dir);
+        let (start_secs, rss) = serve_rss(&dir);
+        println!(
+            "{n:>9} | {:>12.1} | {:>10.0} | {:>12.1} | {:>9.0} | {start_secs:>10.2}   (filled in {fill_secs:.1}s; idle RSS {:.1} MiB)",
+            disk as f64 / 1048576.0,
+            disk as f64 / n as f64,
+            rss as f64 / 1048576.0,
+            (rss.saturating_sub(idle_rss)) as f64 / n as f64,
+            idle_rss as f64 / 1048576.0,
+        );
+        if n == largest {
+            let purge = Instant::now();
+            let after = deliver_and_purge(&dir, n);
+            println!(
+                "after all {n} delivered and purged: disk {:.1} MiB (was {:.1} MiB; sled files only shrink when tail segments free up) in {:.1}s",
+                after as f64 / 1048576.0,
+                disk as f64 / 1048576.0,
+                purge.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+fn record(i: usize) -> Record {
+    let now = chrono::Utc::now();
+    let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
+        "name": format!("Visitor {i}"), "email": format!("visitor{i}@example.com"),
+        "company": "Northwind Health", "message": "We would like a demo for our support team of about forty agents, ideally next week.",
+        "page": "/pricing", "consent": true
+    }))
+    .unwrap();
+    let trace_id = uuid::Uuid::now_v7().to_string();
+    Record {
+        trace_id: trace_id.clone(),
+        status: Status::Pending,
+        attempts: 0,
+        received_at_ms: now.timestamp_millis(),
+        next_attempt_at_ms: now.timestamp_millis(),
+        last_attempt_at_ms: None,
+        last_error: None,
+        last_status_code: None,
+        payload_hash: payload_hash(&fields),
+        payload: Some(serde_json::Value::Object(fields).to_string()),
+        enrichment: Enrichment {
+            received_at: format_time(now),
+            client_ip: "203.0.113.7".into(),
+            user_agent: Some(
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36"
+                    .into(),
+            ),
+            trace_id,
+            src: "site-proxy".into(),
+            form_type: "demo_request".into(),
+        },
+        delivered_at_ms: None,
+        dead_at_ms: None,
+        audit: vec![],
+    }
+}
+
+/// Stores `n` records through the group committer, 256 submissions in flight at a time.
+async fn fill_store(dir: &Path, n: usize) {
+    let store = Arc::new(Store::open(dir).unwrap());
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        if set.len() >= 256 {
+            set.join_next().await.unwrap().unwrap();
+        }
+        let s = store.clone();
+        set.spawn(async move { s.submit(record(i)).await.unwrap() });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    store.sync().unwrap();
+}
+
+/// Starts the real binary on `dir`, returns (seconds until /health answers, RSS after it settles).
+fn serve_rss(dir: &Path) -> (f64, u64) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outbox"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ])
+        .args(["--log-level", "warn", "--max-pending", "100000000"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "outbox did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let start_secs = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(2));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    (start_secs, rss_kib * 1024)
+}
+
+/// Marks every record delivered (payload dropped) and then purges every tombstone, through the
+/// store's own transactions; returns the directory size after a reopen.
+fn deliver_and_purge(dir: &Path, n: usize) -> u64 {
+    let store = Store::open(dir).unwrap();
+    let ids: Vec<String> = store
+        .due_until(i64::MAX, n)
+        .unwrap()
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    for id in &ids {
+        store
+            .update(id, |r| {
+                let mut d = r.clone();
+                d.status = Status::Delivered;
+                d.payload = None;
+                d.delivered_at_ms = Some(outbox::store::now_ms());
+                Change::Put(d)
+            })
+            .unwrap();
+    }
+    for id in &ids {
+        store.update(id, |_| Change::Purge).unwrap();
+    }
+    store.sync().unwrap();
+    let c = store.counts().unwrap();
+    assert_eq!(c.purged as usize, n, "{c:?}");
+    drop(store);
+    // Reopen once: sled reclaims freed segments on the next start.
+    drop(Store::open(dir).unwrap());
+    dir_size(dir)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                dir_size(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
+}
