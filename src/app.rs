@@ -112,6 +112,16 @@ impl Application {
             })
         };
 
+        let delivery = match state.settings.delivery {
+            Some(_) => Some(crate::delivery::start(
+                state.store.clone(),
+                &state.settings,
+                state.delivery.clone(),
+                state.wake.clone(),
+            )?),
+            None => None,
+        };
+
         let conn = ConnLimits {
             max: state.settings.limits.max_connections,
             header_timeout: state.settings.body_timeout,
@@ -140,12 +150,20 @@ impl Application {
             );
         }
         sampler.abort();
+        if let Some(worker) = delivery {
+            tracing::info!("shutdown: stopping the delivery worker");
+            worker.stop(timeout).await;
+        }
         tracing::info!("shutdown: final flush and fdatasync");
         state.store.sync().context("final sync at shutdown")?;
         tracing::info!("shutdown: complete");
         Ok(())
     }
 }
+
+/// Largest request head (request line and headers) accepted; larger gets 431. Browsers send
+/// a few KiB, cookies included; without a bound hyper would buffer ~400 KiB per connection.
+const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// Per-listener connection limits.
 #[derive(Clone, Copy)]
@@ -176,7 +194,8 @@ fn serve(
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout);
+            .header_read_timeout(limits.header_timeout)
+            .max_header_size(MAX_HEADER_BYTES);
         loop {
             let permit = tokio::select! {
                 _ = &mut stopped => break,
