@@ -1,10 +1,13 @@
 //! The hostile-input suite: malformed, oversized and deceptive requests sent as raw bytes over
 //! TCP, each with the status it must get. Afterwards the service still answers and the store's
-//! accounting matches exactly the submissions that were acknowledged as stored.
+//! accounting matches exactly the submissions that were acknowledged as stored, and the
+//! stopped store passes `outbox verify`.
 
 mod common;
 
 use common::{raw_exchange, spawn_app};
+use outbox::ops::verify::verify;
+use outbox::store::Store;
 use std::collections::BTreeMap;
 
 /// A POST to /api/collect with `Connection: close`, the given header lines and a
@@ -206,5 +209,12 @@ async fn hostile_requests_get_their_expected_status_and_the_store_stays_consiste
         "exactly the 202s were stored"
     );
     assert_eq!(health["counts"]["pending"], stored);
-    app.stop().await;
+
+    // The store's own consistency check, on the stopped directory.
+    let dir = app.data_dir.clone();
+    let _keep = app.stop().await;
+    let store = Store::open(&dir).expect("the store reopens");
+    let report = verify(&store, false);
+    assert!(report.ok(), "verify found problems: {:?}", report.problems);
+    assert_eq!(report.records, stored);
 }
