@@ -122,6 +122,15 @@ impl Application {
             None => None,
         };
 
+        let ops = crate::ops::server::start_or_warn(
+            &state.settings.data_dir,
+            crate::ops::handler::OpsContext {
+                store: state.store.clone(),
+                delivery: Some(state.delivery.clone()),
+                wake: Some(state.wake.clone()),
+            },
+        );
+
         let conn = ConnLimits {
             max: state.settings.limits.max_connections,
             header_timeout: state.settings.body_timeout,
@@ -136,6 +145,9 @@ impl Application {
         tracing::info!("shutdown: stopped accepting connections, finishing in-flight requests");
         state.shutting_down.store(true, Ordering::Relaxed);
         stop.notify_waiters();
+        if let Some(ops) = ops {
+            ops.stop();
+        }
         let drained = tokio::time::timeout(timeout, async {
             let _ = main.await;
             if let Some(a) = admin {

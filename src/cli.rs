@@ -24,6 +24,9 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Operations on the outbox (inspect, replay, edit, verify, backup, restore, import, purge, top).
+    #[command(flatten)]
+    Ops(crate::ops::command::OpsCommand),
 }
 
 #[derive(Debug, Subcommand)]

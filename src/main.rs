@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { settings } => serve(settings),
         Command::Config(ConfigCommand::Check { settings }) => config_check(settings),
+        Command::Ops(cmd) => outbox::ops::run::run(cmd),
     };
     match result {
         Ok(code) => code,

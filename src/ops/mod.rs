@@ -7,9 +7,12 @@
 
 pub mod backup;
 pub mod client;
+pub mod command;
 pub mod edit;
+pub mod edit_cli;
 pub mod handler;
 pub mod import;
+pub mod import_cli;
 pub mod inspect;
 pub mod legacy;
 pub mod progress;
@@ -17,7 +20,10 @@ pub mod proto;
 pub mod purge;
 pub mod replay;
 pub mod restore;
+pub mod run;
 pub mod server;
+pub mod text;
+pub mod top;
 pub mod verify;
 
 /// Formats epoch milliseconds as the service formats times: RFC 3339, UTC, milliseconds.

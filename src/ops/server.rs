@@ -116,3 +116,19 @@ fn handle(ctx: &OpsContext, stream: std::os::unix::net::UnixStream) -> std::io::
     };
     send(&reply)
 }
+
+/// Starts the admin socket for a serving application. A failure (for instance a data
+/// directory path too long for a Unix socket) is logged, not fatal: intake matters more, and
+/// ops commands then say that the server does not answer.
+pub fn start_or_warn(data_dir: &Path, ctx: OpsContext) -> Option<AdminServer> {
+    match AdminServer::start(data_dir, ctx) {
+        Ok(s) => {
+            tracing::info!(socket = %s.path().display(), "admin socket listening");
+            Some(s)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "admin socket unavailable: ops commands cannot reach this server");
+            None
+        }
+    }
+}

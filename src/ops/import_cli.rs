@@ -1,0 +1,97 @@
+//! `outbox import-legacy DIR`: reads the old proxy's files here (the CLI's user can read
+//! them; the server may not), sends them to the store, and moves them with `--move`.
+
+use crate::ops::command::ImportArgs;
+use crate::ops::import::{Failed, ImportReport, LegacyFile};
+use crate::ops::proto::Request;
+use crate::ops::run::{call, print_json, status};
+use anyhow::Context;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Where `--move` puts files that are in the store.
+pub const IMPORTED_DIR: &str = "imported";
+
+pub fn run(a: ImportArgs) -> anyhow::Result<ExitCode> {
+    let dir = a.target.dir()?;
+    let (files, unreadable) = read_legacy_dir(&a.dir)?;
+    let req = Request::Import {
+        files,
+        dry_run: a.dry_run,
+    };
+    let (_, mut report): (_, ImportReport) = call(&dir, req, "importing")?;
+    report.failed.extend(
+        unreadable
+            .into_iter()
+            .map(|(file, error)| Failed { file, error }),
+    );
+    if a.move_files && !a.dry_run {
+        let target = a.dir.join(IMPORTED_DIR);
+        std::fs::create_dir_all(&target)
+            .with_context(|| format!("cannot create {}", target.display()))?;
+        for i in report.imported.iter().chain(&report.duplicates) {
+            std::fs::rename(a.dir.join(&i.file), target.join(&i.file))
+                .with_context(|| format!("cannot move {} to {}", i.file, target.display()))?;
+        }
+    }
+    Ok(status(print_import(&report, a.json)))
+}
+
+/// Prints an import report; returns whether any file failed.
+pub fn print_import(r: &ImportReport, json: bool) -> bool {
+    if json {
+        print_json(r);
+    } else {
+        let verb = if r.dry_run {
+            "would import"
+        } else {
+            "imported"
+        };
+        for i in &r.imported {
+            println!("{verb} {} as {}", i.file, i.trace_id);
+        }
+        for i in &r.duplicates {
+            println!("already stored {} as {}", i.file, i.trace_id);
+        }
+        for f in &r.failed {
+            println!("skipped {}: {}", f.file, f.error);
+        }
+        println!(
+            "{} {verb}, {} already stored, {} skipped",
+            r.imported.len(),
+            r.duplicates.len(),
+            r.failed.len()
+        );
+    }
+    !r.failed.is_empty()
+}
+
+/// Reads the `*.json` files of a legacy directory (not its `imported/` folder).
+pub fn read_legacy_dir(dir: &Path) -> anyhow::Result<(Vec<LegacyFile>, Vec<(String, String)>)> {
+    let mut files = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".json") || !e.file_type()?.is_file() {
+            continue;
+        }
+        let read = std::fs::read(e.path()).and_then(|content| {
+            let mtime = e.metadata()?.modified()?;
+            let mtime_ms = chrono::DateTime::<chrono::Utc>::from(mtime).timestamp_millis();
+            Ok(LegacyFile {
+                file_name: name.clone(),
+                content,
+                mtime_ms,
+            })
+        });
+        match read {
+            Ok(f) => files.push(f),
+            Err(e) => unreadable.push((name, format!("cannot read: {e}"))),
+        }
+    }
+    Ok((files, unreadable))
+}
