@@ -2,6 +2,8 @@
 //! configured through the same flags a user passes, plus the real binary for kill tests.
 #![allow(dead_code)]
 
+pub mod dashboard;
+
 use clap::Parser;
 use outbox::app::Application;
 use outbox::cli::{Cli, Command};
