@@ -178,6 +178,19 @@ async fn headers_that_trickle_in_are_cut_off() {
 }
 
 #[tokio::test]
+async fn a_connection_that_never_sends_a_request_is_closed() {
+    let app = spawn_app(&["--body-timeout", "1s"]).await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "an idle connection was kept open: {read:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_body_that_trickles_in_gets_408_and_nothing_is_stored() {
     let app = spawn_app(&["--body-timeout", "1s"]).await;
     let mut s = TcpStream::connect(app.addr).await.unwrap();
