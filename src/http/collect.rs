@@ -151,7 +151,7 @@ pub async fn collect(
                 r.trace_id, r.received_at
             ),
         )),
-        Err(e @ (StoreError::Sync(_) | StoreError::Closed)) => {
+        Err(e @ (StoreError::Sync(_) | StoreError::Commit(_) | StoreError::Closed)) => {
             Err(ApiError::new(503, "store_unavailable", format!("the submission was not stored: {e}")).retry_after(30))
         }
         Err(e) => {

@@ -47,7 +47,12 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "outbox_commit_seconds",
         Kind::Histogram,
-        "time of one group commit (flush + fdatasync)",
+        "time of one group commit (transaction, flush and fdatasync)",
+    ),
+    (
+        "outbox_sync_seconds",
+        Kind::Histogram,
+        "time of the flush + fdatasync that makes one group commit durable",
     ),
     (
         "outbox_honeypot_total",

@@ -59,6 +59,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("writing to disk failed ({0}); the store stopped acknowledging writes: fix the disk and restart outbox")]
     Sync(String),
+    #[error("the submission could not be stored ({0}); retry later")]
+    Commit(String),
     #[error("record {trace_id} does not decode: {reason}")]
     Undecodable { trace_id: String, reason: String },
     #[error("the store is shutting down")]
