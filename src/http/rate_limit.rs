@@ -19,7 +19,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -65,7 +65,7 @@ impl BoundedKeyedLimiter {
         let limiter = self.current.read().expect("limiter lock").clone();
         limiter
             .check_key(&ip)
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+            .map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
     }
 
     /// Addresses tracked now.
@@ -144,9 +144,8 @@ impl RateLimits {
             l.check(client).map_err(|wait| refused("client", wait))?;
         }
         if let Some(g) = &self.global {
-            g.check().map_err(|nu| {
-                refused("global", nu.wait_time_from(DefaultClock::default().now()))
-            })?;
+            g.check()
+                .map_err(|nu| refused("global", nu.wait_time_from(g.clock().now())))?;
         }
         Ok(())
     }
