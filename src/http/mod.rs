@@ -113,6 +113,10 @@ async fn request_log(req: Request, next: Next) -> Response {
     if route == "/api/collect" {
         ::metrics::histogram!("outbox_intake_seconds").record(latency_ms / 1000.0);
     }
+    if status == 429 {
+        // A flood must not become a flood of log lines; outbox_rate_limited_total counts it.
+        return resp;
+    }
     tracing::info!(
         method = %method,
         route,
