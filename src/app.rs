@@ -146,7 +146,7 @@ impl Application {
         state.shutting_down.store(true, Ordering::Relaxed);
         stop.notify_waiters();
         if let Some(ops) = ops {
-            ops.stop();
+            ops.stop().await;
         }
         let drained = tokio::time::timeout(timeout, async {
             let _ = main.await;
@@ -162,6 +162,8 @@ impl Application {
             );
         }
         sampler.abort();
+        // Awaited so that its handle on the store is gone when this returns.
+        let _ = sampler.await;
         if let Some(worker) = delivery {
             tracing::info!("shutdown: stopping the delivery worker");
             worker.stop(timeout).await;

@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// An open connection to a running server.
 pub struct Connection {
@@ -89,6 +90,44 @@ impl std::fmt::Display for Access {
     }
 }
 
+/// How long to wait for the socket of a server that holds the directory but does not answer
+/// yet: a server opens the store first and binds its socket a moment later.
+const STARTING_GRACE: Duration = Duration::from_secs(5);
+
+pub enum Either {
+    Server(Connection),
+    Offline(Store),
+}
+
+/// The running server if one answers, else the directory opened here. A server that holds
+/// the directory but has no socket yet is given [`STARTING_GRACE`] to bind it.
+pub fn connect_or_open(dir: &Path) -> anyhow::Result<Either> {
+    if let Some(conn) = connect(dir)? {
+        return Ok(Either::Server(conn));
+    }
+    let deadline = Instant::now() + STARTING_GRACE;
+    loop {
+        match open_offline(dir) {
+            Ok(store) => return Ok(Either::Offline(store)),
+            Err(e) if e.is::<InUse>() && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+                if let Some(conn) = connect(dir)? {
+                    return Ok(Either::Server(conn));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The directory is locked by a server that does not answer on its socket.
+#[derive(Debug, thiserror::Error)]
+#[error("a server is running on {dir} but its admin socket {socket} does not answer; wait until it has started, or check that it runs this outbox version")]
+pub struct InUse {
+    dir: String,
+    socket: String,
+}
+
 /// Checks that `dir` is an existing data directory (ops commands never create one).
 pub fn require_data_dir(dir: &Path) -> anyhow::Result<()> {
     if !dir.join("db").is_file() {
@@ -105,11 +144,10 @@ pub fn require_data_dir(dir: &Path) -> anyhow::Result<()> {
 pub fn open_offline(dir: &Path) -> anyhow::Result<Store> {
     require_data_dir(dir)?;
     Store::open(dir).map_err(|e| match e {
-        StoreError::InUse(_) => anyhow::anyhow!(
-            "a server is running on {} but its admin socket {} does not answer; wait until it has started, or check that it runs this outbox version",
-            dir.display(),
-            dir.join(SOCKET_NAME).display()
-        ),
+        StoreError::InUse(_) => anyhow::Error::new(InUse {
+            dir: dir.display().to_string(),
+            socket: dir.join(SOCKET_NAME).display().to_string(),
+        }),
         other => anyhow::Error::new(other).context(format!("cannot open {}", dir.display())),
     })
 }
@@ -117,15 +155,17 @@ pub fn open_offline(dir: &Path) -> anyhow::Result<Store> {
 /// Runs `req` through the running server, or offline on the stopped directory. Prints the
 /// path taken to stderr (stdout stays clean for `--json`).
 pub fn run(dir: &Path, req: Request, label: &str) -> anyhow::Result<(Access, Value)> {
-    if let Some(conn) = connect(dir)? {
-        let access = Access::Server { pid: conn.pid };
-        eprintln!("outbox: {access}");
-        let bar = Bar::new(label);
-        let out = conn.call(&req, &bar);
-        bar.finish();
-        return Ok((access, out?));
-    }
-    let store = Arc::new(open_offline(dir)?);
+    let store = match connect_or_open(dir)? {
+        Either::Server(conn) => {
+            let access = Access::Server { pid: conn.pid };
+            eprintln!("outbox: {access}");
+            let bar = Bar::new(label);
+            let out = conn.call(&req, &bar);
+            bar.finish();
+            return Ok((access, out?));
+        }
+        Either::Offline(store) => Arc::new(store),
+    };
     eprintln!("outbox: {}", Access::Offline);
     let ctx = OpsContext {
         store: store.clone(),

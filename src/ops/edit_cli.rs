@@ -55,9 +55,14 @@ pub fn run(a: EditArgs) -> anyhow::Result<ExitCode> {
 /// Writes `text` to a private temporary file, runs `$VISUAL`/`$EDITOR` (default `vi`) on it
 /// through the shell (so an editor with arguments works), and reads it back.
 fn edit_in_editor(trace_id: &str, text: &str) -> anyhow::Result<String> {
-    let editor = std::env::var("VISUAL")
-        .or_else(|_| std::env::var("EDITOR"))
-        .unwrap_or_else(|_| "vi".into());
+    let set = |name| {
+        std::env::var(name)
+            .ok()
+            .filter(|v: &String| !v.trim().is_empty())
+    };
+    let editor = set("VISUAL")
+        .or_else(|| set("EDITOR"))
+        .unwrap_or_else(|| "vi".into());
     let safe: String = trace_id
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })

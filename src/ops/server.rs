@@ -62,9 +62,11 @@ impl AdminServer {
         &self.path
     }
 
-    /// Stops accepting and removes the socket file. Requests already running finish.
-    pub fn stop(self) {
+    /// Stops accepting and removes the socket file. Requests already running finish. Waits
+    /// until the accept loop is gone, so it no longer holds the store open.
+    pub async fn stop(self) {
         self.task.abort();
+        let _ = self.task.await;
         if let Err(e) = std::fs::remove_file(&self.path) {
             tracing::warn!(error = %e, "could not remove the admin socket");
         }

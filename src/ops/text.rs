@@ -92,7 +92,7 @@ const W: [usize; 7] = [24, 9, 12, 11, 3, 6, 8];
 pub fn table(rows: &[Row]) -> String {
     let mut out = format!(
         "{:<24} {:<9} {:<12} {:<11} {:>3} {:<6} {}\n",
-        "TRACE ID", "STATUS", "FORM TYPE", "RECEIVED", "ATT", "NEXT", "LAST ERROR"
+        "TRACE ID", "STATUS", "FORM TYPE", "RECEIVED", "ATT", "NEXT", "ERROR"
     );
     for r in rows {
         out.push_str(&format!(
