@@ -8,8 +8,8 @@
 //!
 //! Memory: the per-client table drops idle addresses (`retain_recent`) every
 //! [`SWEEP_INTERVAL`], and is never allowed past [`MAX_TRACKED`] addresses: when a flood
-//! of distinct addresses fills it, it is cleared (so every client starts with a full burst)
-//! and the reset is counted. Clearing is the price of a hard bound; it only happens under a
+//! of distinct addresses fills it and dropping idle ones frees less than a tenth, it is
+//! cleared (so every client starts with a full burst) and the reset is counted. Clearing is the price of a hard bound; it only happens under a
 //! flood that exhausts the table.
 
 use super::error::ApiError;
@@ -102,7 +102,9 @@ impl BoundedKeyedLimiter {
         }
         limiter.retain_recent();
         limiter.shrink_to_fit();
-        if limiter.len() >= self.cap {
+        // Sweeping must leave real headroom, or a table kept just at the cap would be swept
+        // (a pass over every entry) every few requests.
+        if limiter.len() >= self.cap / 10 * 9 {
             *self.current.write().expect("limiter lock") = Arc::new(RateLimiter::keyed(self.quota));
             self.resets.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("outbox_rate_limiter_resets_total").increment(1);
