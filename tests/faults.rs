@@ -219,3 +219,180 @@ async fn sigkill_during_intake_and_delivery_loses_nothing_acknowledged() {
         acked.len()
     );
 }
+
+/// A small tmpfs mounted for one test and unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `mib` MiB, or explains why not: a skip outside CI, a failure in CI.
+    fn mount(mib: u64) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(SmallDisk { dir });
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must be able to mount a tmpfs (run as root)"
+        );
+        eprintln!("\n*** SKIPPED: the disk-full test needs to mount a tmpfs (run as root) ***\n");
+        None
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    fn free(&self) -> u64 {
+        outbox::http::admission::free_disk(self.path()).unwrap()
+    }
+
+    /// Writes a filler file so that about `leave` bytes stay free.
+    fn fill_leaving(&self, leave: u64) -> std::path::PathBuf {
+        let filler = self.path().join("filler");
+        let size = self.free().saturating_sub(leave);
+        let f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0xAAu8; 1 << 20];
+        let mut w = std::io::BufWriter::new(f);
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            if std::io::Write::write_all(&mut w, &chunk[..n]).is_err() {
+                break;
+            }
+            left -= n as u64;
+        }
+        let _ = std::io::Write::flush(&mut w);
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn post_blocking(port: u16, id: &str, padding: usize) -> u16 {
+    let body =
+        json!({"email": format!("{id}@example.com"), "message": "x".repeat(padding)}).to_string();
+    let req = format!(
+        "POST /api/collect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key: {id}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    common::status_of(&out)
+}
+
+fn ready_body(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn a_full_disk_never_yields_a_2xx_for_unsynced_data_and_intake_recovers() {
+    let Some(disk) = SmallDisk::mount(48) else {
+        return;
+    };
+    let data = disk.path().join("data");
+    let wait_sample = || std::thread::sleep(Duration::from_millis(1500)); // disk sampled every second
+
+    // 1. The free-disk reserve: 503 disk_low before the disk is full, and recovery by itself.
+    let port = common::free_port();
+    let mut child = common::spawn_binary(&data, port, &["--min-free-disk", "12MiB"]);
+    assert_eq!(post_blocking(port, "disk-cap-0001", 10), 202);
+    let filler = disk.fill_leaving(6 << 20);
+    wait_sample();
+    assert_eq!(post_blocking(port, "disk-cap-0002", 10), 503);
+    let ready = ready_body(port);
+    assert!(
+        ready.starts_with("HTTP/1.1 503") && ready.contains("disk_low"),
+        "{ready}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    wait_sample();
+    assert_eq!(
+        post_blocking(port, "disk-cap-0003", 10),
+        202,
+        "intake resumes without a restart"
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    child.wait().unwrap();
+
+    // 2. No reserve: the disk really fills mid-commit. Nothing unsynced gets a 2xx.
+    let port = common::free_port();
+    let mut child = common::spawn_binary(
+        &data,
+        port,
+        &["--min-free-disk", "0", "--max-outbox-bytes", "1GiB"],
+    );
+    let filler = disk.fill_leaving(3 << 20);
+    let mut acked = vec!["disk-cap-0001".to_owned(), "disk-cap-0003".to_owned()];
+    let mut refused = 0;
+    for i in 0..20_000 {
+        let id = format!("disk-full-{i:05}");
+        match post_blocking(port, &id, 2000) {
+            200 | 202 => acked.push(id),
+            503 => {
+                refused += 1;
+                if refused > 20 {
+                    break;
+                }
+            }
+            other => panic!("unexpected status {other} while the disk fills"),
+        }
+    }
+    assert!(refused > 0, "the disk never filled");
+    let ready = ready_body(port);
+    assert!(
+        ready.starts_with("HTTP/1.1 503") && ready.contains("restart"),
+        "{ready}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    // The operator restarts it (the store latched the write error).
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+
+    {
+        let store =
+            outbox::store::Store::open(&data).expect("the store opens after the disk filled");
+        let lost: Vec<&String> = acked
+            .iter()
+            .filter(|id| store.get(id).unwrap().is_none())
+            .collect();
+        assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+        let report = outbox::ops::verify::verify(&store, false);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+    let port = common::free_port();
+    let mut child = common::spawn_binary(&data, port, &["--min-free-disk", "0"]);
+    assert_eq!(
+        post_blocking(port, "disk-after-0001", 10),
+        202,
+        "intake works after the restart"
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    child.wait().unwrap();
+    eprintln!(
+        "{} acknowledged before the disk filled, all present after restart",
+        acked.len()
+    );
+}

@@ -44,7 +44,10 @@ impl Committer {
         let (stored_tx, stored_rx) = mpsc::channel::<Stored>();
         let committer = std::thread::Builder::new()
             .name("outbox-committer".into())
-            .spawn(move || commit_loop(rx, &trees, stored_tx))
+            .spawn({
+                let syncer = syncer.clone();
+                move || commit_loop(rx, &trees, &syncer, stored_tx)
+            })
             .expect("spawn committer thread");
         let sync = std::thread::Builder::new()
             .name("outbox-sync".into())
@@ -80,7 +83,12 @@ impl Drop for Committer {
     }
 }
 
-fn commit_loop(rx: mpsc::Receiver<(Record, Reply)>, trees: &Trees, out: mpsc::Sender<Stored>) {
+fn commit_loop(
+    rx: mpsc::Receiver<(Record, Reply)>,
+    trees: &Trees,
+    syncer: &Syncer,
+    out: mpsc::Sender<Stored>,
+) {
     while let Ok((r, reply)) = rx.recv() {
         let started = Instant::now();
         let mut records = vec![r];
@@ -95,7 +103,15 @@ fn commit_loop(rx: mpsc::Receiver<(Record, Reply)>, trees: &Trees, out: mpsc::Se
             }
         }
         metrics::histogram!("outbox_commit_batch_size").record(records.len() as f64);
-        let outcomes = submit_batch(trees, &records);
+        let outcomes = match syncer.failure() {
+            // Once failed, nothing reaches sled until a restart.
+            Some(e) => Err(StoreError::Sync(e)),
+            None => submit_batch(trees, &records).inspect_err(|e| {
+                if let StoreError::Sled(sled::Error::Io(_) | sled::Error::Corruption { .. }) = e {
+                    syncer.fail(e.to_string());
+                }
+            }),
+        };
         if out
             .send(Stored {
                 replies,
@@ -129,6 +145,11 @@ fn answer(batch: Stored, synced: &Result<(), StoreError>) {
         (Ok(outcomes), Ok(())) => {
             for (reply, outcome) in batch.replies.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(outcome));
+            }
+        }
+        (Err(StoreError::Sync(msg)), _) => {
+            for reply in batch.replies {
+                let _ = reply.send(Err(StoreError::Sync(msg.clone())));
             }
         }
         (Err(e), _) => {

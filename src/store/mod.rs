@@ -83,9 +83,14 @@ impl SyncHealth {
     pub fn error(&self) -> Option<String> {
         self.error.lock().unwrap().clone()
     }
+    /// Latches the first failure and logs it once.
     fn fail(&self, e: String) {
-        *self.error.lock().unwrap() = Some(e);
-        self.failed.store(true, Ordering::Release);
+        let mut slot = self.error.lock().unwrap();
+        if slot.is_none() {
+            tracing::error!(error = %e, "the store can no longer make writes durable; acknowledgements stop until restart");
+            *slot = Some(e);
+            self.failed.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -119,10 +124,19 @@ impl Syncer {
             .map_err(|e| e.to_string())
             .and_then(|_| self.log.sync_data().map_err(|e| e.to_string()));
         result.map_err(|e| {
-            tracing::error!(error = %e, "store sync failed; acknowledgements stop until restart");
             self.health.fail(e.clone());
             StoreError::Sync(e)
         })
+    }
+
+    /// Records a storage I/O error met outside `sync` (sled latches them: every later write
+    /// fails the same way, so the store is done until a restart).
+    pub fn fail(&self, e: String) {
+        self.health.fail(e);
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.health.error()
     }
 }
 
