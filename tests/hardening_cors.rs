@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{spawn_app, TestApp};
+use common::{spawn_app, spawn_app_raw, TestApp};
 use serde_json::json;
 
 const SITE: &str = "https://www.example.com";
@@ -132,5 +132,32 @@ async fn with_cors_reject_off_other_origins_are_stored_without_cors_headers() {
     assert_eq!(r.status(), 202);
     assert!(header(&r, "access-control-allow-origin").is_none());
     assert_eq!(accepted(&app).await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rate_limited_browser_can_read_the_429_and_its_retry_after() {
+    let app = spawn_app_raw(&[
+        "--cors-origins",
+        SITE,
+        "--rate-limit",
+        "1/m",
+        "--rate-burst",
+        "1",
+    ])
+    .await;
+
+    let body = json!({"email": "a@example.com"});
+    assert_eq!(
+        app.post_json(&body, &[("origin", SITE)]).await.status(),
+        202
+    );
+    let r = app.post_json(&body, &[("origin", SITE)]).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(header(&r, "access-control-allow-origin"), Some(SITE));
+    let exposed = header(&r, "access-control-expose-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("retry-after"), "{exposed}");
     app.stop().await;
 }
