@@ -1,0 +1,162 @@
+//! Fuzzes the header-derived identity of a request: the client address (trusted-proxy walk
+//! over `Forwarded` / `X-Forwarded-For`) and the trace ID (`Idempotency-Key`, `X-Trace-Id`,
+//! body field).
+//!
+//! Input layout, one item per line, so seed files stay readable:
+//! - line 1: the socket peer address (the input is skipped when it is not an address);
+//! - line 2: the trusted proxy networks, comma-separated CIDRs (invalid ones are left out);
+//! - then any number of lines, each starting with a tag:
+//!   `F:` a `Forwarded` value, `X:` an `X-Forwarded-For` value (`F!` / `X!`: a value that is
+//!   not UTF-8), `I:` the `Idempotency-Key`, `T:` the `X-Trace-Id`, `B:` a string `trace_id`
+//!   body field, `N:` a numeric one. Header values are raw bytes after the tag.
+//!
+//! Invariants:
+//! - an untrusted peer is always the answer, whatever the headers say;
+//! - the answer is canonical (no IPv4-mapped IPv6) and is either the peer or an address written
+//!   in the header that was consulted (`Forwarded` when present, else `X-Forwarded-For`);
+//! - with no forwarded headers, the answer is the peer;
+//! - an accepted trace ID matches `[A-Za-z0-9._:-]{8,128}` and is exactly the value of the first
+//!   source present; no source gives `None`; an invalid first source is an error whose message
+//!   is one printable ASCII line (it is sent back to clients).
+#![no_main]
+
+use ipnet::IpNet;
+use libfuzzer_sys::fuzz_target;
+use outbox::intake::client_ip::{resolve, TrustedProxies};
+use outbox::intake::trace_id::{choose, is_valid};
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+
+fuzz_target!(|data: &[u8]| {
+    let mut lines = data.split(|&b| b == b'\n');
+    let Some(peer) = lines
+        .next()
+        .and_then(|l| std::str::from_utf8(l).ok())
+        .and_then(|s| s.trim().parse::<IpAddr>().ok())
+    else {
+        return;
+    };
+    let trusted = TrustedProxies(
+        lines
+            .next()
+            .and_then(|l| std::str::from_utf8(l).ok())
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|s| s.trim().parse::<IpNet>().ok())
+            .collect(),
+    );
+
+    let mut forwarded: Vec<Option<&str>> = Vec::new();
+    let mut xff: Vec<Option<&str>> = Vec::new();
+    let mut idempotency_key: Option<&[u8]> = None;
+    let mut x_trace_id: Option<&[u8]> = None;
+    let mut fields = Map::new();
+    for line in lines {
+        if line.len() < 2 {
+            continue;
+        }
+        let (tag, value) = line.split_at(2);
+        match tag {
+            b"F:" => forwarded.push(std::str::from_utf8(value).ok()),
+            b"F!" => forwarded.push(None),
+            b"X:" => xff.push(std::str::from_utf8(value).ok()),
+            b"X!" => xff.push(None),
+            b"I:" => idempotency_key = Some(value),
+            b"T:" => x_trace_id = Some(value),
+            b"B:" => {
+                let s = String::from_utf8_lossy(value).into_owned();
+                fields.insert("trace_id".into(), Value::String(s));
+            }
+            b"N:" => {
+                fields.insert("trace_id".into(), Value::from(value.len()));
+            }
+            _ => {}
+        }
+    }
+
+    check_client_ip(peer, &forwarded, &xff, &trusted);
+    check_trace_id(idempotency_key, x_trace_id, &fields);
+});
+
+fn check_client_ip(
+    peer: IpAddr,
+    forwarded: &[Option<&str>],
+    xff: &[Option<&str>],
+    trusted: &TrustedProxies,
+) {
+    let got = resolve(peer, forwarded, xff, trusted);
+    let peer = peer.to_canonical();
+    assert_eq!(got, got.to_canonical(), "answer is not canonical");
+    if !trusted.contains(peer) || (forwarded.is_empty() && xff.is_empty()) {
+        assert_eq!(got, peer, "the peer must be the answer here");
+        return;
+    }
+    let consulted = if forwarded.is_empty() { xff } else { forwarded };
+    if got != peer {
+        let written = addresses_written_in(consulted);
+        assert!(
+            written.contains(&got),
+            "{got} is neither the peer {peer} nor written in {consulted:?}"
+        );
+    }
+}
+
+/// Every address that appears in the header values, found independently of the parser under
+/// test: split on the separators of both header grammars and on whitespace, then read each
+/// token as an address, or as an address with a port.
+fn addresses_written_in(values: &[Option<&str>]) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for v in values.iter().flatten() {
+        // `str::trim` (used by the parser) strips every Unicode space, so split on all of them.
+        for token in v.split(|c: char| c.is_whitespace() || ",;=\"[]".contains(c)) {
+            if let Ok(ip) = token.parse::<IpAddr>() {
+                out.push(ip.to_canonical());
+            } else if let Some((host, _port)) = token.rsplit_once(':') {
+                if let Ok(ip) = host.parse::<IpAddr>() {
+                    out.push(ip.to_canonical());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn check_trace_id(
+    idempotency_key: Option<&[u8]>,
+    x_trace_id: Option<&[u8]>,
+    fields: &Map<String, Value>,
+) {
+    let first_source: Option<Result<&str, ()>> = idempotency_key
+        .or(x_trace_id)
+        .map(|b| std::str::from_utf8(b).map_err(|_| ()))
+        .or_else(|| fields.get("trace_id").map(|v| v.as_str().ok_or(())));
+    match choose(idempotency_key, x_trace_id, fields) {
+        Ok(Some(id)) => {
+            assert!(matches_pattern(&id), "accepted {id:?}");
+            assert!(is_valid(&id));
+            assert_eq!(first_source, Some(Ok(id.as_str())), "not the first source");
+        }
+        Ok(None) => assert_eq!(first_source, None, "a present source was ignored"),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.bytes().all(|b| (b' '..=b'~').contains(&b)),
+                "error message is not one printable ASCII line: {msg:?}"
+            );
+            match first_source {
+                Some(Ok(s)) => assert!(!matches_pattern(s), "rejected valid {s:?}"),
+                Some(Err(())) => {}
+                None => panic!("error without a source"),
+            }
+        }
+    }
+}
+
+/// `[A-Za-z0-9._:-]{8,128}`, written out independently of `is_valid`.
+fn matches_pattern(s: &str) -> bool {
+    let n = s.chars().count();
+    (8..=128).contains(&n)
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+}
