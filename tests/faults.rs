@@ -396,3 +396,140 @@ fn a_full_disk_never_yields_a_2xx_for_unsynced_data_and_intake_recovers() {
         acked.len()
     );
 }
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Mixed intake and delivery for `OUTBOX_SOAK_SECS` (default 30 minutes) with the dashboard
+/// failing for 20 s of every minute; prints RSS and disk use every 30 s and checks that both
+/// stay flat once steady (the last sample within 1.5x of the one at a quarter of the run).
+/// Run: `OUTBOX_SOAK=1 cargo test --release --test faults -- --ignored --nocapture soak`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long soak: OUTBOX_SOAK=1 cargo test --release --test faults -- --ignored --nocapture soak"]
+async fn soak_memory_and_disk_stay_flat_under_mixed_load_and_failures() {
+    let secs: u64 = std::env::var("OUTBOX_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1800);
+    let dash = Dashboard::start().await;
+    let mut flags = fast_delivery(&dash.url());
+    flags.extend(["--idempotency-window", "2m", "--purge-interval", "10s"].map(String::from));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let port = common::free_port();
+    let (d, f) = (dir.clone(), flags.clone());
+    let mut child =
+        tokio::task::spawn_blocking(move || common::spawn_binary(&d, port, &as_strs(&f)))
+            .await
+            .unwrap();
+    let pid = child.id();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut load = Vec::new();
+    for c in 0..4 {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        load.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("soak-{c}-{n:08}");
+                n += 1;
+                let r = client
+                    .post(format!("http://127.0.0.1:{port}/api/collect"))
+                    .header("Idempotency-Key", &id)
+                    .json(&json!({"email": format!("{id}@example.com"), "message": "soak test message of a typical length"}))
+                    .send()
+                    .await
+                    .expect("the service answers throughout the soak");
+                assert_eq!(r.status(), 202);
+                acked.lock().unwrap().insert(id);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut next_sample = Duration::ZERO;
+    let mut down = false;
+    println!(
+        "{:>6} | {:>8} | {:>9} | {:>9} | dashboard",
+        "t (s)", "RSS MiB", "disk MiB", "accepted"
+    );
+    while started.elapsed() < Duration::from_secs(secs) {
+        let t = started.elapsed();
+        let want_down = t.as_secs() % 60 >= 40;
+        if want_down != down {
+            if want_down {
+                dash.go_down().await
+            } else {
+                dash.come_back().await
+            }
+            down = want_down;
+        }
+        if t >= next_sample {
+            let (rss, disk) = (rss_bytes(pid), dir_bytes(&dir));
+            println!(
+                "{:>6} | {:>8.1} | {:>9.1} | {:>9} | {}",
+                t.as_secs(),
+                rss as f64 / 1048576.0,
+                disk as f64 / 1048576.0,
+                acked.lock().unwrap().len(),
+                if down { "down" } else { "up" }
+            );
+            samples.push((rss, disk));
+            next_sample += Duration::from_secs(30);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    if down {
+        dash.come_back().await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    wait_delivered(&dash, &acked, Duration::from_secs(120)).await;
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    assert!(
+        samples.len() >= 8,
+        "run the soak for at least 4 minutes to reach a steady state"
+    );
+    let quarter = samples[samples.len() / 4];
+    let last = *samples.last().unwrap();
+    println!(
+        "steady reference (quarter): RSS {} B, disk {} B; last: RSS {} B, disk {} B",
+        quarter.0, quarter.1, last.0, last.1
+    );
+    assert!(
+        last.0 as f64 <= quarter.0 as f64 * 1.5,
+        "RSS grew: {quarter:?} -> {last:?}"
+    );
+    assert!(
+        last.1 as f64 <= quarter.1 as f64 * 1.5,
+        "disk grew: {quarter:?} -> {last:?}"
+    );
+}
