@@ -21,8 +21,10 @@ pub enum SubmitOutcome {
     Conflict(Receipt),
 }
 
-/// What an update closure decides for a record.
+/// What an update closure decides for a record. Returned once per update and never stored,
+/// so the record is not boxed.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Change {
     Keep,
     Put(Record),
