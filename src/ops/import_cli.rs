@@ -67,7 +67,10 @@ pub fn print_import(r: &ImportReport, json: bool) -> bool {
 }
 
 /// Reads the `*.json` files of a legacy directory (not its `imported/` folder).
-pub fn read_legacy_dir(dir: &Path) -> anyhow::Result<(Vec<LegacyFile>, Vec<(String, String)>)> {
+/// Files read, and `(file name, error)` for those that could not be.
+type ReadDir = (Vec<LegacyFile>, Vec<(String, String)>);
+
+pub fn read_legacy_dir(dir: &Path) -> anyhow::Result<ReadDir> {
     let mut files = Vec::new();
     let mut unreadable = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir)

@@ -192,8 +192,11 @@ fn index_record(t: &Trees, r: &Record) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The index keys (`due`, `queue`, `done`) a record in this state must have, for checks.
-pub fn expected_index_keys(r: &Record) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+/// Keys of the `due`, `queue` and `done` trees, in that order.
+pub type IndexKeys = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+/// The index keys a record in this state must have, for checks.
+pub fn expected_index_keys(r: &Record) -> IndexKeys {
     if !r.status.is_queued() {
         return (vec![], vec![], done_keys(r));
     }
