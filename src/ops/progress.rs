@@ -36,3 +36,10 @@ impl Bar {
         }
     }
 }
+
+impl Bar {
+    /// No bar at all (for views that draw their own screen).
+    pub fn hidden() -> Bar {
+        Bar(None)
+    }
+}
