@@ -214,3 +214,38 @@ pub struct TopArgs {
     #[arg(long, default_value_t = 1)]
     pub interval: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_dir_comes_from_the_flag_else_the_config_file_else_the_default() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("outbox.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/var/lib/outbox\"\nlisten = \"127.0.0.1:8001\"\n",
+        )
+        .unwrap();
+        let t = |data_dir: Option<&str>, config: Option<&Path>| Target {
+            data_dir: data_dir.map(PathBuf::from),
+            config: config.map(Path::to_path_buf),
+        };
+        assert_eq!(
+            t(Some("/d"), Some(&file)).dir().unwrap(),
+            PathBuf::from("/d")
+        );
+        assert_eq!(
+            t(None, Some(&file)).dir().unwrap(),
+            PathBuf::from("/var/lib/outbox")
+        );
+        assert_eq!(t(None, None).dir().unwrap(), PathBuf::from("./data"));
+        std::fs::write(&file, "listen = \"127.0.0.1:8001\"\n").unwrap();
+        assert_eq!(t(None, Some(&file)).dir().unwrap(), PathBuf::from("./data"));
+        let missing = t(None, Some(&tmp.path().join("nope.toml")))
+            .dir()
+            .unwrap_err();
+        assert!(format!("{missing:#}").contains("cannot read config file"));
+    }
+}
