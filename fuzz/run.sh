@@ -6,8 +6,8 @@
 #   fuzz/run.sh all 30          # every target for 30 s each (the CI smoke run)
 #
 # cargo-fuzz needs nightly-only compiler flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain
-# accept them, so no second toolchain is needed. One job at a time: the fuzzers share the
-# machine with everything else.
+# accept them, so no second toolchain is needed. Each run is one in-process job on one core
+# (libFuzzer's default; -jobs=N would fork N workers), so the fuzzers never crowd the machine.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -35,5 +35,5 @@ for t in $targets; do
         extra=("regressions/$t")
     fi
     cargo fuzz run "$t" "corpus/$t" "${extra[@]}" -- \
-        -max_total_time="$seconds" -jobs=1 -workers=1 -print_final_stats=1
+        -max_total_time="$seconds" -print_final_stats=1
 done

@@ -156,7 +156,6 @@ fn check_trace_id(
 fn matches_pattern(s: &str) -> bool {
     let n = s.chars().count();
     (8..=128).contains(&n)
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
 }

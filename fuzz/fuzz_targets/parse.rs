@@ -89,14 +89,14 @@ fuzz_target!(|data: &[u8]| {
             };
             let again = parse(Some("application/json"), &json, &relaxed)
                 .unwrap_or_else(|e| panic!("re-serialized submission is rejected: {e}"));
-            assert_eq!(again.fields, sub.fields, "JSON round trip changed the value");
+            assert_eq!(
+                again.fields, sub.fields,
+                "JSON round trip changed the value"
+            );
         }
         Err(e) => {
             let status = e.status();
-            assert!(
-                matches!(status, 400 | 413 | 415),
-                "{e:?} maps to {status}"
-            );
+            assert!(matches!(status, 400 | 413 | 415), "{e:?} maps to {status}");
             assert_eq!(
                 status == 413,
                 body.len() > limits.max_body,
