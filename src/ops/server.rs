@@ -14,6 +14,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
 
+/// Longest wait for a client's request line, and for a client to take an answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Least time between two progress lines, so a scan of a million records sends a few dozen.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
@@ -75,6 +77,9 @@ impl AdminServer {
 
 fn handle(ctx: &OpsContext, stream: std::os::unix::net::UnixStream) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
+    // A client that connects and sends nothing must not hold a thread (or shutdown) forever.
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
     let writer = Mutex::new(stream.try_clone()?);
     let send = |reply: &Reply| -> std::io::Result<()> {
         let mut line = serde_json::to_vec(reply).expect("replies serialize");
