@@ -1,5 +1,7 @@
 //! One delivery: send a claimed record, classify the reply, move the circuit breaker and the
-//! credentials pause, and write the record's next state in one store transaction.
+//! credentials pause at once, then hand the record's next state to the settler, which writes
+//! outcomes in batches (one store transaction per record, one blocking call per batch, so a
+//! busy worker does not pay a thread hand-off per delivery).
 //!
 //! Logs carry the trace ID, status code and outcome, never the payload or the reply body
 //! (a dashboard's error page may echo the form fields); the body is kept only with the
@@ -14,18 +16,45 @@ use crate::intake::enrich::format_time;
 use crate::store::{now_ms, Change, Record, Status, Store, StoreError, Updated};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
-/// Delivers `claimed` and writes the outcome. Never panics on a bad record or a store error:
-/// the former is quarantined, the latter leaves the lease to make the record due again.
-pub(super) async fn deliver(core: &Arc<Core>, claimed: Record, probe: Probe) {
-    let id = claimed.trace_id.clone();
-    let span = tracing::info_span!("delivery", trace_id = %id, attempt = claimed.attempts + 1);
-    deliver_inner(core, claimed, probe).instrument(span).await;
-    core.in_flight.lock().unwrap().remove(&id);
+/// An attempt's result on its way to the store.
+pub(super) struct Settle {
+    claimed: Record,
+    attempt: Attempt,
+    verdict: Verdict,
+    delay: Duration,
+    now: i64,
 }
 
-async fn deliver_inner(core: &Arc<Core>, claimed: Record, probe: Probe) {
+/// Outcomes written per store round (one blocking call for many records: under load the
+/// settler takes whatever has queued up while it wrote the last batch).
+const SETTLE_BATCH: usize = 256;
+
+/// Sends `claimed`, classifies the reply and moves the circuit and pause state at once; the
+/// record's new state goes to the settler. A record that cannot be turned into a request is
+/// quarantined instead (never a crash loop).
+pub(super) async fn deliver(
+    core: &Arc<Core>,
+    claimed: Record,
+    probe: Probe,
+    settle: &mpsc::UnboundedSender<Settle>,
+) {
+    let id = claimed.trace_id.clone();
+    let span = tracing::info_span!("delivery", trace_id = %id, attempt = claimed.attempts + 1);
+    match attempt(core, claimed, probe).instrument(span).await {
+        Some(s) => {
+            // The settler runs until every sender is gone, so this cannot fail.
+            let _ = settle.send(s);
+        }
+        None => {
+            core.in_flight.lock().unwrap().remove(&id);
+        }
+    }
+}
+
+async fn attempt(core: &Arc<Core>, claimed: Record, probe: Probe) -> Option<Settle> {
     let creds = core
         .state
         .credentials()
@@ -44,7 +73,7 @@ async fn deliver_inner(core: &Arc<Core>, claimed: Record, probe: Probe) {
             if let Ok(Err(e)) = r {
                 tracing::error!(error = %e, "quarantining an unsendable record failed");
             }
-            return;
+            return None;
         }
         // Credentials that cannot even be sent are as wrong as rejected ones.
         Err(e @ SendError::BadCredentials) => {
@@ -59,7 +88,6 @@ async fn deliver_inner(core: &Arc<Core>, claimed: Record, probe: Probe) {
     };
     metrics::histogram!("outbox_delivery_seconds").record(attempt.elapsed.as_secs_f64());
     steer(core, &attempt, verdict, probe);
-
     let delay = backoff::next_delay(
         claimed.attempts.saturating_add(1),
         core.settings.retry_base,
@@ -67,27 +95,82 @@ async fn deliver_inner(core: &Arc<Core>, claimed: Record, probe: Probe) {
         attempt.retry_after,
         &mut rand::thread_rng(),
     );
-    let (store, limits, now) = (core.store.clone(), core.limits(), now_ms());
-    let id = claimed.trace_id.clone();
-    let att = attempt.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        let r = store.update(&claimed.trace_id, |stored| {
-            if !outcome::still_claimed(stored, &claimed) {
-                return Change::Keep;
-            }
-            Change::Put(outcome::settle(stored, &att, verdict, now, delay, limits))
-        });
-        if let Err(StoreError::Undecodable { reason, .. }) = &r {
-            quarantine(&store, &claimed.trace_id, reason)?;
-        }
-        r
+    Some(Settle {
+        claimed,
+        attempt,
+        verdict,
+        delay,
+        now: now_ms(),
     })
-    .await
-    .expect("settling does not panic");
-    let status = attempt_status(&attempt);
+}
+
+/// Writes outcomes in batches until every sender is dropped (after the last delivery task).
+pub(super) async fn settler(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<Settle>) {
+    let mut batch = Vec::with_capacity(SETTLE_BATCH);
+    while rx.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
+        let (c, todo) = (core.clone(), std::mem::take(&mut batch));
+        let written = tokio::task::spawn_blocking(move || {
+            todo.into_iter()
+                .map(|s| {
+                    let r = write(&c, &s);
+                    (s, r)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .expect("settling does not panic");
+        {
+            let mut in_flight = core.in_flight.lock().unwrap();
+            for (s, r) in &written {
+                in_flight.remove(&s.claimed.trace_id);
+                report(s, r);
+            }
+        }
+        // Retries now have their next due time: let the loop plan its next wake-up.
+        core.wake.notify_one();
+    }
+}
+
+/// One outcome in one store transaction, unless an operator changed the record meanwhile.
+fn write(core: &Core, s: &Settle) -> Result<Updated, StoreError> {
+    let limits = core.limits();
+    let r = core.store.update(&s.claimed.trace_id, |stored| {
+        if !outcome::still_claimed(stored, &s.claimed) {
+            return Change::Keep;
+        }
+        Change::Put(outcome::settle(
+            stored, &s.attempt, s.verdict, s.now, s.delay, limits,
+        ))
+    });
+    if let Err(StoreError::Undecodable { reason, .. }) = &r {
+        quarantine(&core.store, &s.claimed.trace_id, reason)?;
+    }
+    r
+}
+
+/// Gives claims that were never sent back to the queue (blocking), no attempt spent.
+pub(super) fn release(core: &Core, records: Vec<Record>) {
+    let now = now_ms();
+    for c in records {
+        let r = core.store.update(&c.trace_id, |stored| {
+            match outcome::still_claimed(stored, &c) {
+                true => Change::Put(outcome::release(stored, now)),
+                false => Change::Keep,
+            }
+        });
+        if let Err(e) = r {
+            tracing::error!(trace_id = %c.trace_id, error = %e, "releasing an unsent claim failed; its lease makes it due again");
+        }
+        core.in_flight.lock().unwrap().remove(&c.trace_id);
+    }
+}
+
+/// Metrics and one log line for a written outcome.
+fn report(s: &Settle, written: &Result<Updated, StoreError>) {
+    let (trace_id, status) = (s.claimed.trace_id.as_str(), attempt_status(&s.attempt));
     match written {
         Ok(Updated::Put(n)) => {
-            let label = match (n.status, verdict) {
+            let label = match (n.status, s.verdict) {
                 (Status::Delivered, _) => "delivered",
                 (Status::Dead, _) => "dead",
                 (_, Verdict::Pause) => "paused",
@@ -96,24 +179,27 @@ async fn deliver_inner(core: &Arc<Core>, claimed: Record, probe: Probe) {
             metrics::counter!("outbox_delivery_attempts_total", "outcome" => label).increment(1);
             match n.status {
                 Status::Dead => tracing::warn!(
+                    trace_id,
                     status,
                     attempts = n.attempts,
                     "dead letter: kept with its last status and reply for an operator"
                 ),
-                Status::Delivered => tracing::debug!(status, "delivered"),
+                Status::Delivered => tracing::debug!(trace_id, status, "delivered"),
                 _ => tracing::debug!(
+                    trace_id,
                     status,
                     outcome = label,
-                    next_attempt_in_ms = (n.next_attempt_at_ms - now).max(0),
+                    next_attempt_in_ms = (n.next_attempt_at_ms - s.now).max(0),
                     "not delivered"
                 ),
             }
         }
         Ok(_) => tracing::warn!(
-            id,
+            trace_id,
             "record changed or removed while in flight (operator action); its outcome was not written"
         ),
         Err(e) => tracing::error!(
+            trace_id,
             error = %e,
             "writing a delivery outcome failed; the record is due again when its lease lapses"
         ),

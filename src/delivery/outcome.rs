@@ -36,6 +36,15 @@ pub fn still_claimed(stored: &Record, claimed: &Record) -> bool {
     stored.status == Status::InFlight && stored.last_attempt_at_ms == claimed.last_attempt_at_ms
 }
 
+/// Gives back a claim that was never sent (the circuit opened, delivery paused, or the
+/// worker stopped first): due again now, no attempt spent.
+pub fn release(r: &Record, now_ms: i64) -> Record {
+    let mut n = r.clone();
+    n.status = Status::Pending;
+    n.next_attempt_at_ms = now_ms;
+    n
+}
+
 /// `detail` cut to at most [`KEPT_BODY`] bytes on a character boundary.
 fn kept(detail: &str) -> String {
     let mut end = detail.len().min(KEPT_BODY);
@@ -152,6 +161,11 @@ mod tests {
         assert!(claim(&d, T0 + 10, Duration::from_secs(60)).is_none());
         assert!(still_claimed(&c, &c));
         assert!(!still_claimed(&r, &c));
+        let back = release(&c, T0 + 20);
+        assert_eq!(
+            (back.status, back.attempts, back.next_attempt_at_ms),
+            (Status::Pending, r.attempts, T0 + 20)
+        );
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //!
 //! The loop asks, in order: are we paused for credentials (then only a probe every
 //! `auth-probe-interval`), does the circuit allow sending (else wait for its cooldown), how
-//! many permits are free. It claims that many records (each claim is a persisted lease, see
-//! [`outcome::claim`]) and spawns their deliveries. When there is nothing to do it waits for
+//! many permits are free. It claims that many records plus up to `concurrency` more in one
+//! store round (each claim is a persisted lease, see [`super::outcome::claim`]), spawns
+//! deliveries for the free permits and keeps the rest ready for the next ones. Claims that
+//! cannot be sent because the circuit opened, delivery paused or shutdown began are released
+//! unsent: no attempt is spent. When there is nothing to do it waits for
 //! the first of: a new submission (the intake's `Notify`), new credentials, a delivery
 //! finishing, the next due time, or shutdown. The `Notify` futures are registered before the
 //! store is read, so a submission stored meanwhile is never missed.
@@ -15,10 +18,10 @@ use super::outcome::Limits;
 use super::{deliver, purge, Credentials, DeliveryState};
 use crate::config::{DeliverySettings, Settings};
 use crate::store::{now_ms, Record, Store, StoreError, Updated};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -47,7 +50,7 @@ pub struct Core {
     pub(super) in_flight: Mutex<HashSet<String>>,
     /// While paused: when the next credentials probe may go.
     pub(super) next_auth_probe: Mutex<Instant>,
-    wake: Arc<Notify>,
+    pub(super) wake: Arc<Notify>,
 }
 
 impl Core {
@@ -117,7 +120,10 @@ impl Core {
                     Some(n) => crate::store::Change::Put(n),
                     None => crate::store::Change::Keep,
                 }) {
-                Ok(Updated::Put(r)) => out.push(r),
+                Ok(Updated::Put(r)) => {
+                    self.in_flight.lock().unwrap().insert(r.trace_id.clone());
+                    out.push(r)
+                }
                 Ok(_) => {}
                 Err(StoreError::Undecodable { reason, .. }) => {
                     deliver::quarantine(&self.store, &id, &reason)?;
@@ -209,8 +215,14 @@ pub fn start(
 }
 
 async fn run(core: Arc<Core>, mut stop: watch::Receiver<Option<Duration>>) {
-    let permits = Arc::new(Semaphore::new(core.settings.concurrency));
+    let concurrency = core.settings.concurrency;
+    let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks: JoinSet<()> = JoinSet::new();
+    let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+    let settler = tokio::spawn(deliver::settler(core.clone(), settle_rx));
+    // Claimed but not yet sent: claims are made in batches of up to `concurrency` beyond what
+    // the free permits take, so a busy worker claims in one store round per batch.
+    let mut ready: VecDeque<Record> = VecDeque::new();
     loop {
         if stop.borrow_and_update().is_some() {
             break;
@@ -223,42 +235,62 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<Option<Duration>>) {
         kick.as_mut().enable();
 
         let until = match core.plan(Instant::now(), permits.available_permits()) {
-            Err(until) => until,
+            Err(until) => {
+                // Paused or circuit open: what was claimed for sending goes back unsent.
+                give_back(&core, &mut ready).await;
+                until
+            }
             Ok((0, _)) => None, // every permit busy: wait for a delivery to finish
             Ok((want, probe)) => {
-                let c = core.clone();
-                let claimed = tokio::task::spawn_blocking(move || c.claim(want))
-                    .await
-                    .expect("claim does not panic");
-                match claimed {
-                    Ok(records) => {
-                        let full = records.len() == want && probe == Probe::None;
-                        if records.is_empty() && probe == Probe::Circuit {
-                            core.circuit.lock().unwrap().probe_unused();
+                if probe != Probe::None {
+                    // Exactly one request: keep the oldest claim, if any, as the probe.
+                    let keep = ready.pop_front();
+                    give_back(&core, &mut ready).await;
+                    ready.extend(keep);
+                }
+                let mut exhausted = false;
+                if ready.len() < want {
+                    let ask = match probe {
+                        Probe::None => want + concurrency - ready.len(),
+                        _ => 1,
+                    };
+                    let c = core.clone();
+                    let claimed = tokio::task::spawn_blocking(move || c.claim(ask))
+                        .await
+                        .expect("claim does not panic");
+                    match claimed {
+                        Ok(records) => {
+                            exhausted = records.len() < ask;
+                            ready.extend(records);
                         }
-                        if records.is_empty() && probe == Probe::Credentials {
-                            // Nothing to probe with: try again as soon as a record is due.
-                            *core.next_auth_probe.lock().unwrap() = Instant::now();
+                        Err(e) => {
+                            tracing::error!(error = %e, "delivery cannot read the store; retrying");
+                            exhausted = true;
                         }
-                        for r in records {
-                            let permit = permits.clone().try_acquire_owned().expect("counted");
-                            core.in_flight.lock().unwrap().insert(r.trace_id.clone());
-                            let c = core.clone();
-                            tasks.spawn(async move {
-                                deliver::deliver(&c, r, probe).await;
-                                drop(permit);
-                            });
-                        }
-                        if full {
-                            continue; // more may be due right now
-                        }
-                        idle_until(&core).await
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "delivery cannot read the store; retrying");
-                        Some(Instant::now() + STORE_ERROR_PAUSE)
                     }
                 }
+                if ready.is_empty() {
+                    match probe {
+                        Probe::Circuit => core.circuit.lock().unwrap().probe_unused(),
+                        // Nothing to probe with: try again as soon as a record is due.
+                        Probe::Credentials => {
+                            *core.next_auth_probe.lock().unwrap() = Instant::now()
+                        }
+                        Probe::None => {}
+                    }
+                }
+                for r in ready.drain(..want.min(ready.len())) {
+                    let permit = permits.clone().try_acquire_owned().expect("counted");
+                    let (c, tx) = (core.clone(), settle_tx.clone());
+                    tasks.spawn(async move {
+                        deliver::deliver(&c, r, probe, &tx).await;
+                        drop(permit);
+                    });
+                }
+                if !exhausted || !ready.is_empty() {
+                    continue; // more is due, or claimed records wait for a permit
+                }
+                idle_until(&core).await
             }
         };
         let sleep_until = until
@@ -272,6 +304,7 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<Option<Duration>>) {
             _ = tokio::time::sleep_until(sleep_until) => {}
         }
     }
+    give_back(&core, &mut ready).await;
     let bound = stop.borrow().unwrap_or_default();
     if !tasks.is_empty() {
         tracing::info!(
@@ -289,8 +322,20 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<Option<Duration>>) {
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
+    // Every sender is gone now: the settler writes what is left and ends.
+    drop(settle_tx);
+    let _ = settler.await;
     core.state.update(|v| v.mode = "stopped".into());
     tracing::info!("shutdown: delivery worker stopped");
+}
+
+/// Releases every claim in `ready` (never sent) back to the queue.
+async fn give_back(core: &Arc<Core>, ready: &mut VecDeque<Record>) {
+    if ready.is_empty() {
+        return;
+    }
+    let (c, records) = (core.clone(), ready.drain(..).collect::<Vec<_>>());
+    let _ = tokio::task::spawn_blocking(move || deliver::release(&c, records)).await;
 }
 
 /// When the next record falls due, as a tokio instant (`None`: nothing queued).
