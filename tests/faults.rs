@@ -423,8 +423,10 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 }
 
 /// Mixed intake and delivery for `OUTBOX_SOAK_SECS` (default 30 minutes) with the dashboard
-/// failing for 20 s of every minute; prints RSS and disk use every 30 s and checks that both
-/// stay flat once steady (the last sample within 1.5x of the one at a quarter of the run).
+/// failing for 20 s of every minute; prints RSS and disk use every 20 s and checks that both
+/// stay flat once steady: the last sample within 1.25x of the one at half the run. The first
+/// minutes are warm-up: sled's page cache fills to its bound (64 MiB of pages) and the log
+/// grows to its working set of segments.
 /// Run: `OUTBOX_SOAK=1 cargo test --release --test faults -- --ignored --nocapture soak`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long soak: OUTBOX_SOAK=1 cargo test --release --test faults -- --ignored --nocapture soak"]
@@ -499,7 +501,7 @@ async fn soak_memory_and_disk_stay_flat_under_mixed_load_and_failures() {
                 if down { "down" } else { "up" }
             );
             samples.push((rss, disk));
-            next_sample += Duration::from_secs(30);
+            next_sample += Duration::from_secs(20);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -515,21 +517,21 @@ async fn soak_memory_and_disk_stay_flat_under_mixed_load_and_failures() {
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     let _ = tokio::task::spawn_blocking(move || child.wait()).await;
     assert!(
-        samples.len() >= 8,
-        "run the soak for at least 4 minutes to reach a steady state"
+        samples.len() >= 24,
+        "run the soak for at least 8 minutes to get past warm-up"
     );
-    let quarter = samples[samples.len() / 4];
+    let steady = samples[samples.len() / 2];
     let last = *samples.last().unwrap();
     println!(
-        "steady reference (quarter): RSS {} B, disk {} B; last: RSS {} B, disk {} B",
-        quarter.0, quarter.1, last.0, last.1
+        "steady reference (half-way): RSS {} B, disk {} B; last: RSS {} B, disk {} B",
+        steady.0, steady.1, last.0, last.1
     );
     assert!(
-        last.0 as f64 <= quarter.0 as f64 * 1.5,
-        "RSS grew: {quarter:?} -> {last:?}"
+        last.0 as f64 <= steady.0 as f64 * 1.25,
+        "RSS grew: {steady:?} -> {last:?}"
     );
     assert!(
-        last.1 as f64 <= quarter.1 as f64 * 1.5,
-        "disk grew: {quarter:?} -> {last:?}"
+        last.1 as f64 <= steady.1 as f64 * 1.25,
+        "disk grew: {steady:?} -> {last:?}"
     );
 }
