@@ -7,15 +7,29 @@
 //! while its transaction runs, and a copy or a rebuild holds it exclusively: while it does, no
 //! record, index entry or counter changes, and what it reads is one point in time. Writers
 //! only wait; reads never take the gate.
+//!
+//! # Snapshots without stopping intake for the whole copy
+//! A backup copies `entries` and `quarantine` while writers go on, with every writer noting
+//! the trace IDs it touches ([`Trees::mark_dirty`], called under the shared gate). Then, with
+//! the gate held exclusively, it re-copies just those IDs and copies the counters and small
+//! trees: the copy now equals the store at that instant. The index trees are rebuilt in the
+//! copy from its records afterwards (they are a function of the records). So intake waits for
+//! the writes made during the copy, not for the whole store.
 
 use super::counters::{self, Counts};
 use super::done::done_keys;
 use super::keys;
 use super::record::{self, Record};
 use super::{fsync_dir, Store, StoreError, Trees, CACHE_CAPACITY, SEGMENT_SIZE};
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::Path;
 use std::sync::{RwLockReadGuard, RwLockWriteGuard};
+
+/// Trees a snapshot copies while writers run and then patches by trace ID.
+const TRACKED: [&str; 2] = ["entries", "quarantine"];
+/// Trees a snapshot rebuilds from the copied records instead of copying.
+const INDEXES: [&str; 3] = ["due", "queue", "done"];
 
 /// Items per batch when copying trees: bounds memory while keeping sled's per-batch cost low.
 const COPY_BATCH: usize = 4096;
@@ -29,6 +43,57 @@ impl Trees {
     fn exclusive_gate(&self) -> RwLockWriteGuard<'_, ()> {
         self.gate.write().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Notes trace IDs about to be written while a snapshot is being copied. Call it with
+    /// the shared gate held: tracking starts under the exclusive gate, so a writer that saw
+    /// it off had committed before the copy began.
+    pub(crate) fn mark_dirty<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = dirty.as_mut() {
+            set.extend(ids.into_iter().map(str::to_owned));
+        }
+    }
+}
+
+/// Turns dirty tracking off however a snapshot ends.
+struct Tracking<'a>(&'a Trees);
+
+impl Tracking<'_> {
+    fn take(&self) -> HashSet<String> {
+        let mut dirty = self.0.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        dirty.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Tracking<'_> {
+    fn drop(&mut self) {
+        self.take();
+    }
+}
+
+fn copy_tree(
+    from: &sled::Tree,
+    to: &sled::Tree,
+    progress: &dyn Fn(u64),
+    copied: &mut u64,
+) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0;
+    for item in from.iter() {
+        let (k, v) = item?;
+        batch.insert(k, v);
+        in_batch += 1;
+        if in_batch == COPY_BATCH {
+            to.apply_batch(std::mem::take(&mut batch))?;
+            *copied += in_batch as u64;
+            in_batch = 0;
+            progress(*copied);
+        }
+    }
+    to.apply_batch(batch)?;
+    *copied += in_batch as u64;
+    progress(*copied);
+    Ok(())
 }
 
 /// Opens a data directory with the store's sled settings but none of its machinery (no
@@ -72,30 +137,60 @@ impl Store {
         Ok(self.syncer.db.open_tree(name)?)
     }
 
-    /// Copies every tree, at one point in time, into `dest`, which must be open on an empty
-    /// directory. Writers wait while the copy runs. `progress` gets the items copied so far.
+    /// Copies the store, as it is at one instant, into `dest` (open on an empty directory).
+    /// Writers wait only for the final patch-up (see the module doc). `progress` gets the
+    /// items copied so far.
     pub fn copy_into(&self, dest: &sled::Db, progress: &dyn Fn(u64)) -> Result<u64, StoreError> {
-        let _gate = self.trees.exclusive_gate();
+        let src = &self.syncer.db;
+        let tracking = {
+            let _gate = self.trees.exclusive_gate();
+            *self.trees.dirty.lock().unwrap_or_else(|e| e.into_inner()) = Some(HashSet::new());
+            Tracking(&self.trees)
+        };
         let mut copied = 0u64;
-        for name in self.syncer.db.tree_names() {
-            let from = self.syncer.db.open_tree(&name)?;
-            let to = dest.open_tree(&name)?;
-            let mut batch = sled::Batch::default();
-            let mut in_batch = 0;
-            for item in from.iter() {
-                let (k, v) = item?;
-                batch.insert(k, v);
-                in_batch += 1;
-                if in_batch == COPY_BATCH {
-                    to.apply_batch(std::mem::take(&mut batch))?;
-                    copied += in_batch as u64;
-                    in_batch = 0;
-                    progress(copied);
+        for name in TRACKED {
+            copy_tree(
+                &src.open_tree(name)?,
+                &dest.open_tree(name)?,
+                progress,
+                &mut copied,
+            )?;
+        }
+        {
+            let _gate = self.trees.exclusive_gate();
+            let dirty = tracking.take();
+            for name in TRACKED {
+                let (from, to) = (src.open_tree(name)?, dest.open_tree(name)?);
+                for id in &dirty {
+                    match from.get(id)? {
+                        Some(v) => to.insert(id.as_bytes(), v)?,
+                        None => to.remove(id.as_bytes())?,
+                    };
                 }
             }
-            to.apply_batch(batch)?;
-            copied += in_batch as u64;
-            progress(copied);
+            for name in src.tree_names() {
+                let n = String::from_utf8_lossy(&name);
+                if !TRACKED.contains(&&*n) && !INDEXES.contains(&&*n) {
+                    copy_tree(
+                        &src.open_tree(&name)?,
+                        &dest.open_tree(&name)?,
+                        progress,
+                        &mut copied,
+                    )?;
+                }
+            }
+            tracing::info!(
+                rewritten = dirty.len(),
+                "snapshot: records written during the copy re-copied"
+            );
+        }
+        let [due, queue, done] = INDEXES.map(|n| dest.open_tree(n));
+        let (due, queue, done) = (due?, queue?, done?);
+        for item in dest.open_tree("entries")?.iter() {
+            let (_, v) = item?;
+            if let Ok(r) = record::decode(&v) {
+                index_into(&due, &queue, &done, &r)?;
+            }
         }
         Ok(copied)
     }
@@ -119,7 +214,7 @@ impl Store {
                 skipped.push(String::from_utf8_lossy(&k).into_owned());
                 continue;
             };
-            index_record(t, &r)?;
+            index_into(&t.due, &t.queue, &t.done, &r)?;
             match r.status.as_str() {
                 "pending" => recount.pending += 1,
                 "in_flight" => recount.in_flight += 1,
@@ -157,6 +252,7 @@ impl Store {
         use sled::Transactional;
         let t = &self.trees;
         let _gate = t.write_gate();
+        t.mark_dirty([String::from_utf8_lossy(key).as_ref()]);
         let found = (&t.quarantine, &t.counters)
             .transaction(|(q, c)| {
                 if q.remove(key)?.is_none() {
@@ -177,17 +273,21 @@ impl Store {
 }
 
 /// The index entries a record owns, as `tx::write` makes them.
-fn index_record(t: &Trees, r: &Record) -> Result<(), StoreError> {
+fn index_into(
+    due: &sled::Tree,
+    queue: &sled::Tree,
+    done: &sled::Tree,
+    r: &Record,
+) -> Result<(), StoreError> {
     if r.status.is_queued() {
-        t.due.insert(
+        due.insert(
             keys::time_key(r.next_attempt_at_ms, &r.trace_id),
             &[keys::status_byte(r.status)],
         )?;
-        t.queue
-            .insert(keys::time_key(r.received_at_ms, &r.trace_id), &[])?;
+        queue.insert(keys::time_key(r.received_at_ms, &r.trace_id), &[])?;
     }
     for k in done_keys(r) {
-        t.done.insert(k, &[])?;
+        done.insert(k, &[])?;
     }
     Ok(())
 }
@@ -205,4 +305,60 @@ pub fn expected_index_keys(r: &Record) -> IndexKeys {
         vec![keys::time_key(r.received_at_ms, &r.trace_id)],
         done_keys(r),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::{sample, Status};
+    use crate::store::Change;
+    use std::cell::Cell;
+
+    fn dump(db: &sled::Db) -> Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> {
+        let mut names: Vec<_> = db.tree_names().into_iter().map(|n| n.to_vec()).collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                let items = db
+                    .open_tree(&n)
+                    .unwrap()
+                    .iter()
+                    .map(|i| i.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+                    .collect();
+                (n, items)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn writes_made_while_a_snapshot_copies_are_in_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(&tmp.path().join("data")).unwrap();
+        let recs: Vec<_> = (0..50).map(|i| sample(&format!("trace-{i:04}"))).collect();
+        super::super::tx::submit_batch(&s.trees, &recs).unwrap();
+        let dest = open_raw(&tmp.path().join("copy")).unwrap();
+        let first = Cell::new(true);
+        // The first progress call comes after `entries` was read: everything written here
+        // reaches the copy only through the dirty-ID patch-up.
+        s.copy_into(&dest, &|_| {
+            if first.replace(false) {
+                super::super::tx::submit_batch(&s.trees, &[sample("trace-late")]).unwrap();
+                s.update("trace-0001", |r| {
+                    let mut n = r.clone();
+                    n.status = Status::Dead;
+                    Change::Put(n)
+                })
+                .unwrap();
+                s.update("trace-0002", |_| Change::Purge).unwrap();
+                s.trees.entries.insert("trace-0003", &[1, 0xff]).unwrap();
+                s.quarantine("trace-0003", "test").unwrap();
+            }
+        })
+        .unwrap();
+        assert!(!first.get(), "progress was reported");
+        assert!(s.trees.dirty.lock().unwrap().is_none(), "tracking is off again");
+        let src = &s.syncer.db;
+        assert_eq!(dump(&dest), dump(src), "the copy equals the store");
+    }
 }

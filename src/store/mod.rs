@@ -104,6 +104,8 @@ pub(crate) struct Trees {
     pub done: sled::Tree,
     /// Writers hold it shared, point-in-time copies exclusively (see [`maintenance`]).
     pub gate: Arc<RwLock<()>>,
+    /// Trace IDs written while a snapshot is copied (see [`maintenance`]).
+    pub dirty: Arc<Mutex<Option<std::collections::HashSet<String>>>>,
 }
 
 /// Makes sled's log durable: `flush()` then `fdatasync` on `<data-dir>/db`.
@@ -182,6 +184,7 @@ impl Store {
             quarantine: db.open_tree("quarantine")?,
             done: db.open_tree("done")?,
             gate: Arc::default(),
+            dirty: Arc::default(),
         };
         let syncer = Arc::new(Syncer {
             db,

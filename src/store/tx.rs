@@ -118,6 +118,7 @@ pub(super) fn submit_batch(
         &trees.done,
     );
     let _gate = trees.write_gate();
+    trees.mark_dirty(batch.iter().map(|r| r.trace_id.as_str()));
     flatten(t.transaction(|tx: &TxTrees| {
         let mut deltas = Deltas::default();
         let mut out = Vec::with_capacity(batch.len());
@@ -162,6 +163,7 @@ impl Store {
             &trees.done,
         );
         let _gate = trees.write_gate();
+        trees.mark_dirty([trace_id]);
         flatten(t.transaction(|tx: &TxTrees| {
             let Some(v) = tx.0.get(trace_id.as_bytes())? else {
                 return Ok(Updated::NotFound);
@@ -210,6 +212,7 @@ impl Store {
             &trees.quarantine,
         );
         let _gate = trees.write_gate();
+        trees.mark_dirty([trace_id]);
         flatten(
             t.transaction(|(entries, due, queue, counters, quarantine)| {
                 let Some(raw) = entries.remove(trace_id.as_bytes())? else {
