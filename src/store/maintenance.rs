@@ -314,7 +314,10 @@ mod tests {
     use crate::store::Change;
     use std::cell::Cell;
 
-    fn dump(db: &sled::Db) -> Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> {
+    /// Every tree by name, with its items.
+    type Dump = Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>;
+
+    fn dump(db: &sled::Db) -> Dump {
         let mut names: Vec<_> = db.tree_names().into_iter().map(|n| n.to_vec()).collect();
         names.sort();
         names
@@ -357,7 +360,10 @@ mod tests {
         })
         .unwrap();
         assert!(!first.get(), "progress was reported");
-        assert!(s.trees.dirty.lock().unwrap().is_none(), "tracking is off again");
+        assert!(
+            s.trees.dirty.lock().unwrap().is_none(),
+            "tracking is off again"
+        );
         let src = &s.syncer.db;
         assert_eq!(dump(&dest), dump(src), "the copy equals the store");
     }
