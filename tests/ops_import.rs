@@ -81,6 +81,13 @@ async fn importing_legacy_files_twice_adds_nothing() {
     let m = outbox(&dir, "inspect", &[&manual, "--json"]).json();
     assert_eq!(m["enrichment"]["received_at"], "2025-01-15T17:19:03.000Z");
 
+    // Queued as of the import: a months-old file does not look months overdue.
+    let summary = outbox(&dir, "inspect", &["--json"]).json();
+    assert!(
+        summary["oldest_pending_age_secs"].as_i64().unwrap() < 3600,
+        "{summary}"
+    );
+
     let second = outbox(&dir, "import-legacy", &[l, "--json"]).json();
     assert_eq!(second["imported"].as_array().unwrap().len(), 0);
     assert_eq!(second["duplicates"].as_array().unwrap().len(), 3);

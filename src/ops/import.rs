@@ -50,6 +50,9 @@ pub struct Failed {
 }
 
 /// The record a legacy file becomes: pending, due now, enrichment beside the payload.
+/// The enrichment keeps the time the old proxy received the post; the record's own receipt
+/// time (queue order, oldest-pending age, the delivery age limit) is the import, so months-old
+/// files neither trip the oldest-pending alert nor run out of delivery age at once.
 pub fn to_record(s: &LegacySubmission, mtime_ms: i64, now: i64) -> Record {
     let received_ms = s.received_at.map_or(mtime_ms, |t| t.timestamp_millis());
     let received = chrono::DateTime::from_timestamp_millis(received_ms).unwrap_or_default();
@@ -61,7 +64,7 @@ pub fn to_record(s: &LegacySubmission, mtime_ms: i64, now: i64) -> Record {
         trace_id: s.trace_id.clone(),
         status: Status::Pending,
         attempts: 0,
-        received_at_ms: received_ms,
+        received_at_ms: now,
         next_attempt_at_ms: now,
         last_attempt_at_ms: None,
         last_error: None,

@@ -1,7 +1,9 @@
 //! `outbox replay`: send records back to the delivery queue.
 //!
 //! A replayed record keeps its trace ID, so the dashboard sees the same `Idempotency-Key` and
-//! can drop it if it did get the first attempt. It starts again at attempt 0, due now. A
+//! can drop it if it did get the first attempt. It starts again at attempt 0, due now, and
+//! its age for the delivery age limit counts from the replay (the enrichment keeps the
+//! original receipt time), or an old dead letter would get a single attempt. A
 //! delivered record is only replayed with `force` (and only while it still has its payload);
 //! one in flight is never touched (the worker holds it).
 
@@ -59,6 +61,7 @@ pub fn replayed(r: &Record, now: i64) -> Record {
     n.status = Status::Pending;
     n.attempts = 0;
     n.next_attempt_at_ms = now;
+    n.received_at_ms = now;
     n.dead_at_ms = None;
     n.delivered_at_ms = None;
     n.audit.push(AuditEntry {
@@ -147,9 +150,10 @@ mod tests {
         r.dead_at_ms = Some(5);
         let n = replayed(&r, 1_000);
         assert_eq!(
-            (n.status, n.attempts, n.next_attempt_at_ms),
-            (Status::Pending, 0, 1_000)
+            (n.status, n.attempts, n.next_attempt_at_ms, n.received_at_ms),
+            (Status::Pending, 0, 1_000, 1_000)
         );
+        assert_eq!(n.enrichment.received_at, r.enrichment.received_at);
         assert_eq!(n.trace_id, r.trace_id);
         assert_eq!(n.dead_at_ms, None);
         assert_eq!(n.audit.len(), 1);
