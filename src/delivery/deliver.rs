@@ -229,10 +229,10 @@ fn steer(core: &Core, attempt: &Attempt, verdict: Verdict, probe: Probe) {
                 );
             }
         }
-        _ if probe == Probe::Credentials || verdict == Verdict::Delivered => {
-            if core.state.resume() {
-                tracing::info!("delivery resumed: the dashboard accepted the credentials");
-            }
+        _ if (probe == Probe::Credentials || verdict == Verdict::Delivered)
+            && core.state.resume() =>
+        {
+            tracing::info!("delivery resumed: the dashboard accepted the credentials");
         }
         _ => {}
     }

@@ -13,14 +13,15 @@ pub mod circuit;
 pub mod classify;
 pub mod client;
 mod deliver;
+mod handle;
 pub mod outcome;
 pub mod purge;
 pub mod reload;
 pub mod request;
 pub mod worker;
 
+pub use handle::{start, WorkerHandle};
 pub use request::Credentials;
-pub use worker::{start, WorkerHandle};
 
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};

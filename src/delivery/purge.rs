@@ -51,9 +51,8 @@ pub fn step(store: &Store, policy: Policy, now: i64, limit: usize) -> Result<Rep
                 n.payload = None;
                 Change::Put(n)
             });
-            match settle(store, r, HOLDS_PAYLOAD, at, &id)? {
-                Some(Updated::Put(_)) => report.payloads_dropped += 1,
-                _ => {}
+            if let Some(Updated::Put(_)) = settle(store, r, HOLDS_PAYLOAD, at, &id)? {
+                report.payloads_dropped += 1;
             }
         }
     }
