@@ -57,6 +57,8 @@ pub enum LegacyError {
     },
     #[error("the JSON is not an object; each file must hold one submission object")]
     NotAnObject,
+    #[error("the submission has no form fields (only enrichment, or nothing); nothing to import")]
+    EmptyPayload,
     #[error("trace_id must be 8 to 128 characters of A-Z a-z 0-9 . _ : - ; fix it in the file")]
     InvalidTraceId,
     #[error("field {field} {problem}")]
@@ -136,6 +138,10 @@ pub fn parse_legacy_file(file_name: &str, bytes: &[u8]) -> Result<LegacySubmissi
             field: "client_ip",
             problem: "is not an IP address",
         });
+    }
+    // Intake never stores a submission without fields; an import must not either.
+    if fields.is_empty() {
+        return Err(LegacyError::EmptyPayload);
     }
     Ok(LegacySubmission {
         file_name: file_name.to_owned(),
@@ -235,5 +241,20 @@ mod tests {
                 ..
             })
         ));
+    }
+    /// Found by the `legacy` fuzz target (fuzz/regressions/legacy/empty_object): `{}` and a
+    /// file holding only enrichment were accepted with an empty payload, a record intake
+    /// would never have stored.
+    #[test]
+    fn a_file_without_form_fields_is_refused() {
+        for body in [
+            &b"{}"[..],
+            br#"{"trace_id": "only-a-trace-id", "src": "site-proxy"}"#,
+        ] {
+            assert_eq!(
+                parse_legacy_file("f.json", body),
+                Err(LegacyError::EmptyPayload)
+            );
+        }
     }
 }
