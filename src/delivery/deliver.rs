@@ -110,12 +110,8 @@ pub(super) async fn settler(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<Set
     while rx.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
         let (c, todo) = (core.clone(), std::mem::take(&mut batch));
         let written = tokio::task::spawn_blocking(move || {
-            todo.into_iter()
-                .map(|s| {
-                    let r = write(&c, &s);
-                    (s, r)
-                })
-                .collect::<Vec<_>>()
+            let results = write(&c, &todo);
+            todo.into_iter().zip(results).collect::<Vec<_>>()
         })
         .await
         .expect("settling does not panic");
@@ -131,10 +127,13 @@ pub(super) async fn settler(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<Set
     }
 }
 
-/// One outcome in one store transaction, unless an operator changed the record meanwhile.
-fn write(core: &Core, s: &Settle) -> Result<Updated, StoreError> {
+/// Writes a batch of outcomes in one store transaction; a record an operator changed while
+/// it was in flight is left alone, one that no longer decodes is quarantined.
+fn write(core: &Core, batch: &[Settle]) -> Vec<Result<Updated, String>> {
     let limits = core.limits();
-    let r = core.store.update(&s.claimed.trace_id, |stored| {
+    let ids: Vec<&str> = batch.iter().map(|s| s.claimed.trace_id.as_str()).collect();
+    let results = core.store.update_many(&ids, |i, stored| {
+        let s = &batch[i];
         if !outcome::still_claimed(stored, &s.claimed) {
             return Change::Keep;
         }
@@ -142,31 +141,42 @@ fn write(core: &Core, s: &Settle) -> Result<Updated, StoreError> {
             stored, &s.attempt, s.verdict, s.now, s.delay, limits,
         ))
     });
-    if let Err(StoreError::Undecodable { reason, .. }) = &r {
-        quarantine(&core.store, &s.claimed.trace_id, reason)?;
+    match results {
+        Err(e) => batch.iter().map(|_| Err(e.to_string())).collect(),
+        Ok(results) => ids
+            .iter()
+            .zip(results)
+            .map(|(id, r)| {
+                r.map_err(|reason| match quarantine(&core.store, id, &reason) {
+                    Ok(()) => format!("quarantined: {reason}"),
+                    Err(e) => format!("{reason}; quarantining it failed: {e}"),
+                })
+            })
+            .collect(),
     }
-    r
 }
 
 /// Gives claims that were never sent back to the queue (blocking), no attempt spent.
 pub(super) fn release(core: &Core, records: Vec<Record>) {
     let now = now_ms();
-    for c in records {
-        let r = core.store.update(&c.trace_id, |stored| {
-            match outcome::still_claimed(stored, &c) {
-                true => Change::Put(outcome::release(stored, now)),
-                false => Change::Keep,
-            }
-        });
-        if let Err(e) = r {
-            tracing::error!(trace_id = %c.trace_id, error = %e, "releasing an unsent claim failed; its lease makes it due again");
+    let ids: Vec<&str> = records.iter().map(|r| r.trace_id.as_str()).collect();
+    let r = core.store.update_many(&ids, |i, stored| {
+        match outcome::still_claimed(stored, &records[i]) {
+            true => Change::Put(outcome::release(stored, now)),
+            false => Change::Keep,
         }
-        core.in_flight.lock().unwrap().remove(&c.trace_id);
+    });
+    if let Err(e) = r {
+        tracing::error!(error = %e, "releasing unsent claims failed; their leases make them due again");
+    }
+    let mut in_flight = core.in_flight.lock().unwrap();
+    for id in ids {
+        in_flight.remove(id);
     }
 }
 
 /// Metrics and one log line for a written outcome.
-fn report(s: &Settle, written: &Result<Updated, StoreError>) {
+fn report(s: &Settle, written: &Result<Updated, String>) {
     let (trace_id, status) = (s.claimed.trace_id.as_str(), attempt_status(&s.attempt));
     match written {
         Ok(Updated::Put(n)) => {

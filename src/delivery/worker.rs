@@ -17,7 +17,7 @@ use super::client::Dashboard;
 use super::outcome::Limits;
 use super::{deliver, DeliveryState};
 use crate::config::DeliverySettings;
-use crate::store::{now_ms, Record, Store, StoreError, Updated};
+use crate::store::{now_ms, Change, Record, Store, StoreError, Updated};
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -105,32 +105,34 @@ impl Core {
     fn claim(&self, want: usize) -> Result<Vec<Record>, StoreError> {
         let now = now_ms();
         let busy = self.in_flight.lock().unwrap().clone();
-        let mut out = Vec::with_capacity(want);
-        for (_, id) in self.store.due_until(now, want + busy.len())? {
-            if out.len() == want {
-                break;
-            }
-            if busy.contains(&id) {
-                continue;
-            }
-            let lease = self.settings.lease;
-            match self
-                .store
-                .update(&id, |r| match super::outcome::claim(r, now, lease) {
-                    Some(n) => crate::store::Change::Put(n),
-                    None => crate::store::Change::Keep,
-                }) {
-                Ok(Updated::Put(r)) => {
-                    self.in_flight.lock().unwrap().insert(r.trace_id.clone());
-                    out.push(r)
-                }
+        let due = self.store.due_until(now, want + busy.len())?;
+        let ids: Vec<&str> = due
+            .iter()
+            .map(|(_, id)| id.as_str())
+            .filter(|id| !busy.contains(*id))
+            .take(want)
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lease = self.settings.lease;
+        // One transaction for the whole batch: sled writes a log buffer per transaction.
+        let results =
+            self.store
+                .update_many(&ids, |_, r| match super::outcome::claim(r, now, lease) {
+                    Some(n) => Change::Put(n),
+                    None => Change::Keep,
+                })?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, r) in ids.iter().zip(results) {
+            match r {
+                Ok(Updated::Put(r)) => out.push(r),
                 Ok(_) => {}
-                Err(StoreError::Undecodable { reason, .. }) => {
-                    deliver::quarantine(&self.store, &id, &reason)?;
-                }
-                Err(e) => return Err(e),
+                Err(reason) => deliver::quarantine(&self.store, id, &reason)?,
             }
         }
+        let mut in_flight = self.in_flight.lock().unwrap();
+        in_flight.extend(out.iter().map(|r| r.trace_id.clone()));
         Ok(out)
     }
 

@@ -187,6 +187,58 @@ impl Store {
         }))
     }
 
+    /// [`Store::update`] for many records in ONE transaction (sled writes one log buffer per
+    /// transaction, so the delivery worker claims and settles in batches). `decide` gets each
+    /// record's index in `ids`. A record that does not decode is left as it is and reported
+    /// as `Err(reason)` in its slot (the caller quarantines it); the others still commit.
+    pub fn update_many<F: Fn(usize, &Record) -> Change>(
+        &self,
+        ids: &[&str],
+        decide: F,
+    ) -> Result<Vec<Result<Updated, String>>, StoreError> {
+        let trees = &self.trees;
+        let t = (
+            &trees.entries,
+            &trees.due,
+            &trees.queue,
+            &trees.counters,
+            &trees.done,
+        );
+        let _gate = trees.write_gate();
+        trees.mark_dirty(ids.iter().copied());
+        flatten(t.transaction(|tx: &TxTrees| {
+            let mut deltas = Deltas::default();
+            let mut out = Vec::with_capacity(ids.len());
+            for (i, id) in ids.iter().enumerate() {
+                let Some(v) = tx.0.get(id.as_bytes())? else {
+                    out.push(Ok(Updated::NotFound));
+                    continue;
+                };
+                let old = match record::decode(&v) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        out.push(Err(e.to_string()));
+                        continue;
+                    }
+                };
+                out.push(Ok(match decide(i, &old) {
+                    Change::Keep => Updated::Kept(old),
+                    Change::Put(new) => {
+                        write(tx, Some(&old), Some(&new), &mut deltas)?;
+                        Updated::Put(new)
+                    }
+                    Change::Purge => {
+                        write(tx, Some(&old), None, &mut deltas)?;
+                        deltas.add(counters::PURGED, 1);
+                        Updated::Purged
+                    }
+                }));
+            }
+            deltas.apply(&tx.3)?;
+            Ok(out)
+        }))
+    }
+
     /// Moves an undecodable entry to the `quarantine` tree with the reason, keeping the
     /// accounting: the status it had is read from its index entries when it was queued.
     pub fn quarantine(&self, trace_id: &str, reason: &str) -> Result<(), StoreError> {
@@ -329,6 +381,34 @@ mod tests {
         let c = s.counts().unwrap();
         assert_eq!((c.delivered, c.purged, c.accepted), (0, 1, 1));
         assert!(c.balanced());
+    }
+
+    #[test]
+    fn update_many_changes_several_records_in_one_transaction_and_reports_bad_ones() {
+        let (_d, s) = open();
+        let ids = ["trace-m001", "trace-m002", "trace-m003"];
+        submit_batch(&s.trees, &ids.map(sample)).unwrap();
+        s.trees.entries.insert("trace-m002", &[1, 0xff]).unwrap();
+        let out = s
+            .update_many(
+                &["trace-m001", "trace-m002", "trace-m003", "trace-none"],
+                |i, r| {
+                    let mut n = r.clone();
+                    n.status = if i == 0 {
+                        Status::Delivered
+                    } else {
+                        Status::Dead
+                    };
+                    Change::Put(n)
+                },
+            )
+            .unwrap();
+        assert!(matches!(&out[0], Ok(Updated::Put(r)) if r.status == Status::Delivered));
+        assert!(out[1].is_err());
+        assert!(matches!(&out[2], Ok(Updated::Put(r)) if r.status == Status::Dead));
+        assert_eq!(out[3], Ok(Updated::NotFound));
+        let c = s.counts().unwrap();
+        assert_eq!((c.delivered, c.dead, c.pending), (1, 1, 1));
     }
 
     #[test]
