@@ -84,6 +84,9 @@ async fn every_accepted_content_type_is_stored_with_its_fields() {
     assert_eq!((c.accepted, c.pending), (4, 4));
 }
 
+/// content type, body, extra headers, expected status, expected error code
+type Case = (&'static str, Vec<u8>, Vec<(&'static str, &'static str)>, u16, &'static str);
+
 #[tokio::test]
 async fn bad_requests_get_their_status_and_a_json_error_naming_the_fix() {
     let app = spawn_app(&["--max-body", "1KiB"]).await;
@@ -91,7 +94,7 @@ async fn bad_requests_get_their_status_and_a_json_error_naming_the_fix() {
     let many: serde_json::Map<String, Value> =
         (0..300).map(|i| (format!("f{i}"), json!(1))).collect();
     let file = b"--b0\r\nContent-Disposition: form-data; name=\"cv\"; filename=\"cv.pdf\"\r\n\r\nxx\r\n--b0--\r\n".to_vec();
-    let cases: Vec<(&str, Vec<u8>, Vec<(&str, &str)>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "application/json",
             vec![b'{'; 2000],
