@@ -85,7 +85,13 @@ async fn every_accepted_content_type_is_stored_with_its_fields() {
 }
 
 /// content type, body, extra headers, expected status, expected error code
-type Case = (&'static str, Vec<u8>, Vec<(&'static str, &'static str)>, u16, &'static str);
+type Case = (
+    &'static str,
+    Vec<u8>,
+    Vec<(&'static str, &'static str)>,
+    u16,
+    &'static str,
+);
 
 #[tokio::test]
 async fn bad_requests_get_their_status_and_a_json_error_naming_the_fix() {
