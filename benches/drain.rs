@@ -20,7 +20,7 @@ use outbox::cli::{Cli, Command};
 use outbox::config::Settings;
 use outbox::delivery::{self, DeliveryState};
 use outbox::intake::enrich::{format_time, Enrichment};
-use outbox::store::{now_ms, payload_hash, Record, Status, Store};
+use outbox::store::{now_ms, Record, Store};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,18 +59,9 @@ fn record(i: u64) -> Record {
     .unwrap();
     let now = now_ms();
     let trace_id = format!("bench-{i:08}");
-    Record {
-        trace_id: trace_id.clone(),
-        status: Status::Pending,
-        attempts: 0,
-        received_at_ms: now,
-        next_attempt_at_ms: now,
-        last_attempt_at_ms: None,
-        last_error: None,
-        last_status_code: None,
-        payload_hash: payload_hash(&fields),
-        payload: Some(serde_json::Value::Object(fields).to_string()),
-        enrichment: Enrichment {
+    Record::pending(
+        fields,
+        Enrichment {
             received_at: format_time(chrono::Utc::now()),
             client_ip: "203.0.113.7".into(),
             user_agent: Some("Mozilla/5.0 (bench)".into()),
@@ -78,10 +69,8 @@ fn record(i: u64) -> Record {
             src: "site-proxy".into(),
             form_type: "contact".into(),
         },
-        delivered_at_ms: None,
-        dead_at_ms: None,
-        audit: vec![],
-    }
+        now,
+    )
 }
 
 /// Stores `n` records through the group committer (64 writers), untimed setup.

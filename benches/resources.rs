@@ -7,7 +7,7 @@
 //! Records are ~300-byte JSON forms stored through the same group committer intake uses.
 
 use outbox::intake::enrich::{format_time, Enrichment};
-use outbox::store::{payload_hash, Change, Record, Status, Store};
+use outbox::store::{Change, Record, Status, Store};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -67,18 +67,9 @@ fn record(i: usize) -> Record {
     }))
     .unwrap();
     let trace_id = uuid::Uuid::now_v7().to_string();
-    Record {
-        trace_id: trace_id.clone(),
-        status: Status::Pending,
-        attempts: 0,
-        received_at_ms: now.timestamp_millis(),
-        next_attempt_at_ms: now.timestamp_millis(),
-        last_attempt_at_ms: None,
-        last_error: None,
-        last_status_code: None,
-        payload_hash: payload_hash(&fields),
-        payload: Some(serde_json::Value::Object(fields).to_string()),
-        enrichment: Enrichment {
+    Record::pending(
+        fields,
+        Enrichment {
             received_at: format_time(now),
             client_ip: "203.0.113.7".into(),
             user_agent: Some(
@@ -89,10 +80,8 @@ fn record(i: usize) -> Record {
             src: "site-proxy".into(),
             form_type: "demo_request".into(),
         },
-        delivered_at_ms: None,
-        dead_at_ms: None,
-        audit: vec![],
-    }
+        now.timestamp_millis(),
+    )
 }
 
 /// Stores `n` records through the group committer, 256 submissions in flight at a time.

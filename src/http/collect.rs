@@ -4,7 +4,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::intake::enrich::{cut_user_agent, format_time, Enrichment};
 use crate::intake::{client_ip, form_type, parse, trace_id};
-use crate::store::{payload_hash, Record, Status, StoreError, SubmitOutcome};
+use crate::store::{Record, StoreError, SubmitOutcome};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -114,18 +114,9 @@ pub async fn collect(
         .map(|v| cut_user_agent(&String::from_utf8_lossy(v.as_bytes())));
 
     let now_ms = now.timestamp_millis();
-    let record = Record {
-        trace_id: trace_id.clone(),
-        status: Status::Pending,
-        attempts: 0,
-        received_at_ms: now_ms,
-        next_attempt_at_ms: now_ms,
-        last_attempt_at_ms: None,
-        last_error: None,
-        last_status_code: None,
-        payload_hash: payload_hash(&fields),
-        payload: Some(serde_json::Value::Object(fields).to_string()),
-        enrichment: Enrichment {
+    let record = Record::pending(
+        fields,
+        Enrichment {
             received_at: format_time(now),
             client_ip: ip.to_string(),
             user_agent,
@@ -133,10 +124,8 @@ pub async fn collect(
             src: state.settings.source.clone(),
             form_type,
         },
-        delivered_at_ms: None,
-        dead_at_ms: None,
-        audit: vec![],
-    };
+        now_ms,
+    );
     match state.store.submit(record).await {
         Ok(SubmitOutcome::Stored(r)) => {
             state.wake.notify_one();

@@ -8,8 +8,8 @@ use crate::intake::enrich::{cut_user_agent, format_time, Enrichment};
 use crate::intake::form_type;
 use crate::ops::handler::Progress;
 use crate::ops::legacy::{parse_legacy_file, LegacySubmission};
-use crate::store::record::{Record, Status};
-use crate::store::{now_ms, payload_hash, Store, SubmitOutcome};
+use crate::store::record::Record;
+use crate::store::{now_ms, Store, SubmitOutcome};
 use serde::{Deserialize, Serialize};
 
 /// Submissions committed together (one group commit each).
@@ -60,18 +60,9 @@ pub fn to_record(s: &LegacySubmission, mtime_ms: i64, now: i64) -> Record {
         form_type::detect(&s.fields, &form_type::default_rules(), &[])
             .unwrap_or_else(|_| form_type::GENERIC.to_owned())
     });
-    Record {
-        trace_id: s.trace_id.clone(),
-        status: Status::Pending,
-        attempts: 0,
-        received_at_ms: now,
-        next_attempt_at_ms: now,
-        last_attempt_at_ms: None,
-        last_error: None,
-        last_status_code: None,
-        payload_hash: payload_hash(&s.fields),
-        payload: Some(serde_json::Value::Object(s.fields.clone()).to_string()),
-        enrichment: Enrichment {
+    let mut record = Record::pending(
+        s.fields.clone(),
+        Enrichment {
             received_at: format_time(received),
             client_ip: s.client_ip.clone().unwrap_or_else(|| "unknown".into()),
             user_agent: s.user_agent.as_deref().map(cut_user_agent),
@@ -79,15 +70,15 @@ pub fn to_record(s: &LegacySubmission, mtime_ms: i64, now: i64) -> Record {
             src: s.src.clone().unwrap_or_else(|| DEFAULT_SRC.into()),
             form_type,
         },
-        delivered_at_ms: None,
-        dead_at_ms: None,
-        audit: vec![crate::store::record::AuditEntry {
-            at_ms: now,
-            action: "import-legacy".into(),
-            previous_payload_hash: None,
-            note: Some(format!("from {}", s.file_name)),
-        }],
-    }
+        now,
+    );
+    record.audit = vec![crate::store::record::AuditEntry {
+        at_ms: now,
+        action: "import-legacy".into(),
+        previous_payload_hash: None,
+        note: Some(format!("from {}", s.file_name)),
+    }];
+    record
 }
 
 pub fn import(

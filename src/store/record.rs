@@ -105,6 +105,31 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 }
 
 impl Record {
+    /// A new record waiting for its first delivery attempt at `now_ms`. The trace ID is the
+    /// enrichment's; the payload is kept as JSON text with the hash of its normal form.
+    pub fn pending(
+        fields: serde_json::Map<String, serde_json::Value>,
+        enrichment: Enrichment,
+        now_ms: i64,
+    ) -> Record {
+        Record {
+            trace_id: enrichment.trace_id.clone(),
+            status: Status::Pending,
+            attempts: 0,
+            received_at_ms: now_ms,
+            next_attempt_at_ms: now_ms,
+            last_attempt_at_ms: None,
+            last_error: None,
+            last_status_code: None,
+            payload_hash: super::payload_hash(&fields),
+            payload: Some(serde_json::Value::Object(fields).to_string()),
+            enrichment,
+            delivered_at_ms: None,
+            dead_at_ms: None,
+            audit: vec![],
+        }
+    }
+
     /// The receipt a client gets for this record, first time or duplicate.
     pub fn receipt(&self) -> Receipt {
         Receipt {

@@ -4,7 +4,7 @@
 
 use outbox::intake::enrich::Enrichment;
 use outbox::store::record::{AuditEntry, Record, Status};
-use outbox::store::{payload_hash, Change, Store};
+use outbox::store::{Change, Store};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Stdio;
@@ -61,18 +61,9 @@ pub fn outbox_env(dir: &Path, sub: &str, args: &[&str], env: &[(&str, &str)]) ->
 pub fn record(trace_id: &str, payload: Value) -> Record {
     let fields = payload.as_object().expect("object").clone();
     let now = outbox::store::now_ms();
-    Record {
-        trace_id: trace_id.into(),
-        status: Status::Pending,
-        attempts: 0,
-        received_at_ms: now,
-        next_attempt_at_ms: now,
-        last_attempt_at_ms: None,
-        last_error: None,
-        last_status_code: None,
-        payload_hash: payload_hash(&fields),
-        payload: Some(payload.to_string()),
-        enrichment: Enrichment {
+    Record::pending(
+        fields,
+        Enrichment {
             received_at: outbox::ops::rfc3339(now),
             client_ip: "203.0.113.9".into(),
             user_agent: Some("test".into()),
@@ -80,10 +71,8 @@ pub fn record(trace_id: &str, payload: Value) -> Record {
             src: "site-proxy".into(),
             form_type: "contact".into(),
         },
-        delivered_at_ms: None,
-        dead_at_ms: None,
-        audit: vec![],
-    }
+        now,
+    )
 }
 
 /// Waits until nothing in this process holds sled's lock on `<dir>/db`: sled's background
