@@ -91,6 +91,27 @@ fn write(
     Ok(())
 }
 
+/// Carries out one decided change inside a transaction.
+fn apply(
+    tx: &TxTrees,
+    old: Record,
+    change: Change,
+    deltas: &mut Deltas,
+) -> Result<Updated, UnabortableTransactionError> {
+    Ok(match change {
+        Change::Keep => Updated::Kept(old),
+        Change::Put(new) => {
+            write(tx, Some(&old), Some(&new), deltas)?;
+            Updated::Put(new)
+        }
+        Change::Purge => {
+            write(tx, Some(&old), None, deltas)?;
+            deltas.add(counters::PURGED, 1);
+            Updated::Purged
+        }
+    })
+}
+
 fn flatten<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
     r.map_err(|e| match e {
         TransactionError::Abort(e) => e,
@@ -170,18 +191,8 @@ impl Store {
             };
             let old = record::decode(&v).map_err(|e| undecodable(trace_id, e))?;
             let mut deltas = Deltas::default();
-            let result = match decide(&old) {
-                Change::Keep => return Ok(Updated::Kept(old)),
-                Change::Put(new) => {
-                    write(tx, Some(&old), Some(&new), &mut deltas)?;
-                    Updated::Put(new)
-                }
-                Change::Purge => {
-                    write(tx, Some(&old), None, &mut deltas)?;
-                    deltas.add(counters::PURGED, 1);
-                    Updated::Purged
-                }
-            };
+            let change = decide(&old);
+            let result = apply(tx, old, change, &mut deltas)?;
             deltas.apply(&tx.3)?;
             Ok(result)
         }))
@@ -221,18 +232,8 @@ impl Store {
                         continue;
                     }
                 };
-                out.push(Ok(match decide(i, &old) {
-                    Change::Keep => Updated::Kept(old),
-                    Change::Put(new) => {
-                        write(tx, Some(&old), Some(&new), &mut deltas)?;
-                        Updated::Put(new)
-                    }
-                    Change::Purge => {
-                        write(tx, Some(&old), None, &mut deltas)?;
-                        deltas.add(counters::PURGED, 1);
-                        Updated::Purged
-                    }
-                }));
+                let change = decide(i, &old);
+                out.push(Ok(apply(tx, old, change, &mut deltas)?));
             }
             deltas.apply(&tx.3)?;
             Ok(out)
