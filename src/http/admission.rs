@@ -16,6 +16,12 @@ pub struct Admission {
     limits: LimitSettings,
     dir_bytes: AtomicU64,
     free_bytes: AtomicU64,
+    /// Records waiting for delivery at the last sample.
+    queued_sampled: AtomicU64,
+    /// Submissions admitted since that sample. Counted whether or not they turn out to be
+    /// new (duplicates too), and deliveries since the sample are not subtracted, so the sum
+    /// only over-estimates: the cap holds without a store read on the request path.
+    admitted_since: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -31,11 +37,18 @@ impl Admission {
             limits,
             dir_bytes: AtomicU64::new(0),
             free_bytes: AtomicU64::new(u64::MAX),
+            queued_sampled: AtomicU64::new(0),
+            admitted_since: AtomicU64::new(0),
         }
     }
 
-    /// Samples the data directory's size and its filesystem's free space.
+    /// Samples the data directory's size, its filesystem's free space and the number of
+    /// records waiting for delivery. A request admitted just before the sample but stored just
+    /// after it is missed once, so the cap can be passed by at most the requests in flight.
     pub fn refresh(&self, store: &Store) {
+        self.admitted_since.store(0, Ordering::Relaxed);
+        let queued = store.counts().map(|c| c.pending + c.in_flight).unwrap_or(0);
+        self.queued_sampled.store(queued, Ordering::Relaxed);
         self.dir_bytes.store(store.disk_bytes(), Ordering::Relaxed);
         if let Some(free) = free_disk(store.path()) {
             self.free_bytes.store(free, Ordering::Relaxed);
@@ -51,19 +64,21 @@ impl Admission {
     }
 
     /// Why intake would be refused now, if it would.
-    pub fn refusal(&self, store: &Store) -> Option<Refusal> {
+    pub fn refusal(&self) -> Option<Refusal> {
         if self.free_bytes() < self.limits.min_free_disk {
             return Some(Refusal::DiskLow);
         }
         if self.dir_bytes() >= self.limits.max_outbox_bytes {
             return Some(Refusal::OutboxFull);
         }
-        let queued = store.counts().map(|c| c.pending + c.in_flight).unwrap_or(0);
+        let queued = self.queued_sampled.load(Ordering::Relaxed)
+            + self.admitted_since.load(Ordering::Relaxed);
         (queued >= self.limits.max_pending).then_some(Refusal::OutboxFull)
     }
 
-    pub fn check(&self, store: &Store) -> Result<(), ApiError> {
-        let refusal = self.refusal(store);
+    /// Admits one submission, or says why not.
+    pub fn check(&self) -> Result<(), ApiError> {
+        let refusal = self.refusal();
         if let Some(r) = refusal {
             let reason = match r {
                 Refusal::OutboxFull => "outbox_full",
@@ -72,7 +87,10 @@ impl Admission {
             metrics::counter!("outbox_intake_refused_total", "reason" => reason).increment(1);
         }
         match refusal {
-            None => Ok(()),
+            None => {
+                self.admitted_since.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
             Some(Refusal::DiskLow) => Err(ApiError::new(
                 503,
                 "disk_low",

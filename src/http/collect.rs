@@ -96,7 +96,7 @@ pub async fn collect(
             ));
         }
     }
-    state.admission.check(&state.store)?;
+    state.admission.check()?;
 
     let forwarded: Vec<Option<&str>> = headers
         .get_all("forwarded")

@@ -20,7 +20,7 @@ fn not_ready(state: &AppState) -> Vec<String> {
             "store sync failed ({e}): restart outbox after fixing the disk"
         ));
     }
-    if let Some(r) = state.admission.refusal(&state.store) {
+    if let Some(r) = state.admission.refusal() {
         reasons.push(
             serde_json::to_value(r)
                 .unwrap()

@@ -41,7 +41,11 @@ pub(super) struct Committer {
 impl Committer {
     pub fn start(trees: Trees, syncer: Arc<Syncer>) -> Committer {
         let (tx, rx) = mpsc::channel::<(Record, Reply)>();
-        let (stored_tx, stored_rx) = mpsc::channel::<Stored>();
+        // A rendezvous channel: the committer hands over a stored batch only when the sync
+        // thread takes it, so at most one batch waits for a sync. Meanwhile submissions pile
+        // up and the next transaction is larger: sled pays per transaction (it hands a log
+        // write to its thread pool each time), so few large transactions leave CPU for HTTP.
+        let (stored_tx, stored_rx) = mpsc::sync_channel::<Stored>(0);
         let committer = std::thread::Builder::new()
             .name("outbox-committer".into())
             .spawn({
@@ -87,7 +91,7 @@ fn commit_loop(
     rx: mpsc::Receiver<(Record, Reply)>,
     trees: &Trees,
     syncer: &Syncer,
-    out: mpsc::Sender<Stored>,
+    out: mpsc::SyncSender<Stored>,
 ) {
     while let Ok((r, reply)) = rx.recv() {
         let started = Instant::now();
