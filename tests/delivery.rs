@@ -37,23 +37,6 @@ async fn post(app: &TestApp, trace_id: &str, body: Value) {
     assert_eq!(r.status().as_u16(), 202, "{trace_id} accepted");
 }
 
-/// Polls /health/detailed until `pred` holds (fails after 30 s, naming `what`).
-async fn wait_detailed(app: &TestApp, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (_, d) = app.get_json("/health/detailed").await;
-        assert_eq!(d["accounting_balanced"], json!(true), "accounting: {d}");
-        if pred(&d) {
-            return d;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "waited for {what}: {d}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 /// Stops the app and opens its store.
 async fn stored(app: TestApp) -> (Option<tempfile::TempDir>, Store) {
     let dir = app.data_dir.clone();
@@ -155,7 +138,8 @@ async fn a_delivery_carries_the_contract_headers_body_and_a_valid_signature() {
     assert_eq!(body["received_at"], body["_enrichment"]["received_at"]);
     assert_eq!(news.json()["form_type"], "newsletter");
 
-    wait_detailed(&app, "two deliveries", |d| d["counts"]["delivered"] == 2).await;
+    app.wait_detailed("two deliveries", |d| d["counts"]["delivered"] == 2)
+        .await;
     app.stop().await;
 }
 
@@ -171,7 +155,9 @@ async fn every_submission_is_delivered_once_and_a_late_duplicate_gets_its_receip
         )
         .await;
     }
-    let d = wait_detailed(&app, "20 deliveries", |d| d["counts"]["delivered"] == 20).await;
+    let d = app
+        .wait_detailed("20 deliveries", |d| d["counts"]["delivered"] == 20)
+        .await;
     assert_eq!(d["counts"]["pending"], 0);
     assert_eq!(d["delivery"]["mode"], "running");
     assert!(d["delivery"]["last_success_at"].is_string());
@@ -212,7 +198,8 @@ async fn a_failing_attempt_is_retried_with_the_same_idempotency_key_until_it_suc
     post(&app, "retry-0001", json!({"email": "a@example.com"})).await;
     let got = dash.wait_for_requests(4).await;
     assert!(got.iter().all(|r| r.trace_id() == "retry-0001"));
-    wait_detailed(&app, "the delivery", |d| d["counts"]["delivered"] == 1).await;
+    app.wait_detailed("the delivery", |d| d["counts"]["delivered"] == 1)
+        .await;
     let (_tmp, store) = stored(app).await;
     let r = store.get("retry-0001").unwrap().unwrap();
     assert_eq!(
@@ -234,7 +221,8 @@ async fn retry_after_is_honoured_over_the_backoff() {
         gap >= std::time::Duration::from_millis(950),
         "retried after {gap:?}"
     );
-    wait_detailed(&app, "the delivery", |d| d["counts"]["delivered"] == 1).await;
+    app.wait_detailed("the delivery", |d| d["counts"]["delivered"] == 1)
+        .await;
     app.stop().await;
 }
 
@@ -248,7 +236,9 @@ async fn a_4xx_is_a_dead_letter_at_once_keeping_its_status_and_a_kib_of_the_repl
     dash.set_reply(Reply::status(422).body(reply.clone()));
     let app = app_for(&dash, &[]).await;
     post(&app, "dead-0001", json!({"email": "not-an-email"})).await;
-    let d = wait_detailed(&app, "a dead letter", |d| d["counts"]["dead"] == 1).await;
+    let d = app
+        .wait_detailed("a dead letter", |d| d["counts"]["dead"] == 1)
+        .await;
     assert_eq!(d["counts"]["pending"], 0);
     assert_eq!(dash.count(), 1, "a dead letter is not retried");
     let (_tmp, store) = stored(app).await;
@@ -274,7 +264,8 @@ async fn retries_run_out_into_a_dead_letter_after_max_attempts() {
     )
     .await;
     post(&app, "exhaust-0001", json!({"email": "a@example.com"})).await;
-    wait_detailed(&app, "a dead letter", |d| d["counts"]["dead"] == 1).await;
+    app.wait_detailed("a dead letter", |d| d["counts"]["dead"] == 1)
+        .await;
     let (_tmp, store) = stored(app).await;
     assert_eq!(dash.count(), 3);
     let r = store.get("exhaust-0001").unwrap().unwrap();
@@ -299,7 +290,8 @@ async fn a_redirect_is_not_followed_and_counts_as_a_failed_attempt() {
         got.iter().map(|r| (&r.method, &r.path)).collect::<Vec<_>>()
     );
     dash.set_reply(Reply::ok());
-    wait_detailed(&app, "the delivery", |d| d["counts"]["delivered"] == 1).await;
+    app.wait_detailed("the delivery", |d| d["counts"]["delivered"] == 1)
+        .await;
     let (_tmp, store) = stored(app).await;
     assert!(dash.requests().iter().all(|r| r.path == "/api/ingest"));
     assert!(store.get("redirect-0001").unwrap().unwrap().attempts >= 4);
@@ -334,7 +326,9 @@ async fn tombstones_are_purged_after_the_idempotency_window() {
         )
         .await;
     }
-    let d = wait_detailed(&app, "all purged", |d| d["counts"]["purged"] == 5).await;
+    let d = app
+        .wait_detailed("all purged", |d| d["counts"]["purged"] == 5)
+        .await;
     assert_eq!(
         (
             d["counts"]["delivered"].clone(),
@@ -369,10 +363,11 @@ async fn a_record_whose_payload_cannot_be_read_is_quarantined_and_the_rest_deliv
     }
     let url = dash.url();
     let app = common::spawn_app_in(&dir, &["--dashboard-url", &url, "--ingest-key", KEY]).await;
-    let d = wait_detailed(&app, "one delivered, one quarantined", |d| {
-        d["counts"]["delivered"] == 1 && d["counts"]["quarantined"] == 1
-    })
-    .await;
+    let d = app
+        .wait_detailed("one delivered, one quarantined", |d| {
+            d["counts"]["delivered"] == 1 && d["counts"]["quarantined"] == 1
+        })
+        .await;
     assert_eq!(d["counts"]["pending"], 0);
     assert_eq!(
         dash.requests()

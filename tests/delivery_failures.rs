@@ -6,7 +6,7 @@ mod common;
 use common::dashboard::{Dashboard, Reply};
 use common::{spawn_app, TestApp};
 use outbox::store::{Status, Store};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,22 +39,6 @@ async fn post(app: &TestApp, trace_id: &str) {
     assert_eq!(r.status().as_u16(), 202, "{trace_id} accepted");
 }
 
-async fn wait_detailed(app: &TestApp, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, d) = app.get_json("/health/detailed").await;
-        assert_eq!(d["accounting_balanced"], json!(true), "accounting: {d}");
-        if pred(&d) {
-            return d;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "waited for {what}: {d}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn stored(app: TestApp) -> (Option<tempfile::TempDir>, Store) {
     let dir = app.data_dir.clone();
     let tmp = app.stop().await;
@@ -82,10 +66,11 @@ async fn rejected_credentials_pause_delivery_without_spending_attempts_until_a_p
     for i in 0..5 {
         post(&app, &format!("auth-{i:04}")).await;
     }
-    let d = wait_detailed(&app, "the pause", |d| {
-        d["delivery"]["mode"] == "paused_credentials"
-    })
-    .await;
+    let d = app
+        .wait_detailed("the pause", |d| {
+            d["delivery"]["mode"] == "paused_credentials"
+        })
+        .await;
     assert_eq!(d["counts"]["delivered"], 0);
     let (status, ready) = app.get_json("/health/ready").await;
     assert_eq!(status, 200, "intake stays ready while delivery is paused");
@@ -101,7 +86,9 @@ async fn rejected_credentials_pause_delivery_without_spending_attempts_until_a_p
     dash.wait_for_requests(seen + 2).await;
     accepted.store(true, Ordering::SeqCst);
 
-    let d = wait_detailed(&app, "all delivered", |d| d["counts"]["delivered"] == 5).await;
+    let d = app
+        .wait_detailed("all delivered", |d| d["counts"]["delivered"] == 5)
+        .await;
     assert_eq!(d["delivery"]["mode"], "running");
     let (_, ready) = app.get_json("/health/ready").await;
     assert_eq!(ready["warnings"], json!([]));
@@ -135,14 +122,17 @@ async fn an_outage_opens_the_circuit_and_every_submission_is_delivered_once_it_i
     for i in 0..10 {
         post(&app, &format!("outage-{i:04}")).await;
     }
-    let d = wait_detailed(&app, "the circuit to open", |d| {
-        d["delivery"]["circuit"] == "open"
-    })
-    .await;
+    let d = app
+        .wait_detailed("the circuit to open", |d| {
+            d["delivery"]["circuit"] == "open"
+        })
+        .await;
     assert!(d["delivery"]["last_error"].is_string());
     dash.come_back().await;
 
-    let d = wait_detailed(&app, "all delivered", |d| d["counts"]["delivered"] == 10).await;
+    let d = app
+        .wait_detailed("all delivered", |d| d["counts"]["delivered"] == 10)
+        .await;
     assert_eq!(d["delivery"]["circuit"], "closed");
     assert_eq!(d["counts"]["dead"], 0);
     let mut ids: Vec<String> = dash.requests().iter().map(|r| r.trace_id()).collect();
@@ -165,7 +155,7 @@ async fn while_the_circuit_is_open_nothing_is_sent_and_no_attempt_is_spent() {
     for i in 0..4 {
         post(&app, &format!("open-{i:04}")).await;
     }
-    wait_detailed(&app, "the circuit to open", |d| {
+    app.wait_detailed("the circuit to open", |d| {
         d["delivery"]["circuit"] == "open"
     })
     .await;
@@ -177,10 +167,8 @@ async fn while_the_circuit_is_open_nothing_is_sent_and_no_attempt_is_spent() {
     let sent = dash.count();
     // A new submission wakes the worker, which must still send nothing.
     post(&app, "open-late-01").await;
-    wait_detailed(&app, "the new record queued", |d| {
-        d["counts"]["accepted"] == 5
-    })
-    .await;
+    app.wait_detailed("the new record queued", |d| d["counts"]["accepted"] == 5)
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(dash.count(), sent);
     let (_tmp, store) = stored(app).await;

@@ -147,6 +147,28 @@ impl TestApp {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// Polls /health/detailed until `pred` holds, checking the accounting identity on every
+    /// poll; fails after 30 s naming `what`.
+    pub async fn wait_detailed(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, d) = self.get_json("/health/detailed").await;
+            assert_eq!(d["accounting_balanced"], true, "accounting: {d}");
+            if pred(&d) {
+                return d;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waited for {what}: {d}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Graceful stop; waits until the store is closed so the directory can be reopened.
     pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         if let Some(s) = self.stop.take() {
