@@ -126,21 +126,34 @@ fn undecodable(trace_id: &str, e: record::DecodeError) -> ConflictableTransactio
     })
 }
 
+impl Trees {
+    /// Runs `f` as one transaction over the record trees (entries, due, queue, counters,
+    /// done), holding the write gate shared and marking `ids` dirty so a live backup re-copies
+    /// them. `f` may run more than once (sled retries conflicts).
+    fn record_transaction<'a, T>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+        f: impl Fn(&TxTrees) -> Result<T, ConflictableTransactionError<StoreError>>,
+    ) -> Result<T, StoreError> {
+        let t = (
+            &self.entries,
+            &self.due,
+            &self.queue,
+            &self.counters,
+            &self.done,
+        );
+        let _gate = self.write_gate();
+        self.mark_dirty(ids);
+        flatten(t.transaction(f))
+    }
+}
+
 /// Stores a batch of new records in one transaction (the committer's unit of work).
 pub(super) fn submit_batch(
     trees: &Trees,
     batch: &[Record],
 ) -> Result<Vec<SubmitOutcome>, StoreError> {
-    let t = (
-        &trees.entries,
-        &trees.due,
-        &trees.queue,
-        &trees.counters,
-        &trees.done,
-    );
-    let _gate = trees.write_gate();
-    trees.mark_dirty(batch.iter().map(|r| r.trace_id.as_str()));
-    flatten(t.transaction(|tx: &TxTrees| {
+    trees.record_transaction(batch.iter().map(|r| r.trace_id.as_str()), |tx: &TxTrees| {
         let mut deltas = Deltas::default();
         let mut out = Vec::with_capacity(batch.len());
         for r in batch {
@@ -164,7 +177,7 @@ pub(super) fn submit_batch(
         }
         deltas.apply(&tx.3)?;
         Ok(out)
-    }))
+    })
 }
 
 impl Store {
@@ -175,17 +188,7 @@ impl Store {
         trace_id: &str,
         decide: F,
     ) -> Result<Updated, StoreError> {
-        let trees = &self.trees;
-        let t = (
-            &trees.entries,
-            &trees.due,
-            &trees.queue,
-            &trees.counters,
-            &trees.done,
-        );
-        let _gate = trees.write_gate();
-        trees.mark_dirty([trace_id]);
-        flatten(t.transaction(|tx: &TxTrees| {
+        self.trees.record_transaction([trace_id], |tx: &TxTrees| {
             let Some(v) = tx.0.get(trace_id.as_bytes())? else {
                 return Ok(Updated::NotFound);
             };
@@ -195,7 +198,7 @@ impl Store {
             let result = apply(tx, old, change, &mut deltas)?;
             deltas.apply(&tx.3)?;
             Ok(result)
-        }))
+        })
     }
 
     /// [`Store::update`] for many records in ONE transaction (sled writes one log buffer per
@@ -207,37 +210,28 @@ impl Store {
         ids: &[&str],
         decide: F,
     ) -> Result<Vec<Result<Updated, String>>, StoreError> {
-        let trees = &self.trees;
-        let t = (
-            &trees.entries,
-            &trees.due,
-            &trees.queue,
-            &trees.counters,
-            &trees.done,
-        );
-        let _gate = trees.write_gate();
-        trees.mark_dirty(ids.iter().copied());
-        flatten(t.transaction(|tx: &TxTrees| {
-            let mut deltas = Deltas::default();
-            let mut out = Vec::with_capacity(ids.len());
-            for (i, id) in ids.iter().enumerate() {
-                let Some(v) = tx.0.get(id.as_bytes())? else {
-                    out.push(Ok(Updated::NotFound));
-                    continue;
-                };
-                let old = match record::decode(&v) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        out.push(Err(e.to_string()));
+        self.trees
+            .record_transaction(ids.iter().copied(), |tx: &TxTrees| {
+                let mut deltas = Deltas::default();
+                let mut out = Vec::with_capacity(ids.len());
+                for (i, id) in ids.iter().enumerate() {
+                    let Some(v) = tx.0.get(id.as_bytes())? else {
+                        out.push(Ok(Updated::NotFound));
                         continue;
-                    }
-                };
-                let change = decide(i, &old);
-                out.push(Ok(apply(tx, old, change, &mut deltas)?));
-            }
-            deltas.apply(&tx.3)?;
-            Ok(out)
-        }))
+                    };
+                    let old = match record::decode(&v) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            out.push(Err(e.to_string()));
+                            continue;
+                        }
+                    };
+                    let change = decide(i, &old);
+                    out.push(Ok(apply(tx, old, change, &mut deltas)?));
+                }
+                deltas.apply(&tx.3)?;
+                Ok(out)
+            })
     }
 
     /// Moves an undecodable entry to the `quarantine` tree with the reason, keeping the
