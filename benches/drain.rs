@@ -14,6 +14,10 @@
 #[path = "../tests/common/dashboard.rs"]
 mod dashboard;
 
+// The same allocator as the `outbox` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use dashboard::Dashboard;
 use outbox::cli::{Cli, Command};

@@ -14,6 +14,10 @@ use outbox::config::Settings;
 use std::net::SocketAddr;
 use std::process::Command as Proc;
 
+// The same allocator as the `outbox` binary, for both servers.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BODY: &str = r#"{"name":"Maria Lopez","email":"maria.lopez@example.com","company":"Northwind Health","phone":"+1 555 0100","message":"We would like a demo for our support team of about forty agents, ideally next week. Please send a few time slots.","consent":true,"page":"/pricing"}"#;
 
 struct Figures {

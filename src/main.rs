@@ -3,6 +3,12 @@ use outbox::cli::{Cli, Command, ConfigCommand};
 use outbox::config::{self, RawSettings, Settings};
 use std::process::ExitCode;
 
+/// mimalloc: records are allocated on the HTTP threads and freed on the committer thread, a
+/// pattern glibc's malloc handles poorly (intake benchmark: about 12% more acknowledged
+/// submissions per second).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for usage and environment errors (bad settings, data directory in use).
 const EXIT_USAGE: u8 = 2;
 

@@ -52,7 +52,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "outbox_sync_seconds",
         Kind::Histogram,
-        "time of the flush + fdatasync that makes one group commit durable",
+        "time of the fdatasync that makes flushed group commits durable",
     ),
     (
         "outbox_honeypot_total",

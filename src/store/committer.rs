@@ -1,18 +1,22 @@
 //! Group commit in two stages, so the disk and the CPU work at the same time:
 //!
-//! 1. the committer thread takes every submission waiting and stores them in one sled
-//!    transaction (the idempotency check and the insert, atomically);
-//! 2. the sync thread takes every batch the committer has finished, makes them durable with one
-//!    `flush()` + `fdatasync` of `<data-dir>/db`, then answers them all.
+//! 1. the committer thread takes every submission waiting, stores them in one sled
+//!    transaction (the idempotency check and the insert, atomically), then has sled write its
+//!    log buffer to the file (`flush()`);
+//! 2. the sync thread takes every batch flushed so far, makes them durable with one
+//!    `fdatasync` of `<data-dir>/db`, then answers them all.
 //!
-//! While batch N is being synced, batch N+1's transaction runs. sled has no group commit of
-//! its own (32 writers each flushing gave about one sync per write); here the batch size grows
-//! with load and a lone request is committed at once.
+//! While batch N is fdatasynced, batch N+1's transaction runs. The flush stays on the
+//! committer because sled holds its global lock shared while a flush waits for the disk, and a
+//! transaction needs it exclusively: a flush on another thread would stall the next
+//! transaction anyway, and cost two thread hand-offs more. sled has no group commit of its own
+//! (32 writers each flushing gave about one sync per write); here the batch size grows with
+//! load and a lone request is committed at once.
 //!
-//! Why this is safe: a batch is answered only after a sync that started after its transaction
-//! had finished, so that sync covers it. A duplicate found in a batch is answered after that
-//! batch's sync, which covers the original too (it was written earlier), so "already stored"
-//! is only said once the original is on disk.
+//! Why this is safe: a batch is answered only after an fdatasync that started after its own
+//! flush had finished, and that flush started after its transaction. A duplicate found in a
+//! batch is answered after that batch's flush and fdatasync, which cover the original too (it
+//! was written earlier), so "already stored" is only said once the original is on disk.
 
 use super::tx::{submit_batch, SubmitOutcome};
 use super::{Record, StoreError, Syncer, Trees};
@@ -26,7 +30,8 @@ const MAX_BATCH: usize = 1024;
 
 type Reply = oneshot::Sender<Result<SubmitOutcome, StoreError>>;
 
-/// A stored batch waiting for its sync: the outcome for each reply, or the batch's error.
+/// A stored and flushed batch waiting for its fdatasync: the outcome for each reply, or the
+/// batch's error.
 struct Stored {
     replies: Vec<Reply>,
     outcomes: Result<Vec<SubmitOutcome>, StoreError>,
@@ -41,11 +46,9 @@ pub(super) struct Committer {
 impl Committer {
     pub fn start(trees: Trees, syncer: Arc<Syncer>) -> Committer {
         let (tx, rx) = mpsc::channel::<(Record, Reply)>();
-        // A rendezvous channel: the committer hands over a stored batch only when the sync
-        // thread takes it, so at most one batch waits for a sync. Meanwhile submissions pile
-        // up and the next transaction is larger: sled pays per transaction (it hands a log
-        // write to its thread pool each time), so few large transactions leave CPU for HTTP.
-        let (stored_tx, stored_rx) = mpsc::sync_channel::<Stored>(0);
+        // Unbounded, yet never long: the committer's own flush paces it to the disk, and the
+        // sync thread takes every waiting batch for one fdatasync.
+        let (stored_tx, stored_rx) = mpsc::channel::<Stored>();
         let committer = std::thread::Builder::new()
             .name("outbox-committer".into())
             .spawn({
@@ -91,7 +94,7 @@ fn commit_loop(
     rx: mpsc::Receiver<(Record, Reply)>,
     trees: &Trees,
     syncer: &Syncer,
-    out: mpsc::SyncSender<Stored>,
+    out: mpsc::Sender<Stored>,
 ) {
     while let Ok((r, reply)) = rx.recv() {
         let started = Instant::now();
@@ -110,11 +113,14 @@ fn commit_loop(
         let outcomes = match syncer.failure() {
             // Once failed, nothing reaches sled until a restart.
             Some(e) => Err(StoreError::Sync(e)),
-            None => submit_batch(trees, &records).inspect_err(|e| {
-                if let StoreError::Sled(sled::Error::Io(_) | sled::Error::Corruption { .. }) = e {
-                    syncer.fail(e.to_string());
-                }
-            }),
+            None => submit_batch(trees, &records)
+                .inspect_err(|e| {
+                    if let StoreError::Sled(sled::Error::Io(_) | sled::Error::Corruption { .. }) = e
+                    {
+                        syncer.fail(e.to_string());
+                    }
+                })
+                .and_then(|outcomes| syncer.flush().map(|()| outcomes)),
         };
         if out
             .send(Stored {
@@ -134,7 +140,7 @@ fn sync_loop(rx: mpsc::Receiver<Stored>, syncer: &Syncer) {
         let mut batches = vec![first];
         batches.extend(rx.try_iter());
         let sync_started = Instant::now();
-        let synced = syncer.sync();
+        let synced = syncer.sync_data();
         metrics::histogram!("outbox_sync_seconds").record(sync_started.elapsed().as_secs_f64());
         for batch in batches {
             metrics::histogram!("outbox_commit_seconds")

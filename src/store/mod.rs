@@ -117,15 +117,28 @@ pub(crate) struct Syncer {
 
 impl Syncer {
     pub fn sync(&self) -> Result<(), StoreError> {
+        self.flush()?;
+        self.sync_data()
+    }
+
+    /// Writes sled's log buffers to the file (sled's `flush()`: a write and a
+    /// `sync_file_range`, not a durable sync on its own). While it waits for the disk it
+    /// holds sled's global lock shared, so no transaction can commit meanwhile.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.checked(|| self.db.flush().map(drop).map_err(|e| e.to_string()))
+    }
+
+    /// `fdatasync` of the log file: makes durable what earlier `flush` calls wrote. Takes no
+    /// sled lock, so it runs beside the next transaction.
+    pub fn sync_data(&self) -> Result<(), StoreError> {
+        self.checked(|| self.log.sync_data().map_err(|e| e.to_string()))
+    }
+
+    fn checked(&self, step: impl FnOnce() -> Result<(), String>) -> Result<(), StoreError> {
         if let Some(e) = self.health.error() {
             return Err(StoreError::Sync(e));
         }
-        let result = self
-            .db
-            .flush()
-            .map_err(|e| e.to_string())
-            .and_then(|_| self.log.sync_data().map_err(|e| e.to_string()));
-        result.map_err(|e| {
+        step().map_err(|e| {
             self.health.fail(e.clone());
             StoreError::Sync(e)
         })
