@@ -279,14 +279,14 @@ fn index_into(
     done: &sled::Tree,
     r: &Record,
 ) -> Result<(), StoreError> {
-    if r.status.is_queued() {
-        due.insert(
-            keys::time_key(r.next_attempt_at_ms, &r.trace_id),
-            &[keys::status_byte(r.status)],
-        )?;
-        queue.insert(keys::time_key(r.received_at_ms, &r.trace_id), &[])?;
+    let (d, q, dn) = expected_index_keys(r);
+    for k in d {
+        due.insert(k, &[keys::status_byte(r.status)])?;
     }
-    for k in done_keys(r) {
+    for k in q {
+        queue.insert(k, &[])?;
+    }
+    for k in dn {
         done.insert(k, &[])?;
     }
     Ok(())
@@ -300,9 +300,14 @@ pub fn expected_index_keys(r: &Record) -> IndexKeys {
     if !r.status.is_queued() {
         return (vec![], vec![], done_keys(r));
     }
+    let queue = if r.in_queue_index() {
+        vec![keys::time_key(r.received_at_ms, &r.trace_id)]
+    } else {
+        vec![]
+    };
     (
         vec![keys::time_key(r.next_attempt_at_ms, &r.trace_id)],
-        vec![keys::time_key(r.received_at_ms, &r.trace_id)],
+        queue,
         done_keys(r),
     )
 }

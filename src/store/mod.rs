@@ -10,8 +10,12 @@
 //! | `quarantine` | original key                           | JSON: reason, time, original bytes     |
 //! | `done`       | `t`/`p` ++ delivered ms (u64 BE) ++ ID | empty (see [`done`])                   |
 //!
-//! `entries` is the source of truth. A record is in `due` and `queue` exactly while its status
-//! is pending or in flight; `queue` orders them by arrival (oldest pending age, listings).
+//! `entries` is the source of truth. A record is in `due` exactly while its status is pending or
+//! in flight. `queue` orders by arrival the queued records that `due` cannot: those whose due
+//! time is no longer their receipt time ([`Record::in_queue_index`]). A new submission is due
+//! at its receipt time, so intake writes no `queue` entry; its first claim adds one. The oldest
+//! queued receipt time is then the earlier of `queue`'s first key and `due`'s first key when
+//! that record is still fresh (see [`Store::oldest_queued_ms`]).
 //! Every change to a record, its index entries and the counters is one sled transaction.
 //!
 //! # Durability
@@ -106,6 +110,13 @@ pub(crate) struct Trees {
     pub gate: Arc<RwLock<()>>,
     /// Trace IDs written while a snapshot is copied (see [`maintenance`]).
     pub dirty: Arc<Mutex<Option<std::collections::HashSet<String>>>>,
+}
+
+/// The time part of a time-keyed index's first key.
+fn first_time(tree: &sled::Tree) -> sled::Result<Option<i64>> {
+    Ok(tree
+        .first()?
+        .and_then(|(k, _)| keys::split_time_key(&k).map(|(t, _)| t)))
 }
 
 /// Makes sled's log durable: `flush()` then `fdatasync` on `<data-dir>/db`.
@@ -253,22 +264,26 @@ impl Store {
         Ok(Counts::from_tree(&self.trees.counters)?)
     }
 
-    /// Receipt time (ms) of the oldest record still waiting for delivery.
+    /// Receipt time (ms) of the oldest record still waiting for delivery: the earlier of the
+    /// first keys of `due` and `queue`.
+    ///
+    /// Fresh records (never claimed) sit in `due` under their receipt time; every other queued
+    /// record is in `queue` under its receipt time and in `due` under a later time. So if
+    /// `due`'s first record is fresh, its key is the oldest fresh receipt; if it is not, it is
+    /// in `queue` with an earlier key. `due` is read first: a claim in between moves a record
+    /// from fresh into `queue`, never out of both.
     pub fn oldest_queued_ms(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .trees
-            .queue
-            .first()?
-            .and_then(|(k, _)| keys::split_time_key(&k).map(|(t, _)| t)))
+        let due = first_time(&self.trees.due)?;
+        let queue = first_time(&self.trees.queue)?;
+        Ok(match (due, queue) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     /// Time (ms) of the earliest next attempt, leases included.
     pub fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .trees
-            .due
-            .first()?
-            .and_then(|(k, _)| keys::split_time_key(&k).map(|(t, _)| t)))
+        Ok(first_time(&self.trees.due)?)
     }
 
     /// Up to `limit` trace IDs due at or before `now_ms`, earliest first.

@@ -130,6 +130,18 @@ impl Record {
         }
     }
 
+    /// Whether the record sits in the `queue` index: queued, and not fresh. A fresh record
+    /// (pending, due at its own receipt time: never claimed) is ordered by arrival in `due`
+    /// already, so intake writes one index entry fewer.
+    pub fn in_queue_index(&self) -> bool {
+        self.status.is_queued() && !self.is_fresh()
+    }
+
+    /// Pending and due at its receipt time: its `due` key is its arrival key.
+    pub fn is_fresh(&self) -> bool {
+        self.status == Status::Pending && self.next_attempt_at_ms == self.received_at_ms
+    }
+
     /// The receipt a client gets for this record, first time or duplicate.
     pub fn receipt(&self) -> Receipt {
         Receipt {

@@ -50,7 +50,8 @@ type TxTrees = (
 );
 
 /// Writes `new` over `old` (either may be absent), keeping `due`, `queue`, `done` and the
-/// status counters in step.
+/// status counters in step. The old `queue` key is removed whenever the old record was queued,
+/// present or not (a removal and an insert of one key in one transaction are one write).
 fn write(
     (entries, due, queue, _, done): &TxTrees,
     old: Option<&Record>,
@@ -75,6 +76,8 @@ fn write(
                     keys::time_key(n.next_attempt_at_ms, &n.trace_id),
                     &[keys::status_byte(n.status)],
                 )?;
+            }
+            if n.in_queue_index() {
                 queue.insert(keys::time_key(n.received_at_ms, &n.trace_id), &[])?;
             }
             for k in done_keys(n) {
@@ -376,6 +379,59 @@ mod tests {
         let c = s.counts().unwrap();
         assert_eq!((c.delivered, c.purged, c.accepted), (0, 1, 1));
         assert!(c.balanced());
+    }
+
+    #[test]
+    fn oldest_queued_follows_arrival_through_claims_retries_and_deliveries() {
+        let (_d, s) = open();
+        let at = |id: &str, ms: i64| {
+            let mut r = sample(id);
+            r.received_at_ms = ms;
+            r.next_attempt_at_ms = ms;
+            r
+        };
+        let set = |id: &str, status: Status, next: i64| {
+            s.update(id, |r| {
+                let mut n = r.clone();
+                n.status = status;
+                n.next_attempt_at_ms = next;
+                Change::Put(n)
+            })
+            .unwrap();
+        };
+        submit_batch(
+            &s.trees,
+            &[
+                at("trace-q001", 1_000),
+                at("trace-q002", 2_000),
+                at("trace-q003", 3_000),
+            ],
+        )
+        .unwrap();
+        // Fresh records are ordered by `due` alone: intake writes no `queue` entry.
+        assert_eq!(s.trees.queue.len(), 0);
+        assert_eq!(s.oldest_queued_ms().unwrap(), Some(1_000));
+        // Claimed under a lease far ahead: `due` no longer shows its arrival, `queue` does.
+        set("trace-q001", Status::InFlight, 50_000);
+        assert_eq!(s.trees.queue.len(), 1);
+        assert_eq!(s.oldest_queued_ms().unwrap(), Some(1_000));
+        // A failed attempt: due again later, still the oldest.
+        set("trace-q001", Status::Pending, 40_000);
+        assert_eq!(s.oldest_queued_ms().unwrap(), Some(1_000));
+        set("trace-q002", Status::InFlight, 60_000);
+        assert_eq!(s.trees.queue.len(), 2);
+        set("trace-q001", Status::Delivered, 40_000);
+        assert_eq!(s.oldest_queued_ms().unwrap(), Some(2_000));
+        set("trace-q002", Status::Dead, 60_000);
+        assert_eq!(s.trees.queue.len(), 0);
+        assert_eq!(s.oldest_queued_ms().unwrap(), Some(3_000));
+        // A dead record replayed is due now, after its arrival: back in `queue`.
+        set("trace-q002", Status::Pending, 70_000);
+        assert_eq!(s.oldest_queued_ms().unwrap(), Some(2_000));
+        s.update("trace-q003", |_| Change::Purge).unwrap();
+        s.update("trace-q002", |_| Change::Purge).unwrap();
+        assert_eq!(s.oldest_queued_ms().unwrap(), None);
+        assert_eq!((s.trees.queue.len(), s.trees.due.len()), (0, 0));
     }
 
     #[test]
