@@ -10,7 +10,6 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 use std::net::SocketAddr;
 
 /// What the request log records about a submission (never its fields).
@@ -150,6 +149,16 @@ pub async fn collect(
     }
 }
 
+/// The body of `202 Accepted` and of a duplicate's `200`.
+#[derive(serde::Serialize)]
+struct ReceiptBody<'a> {
+    trace_id: &'a str,
+    status: &'static str,
+    received_at: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
+}
+
 fn receipt(
     status: StatusCode,
     trace_id: &str,
@@ -157,10 +166,12 @@ fn receipt(
     duplicate: bool,
     log: SubmissionLog,
 ) -> Response {
-    let mut body = json!({"trace_id": trace_id, "status": "accepted", "received_at": received_at});
-    if duplicate {
-        body["duplicate"] = json!(true);
-    }
+    let body = ReceiptBody {
+        trace_id,
+        status: "accepted",
+        received_at,
+        duplicate,
+    };
     let mut resp = (status, Json(body)).into_response();
     resp.extensions_mut().insert(log);
     resp
