@@ -406,3 +406,102 @@ async fn health_endpoints_report_liveness_readiness_and_details() {
     assert!(d["counts"].is_object() && d["uptime_seconds"].is_u64());
     app.stop().await;
 }
+
+/// The request log (JSON lines on stdout): one line per request with its status, and for a
+/// submission its trace ID and form type, on success and on error alike; never a field value.
+#[tokio::test]
+async fn the_request_log_names_each_submission_and_never_its_fields() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let tmp = tempfile::tempdir().unwrap();
+    let log_path = tmp.path().join("stdout.log");
+    let port = common::free_port();
+    let mut child = std::process::Command::new(common::bin())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(tmp.path().join("data"))
+        .args(["--rate-limit", "off", "--log-format", "json"])
+        .stdout(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_healthy(port, &mut child);
+    let url = format!("http://127.0.0.1:{port}/api/collect");
+    let post = |key: &'static str, message: &'static str| {
+        reqwest::Client::new()
+            .post(&url)
+            .header("Idempotency-Key", key)
+            .json(&json!({"email": "log-test@example.com", "message": message}))
+            .send()
+    };
+    assert_eq!(
+        post("trace-log-0001", "first-field-value")
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    assert_eq!(
+        post("trace-log-0001", "second-field-value")
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    let bad = reqwest::Client::new()
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .body("[\"third-field-value\"]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    for value in [
+        "first-field-value",
+        "second-field-value",
+        "third-field-value",
+        "log-test@",
+    ] {
+        assert!(
+            !text.contains(value),
+            "the log holds a field value ({value}):\n{text}"
+        );
+    }
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .filter(|v: &Value| v["message"] == "request" && v["route"] == "/api/collect")
+        .collect();
+    let seen: Vec<(u64, Value, Value, Value)> = lines
+        .iter()
+        .map(|v| {
+            assert!(v["latency_ms"].is_string(), "no latency: {v}");
+            (
+                v["status"].as_u64().unwrap(),
+                v["trace_id"].clone(),
+                v["form_type"].clone(),
+                v["error"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (202, json!("trace-log-0001"), json!("contact"), Value::Null),
+            (
+                409,
+                json!("trace-log-0001"),
+                json!("contact"),
+                json!("idempotency_conflict")
+            ),
+            (400, Value::Null, Value::Null, json!("not_an_object")),
+        ]
+    );
+}

@@ -95,58 +95,63 @@ pub async fn collect(
             ));
         }
     }
-    state.admission.check()?;
+    // From here on the trace ID is known: an error's log line names the submission too.
+    let answer = async {
+        state.admission.check()?;
 
-    let forwarded: Vec<Option<&str>> = headers
-        .get_all("forwarded")
-        .iter()
-        .map(|v| v.to_str().ok())
-        .collect();
-    let xff: Vec<Option<&str>> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .map(|v| v.to_str().ok())
-        .collect();
-    let ip = client_ip::resolve(peer.ip(), &forwarded, &xff, &state.settings.trusted_proxies);
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .map(|v| cut_user_agent(&String::from_utf8_lossy(v.as_bytes())));
+        let forwarded: Vec<Option<&str>> = headers
+            .get_all("forwarded")
+            .iter()
+            .map(|v| v.to_str().ok())
+            .collect();
+        let xff: Vec<Option<&str>> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.to_str().ok())
+            .collect();
+        let ip = client_ip::resolve(peer.ip(), &forwarded, &xff, &state.settings.trusted_proxies);
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .map(|v| cut_user_agent(&String::from_utf8_lossy(v.as_bytes())));
 
-    let now_ms = now.timestamp_millis();
-    let record = Record::pending(
-        fields,
-        Enrichment {
-            received_at: format_time(now),
-            client_ip: ip.to_string(),
-            user_agent,
-            trace_id: trace_id.clone(),
-            src: state.settings.source.clone(),
-            form_type,
-        },
-        now_ms,
-    );
-    match state.store.submit(record).await {
-        Ok(SubmitOutcome::Stored(r)) => {
-            state.wake.notify_one();
-            Ok(receipt(StatusCode::ACCEPTED, &r.trace_id, &r.received_at, false, log))
-        }
-        Ok(SubmitOutcome::Duplicate(r)) => Ok(receipt(StatusCode::OK, &r.trace_id, &r.received_at, true, log)),
-        Ok(SubmitOutcome::Conflict(r)) => Err(ApiError::new(
-            409,
-            "idempotency_conflict",
-            format!(
-                "trace ID {} was already used at {} for a different payload; use a new Idempotency-Key for a new submission",
-                r.trace_id, r.received_at
-            ),
-        )),
-        Err(e @ (StoreError::Sync(_) | StoreError::Commit(_) | StoreError::Closed)) => {
-            Err(ApiError::new(503, "store_unavailable", format!("the submission was not stored: {e}")).retry_after(30))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, trace_id = %trace_id, "store error during intake");
-            Err(ApiError::new(500, "store_error", "the submission was not stored because of an internal error; retry later"))
+        let now_ms = now.timestamp_millis();
+        let record = Record::pending(
+            fields,
+            Enrichment {
+                received_at: format_time(now),
+                client_ip: ip.to_string(),
+                user_agent,
+                trace_id: trace_id.clone(),
+                src: state.settings.source.clone(),
+                form_type,
+            },
+            now_ms,
+        );
+        match state.store.submit(record).await {
+            Ok(SubmitOutcome::Stored(r)) => {
+                state.wake.notify_one();
+                Ok(receipt(StatusCode::ACCEPTED, &r.trace_id, &r.received_at, false, log.clone()))
+            }
+            Ok(SubmitOutcome::Duplicate(r)) => Ok(receipt(StatusCode::OK, &r.trace_id, &r.received_at, true, log.clone())),
+            Ok(SubmitOutcome::Conflict(r)) => Err(ApiError::new(
+                409,
+                "idempotency_conflict",
+                format!(
+                    "trace ID {} was already used at {} for a different payload; use a new Idempotency-Key for a new submission",
+                    r.trace_id, r.received_at
+                ),
+            )),
+            Err(e @ (StoreError::Sync(_) | StoreError::Commit(_) | StoreError::Closed)) => {
+                Err(ApiError::new(503, "store_unavailable", format!("the submission was not stored: {e}")).retry_after(30))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, trace_id = %trace_id, "store error during intake");
+                Err(ApiError::new(500, "store_error", "the submission was not stored because of an internal error; retry later"))
+            }
         }
     }
+    .await;
+    answer.map_err(|e| e.for_submission(log))
 }
 
 /// The body of `202 Accepted` and of a duplicate's `200`.

@@ -4,12 +4,16 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::collect::SubmissionLog;
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
     pub retry_after_secs: Option<u64>,
+    /// For the request log, when the error concerns a known submission.
+    pub submission: Option<SubmissionLog>,
 }
 
 impl ApiError {
@@ -19,7 +23,14 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            submission: None,
         }
+    }
+
+    /// Names the submission in the request log line (trace ID, form type).
+    pub fn for_submission(mut self, log: SubmissionLog) -> ApiError {
+        self.submission = Some(log);
+        self
     }
 
     pub fn retry_after(mut self, secs: u64) -> ApiError {
@@ -37,6 +48,9 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         resp.extensions_mut().insert(ErrorCode(self.code));
+        if let Some(log) = self.submission {
+            resp.extensions_mut().insert(log);
+        }
         resp
     }
 }
