@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 /// mimalloc: records are allocated on the HTTP threads and freed on the committer thread, a
 /// pattern glibc's malloc handles poorly (intake benchmark: about 12% more acknowledged
-/// submissions per second).
+/// submissions per second). Built with `no_thp`: with transparent huge pages each thread's
+/// first segment became a 2 MiB page and the idle process held 49 MiB instead of 10 MiB.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
