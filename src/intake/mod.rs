@@ -12,4 +12,4 @@ pub mod form_type;
 pub mod parse;
 pub mod trace_id;
 
-pub use parse::{parse, Limits, ParseError, Submission};
+pub use parse::{check_shape, parse, Limits, ParseError, Submission};

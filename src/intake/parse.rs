@@ -276,8 +276,9 @@ impl<'de> Visitor<'de> for StrictValue {
 }
 
 /// Checks depth and field count of an already-built object (urlencoded and multipart bodies
-/// build their maps directly; JSON was bounded during the parse but is checked again here).
-fn check_shape(fields: &Map<String, Value>, limits: &Limits) -> Result<(), ParseError> {
+/// build their maps directly; JSON was bounded during the parse but is checked again here;
+/// legacy imports are held to the same bounds).
+pub fn check_shape(fields: &Map<String, Value>, limits: &Limits) -> Result<(), ParseError> {
     let mut count = 0usize;
     let mut stack: Vec<(&Value, usize)> = fields.values().map(|v| (v, 2)).collect();
     count += fields.len();

@@ -7,7 +7,7 @@
 //! so those keys are taken out here. This parser does no I/O (the caller supplies the file's
 //! modification time when neither the body nor the name carries a time) and is fuzzed.
 
-use crate::intake::{form_type, trace_id};
+use crate::intake::{check_shape, form_type, trace_id, Limits, ParseError};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -61,6 +61,8 @@ pub enum LegacyError {
     EmptyPayload,
     #[error("trace_id must be 8 to 128 characters of A-Z a-z 0-9 . _ : - ; fix it in the file")]
     InvalidTraceId,
+    #[error("{0}; the live endpoint would refuse these form fields, so the import does too")]
+    Shape(ParseError),
     #[error("field {field} {problem}")]
     BadField {
         field: &'static str,
@@ -143,6 +145,8 @@ pub fn parse_legacy_file(file_name: &str, bytes: &[u8]) -> Result<LegacySubmissi
     if fields.is_empty() {
         return Err(LegacyError::EmptyPayload);
     }
+    // Nor one deeper or wider than intake's limits (what the dashboard is promised).
+    check_shape(&fields, &Limits::default()).map_err(LegacyError::Shape)?;
     Ok(LegacySubmission {
         file_name: file_name.to_owned(),
         trace_id,
@@ -206,6 +210,30 @@ mod tests {
         );
         let c = parse_legacy_file("x.json", br#"{"name": "Sam"}"#).unwrap();
         assert_ne!(a.trace_id, c.trace_id);
+    }
+
+    #[test]
+    fn files_beyond_intakes_depth_or_field_limits_are_errors() {
+        let wide: String = (0..257)
+            .map(|i| format!("\"f{i}\": 1"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let err = parse_legacy_file("f.json", format!("{{{wide}}}").as_bytes()).unwrap_err();
+        assert_eq!(err, LegacyError::Shape(ParseError::TooManyFields(256)));
+        assert!(err.to_string().contains("256"), "{err}");
+        let deep = |levels: usize| {
+            format!(
+                "{{\"email\": \"a@b.c\", \"x\": {}1{}}}",
+                "[".repeat(levels),
+                "]".repeat(levels)
+            )
+        };
+        // The top-level object is depth 1, so 31 nested arrays reach depth 32.
+        assert!(parse_legacy_file("f.json", deep(31).as_bytes()).is_ok());
+        assert_eq!(
+            parse_legacy_file("f.json", deep(32).as_bytes()).unwrap_err(),
+            LegacyError::Shape(ParseError::TooDeep(32))
+        );
     }
 
     #[test]
