@@ -67,6 +67,24 @@ fn the_readme_configuration_reference_names_every_setting() {
     );
 }
 
+#[test]
+fn the_readme_metrics_table_names_every_metric() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let rows: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `outbox_"))
+        .collect();
+    let missing: Vec<&str> = METRICS
+        .iter()
+        .map(|(name, _, _)| *name)
+        .filter(|name| !rows.iter().any(|r| r.contains(&format!("`{name}`"))))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README lacks these metrics: {missing:?}"
+    );
+}
+
 /// Metric names a PromQL expression refers to, with histogram suffixes folded.
 fn metric_names(expr: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
