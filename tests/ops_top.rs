@@ -38,3 +38,89 @@ async fn top_prints_one_snapshot_when_stdout_is_not_a_terminal() {
         stopped.stderr
     );
 }
+
+/// On a terminal (a pseudo-terminal here): the alternate screen, a frame redrawn every
+/// interval, `q` quits with exit 0, and the terminal gets its line mode and echo back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_on_a_terminal_redraws_until_q_and_gives_the_terminal_back() {
+    use nix::sys::termios::{tcgetattr, LocalFlags};
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let app = common::spawn_app(&[]).await;
+    for i in 0..3 {
+        let key = format!("top-tty-{i:05}");
+        let r = app
+            .post_json(&json!({"n": i}), &[("Idempotency-Key", &key)])
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let line_mode = LocalFlags::ICANON | LocalFlags::ECHO;
+    assert!(tcgetattr(&pty.slave)
+        .unwrap()
+        .local_flags
+        .contains(line_mode));
+    let slave = std::fs::File::from(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_outbox"))
+        .args(["top", "--interval", "1", "--data-dir"])
+        .arg(&app.data_dir)
+        .env_remove("OUTBOX_CONFIG")
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let screen = Arc::new(Mutex::new(Vec::new()));
+    {
+        let (screen, mut reader) = (screen.clone(), master.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = reader.read(&mut buf) {
+                screen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+    }
+    let text = || String::from_utf8_lossy(&screen.lock().unwrap()).into_owned();
+    let wait_for = |what: &str, ok: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !ok(&text()) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what} on the terminal:\n{}",
+                text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("first frame", &|t| {
+        t.contains("\x1b[?1049h") && t.contains("pending 3")
+    });
+    wait_for("redraw", &|t| t.matches("\x1b[H\x1b[2J").count() >= 2);
+    master.write_all(b"q").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("top did not quit on q:\n{}", text());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    wait_for("return from the alternate screen", &|t| {
+        t.contains("\x1b[?1049l")
+    });
+    let after = tcgetattr(&slave).unwrap();
+    assert!(
+        after.local_flags.contains(line_mode),
+        "the terminal was left without line mode or echo: {:?}",
+        after.local_flags
+    );
+    drop(slave);
+    let _tmp = stop(app).await;
+}
