@@ -41,6 +41,8 @@ async fn metrics_report_requests_latency_commits_and_outbox_depth() {
     let app = spawn_app(&[]).await;
     let before = scrape(&app.base).await;
     let series = r#"outbox_http_requests_total{route="/api/collect",status="202"}"#;
+    let refused = app.post_raw("application/json", b"[1]".to_vec(), &[]).await;
+    assert_eq!(refused.status(), 400);
 
     for i in 0..3 {
         assert_eq!(
@@ -80,6 +82,9 @@ async fn metrics_report_requests_latency_commits_and_outbox_depth() {
         );
     }
     assert!(text.contains("# HELP outbox_intake_seconds"));
+    // The three stored posts are timed; the refused one is not.
+    let timed = "outbox_intake_seconds_count";
+    assert_eq!(value(&text, timed) - value(&before, timed), 3.0);
     app.stop().await;
 }
 

@@ -25,6 +25,7 @@ pub async fn collect(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let max = state.settings.max_body;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -127,7 +128,10 @@ pub async fn collect(
             },
             now_ms,
         );
-        match state.store.submit(record).await {
+        let outcome = state.store.submit(record).await;
+        // Only answers that went through the store: fast refusals would flatter the figure.
+        metrics::histogram!("outbox_intake_seconds").record(started.elapsed().as_secs_f64());
+        match outcome {
             Ok(SubmitOutcome::Stored(r)) => {
                 state.wake.notify_one();
                 Ok(receipt(StatusCode::ACCEPTED, &r.trace_id, &r.received_at, false, log.clone()))

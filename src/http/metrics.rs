@@ -37,7 +37,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "outbox_intake_seconds",
         Kind::Histogram,
-        "time to answer a POST /api/collect, commit included",
+        "time to answer a submission that reached the store (body read, parse, durable commit); refusals before the store are not counted",
     ),
     (
         "outbox_commit_batch_size",

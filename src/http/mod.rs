@@ -110,9 +110,6 @@ async fn request_log(req: Request, next: Next) -> Response {
         .unwrap_or("other");
     ::metrics::counter!("outbox_http_requests_total", "route" => route, "status" => status.to_string())
         .increment(1);
-    if route == "/api/collect" {
-        ::metrics::histogram!("outbox_intake_seconds").record(latency_ms / 1000.0);
-    }
     if status == 429 {
         // A flood must not become a flood of log lines; outbox_rate_limited_total counts it.
         return resp;
