@@ -9,16 +9,13 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_shows_summary_list_and_record_via_the_server_and_offline() {
     let app = common::spawn_app(&[]).await;
-    for i in 0..3 {
-        let key = format!("inspect-key-{i:04}");
-        let r = app
-            .post_json(
-                &json!({"email": "a@example.com", "message": "hello"}),
-                &[("Idempotency-Key", &key)],
-            )
-            .await;
-        assert_eq!(r.status(), 202);
-    }
+    post_accepted(
+        &app,
+        "inspect-key",
+        3,
+        |_| json!({"email": "a@example.com", "message": "hello"}),
+    )
+    .await;
     let dir = app.data_dir.clone();
     assert!(dir.join("admin.sock").exists());
 

@@ -9,13 +9,7 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn top_prints_one_snapshot_when_stdout_is_not_a_terminal() {
     let app = common::spawn_app(&[]).await;
-    for i in 0..2 {
-        let key = format!("top-key-{i:05}");
-        let r = app
-            .post_json(&json!({"n": i}), &[("Idempotency-Key", &key)])
-            .await;
-        assert_eq!(r.status(), 202);
-    }
+    post_accepted(&app, "top-key", 2, |i| json!({"n": i})).await;
     let dir = app.data_dir.clone();
     let run = outbox(&dir, "top", &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -49,13 +43,7 @@ async fn top_on_a_terminal_redraws_until_q_and_gives_the_terminal_back() {
     use std::time::{Duration, Instant};
 
     let app = common::spawn_app(&[]).await;
-    for i in 0..3 {
-        let key = format!("top-tty-{i:05}");
-        let r = app
-            .post_json(&json!({"n": i}), &[("Idempotency-Key", &key)])
-            .await;
-        assert_eq!(r.status(), 202);
-    }
+    post_accepted(&app, "top-tty", 3, |i| json!({"n": i})).await;
     let pty = nix::pty::openpty(None, None).unwrap();
     let line_mode = LocalFlags::ICANON | LocalFlags::ECHO;
     assert!(tcgetattr(&pty.slave)

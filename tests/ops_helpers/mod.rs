@@ -158,3 +158,18 @@ pub async fn stop(app: crate::common::TestApp) -> Option<tempfile::TempDir> {
     wait_released(&dir);
     tmp
 }
+
+/// Posts `n` submissions (`body(i)`) to a running app with Idempotency-Keys `<prefix>-0000`...,
+/// each answered 202.
+pub async fn post_accepted(
+    app: &crate::common::TestApp,
+    prefix: &str,
+    n: usize,
+    body: impl Fn(usize) -> Value,
+) {
+    for i in 0..n {
+        let key = format!("{prefix}-{i:04}");
+        let r = app.post_json(&body(i), &[("Idempotency-Key", &key)]).await;
+        assert_eq!(r.status(), 202, "post {key}");
+    }
+}
