@@ -136,6 +136,16 @@ async fn a_stopped_directory_is_copied_and_restore_checks_the_manifest() {
         busy.stderr
     );
     stop(app).await;
+    // A server still starting holds the directory before its admin socket answers.
+    let starting = outbox::store::Store::open(&target).unwrap();
+    let busy = outbox(&target, "restore", &[src, "--force"]);
+    assert_eq!(busy.code, 2);
+    assert!(
+        busy.stderr.contains("stop it before restoring"),
+        "{}",
+        busy.stderr
+    );
+    drop(starting);
 
     // A damaged backup is refused before anything is replaced.
     let original = manifest(&dest);

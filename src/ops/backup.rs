@@ -150,13 +150,13 @@ pub(crate) fn copy_tree(
 }
 
 /// Holds sled's own lock on `<dir>/db` (an exclusive `flock`), so no server starts on the
-/// directory while it is copied.
-pub(crate) fn lock_stopped(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<File>> {
+/// directory while it is copied. `advice` ends the error when a server holds it.
+pub(crate) fn lock_stopped(dir: &Path, advice: &str) -> anyhow::Result<nix::fcntl::Flock<File>> {
     let file = File::open(dir.join("db"))
         .with_context(|| format!("no outbox data directory at {}", dir.display()))?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
         anyhow::anyhow!(
-            "{} is in use by a running outbox ({e}); use `outbox backup` while it answers on its admin socket, or stop it first",
+            "{} is in use by a running outbox ({e}); {advice}",
             dir.display()
         )
     })
@@ -166,7 +166,10 @@ pub(crate) fn lock_stopped(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<File>
 pub fn copy_stopped(src: &Path, dest: &Path, progress: Progress) -> anyhow::Result<Manifest> {
     prepare_dest(dest)?;
     {
-        let _lock = lock_stopped(src)?;
+        let _lock = lock_stopped(
+            src,
+            "use `outbox backup` while it answers on its admin socket, or stop it first",
+        )?;
         copy_tree(src, dest, progress, &mut 0)?;
     }
     let db =

@@ -47,7 +47,8 @@ pub fn restore(
     })?;
     let exists = target.exists();
     let _lock = if target.join("db").exists() {
-        Some(lock_stopped(target)?)
+        // A server that is still starting holds the lock before its admin socket answers.
+        Some(lock_stopped(target, "stop it before restoring")?)
     } else {
         None
     };
