@@ -45,44 +45,22 @@ pub async fn spawn_app(extra: &[&str]) -> TestApp {
 
 /// Starts the app on an existing (or new) data directory; the caller owns the directory.
 pub async fn spawn_app_in(dir: &Path, extra: &[&str]) -> TestApp {
-    let dir_s = dir.to_str().unwrap().to_owned();
-    let mut args = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &dir_s,
-        "--rate-limit",
-        "off",
-    ];
+    let mut args = vec!["--rate-limit", "off"];
     args.extend_from_slice(extra);
-    let settings = settings_from_args(&args);
-    let app = Application::build(settings).await.expect("app builds");
-    let addr = app.local_addr();
-    let admin_addr = app.admin_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    TestApp {
-        addr,
-        admin_addr,
-        base: format!("http://{addr}"),
-        client: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        data_dir: dir.to_path_buf(),
-        _tmp: None,
-        stop: Some(stop),
-        task: Some(task),
-    }
+    start(dir, &args).await
 }
 
 /// Like [`spawn_app`] but without `--rate-limit off`, for tests of the rate limits (clap
 /// refuses a repeated flag, so a later `--rate-limit` cannot override the default one).
 pub async fn spawn_app_raw(extra: &[&str]) -> TestApp {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
+    let mut app = start(&tmp.path().join("data"), extra).await;
+    app._tmp = Some(tmp);
+    app
+}
+
+/// Builds the app from `serve` flags on `dir` at 127.0.0.1:0 and runs it on this runtime.
+async fn start(dir: &Path, extra: &[&str]) -> TestApp {
     let dir_s = dir.to_str().unwrap().to_owned();
     let mut args = vec!["--listen", "127.0.0.1:0", "--data-dir", &dir_s];
     args.extend_from_slice(extra);
@@ -102,8 +80,8 @@ pub async fn spawn_app_raw(extra: &[&str]) -> TestApp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
-        data_dir: dir,
-        _tmp: Some(tmp),
+        data_dir: dir.to_path_buf(),
+        _tmp: None,
         stop: Some(stop),
         task: Some(task),
     }
