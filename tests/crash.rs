@@ -20,7 +20,11 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_submission() {
     for cycle in 0..CYCLES {
         let after = Duration::from_millis(rng.gen_range(50..700));
         let prefix = format!("kill-{cycle:02}");
-        acked.extend(common::post_then_kill(&dir, &[], CLIENTS, &prefix, after).await);
+        acked.extend(
+            common::post_then_kill(&dir, &[], CLIENTS, &prefix, after)
+                .await
+                .0,
+        );
     }
 
     assert!(

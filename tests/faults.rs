@@ -150,54 +150,15 @@ async fn sigkill_during_intake_and_delivery_loses_nothing_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let cycles = if soak() { 40 } else { 8 };
-    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut acked = HashSet::new();
     let mut kills = Vec::new();
     for cycle in 0..cycles {
-        let port = common::free_port();
-        let (d, f) = (dir.clone(), flags.clone());
-        let child =
-            tokio::task::spawn_blocking(move || common::spawn_binary(&d, port, &as_strs(&f)))
-                .await
-                .unwrap();
-        let client = reqwest::Client::new();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut tasks = Vec::new();
-        for c in 0..4 {
-            let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut n = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let id = format!("dk-{cycle:02}-{c}-{n:05}");
-                    n += 1;
-                    let r = client
-                        .post(format!("http://127.0.0.1:{port}/api/collect"))
-                        .header("Idempotency-Key", &id)
-                        .json(&json!({"email": format!("{id}@example.com")}))
-                        .send()
-                        .await;
-                    match r {
-                        Ok(r) if r.status().is_success() => {
-                            acked.lock().unwrap().insert(id);
-                        }
-                        _ => break,
-                    }
-                }
-            }));
-        }
-        tokio::time::sleep(Duration::from_millis(300 + (cycle as u64 * 97) % 600)).await;
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
-        kills.push(Instant::now());
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for t in tasks {
-            t.await.unwrap();
-        }
-        tokio::task::spawn_blocking(move || {
-            let mut c = child;
-            c.wait()
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        let after = Duration::from_millis(300 + (cycle as u64 * 97) % 600);
+        let prefix = format!("dk-{cycle:02}");
+        let (got, killed_at) =
+            common::post_then_kill(&dir, &as_strs(&flags), 4, &prefix, after).await;
+        acked.extend(got);
+        kills.push(killed_at);
     }
     // A last run without kills drains what is left.
     let port = common::free_port();
@@ -206,7 +167,6 @@ async fn sigkill_during_intake_and_delivery_loses_nothing_acknowledged() {
         tokio::task::spawn_blocking(move || common::spawn_binary(&d, port, &as_strs(&f)))
             .await
             .unwrap();
-    let acked = acked.lock().unwrap().clone();
     wait_delivered(&dash, &acked, Duration::from_secs(90)).await;
     let got = delivered(&dash);
     let duplicates: usize = got.values().map(|n| n - 1).sum();

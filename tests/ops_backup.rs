@@ -126,25 +126,22 @@ async fn a_stopped_directory_is_copied_and_restore_checks_the_manifest() {
     assert_eq!(refused.code, 2);
     assert!(refused.stderr.contains("--force"), "{}", refused.stderr);
 
-    // A server running on the target: refused.
+    // A server running on the target is refused; so is one still starting, which holds the
+    // directory before its admin socket answers.
+    let refused_while_busy = || {
+        let busy = outbox(&target, "restore", &[src, "--force"]);
+        assert_eq!(busy.code, 2);
+        assert!(
+            busy.stderr.contains("stop it before restoring"),
+            "{}",
+            busy.stderr
+        );
+    };
     let app = common::spawn_app_in(&target, &[]).await;
-    let busy = outbox(&target, "restore", &[src, "--force"]);
-    assert_eq!(busy.code, 2);
-    assert!(
-        busy.stderr.contains("stop it before restoring"),
-        "{}",
-        busy.stderr
-    );
+    refused_while_busy();
     stop(app).await;
-    // A server still starting holds the directory before its admin socket answers.
     let starting = outbox::store::Store::open(&target).unwrap();
-    let busy = outbox(&target, "restore", &[src, "--force"]);
-    assert_eq!(busy.code, 2);
-    assert!(
-        busy.stderr.contains("stop it before restoring"),
-        "{}",
-        busy.stderr
-    );
+    refused_while_busy();
     drop(starting);
 
     // A damaged backup is refused before anything is replaced.

@@ -32,7 +32,11 @@ async fn a_power_cut_at_random_moments_loses_no_acknowledged_submission() {
     for cycle in 0..CYCLES {
         let after = Duration::from_millis(rng.gen_range(100..900));
         let prefix = format!("cut-{cycle:02}");
-        acked.extend(common::post_then_kill(&dir, &[], CLIENTS, &prefix, after).await);
+        acked.extend(
+            common::post_then_kill(&dir, &[], CLIENTS, &prefix, after)
+                .await
+                .0,
+        );
         let cut = fs.cut();
         if cut.changed.iter().any(|p| p == "data/db") {
             log_cuts += 1;

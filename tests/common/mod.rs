@@ -195,15 +195,15 @@ pub fn spawn_binary(dir: &Path, port: u16, extra: &[&str]) -> Child {
 /// One crash cycle against the real binary: starts it on `dir` (with `extra` flags), posts
 /// distinct submissions from `clients` concurrent clients (trace IDs `{prefix}-{client}-{n}`),
 /// kills it with SIGKILL after `after`, and waits for it to exit. Returns the trace IDs that
-/// were answered 2xx. Any other answer before the kill fails the test; a dropped connection
-/// is the kill (not acknowledged).
+/// were answered 2xx and when the kill was sent. Any other answer before the kill fails the
+/// test; a dropped connection is the kill (not acknowledged).
 pub async fn post_then_kill(
     dir: &Path,
     extra: &[&str],
     clients: usize,
     prefix: &str,
     after: Duration,
-) -> std::collections::HashSet<String> {
+) -> (std::collections::HashSet<String>, std::time::Instant) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let port = free_port();
@@ -252,6 +252,7 @@ pub async fn post_then_kill(
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
+    let killed_at = std::time::Instant::now();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
@@ -264,7 +265,7 @@ pub async fn post_then_kill(
     .unwrap()
     .unwrap();
     let acked = acked.lock().unwrap().clone();
-    acked
+    (acked, killed_at)
 }
 
 /// After crashes: the store in `dir` opens, holds every trace ID in `acked`, counts each

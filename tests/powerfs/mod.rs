@@ -259,6 +259,20 @@ struct PowerFs(Arc<Mutex<State>>);
 
 const TTL: Duration = Duration::ZERO;
 
+fn reply_entry(r: Result<FileAttr, Errno>, reply: ReplyEntry) {
+    match r {
+        Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn reply_empty(r: Result<(), Errno>, reply: ReplyEmpty) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
 impl PowerFs {
     fn state(&self) -> MutexGuard<'_, State> {
         self.0.lock().unwrap()
@@ -334,10 +348,7 @@ impl Filesystem for PowerFs {
         if mode & S_IFMT != S_IFSOCK {
             return reply.error(Errno::EPERM);
         }
-        match self.state().add(parent.0, name, Kind::Socket, mode) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        reply_entry(self.state().add(parent.0, name, Kind::Socket, mode), reply);
     }
 
     fn mkdir(
@@ -349,27 +360,18 @@ impl Filesystem for PowerFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        match self
+        let added = self
             .state()
-            .add(parent.0, name, Kind::Dir(BTreeMap::new()), mode)
-        {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+            .add(parent.0, name, Kind::Dir(BTreeMap::new()), mode);
+        reply_entry(added, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.state().remove(parent.0, name, false) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(self.state().remove(parent.0, name, false), reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.state().remove(parent.0, name, true) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(self.state().remove(parent.0, name, true), reply);
     }
 
     fn rename(
