@@ -308,8 +308,15 @@ impl Store {
 /// The SHA-256 of a payload in normal form: serde_json writes object keys sorted and without
 /// whitespace, so the same fields in any order or spacing hash the same.
 pub fn payload_hash(fields: &serde_json::Map<String, serde_json::Value>) -> [u8; 32] {
-    let normal = serde_json::to_vec(fields).expect("a JSON map serializes");
-    Sha256::digest(&normal).into()
+    normal_payload(fields).1
+}
+
+/// The payload in normal form (the JSON text a record stores) and its [`payload_hash`],
+/// from one serialization.
+pub fn normal_payload(fields: &serde_json::Map<String, serde_json::Value>) -> (String, [u8; 32]) {
+    let normal = serde_json::to_string(fields).expect("a JSON map serializes");
+    let hash = Sha256::digest(normal.as_bytes()).into();
+    (normal, hash)
 }
 
 /// Creates `dir` (mode 0700) if needed, tightens its mode, and removes snapshot files that a

@@ -112,6 +112,7 @@ impl Record {
         enrichment: Enrichment,
         now_ms: i64,
     ) -> Record {
+        let (payload, payload_hash) = super::normal_payload(&fields);
         Record {
             trace_id: enrichment.trace_id.clone(),
             status: Status::Pending,
@@ -121,8 +122,8 @@ impl Record {
             last_attempt_at_ms: None,
             last_error: None,
             last_status_code: None,
-            payload_hash: super::payload_hash(&fields),
-            payload: Some(serde_json::Value::Object(fields).to_string()),
+            payload_hash,
+            payload: Some(payload),
             enrichment,
             delivered_at_ms: None,
             dead_at_ms: None,
@@ -189,6 +190,27 @@ pub(crate) fn sample(trace_id: &str) -> Record {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn a_new_record_stores_its_payload_in_normal_form_under_that_forms_hash() {
+        let fields = |text: &str| match serde_json::from_str(text).unwrap() {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let enrichment = sample("trace-norm").enrichment;
+        let a = Record::pending(
+            fields(r#"{ "b": [1, 2], "a": "x" }"#),
+            enrichment.clone(),
+            1,
+        );
+        let b = Record::pending(fields(r#"{"a":"x","b":[1,2]}"#), enrichment, 2);
+        assert_eq!(a.payload.as_deref(), Some(r#"{"a":"x","b":[1,2]}"#));
+        assert_eq!(a.payload, b.payload);
+        assert_eq!(a.payload_hash, b.payload_hash);
+        let stored: [u8; 32] = Sha256::digest(a.payload.unwrap().as_bytes()).into();
+        assert_eq!(a.payload_hash, stored);
+    }
 
     #[test]
     fn encode_decode_round_trip() {
