@@ -189,14 +189,13 @@ fn sigterm_stops_gracefully_with_exit_0() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = common::free_port();
-    let child = common::spawn_binary(&data, port, &[]);
+    let mut child = common::spawn_binary(&data, port, &[]);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(child.wait().unwrap().code(), Some(0));
     // The store reopens at once: the lock was released and nothing is left half-written.
     outbox::store::Store::open(&data).expect("store reopens after a graceful stop");
 }

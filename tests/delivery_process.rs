@@ -5,18 +5,17 @@
 mod common;
 
 use common::dashboard::{Dashboard, Reply};
-use common::{free_port, spawn_binary};
+use common::{free_port, spawn_binary, KillOnDrop};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use outbox::store::{Status, Store};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::Child;
 use std::time::Duration;
 
 const KEY: &str = "test-ingest-key-0123456789";
 
-async fn start(dir: &Path, port: u16, extra: &[&str]) -> Child {
+async fn start(dir: &Path, port: u16, extra: &[&str]) -> KillOnDrop {
     let (dir, extra) = (
         dir.to_path_buf(),
         extra.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
@@ -62,7 +61,7 @@ async fn wait_detailed(port: u16, what: &str, pred: impl Fn(&Value) -> bool) -> 
 }
 
 /// SIGTERM and wait for a clean exit.
-async fn stop(mut child: Child) {
+async fn stop(mut child: KillOnDrop) {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 const KEY: &str = "fault-test-ingest-key";
 
-/// How long before a SIGKILL a delivery may have reached the dashboard and still be sent
-/// again: sled's 500 ms log flush interval, plus the stub's delay and scheduling slack.
-const DUPLICATE_WINDOW: Duration = Duration::from_millis(2000);
+/// How long after a SIGKILL the stub may still record a request the killed server had sent
+/// (the stub's own scheduling), so that request counts as sent before the kill.
+const ARRIVAL_SLACK: Duration = Duration::from_millis(1000);
 
 fn soak() -> bool {
     std::env::var_os("OUTBOX_SOAK").is_some()
@@ -171,31 +171,34 @@ async fn sigkill_during_intake_and_delivery_loses_nothing_acknowledged() {
     let got = delivered(&dash);
     let duplicates: usize = got.values().map(|n| n - 1).sum();
     // Outcomes are not fsynced (delivery is at least once), and sled writes its log buffer
-    // out every 500 ms, so a SIGKILL forgets deliveries that were in flight or finished
-    // within that interval: only those may arrive twice, with the same Idempotency-Key.
-    let mut first_seen: HashMap<String, Instant> = HashMap::new();
+    // out every 500 ms, so a SIGKILL forgets deliveries that were in flight or finished just
+    // before it: an ID may arrive again, with the same Idempotency-Key, but only from a later
+    // server. So a kill must lie between any two deliveries of one ID. How long before its
+    // kill the earlier one came is reported, not asserted: under load sled's flusher runs late.
+    let mut seen: HashMap<String, Vec<Instant>> = HashMap::new();
     for r in dash.requests() {
-        first_seen.entry(r.trace_id()).or_insert(r.at);
+        seen.entry(r.trace_id()).or_default().push(r.at);
     }
-    for (id, n) in &got {
-        if *n < 2 {
-            continue;
+    let mut longest_before_kill = Duration::ZERO;
+    for (id, times) in &seen {
+        for pair in times.windows(2) {
+            let (earlier, later) = (pair[0], pair[1]);
+            let kill = kills
+                .iter()
+                .find(|k| earlier <= **k + ARRIVAL_SLACK && **k < later);
+            let Some(kill) = kill else {
+                panic!("{id} was delivered twice by one server (no kill between {pair:?})");
+            };
+            longest_before_kill = longest_before_kill.max(kill.saturating_duration_since(earlier));
         }
-        let first = first_seen[id];
-        let near_a_kill = kills
-            .iter()
-            .any(|k| *k >= first && k.duration_since(first) < DUPLICATE_WINDOW);
-        assert!(
-            near_a_kill,
-            "{id} was delivered {n} times but its first delivery was not shortly before a kill"
-        );
     }
     let keys: HashSet<&String> = got.keys().collect();
     assert!(acked.iter().all(|id| keys.contains(id)));
     let _ = last.kill();
     let _ = last.wait();
     eprintln!(
-        "{} acknowledged, all delivered; {duplicates} redelivered after {cycles} kills",
+        "{} acknowledged, all delivered; {duplicates} redelivered after {cycles} kills, \
+         the earliest {longest_before_kill:?} before its kill",
         acked.len()
     );
 }

@@ -173,8 +173,34 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A child process that is killed when dropped, so a failing test leaves no server behind
+/// (one would hold the test's output pipe open and keep `cargo test | ...` waiting).
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `outbox serve` as a child process on `port` and waits until /health answers.
-pub fn spawn_binary(dir: &Path, port: u16, extra: &[&str]) -> Child {
+pub fn spawn_binary(dir: &Path, port: u16, extra: &[&str]) -> KillOnDrop {
     let mut cmd = std::process::Command::new(bin());
     cmd.args([
         "serve",
@@ -187,7 +213,7 @@ pub fn spawn_binary(dir: &Path, port: u16, extra: &[&str]) -> Child {
     .args(extra)
     .stdout(Stdio::null())
     .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().expect("spawn outbox");
+    let mut child = KillOnDrop(cmd.spawn().expect("spawn outbox"));
     wait_healthy(port, &mut child);
     child
 }
@@ -207,11 +233,11 @@ pub async fn post_then_kill(
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let port = free_port();
-    let (d, e) = (dir.to_path_buf(), extra.iter().map(|s| s.to_string()));
-    let e: Vec<String> = e.collect();
+    let dir_owned = dir.to_path_buf();
+    let flags: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     let child = tokio::task::spawn_blocking(move || {
-        let e: Vec<&str> = e.iter().map(String::as_str).collect();
-        spawn_binary(&d, port, &e)
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        spawn_binary(&dir_owned, port, &flags)
     })
     .await
     .unwrap();
