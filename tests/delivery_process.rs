@@ -5,28 +5,14 @@
 mod common;
 
 use common::dashboard::{Dashboard, Reply};
-use common::{free_port, spawn_binary, KillOnDrop};
+use common::{free_port, spawn_binary_async as start, KillOnDrop};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use outbox::store::{Status, Store};
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::Duration;
 
 const KEY: &str = "test-ingest-key-0123456789";
-
-async fn start(dir: &Path, port: u16, extra: &[&str]) -> KillOnDrop {
-    let (dir, extra) = (
-        dir.to_path_buf(),
-        extra.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        spawn_binary(&dir, port, &extra)
-    })
-    .await
-    .unwrap()
-}
 
 async fn post(port: u16, trace_id: &str) {
     let r = reqwest::Client::new()

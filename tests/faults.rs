@@ -161,12 +161,7 @@ async fn sigkill_during_intake_and_delivery_loses_nothing_acknowledged() {
         kills.push(killed_at);
     }
     // A last run without kills drains what is left.
-    let port = common::free_port();
-    let (d, f) = (dir.clone(), flags.clone());
-    let mut last =
-        tokio::task::spawn_blocking(move || common::spawn_binary(&d, port, &as_strs(&f)))
-            .await
-            .unwrap();
+    let mut last = common::spawn_binary_async(&dir, common::free_port(), &as_strs(&flags)).await;
     wait_delivered(&dash, &acked, Duration::from_secs(90)).await;
     let got = delivered(&dash);
     let duplicates: usize = got.values().map(|n| n - 1).sum();
@@ -424,11 +419,7 @@ async fn soak_memory_and_disk_stay_flat_under_mixed_load_and_failures() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let port = common::free_port();
-    let (d, f) = (dir.clone(), flags.clone());
-    let mut child =
-        tokio::task::spawn_blocking(move || common::spawn_binary(&d, port, &as_strs(&f)))
-            .await
-            .unwrap();
+    let mut child = common::spawn_binary_async(&dir, port, &as_strs(&flags)).await;
     let pid = child.id();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let acked: Arc<Mutex<HashSet<String>>> = Arc::default();

@@ -218,6 +218,18 @@ pub fn spawn_binary(dir: &Path, port: u16, extra: &[&str]) -> KillOnDrop {
     child
 }
 
+/// [`spawn_binary`] from async tests: waits for health on a blocking thread.
+pub async fn spawn_binary_async(dir: &Path, port: u16, extra: &[&str]) -> KillOnDrop {
+    let dir = dir.to_path_buf();
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        spawn_binary(&dir, port, &extra)
+    })
+    .await
+    .unwrap()
+}
+
 /// One crash cycle against the real binary: starts it on `dir` (with `extra` flags), posts
 /// distinct submissions from `clients` concurrent clients (trace IDs `{prefix}-{client}-{n}`),
 /// kills it with SIGKILL after `after`, and waits for it to exit. Returns the trace IDs that
@@ -233,14 +245,7 @@ pub async fn post_then_kill(
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let port = free_port();
-    let dir_owned = dir.to_path_buf();
-    let flags: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    let child = tokio::task::spawn_blocking(move || {
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        spawn_binary(&dir_owned, port, &flags)
-    })
-    .await
-    .unwrap();
+    let child = spawn_binary_async(dir, port, extra).await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()
