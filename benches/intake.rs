@@ -1,9 +1,16 @@
 //! Intake benchmark: acknowledged submissions per second and p50/p99 latency at 64
 //! keep-alive connections posting a ~300-byte JSON form, side by side with a minimal axum
-//! endpoint that parses the same JSON and stores nothing (the ceiling on this machine).
+//! endpoint that parses the same JSON and stores nothing (the ceiling on this machine), and
+//! with a second outbox that delivers while it takes posts, to a stub dashboard in this
+//! process that answers 200 at once. For each outbox it prints the bytes the process wrote to
+//! disk per submission (`write_bytes` of `/proc/self/io`; only outbox writes to disk here):
+//! accept only, and accept + deliver (measured until its backlog is delivered).
 //!
 //! Run: `cargo bench --bench intake` (needs `wrk`: `apt-get install wrk`).
 //! `OUTBOX_BENCH_SECS` sets each run's length (default 10); two rounds alternate the servers.
+
+#[path = "../tests/common/dashboard.rs"]
+mod dashboard;
 
 use axum::routing::post;
 use axum::Json;
@@ -11,8 +18,11 @@ use clap::Parser;
 use outbox::app::Application;
 use outbox::cli::{Cli, Command};
 use outbox::config::Settings;
+use outbox::store::Store;
 use std::net::SocketAddr;
 use std::process::Command as Proc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 // The same allocator as the `outbox` binary, for both servers.
 #[global_allocator]
@@ -40,29 +50,22 @@ fn main() {
         .build()
         .unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let (baseline, outbox) = rt.block_on(async {
+    let (baseline, outbox, delivering, stub) = rt.block_on(async {
         let baseline = start_baseline().await;
-        let dir = tmp.path().join("data");
-        let args = [
-            "outbox",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.to_str().unwrap(),
-        ];
-        let args = args
-            .iter()
-            .chain(["--rate-limit", "off", "--log-level", "warn"].iter());
-        let Command::Serve { settings } = Cli::parse_from(args).command else {
-            unreachable!()
-        };
-        let settings = Settings::from_layers(&settings.layers().unwrap()).unwrap();
-        outbox::telemetry::init(settings.log_format, &settings.log_level);
-        let app = Application::build(settings).await.unwrap();
-        let addr = app.local_addr();
-        tokio::spawn(app.run_until_stopped(std::future::pending()));
-        (baseline, addr)
+        let stub = dashboard::Dashboard::start().await;
+        let quiet = start_outbox(&tmp.path().join("quiet"), &[]).await;
+        let url = stub.url();
+        let delivering = start_outbox(
+            &tmp.path().join("delivering"),
+            &[
+                "--dashboard-url",
+                &url,
+                "--ingest-key",
+                "bench-ingest-key-0123456789",
+            ],
+        )
+        .await;
+        (baseline, quiet, delivering, stub)
     });
     let script = tmp.path().join("post.lua");
     std::fs::write(
@@ -78,18 +81,22 @@ fn main() {
     );
     let mut base_runs = Vec::new();
     let mut outbox_runs = Vec::new();
+    let mut delivering_runs = Vec::new();
     for round in 1..=2 {
         let b = run_wrk(baseline, &script, secs);
-        let o = run_wrk(outbox, &script, secs);
+        let (o, o_bytes) = measured(&outbox, &script, secs, false);
+        let (d, d_bytes) = measured(&delivering, &script, secs, true);
         println!(
-            "round {round}: baseline {:>8.0} req/s p50 {:.2} ms p99 {:.2} ms | outbox {:>8.0} req/s p50 {:.2} ms p99 {:.2} ms | ratio {:.2}",
-            b.rps, b.p50_ms, b.p99_ms, o.rps, o.p50_ms, o.p99_ms, o.rps / b.rps
+            "round {round}: baseline {:>8.0} req/s | outbox {:>8.0} req/s p50 {:.2} ms p99 {:.2} ms, {o_bytes:.0} B/submission | delivering {:>8.0} req/s p99 {:.2} ms, {d_bytes:.0} B/submission accept+deliver | ratio {:.2}, delivering/quiet {:.2}",
+            b.rps, o.rps, o.p50_ms, o.p99_ms, d.rps, d.p99_ms, o.rps / b.rps, d.rps / o.rps
         );
         base_runs.push(b);
         outbox_runs.push(o);
+        delivering_runs.push(d);
     }
     let avg = |v: &[Figures], f: fn(&Figures) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
     let (b, o) = (avg(&base_runs, |f| f.rps), avg(&outbox_runs, |f| f.rps));
+    let d = avg(&delivering_runs, |f| f.rps);
     println!(
         "mean: baseline {b:.0} req/s, outbox {o:.0} req/s, ratio {:.2} (target >= 0.40)",
         o / b
@@ -98,6 +105,73 @@ fn main() {
         "outbox p99: {:.2} ms (target <= 10 ms)",
         avg(&outbox_runs, |f| f.p99_ms)
     );
+    println!(
+        "intake while delivering: {d:.0} req/s, {:.2} of intake with delivery off (target >= 0.80); the stub got {} deliveries",
+        d / o,
+        stub.count()
+    );
+}
+
+/// An outbox server in this process, and its store for the counts.
+struct Served {
+    addr: SocketAddr,
+    store: Arc<Store>,
+}
+
+async fn start_outbox(dir: &std::path::Path, extra: &[&str]) -> Served {
+    let args = [
+        "outbox",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--rate-limit",
+        "off",
+        "--log-level",
+        "warn",
+    ];
+    let args = args.iter().chain(extra.iter());
+    let Command::Serve { settings } = Cli::parse_from(args).command else {
+        unreachable!()
+    };
+    let settings = Settings::from_layers(&settings.layers().unwrap()).unwrap();
+    outbox::telemetry::init(settings.log_format, &settings.log_level);
+    let app = Application::build(settings).await.unwrap();
+    let served = Served {
+        addr: app.local_addr(),
+        store: app.state().store.clone(),
+    };
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    served
+}
+
+/// Bytes this process has written to disk so far.
+fn write_bytes() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One wrk run against `s`, and the bytes written per accepted submission; with `drain`,
+/// counted until every submission of the run is delivered (at most 120 s after it).
+fn measured(s: &Served, script: &std::path::Path, secs: u64, drain: bool) -> (Figures, f64) {
+    let accepted = || s.store.counts().map_or(0, |c| c.accepted);
+    let (bytes0, acc0) = (write_bytes(), accepted());
+    let f = run_wrk(s.addr, script, secs);
+    let acc1 = accepted();
+    if drain {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while s.store.counts().map_or(0, |c| c.pending + c.in_flight) > 0
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let per = (write_bytes() - bytes0) as f64 / (acc1 - acc0).max(1) as f64;
+    (f, per)
 }
 
 async fn start_baseline() -> SocketAddr {

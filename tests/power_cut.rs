@@ -2,7 +2,9 @@
 //! what was fsynced or fdatasynced ([`powerfs`]). The real binary is killed with SIGKILL at
 //! random moments (16 times) while clients post, then every write not yet synced is taken
 //! back, as a power cut would; after each restart every trace ID that got a 2xx must be
-//! stored, once.
+//! stored, once. A second run does the same with delivery on: after every cut, each trace ID
+//! the dashboard received is one the store still holds (the worker sends only durable
+//! records), the accounting balances, and in the end every acknowledged one is delivered.
 //! (The SIGKILL test in crash.rs cannot see this: the kernel keeps a killed process's writes.)
 //!
 //! Needs root and `/dev/fuse`. Without them the test says SKIP loudly and passes, except under
@@ -11,6 +13,7 @@
 mod common;
 mod powerfs;
 
+use common::dashboard::{Dashboard, Reply};
 use rand::Rng;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -60,6 +63,93 @@ async fn a_power_cut_at_random_moments_loses_no_acknowledged_submission() {
     );
     assert!(fs.syncs() > 0);
     common::assert_each_acked_stored_once(&dir, &acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cuts_while_delivering_lose_nothing_and_the_dashboard_gets_only_stored_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let Some(fs) = mount_or_skip(&mnt) else {
+        return;
+    };
+    let dash = Dashboard::start().await;
+    // A little latency keeps deliveries in flight when the cut lands.
+    dash.set_reply(Reply::ok().delay(Duration::from_millis(2)));
+    let url = dash.url();
+    let flags = [
+        "--dashboard-url",
+        &url,
+        "--ingest-key",
+        "power-cut-ingest-key-0123456789",
+        "--delivery-concurrency",
+        "16",
+    ];
+    let dir = mnt.join("data");
+    let mut acked = HashSet::new();
+    let mut rng = rand::thread_rng();
+    for cycle in 0..CYCLES {
+        let after = Duration::from_millis(rng.gen_range(100..900));
+        let prefix = format!("dcut-{cycle:02}");
+        acked.extend(
+            common::post_then_kill(&dir, &flags, CLIENTS, &prefix, after)
+                .await
+                .0,
+        );
+        fs.cut();
+        let received: HashSet<String> = dash.requests().iter().map(|r| r.trace_id()).collect();
+        let store = outbox::store::Store::open(&dir).expect("the store opens after a cut");
+        let unknown: Vec<&String> = received
+            .iter()
+            .filter(|id| store.get(id).unwrap().is_none())
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "cycle {cycle}: the dashboard got {} records the store does not hold, e.g. {:?}",
+            unknown.len(),
+            &unknown[..unknown.len().min(5)]
+        );
+        let counts = store.counts().unwrap();
+        assert!(counts.balanced(), "cycle {cycle}: {counts:?}");
+        println!(
+            "cycle {cycle}: {} acknowledged, {} received by the dashboard, {counts:?}",
+            acked.len(),
+            received.len()
+        );
+    }
+    assert!(
+        acked.len() > CYCLES * 10,
+        "load got through ({})",
+        acked.len()
+    );
+    assert!(
+        dash.count() > CYCLES * 10,
+        "deliveries ran between the cuts ({})",
+        dash.count()
+    );
+    // A last run without a cut delivers the rest, with the same Idempotency-Key.
+    let port = common::free_port();
+    let last = common::spawn_binary_async(&dir, port, &flags).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: HashSet<String> = dash.requests().iter().map(|r| r.trace_id()).collect();
+        let missing = acked.iter().filter(|id| !got.contains(*id)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{missing} of {} acknowledged submissions never reached the dashboard",
+            acked.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every delivery, first or repeated, names its record in the key and in the body.
+    assert!(dash
+        .requests()
+        .iter()
+        .all(|r| r.json()["trace_id"].as_str() == Some(r.trace_id().as_str())));
+    drop(last);
 }
 
 /// The harness itself, through the kernel: what was synced survives a cut, the rest does not,

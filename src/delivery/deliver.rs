@@ -48,9 +48,7 @@ pub(super) async fn deliver(
             // The settler runs until every sender is gone, so this cannot fail.
             let _ = settle.send(s);
         }
-        None => {
-            core.in_flight.lock().unwrap().remove(&id);
-        }
+        None => core.store.release([id.as_str()]),
     }
 }
 
@@ -115,26 +113,22 @@ pub(super) async fn settler(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<Set
         })
         .await
         .expect("settling does not panic");
-        {
-            let mut in_flight = core.in_flight.lock().unwrap();
-            for (s, r) in &written {
-                in_flight.remove(&s.claimed.trace_id);
-                report(s, r);
-            }
+        for (s, r) in &written {
+            report(s, r);
         }
         // Retries now have their next due time: let the loop plan its next wake-up.
         core.wake.notify_one();
     }
 }
 
-/// Writes a batch of outcomes in one store transaction; a record an operator changed while
-/// it was in flight is left alone, one that no longer decodes is quarantined.
+/// Writes a batch of outcomes in one store transaction and releases their claims; a record
+/// that changed since its claim is left alone, one that no longer decodes is quarantined.
 fn write(core: &Core, batch: &[Settle]) -> Vec<Result<Updated, String>> {
     let limits = core.limits();
     let ids: Vec<&str> = batch.iter().map(|s| s.claimed.trace_id.as_str()).collect();
-    let results = core.store.update_many(&ids, |i, stored| {
+    let results = core.store.settle(&ids, |i, stored| {
         let s = &batch[i];
-        if !outcome::still_claimed(stored, &s.claimed) {
+        if !outcome::unchanged_since_claim(stored, &s.claimed) {
             return Change::Keep;
         }
         Change::Put(outcome::settle(
@@ -156,23 +150,11 @@ fn write(core: &Core, batch: &[Settle]) -> Vec<Result<Updated, String>> {
     }
 }
 
-/// Gives claims that were never sent back to the queue (blocking), no attempt spent.
+/// Gives claims that were never sent back to the queue, no attempt spent (nothing was
+/// written for them).
 pub(super) fn release(core: &Core, records: Vec<Record>) {
-    let now = now_ms();
-    let ids: Vec<&str> = records.iter().map(|r| r.trace_id.as_str()).collect();
-    let r = core.store.update_many(&ids, |i, stored| {
-        match outcome::still_claimed(stored, &records[i]) {
-            true => Change::Put(outcome::release(stored, now)),
-            false => Change::Keep,
-        }
-    });
-    if let Err(e) = r {
-        tracing::error!(error = %e, "releasing unsent claims failed; their leases make them due again");
-    }
-    let mut in_flight = core.in_flight.lock().unwrap();
-    for id in ids {
-        in_flight.remove(id);
-    }
+    core.store
+        .release(records.iter().map(|r| r.trace_id.as_str()));
 }
 
 /// Metrics and one log line for a written outcome.
@@ -211,7 +193,7 @@ fn report(s: &Settle, written: &Result<Updated, String>) {
         Err(e) => tracing::error!(
             trace_id,
             error = %e,
-            "writing a delivery outcome failed; the record is due again when its lease lapses"
+            "writing a delivery outcome failed; the record is due again"
         ),
     }
 }

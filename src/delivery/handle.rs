@@ -64,7 +64,6 @@ pub fn start(
         settings: d,
         store,
         state,
-        in_flight: Mutex::default(),
         next_auth_probe: Mutex::new(Instant::now()),
         wake,
     });

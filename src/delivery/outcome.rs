@@ -1,6 +1,6 @@
-//! How a record changes when it is claimed and when an attempt settles: pure functions that
-//! the worker runs inside `Store::update` (which may run them more than once, so they take
-//! the time and the random delay as arguments).
+//! How a record changes when an attempt settles: pure functions that the worker runs inside
+//! `Store::settle` (which may run them more than once, so they take the time and the random
+//! delay as arguments). A claim changes nothing stored (see `crate::store::claims`).
 
 use super::classify::{Reply, Verdict};
 use super::client::{Attempt, KEPT_BODY};
@@ -16,33 +16,13 @@ pub struct Limits {
     pub drop_payload_at_delivery: bool,
 }
 
-/// Claims `r` under a lease if it is due: in flight until `now + lease`. `None` when the
-/// record is not (or no longer) due, e.g. because an operator changed it meanwhile.
-pub fn claim(r: &Record, now_ms: i64, lease: Duration) -> Option<Record> {
-    let due = r.next_attempt_at_ms <= now_ms;
-    if !r.status.is_queued() || !due {
-        return None;
-    }
-    let mut n = r.clone();
-    n.status = Status::InFlight;
-    n.next_attempt_at_ms = now_ms.saturating_add(lease.as_millis() as i64);
-    n.last_attempt_at_ms = Some(now_ms);
-    Some(n)
-}
-
-/// Whether `stored` is still the claim this worker made (same lease start, still in
-/// flight). A record an operator replayed, edited or purged meanwhile is left alone.
-pub fn still_claimed(stored: &Record, claimed: &Record) -> bool {
-    stored.status == Status::InFlight && stored.last_attempt_at_ms == claimed.last_attempt_at_ms
-}
-
-/// Gives back a claim that was never sent (the circuit opened, delivery paused, or the
-/// worker stopped first): due again now, no attempt spent.
-pub fn release(r: &Record, now_ms: i64) -> Record {
-    let mut n = r.clone();
-    n.status = Status::Pending;
-    n.next_attempt_at_ms = now_ms;
-    n
+/// Whether `stored` is still the record that was claimed: claims keep operators' changes out
+/// (see `crate::store::claims`), so this is a last check that no other writer moved it.
+pub fn unchanged_since_claim(stored: &Record, claimed: &Record) -> bool {
+    stored.status.is_queued()
+        && stored.attempts == claimed.attempts
+        && stored.next_attempt_at_ms == claimed.next_attempt_at_ms
+        && stored.payload_hash == claimed.payload_hash
 }
 
 /// `detail` cut to at most [`KEPT_BODY`] bytes on a character boundary.
@@ -72,6 +52,7 @@ pub fn settle(
     limits: Limits,
 ) -> Record {
     let mut n = r.clone();
+    n.last_attempt_at_ms = Some(now_ms);
     n.last_status_code = match attempt.reply {
         Reply::Status(code) => Some(code),
         Reply::Transport(_) => None,
@@ -139,33 +120,28 @@ mod tests {
     fn claimed(attempts: u32) -> Record {
         let mut r = sample("trace-outcome");
         r.attempts = attempts;
-        claim(&r, T0 + 10, Duration::from_secs(60)).unwrap()
+        r
     }
 
     #[test]
-    fn a_claim_is_a_persisted_lease_and_only_due_queued_records_are_claimed() {
-        let r = sample("trace-outcome");
-        let c = claim(&r, T0 + 10, Duration::from_secs(60)).unwrap();
-        assert_eq!(c.status, Status::InFlight);
-        assert_eq!(c.next_attempt_at_ms, T0 + 10 + 60_000);
-        assert_eq!(c.last_attempt_at_ms, Some(T0 + 10));
-        assert!(
-            claim(&r, T0 - 1, Duration::from_secs(60)).is_none(),
-            "not due"
+    fn a_settle_checks_the_record_is_the_one_claimed_and_stamps_the_attempt() {
+        let c = claimed(0);
+        assert!(unchanged_since_claim(&c, &c));
+        let mut replayed = c.clone();
+        replayed.next_attempt_at_ms += 1;
+        assert!(!unchanged_since_claim(&replayed, &c));
+        let mut dead = c.clone();
+        dead.status = Status::Dead;
+        assert!(!unchanged_since_claim(&dead, &c));
+        let n = settle(
+            &c,
+            &attempt(Reply::Status(503), ""),
+            Verdict::Retry,
+            T0 + 5,
+            Duration::ZERO,
+            LIMITS,
         );
-        // A lease that lapsed can be claimed again; one that runs cannot.
-        assert!(claim(&c, T0 + 60_010, Duration::from_secs(60)).is_some());
-        assert!(claim(&c, T0 + 20, Duration::from_secs(60)).is_none());
-        let mut d = r.clone();
-        d.status = Status::Dead;
-        assert!(claim(&d, T0 + 10, Duration::from_secs(60)).is_none());
-        assert!(still_claimed(&c, &c));
-        assert!(!still_claimed(&r, &c));
-        let back = release(&c, T0 + 20);
-        assert_eq!(
-            (back.status, back.attempts, back.next_attempt_at_ms),
-            (Status::Pending, r.attempts, T0 + 20)
-        );
+        assert_eq!(n.last_attempt_at_ms, Some(T0 + 5));
     }
 
     #[test]

@@ -58,12 +58,18 @@ pub fn step(store: &Store, policy: Policy, now: i64, limit: usize) -> Result<Rep
     }
     let expired = store.delivered_before(TOMBSTONE, now - ms(policy.window), limit)?;
     report.more |= expired.len() == limit;
-    for (at, id) in expired {
-        let r = store.update(&id, |r| match r.status {
-            Status::Delivered => Change::Purge,
-            _ => Change::Keep,
+    // One transaction for the whole step: a purge of a drained backlog is many small removals.
+    let ids: Vec<&str> = expired.iter().map(|(_, id)| id.as_str()).collect();
+    let results = store.update_many(&ids, |_, r| match r.status {
+        Status::Delivered => Change::Purge,
+        _ => Change::Keep,
+    })?;
+    for ((at, id), r) in expired.iter().zip(results) {
+        let r = r.map_err(|reason| StoreError::Undecodable {
+            trace_id: id.clone(),
+            reason,
         });
-        if let Some(Updated::Purged) = settle(store, r, TOMBSTONE, at, &id)? {
+        if let Some(Updated::Purged) = settle(store, r, TOMBSTONE, *at, id)? {
             report.purged += 1;
         }
     }

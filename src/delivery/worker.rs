@@ -4,10 +4,10 @@
 //! The loop asks, in order: are we paused for credentials (then only a probe every
 //! `auth-probe-interval`), does the circuit allow sending (else wait for its cooldown), how
 //! many permits are free. It claims that many records plus up to `concurrency` more in one
-//! store round (each claim is a persisted lease, see [`super::outcome::claim`]), spawns
-//! deliveries for the free permits and keeps the rest ready for the next ones. Claims that
-//! cannot be sent because the circuit opened, delivery paused or shutdown began are released
-//! unsent: no attempt is spent. When there is nothing to do it waits for
+//! store round (claims are held in memory and write nothing, see `crate::store::claims`;
+//! only durable records are claimed), spawns deliveries for the free permits and keeps the
+//! rest ready for the next ones. Claims that cannot be sent because the circuit opened,
+//! delivery paused or shutdown began are released unsent: no attempt is spent. When there is nothing to do it waits for
 //! the first of: a new submission (the intake's `Notify`), new credentials, a delivery
 //! finishing, the next due time, or shutdown. The `Notify` futures are registered before the
 //! store is read, so a submission stored meanwhile is never missed.
@@ -17,8 +17,8 @@ use super::client::Dashboard;
 use super::outcome::Limits;
 use super::{deliver, DeliveryState};
 use crate::config::DeliverySettings;
-use crate::store::{now_ms, Change, Record, Store, StoreError, Updated};
-use std::collections::{HashSet, VecDeque};
+use crate::store::{now_ms, Record, Store, StoreError};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
@@ -47,7 +47,6 @@ pub struct Core {
     pub(super) settings: DeliverySettings,
     pub(super) state: Arc<DeliveryState>,
     pub(super) circuit: Mutex<Circuit>,
-    pub(super) in_flight: Mutex<HashSet<String>>,
     /// While paused: when the next credentials probe may go.
     pub(super) next_auth_probe: Mutex<Instant>,
     pub(super) wake: Arc<Notify>,
@@ -103,42 +102,16 @@ impl Core {
 
     /// Claims up to `want` due records that no task of ours is sending (blocking).
     fn claim(&self, want: usize) -> Result<Vec<Record>, StoreError> {
-        let now = now_ms();
-        let busy = self.in_flight.lock().unwrap().clone();
-        let due = self.store.due_until(now, want + busy.len())?;
-        let ids: Vec<&str> = due
-            .iter()
-            .map(|(_, id)| id.as_str())
-            .filter(|id| !busy.contains(*id))
-            .take(want)
-            .collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let claimed = self.store.claim_due(now_ms(), want)?;
+        for (id, reason) in &claimed.undecodable {
+            deliver::quarantine(&self.store, id, reason)?;
         }
-        let lease = self.settings.lease;
-        // One transaction for the whole batch: sled writes a log buffer per transaction.
-        let results =
-            self.store
-                .update_many(&ids, |_, r| match super::outcome::claim(r, now, lease) {
-                    Some(n) => Change::Put(n),
-                    None => Change::Keep,
-                })?;
-        let mut out = Vec::with_capacity(ids.len());
-        for (id, r) in ids.iter().zip(results) {
-            match r {
-                Ok(Updated::Put(r)) => out.push(r),
-                Ok(_) => {}
-                Err(reason) => deliver::quarantine(&self.store, id, &reason)?,
-            }
-        }
-        let mut in_flight = self.in_flight.lock().unwrap();
-        in_flight.extend(out.iter().map(|r| r.trace_id.clone()));
-        Ok(out)
+        Ok(claimed.records)
     }
 
     /// The earliest due time among records no task of ours is sending.
     fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
-        let busy = self.in_flight.lock().unwrap().clone();
+        let busy = self.store.claimed();
         Ok(self
             .store
             .due_until(i64::MAX, busy.len() + 1)?

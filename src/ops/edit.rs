@@ -42,6 +42,9 @@ pub fn edit(
     })?;
     match outcome {
         Updated::NotFound => bail!("no record with trace ID {trace_id}"),
+        Updated::Busy(_) => {
+            bail!("record {trace_id} is being delivered right now; retry when the attempt ends")
+        }
         Updated::Kept(r) if !editable(r.status) => bail!(
             "record {trace_id} is {}; only pending records and dead letters can be edited",
             r.status.as_str()

@@ -139,6 +139,9 @@ pub fn purge(store: &Store, q: &PurgeQuery, progress: Progress) -> anyhow::Resul
     Ok(report)
 }
 
+/// How long an erasure waits for the delivery of a record it must erase to end.
+const ERASE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn erase(
     store: &Store,
     needle: &str,
@@ -170,23 +173,32 @@ fn erase(
         report.erased = erase_ids.into_iter().chain(raw_ids).collect();
         report.audit_notes_scrubbed = scrub_ids.len() as u64;
     } else {
+        // A record being delivered is erased as soon as its attempt ends.
+        let busy = |id: &str| {
+            anyhow::anyhow!("record {id} was being delivered for over {ERASE_PATIENCE:?}; run the erasure again")
+        };
         for id in erase_ids {
-            let out = store.update(&id, |r| match record_mentions(r, needle) {
+            let decide = |r: &record::Record| match record_mentions(r, needle) {
                 true => Change::Purge,
                 false => Change::Keep,
-            })?;
-            if out == Updated::Purged {
-                report.erased.push(id);
+            };
+            match store.update_when_settled(&id, decide, ERASE_PATIENCE)? {
+                Updated::Purged => report.erased.push(id),
+                Updated::Busy(_) => return Err(busy(&id)),
+                _ => {}
             }
         }
         for id in scrub_ids {
-            store.update(&id, |r| {
+            let decide = |r: &record::Record| {
                 let mut n = r.clone();
                 for a in &mut n.audit {
                     a.note = a.note.as_deref().map(|t| scrub(t, needle));
                 }
                 Change::Put(n)
-            })?;
+            };
+            if let Updated::Busy(_) = store.update_when_settled(&id, decide, ERASE_PATIENCE)? {
+                return Err(busy(&id));
+            }
             report.audit_notes_scrubbed += 1;
         }
         // An undecodable entry cannot be read to be sure; it holds the address in its raw

@@ -43,10 +43,13 @@ pub struct Refusal {
     pub reason: String,
 }
 
-/// Why `r` may not be replayed, if it may not.
+const BEING_DELIVERED: &str = "being delivered right now; retry when the attempt ends";
+
+/// Why `r` may not be replayed, if it may not (a record being delivered is refused too: the
+/// store reports it as busy).
 pub fn refusal(r: &Record, force: bool) -> Option<&'static str> {
     match r.status {
-        Status::InFlight => Some("being delivered right now; retry when the attempt ends"),
+        Status::InFlight => Some(BEING_DELIVERED),
         Status::Delivered if !force => Some("already delivered; pass --force to send it again"),
         Status::Delivered if r.payload.is_none() => {
             Some("delivered and its payload was already dropped; nothing to send")
@@ -115,6 +118,7 @@ pub fn replay(store: &Store, q: &ReplayQuery, progress: Progress) -> anyhow::Res
         let outcome = if q.dry_run {
             match store.get(&id)? {
                 None => Updated::NotFound,
+                Some(r) if store.is_claimed(&id) => Updated::Busy(r),
                 Some(r) if refusal(&r, q.force).is_some() => Updated::Kept(r),
                 Some(r) => Updated::Put(r),
             }
@@ -126,6 +130,7 @@ pub fn replay(store: &Store, q: &ReplayQuery, progress: Progress) -> anyhow::Res
         };
         match outcome {
             Updated::NotFound => report.refused.push(refuse("no record with this trace ID")),
+            Updated::Busy(_) => report.refused.push(refuse(BEING_DELIVERED)),
             Updated::Kept(r) => report
                 .refused
                 .push(refuse(refusal(&r, q.force).unwrap_or("unchanged"))),

@@ -17,11 +17,17 @@
 //! flush had finished, and that flush started after its transaction. A duplicate found in a
 //! batch is answered after that batch's flush and fdatasync, which cover the original too (it
 //! was written earlier), so "already stored" is only said once the original is on disk.
+//!
+//! The delivery worker sends only what is durable: every batch gets a sequence number before
+//! its transaction, and [`Durable::wait`] blocks until the batches that had started when it
+//! was called are fdatasynced. A record the worker has read was written by such a batch, so
+//! no power cut can erase a record the dashboard already has.
 
 use super::tx::{submit_batch, SubmitOutcome};
 use super::{Record, StoreError, Syncer, Trees};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
@@ -36,15 +42,59 @@ struct Stored {
     replies: Vec<Reply>,
     outcomes: Result<Vec<SubmitOutcome>, StoreError>,
     started: Instant,
+    seq: u64,
+}
+
+/// Which committed batches are durable (see the module doc).
+#[derive(Default)]
+pub(super) struct Durable {
+    /// Sequence number of the last batch whose transaction began.
+    started: AtomicU64,
+    /// The last batch fdatasynced, and whether syncing failed.
+    synced: Mutex<(u64, bool)>,
+    changed: Condvar,
+}
+
+impl Durable {
+    fn begin(&self) -> u64 {
+        self.started.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn synced(&self, seq: u64, ok: bool) {
+        let mut s = self.synced.lock().unwrap();
+        s.0 = s.0.max(seq);
+        s.1 |= !ok;
+        self.changed.notify_all();
+    }
+
+    /// Blocks until every batch that had begun when called is fdatasynced. Errs once syncing
+    /// has failed: nothing written since can be made durable.
+    pub fn wait(&self) -> Result<(), StoreError> {
+        let target = self.started.load(Ordering::SeqCst);
+        let mut s = self.synced.lock().unwrap();
+        loop {
+            match *s {
+                (_, true) => {
+                    return Err(StoreError::Sync(
+                        "an fdatasync of the store failed; see the log".into(),
+                    ))
+                }
+                (synced, false) if synced >= target => return Ok(()),
+                _ => s = self.changed.wait(s).unwrap(),
+            }
+        }
+    }
 }
 
 pub(super) struct Committer {
     tx: Mutex<Option<mpsc::Sender<(Record, Reply)>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    pub durable: Arc<Durable>,
 }
 
 impl Committer {
     pub fn start(trees: Trees, syncer: Arc<Syncer>) -> Committer {
+        let durable = Arc::new(Durable::default());
         let (tx, rx) = mpsc::channel::<(Record, Reply)>();
         // Unbounded, yet never long: the committer's own flush paces it to the disk, and the
         // sync thread takes every waiting batch for one fdatasync.
@@ -52,17 +102,21 @@ impl Committer {
         let committer = std::thread::Builder::new()
             .name("outbox-committer".into())
             .spawn({
-                let syncer = syncer.clone();
-                move || commit_loop(rx, &trees, &syncer, stored_tx)
+                let (syncer, durable) = (syncer.clone(), durable.clone());
+                move || commit_loop(rx, &trees, &syncer, &durable, stored_tx)
             })
             .expect("spawn committer thread");
         let sync = std::thread::Builder::new()
             .name("outbox-sync".into())
-            .spawn(move || sync_loop(stored_rx, &syncer))
+            .spawn({
+                let durable = durable.clone();
+                move || sync_loop(stored_rx, &syncer, &durable)
+            })
             .expect("spawn sync thread");
         Committer {
             tx: Mutex::new(Some(tx)),
             threads: Mutex::new(vec![committer, sync]),
+            durable,
         }
     }
 
@@ -94,6 +148,7 @@ fn commit_loop(
     rx: mpsc::Receiver<(Record, Reply)>,
     trees: &Trees,
     syncer: &Syncer,
+    durable: &Durable,
     out: mpsc::Sender<Stored>,
 ) {
     while let Ok((r, reply)) = rx.recv() {
@@ -110,6 +165,7 @@ fn commit_loop(
             }
         }
         metrics::histogram!("outbox_commit_batch_size").record(records.len() as f64);
+        let seq = durable.begin();
         let outcomes = match syncer.failure() {
             // Once failed, nothing reaches sled until a restart.
             Some(e) => Err(StoreError::Sync(e)),
@@ -127,6 +183,7 @@ fn commit_loop(
                 replies,
                 outcomes,
                 started,
+                seq,
             })
             .is_err()
         {
@@ -135,13 +192,15 @@ fn commit_loop(
     }
 }
 
-fn sync_loop(rx: mpsc::Receiver<Stored>, syncer: &Syncer) {
+fn sync_loop(rx: mpsc::Receiver<Stored>, syncer: &Syncer, durable: &Durable) {
     while let Ok(first) = rx.recv() {
         let mut batches = vec![first];
         batches.extend(rx.try_iter());
         let sync_started = Instant::now();
         let synced = syncer.sync_data();
         metrics::histogram!("outbox_sync_seconds").record(sync_started.elapsed().as_secs_f64());
+        let last = batches.last().map_or(0, |b| b.seq);
+        durable.synced(last, synced.is_ok());
         for batch in batches {
             metrics::histogram!("outbox_commit_seconds")
                 .record(batch.started.elapsed().as_secs_f64());

@@ -3,20 +3,29 @@
 //! # Trees
 //! | tree         | key                                   | value                                  |
 //! |--------------|---------------------------------------|----------------------------------------|
-//! | `entries`    | trace ID (UTF-8)                      | `FORMAT_V1` byte + postcard [`Record`] |
+//! | `entries`    | trace ID (UTF-8)                      | format byte + postcard (see [`record`])|
 //! | `due`        | next attempt ms (u64 BE) ++ trace ID   | one status byte (`p`, `i`)             |
 //! | `queue`      | received ms (u64 BE) ++ trace ID       | empty                                  |
 //! | `counters`   | counter name                           | u64 BE                                 |
 //! | `quarantine` | original key                           | JSON: reason, time, original bytes     |
 //! | `done`       | `t`/`p` ++ delivered ms (u64 BE) ++ ID | empty (see [`done`])                   |
 //!
-//! `entries` is the source of truth. A record is in `due` exactly while its status is pending or
-//! in flight. `queue` orders by arrival the queued records that `due` cannot: those whose due
+//! `entries` is the source of truth. A record is in `due` exactly while its status is pending
+//! (or in flight, in stores from releases that wrote claims; see [`claims`]). `queue` orders by arrival the queued records that `due` cannot: those whose due
 //! time is no longer their receipt time ([`Record::in_queue_index`]). A new submission is due
 //! at its receipt time, so intake writes no `queue` entry; its first claim adds one. The oldest
 //! queued receipt time is then the earlier of `queue`'s first key and `due`'s first key when
 //! that record is still fresh (see [`Store::oldest_queued_ms`]).
 //! Every change to a record, its index entries and the counters is one sled transaction.
+//!
+//! # A record's life in writes
+//! - intake: the whole record and one `due` key (and the counters), in the committer's batch;
+//! - claim: nothing (claims are held in memory, see [`claims`]);
+//! - delivery: the record replaced by a small tombstone ([`record::Tombstone`]), its `due` key
+//!   removed and one `done` key added, in the settler's batch;
+//! - a failed attempt: the whole record with its retry state, its `due` key moved and a
+//!   `queue` key (see above);
+//! - purge after the idempotency window: the tombstone and its `done` key removed.
 //!
 //! # Durability
 //! sled's `flush()` is not an fsync (it ends in `sync_file_range`). A submission is answered
@@ -24,6 +33,7 @@
 //! `<data-dir>/db`, the file sled writes its log into. Segments are 8 MiB and bodies are
 //! capped well below 2 MiB so that no value ever goes to sled's never-fsynced `blobs/` files.
 
+pub mod claims;
 mod committer;
 pub mod counters;
 pub mod done;
@@ -32,6 +42,7 @@ pub mod maintenance;
 pub mod record;
 mod tx;
 
+pub use claims::Claimed;
 pub use counters::Counts;
 pub use record::{Receipt, Record, Status};
 pub use tx::{Change, SubmitOutcome, Updated};
@@ -171,6 +182,7 @@ pub struct Store {
     pub(crate) trees: Trees,
     syncer: Arc<Syncer>,
     committer: committer::Committer,
+    claims: claims::Claims,
 }
 
 impl Store {
@@ -221,6 +233,7 @@ impl Store {
             trees,
             syncer,
             committer,
+            claims: claims::Claims::default(),
         };
         let requeued = store.requeue_in_flight()?;
         if requeued > 0 {
@@ -248,20 +261,32 @@ impl Store {
         self.syncer.sync()
     }
 
+    /// The record under `trace_id`, shown as in flight while the delivery worker sends it.
     pub fn get(&self, trace_id: &str) -> Result<Option<Record>, StoreError> {
         match self.trees.entries.get(trace_id)? {
             None => Ok(None),
-            Some(v) => record::decode(&v)
-                .map(Some)
-                .map_err(|e| StoreError::Undecodable {
+            Some(v) => {
+                let mut r = record::decode(&v).map_err(|e| StoreError::Undecodable {
                     trace_id: trace_id.into(),
                     reason: e.to_string(),
-                }),
+                })?;
+                if r.status == Status::Pending && self.is_claimed(trace_id) {
+                    r.status = Status::InFlight;
+                }
+                Ok(Some(r))
+            }
         }
     }
 
+    /// The accounting counters. Claimed records are stored as pending and counted here as
+    /// in flight (see [`claims`]).
     pub fn counts(&self) -> Result<Counts, StoreError> {
-        Ok(Counts::from_tree(&self.trees.counters)?)
+        let claims = self.claims.lock();
+        let mut c = Counts::from_tree(&self.trees.counters)?;
+        let claimed = claims.len() as u64;
+        c.pending = c.pending.saturating_sub(claimed);
+        c.in_flight += claimed;
+        Ok(c)
     }
 
     /// Receipt time (ms) of the oldest record still waiting for delivery: the earlier of the

@@ -1,20 +1,28 @@
 //! The stored record and its encoding.
 //!
-//! Value layout in the `entries` tree: one format-version byte ([`FORMAT_V1`]) followed by the
-//! postcard encoding of [`Record`]. postcard has a specified, stable wire format; the version
-//! byte lets a later release change the struct and still read old records. A value that does
-//! not decode is never deleted: it is moved to the `quarantine` tree.
+//! Value layout in the `entries` tree: one format byte followed by a postcard encoding.
+//! - [`FORMAT_V1`]: a whole [`Record`] (pending, dead, or delivered with its payload kept).
+//! - [`FORMAT_TOMBSTONE`]: a delivered record whose payload is gone, as a [`Tombstone`]: what
+//!   idempotency, the purge and an operator's look-up need (trace ID, receipt, payload hash,
+//!   attempts, times, audit), about a fifth of a whole record. The client's address and user
+//!   agent are not kept past delivery.
+//!
+//! postcard has a specified, stable wire format; the format byte lets a later release change
+//! a struct and still read old values. A value that does not decode is never deleted: it is
+//! moved to the `quarantine` tree.
 
 use crate::intake::enrich::Enrichment;
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT_V1: u8 = 1;
+pub const FORMAT_TOMBSTONE: u8 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Status {
     /// Waiting for its next delivery attempt.
     Pending,
-    /// Claimed by the delivery worker under a lease.
+    /// Being sent by the delivery worker. Claims live in the worker's memory and are never
+    /// written; only stores written by releases that persisted leases hold this status.
     InFlight,
     /// Accepted by the dashboard; a tombstone kept for the idempotency window.
     Delivered,
@@ -89,9 +97,79 @@ pub enum DecodeError {
     Postcard(#[from] postcard::Error),
 }
 
+/// What is left of a delivered record once its payload is dropped (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub trace_id: String,
+    pub received_at_ms: i64,
+    pub received_at: String,
+    pub src: String,
+    pub form_type: String,
+    pub payload_hash: [u8; 32],
+    pub attempts: u32,
+    pub last_attempt_at_ms: Option<i64>,
+    pub last_status_code: Option<u16>,
+    pub delivered_at_ms: Option<i64>,
+    pub audit: Vec<AuditEntry>,
+}
+
+impl Tombstone {
+    fn of(r: &Record) -> Tombstone {
+        Tombstone {
+            trace_id: r.trace_id.clone(),
+            received_at_ms: r.received_at_ms,
+            received_at: r.enrichment.received_at.clone(),
+            src: r.enrichment.src.clone(),
+            form_type: r.enrichment.form_type.clone(),
+            payload_hash: r.payload_hash,
+            attempts: r.attempts,
+            last_attempt_at_ms: r.last_attempt_at_ms,
+            last_status_code: r.last_status_code,
+            delivered_at_ms: r.delivered_at_ms,
+            audit: r.audit.clone(),
+        }
+    }
+
+    fn into_record(self) -> Record {
+        Record {
+            status: Status::Delivered,
+            attempts: self.attempts,
+            received_at_ms: self.received_at_ms,
+            next_attempt_at_ms: self.received_at_ms,
+            last_attempt_at_ms: self.last_attempt_at_ms,
+            last_error: None,
+            last_status_code: self.last_status_code,
+            payload_hash: self.payload_hash,
+            payload: None,
+            enrichment: Enrichment {
+                received_at: self.received_at,
+                client_ip: String::new(),
+                user_agent: None,
+                trace_id: self.trace_id.clone(),
+                src: self.src,
+                form_type: self.form_type,
+            },
+            trace_id: self.trace_id,
+            delivered_at_ms: self.delivered_at_ms,
+            dead_at_ms: None,
+            audit: self.audit,
+        }
+    }
+}
+
+/// Whether `record` is stored as a [`Tombstone`]: delivered, payload dropped.
+pub fn is_tombstone(record: &Record) -> bool {
+    record.status == Status::Delivered && record.payload.is_none()
+}
+
 pub fn encode(record: &Record) -> Vec<u8> {
-    let mut out = vec![FORMAT_V1];
     // Serializing plain owned data into a Vec cannot fail.
+    if is_tombstone(record) {
+        let mut out = vec![FORMAT_TOMBSTONE];
+        out.extend(postcard::to_stdvec(&Tombstone::of(record)).expect("tombstone serializes"));
+        return out;
+    }
+    let mut out = vec![FORMAT_V1];
     out.extend(postcard::to_stdvec(record).expect("record serializes"));
     out
 }
@@ -100,6 +178,9 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     match bytes.split_first() {
         None => Err(DecodeError::Empty),
         Some((&FORMAT_V1, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((&FORMAT_TOMBSTONE, rest)) => {
+            Ok(postcard::from_bytes::<Tombstone>(rest)?.into_record())
+        }
         Some((&v, _)) => Err(DecodeError::UnknownVersion(v)),
     }
 }
@@ -216,6 +297,39 @@ mod tests {
     fn encode_decode_round_trip() {
         let r = sample("trace-0001");
         assert_eq!(decode(&encode(&r)).unwrap(), r);
+    }
+
+    #[test]
+    fn a_delivered_record_without_payload_is_stored_as_a_small_tombstone() {
+        let mut r = sample("trace-0001-delivered");
+        r.status = Status::Delivered;
+        r.attempts = 2;
+        r.last_attempt_at_ms = Some(1_700_000_000_500);
+        r.last_status_code = Some(204);
+        r.delivered_at_ms = Some(1_700_000_000_600);
+        r.enrichment.user_agent = Some("Mozilla/5.0 ".repeat(20));
+        let whole = encode(&r);
+        r.payload = None;
+        let small = encode(&r);
+        assert_eq!(small[0], FORMAT_TOMBSTONE);
+        assert!(
+            small.len() * 3 < whole.len(),
+            "{} vs {}",
+            small.len(),
+            whole.len()
+        );
+        let back = decode(&small).unwrap();
+        // What idempotency, the purge and inspect need survives; the client's address and
+        // user agent do not.
+        let mut expected = r.clone();
+        expected.enrichment.client_ip = String::new();
+        expected.enrichment.user_agent = None;
+        expected.next_attempt_at_ms = r.received_at_ms;
+        assert_eq!(back, expected);
+        assert_eq!(back.receipt(), r.receipt());
+        // A delivered record that keeps its payload (a retention) stays whole.
+        r.payload = Some("{}".into());
+        assert_eq!(encode(&r)[0], FORMAT_V1);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Transactions: every change to a record moves its index entries and counters with it.
 
-use super::counters::{self, Deltas};
+use super::counters::{self, Counts, Deltas};
 use super::done::done_keys;
 use super::keys;
 use super::record::{self, Receipt, Record, Status};
@@ -36,6 +36,8 @@ pub enum Change {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Updated {
     NotFound,
+    /// The delivery worker is sending this record right now: left as it is.
+    Busy(Record),
     Kept(Record),
     Put(Record),
     Purged,
@@ -50,8 +52,8 @@ type TxTrees = (
 );
 
 /// Writes `new` over `old` (either may be absent), keeping `due`, `queue`, `done` and the
-/// status counters in step. The old `queue` key is removed whenever the old record was queued,
-/// present or not (a removal and an insert of one key in one transaction are one write).
+/// status counters in step. Only index entries that exist are removed, so a delivery writes
+/// the record (a tombstone), one `due` removal and one `done` key.
 fn write(
     (entries, due, queue, _, done): &TxTrees,
     old: Option<&Record>,
@@ -62,6 +64,8 @@ fn write(
         deltas.status(o.status, -1);
         if o.status.is_queued() {
             due.remove(keys::time_key(o.next_attempt_at_ms, &o.trace_id))?;
+        }
+        if o.in_queue_index() {
             queue.remove(keys::time_key(o.received_at_ms, &o.trace_id))?;
         }
         for k in done_keys(o) {
@@ -185,12 +189,27 @@ pub(super) fn submit_batch(
 
 impl Store {
     /// Reads, decides and writes one record atomically. `decide` may run more than once
-    /// (sled retries conflicting transactions), so it must not have side effects.
+    /// (sled retries conflicting transactions), so it must not have side effects. A record
+    /// the delivery worker has claimed is not changed: [`Updated::Busy`].
     pub fn update<F: Fn(&Record) -> Change>(
         &self,
         trace_id: &str,
         decide: F,
     ) -> Result<Updated, StoreError> {
+        // Held across the write, so a claim cannot slip in between the check and the change.
+        let claims = self.claims.lock();
+        if claims.contains(trace_id) {
+            // Read as stored (`get` would take the claims lock again).
+            return Ok(match self.trees.entries.get(trace_id)? {
+                Some(v) => {
+                    Updated::Busy(record::decode(&v).map_err(|e| StoreError::Undecodable {
+                        trace_id: trace_id.into(),
+                        reason: e.to_string(),
+                    })?)
+                }
+                None => Updated::NotFound,
+            });
+        }
         self.trees.record_transaction([trace_id], |tx: &TxTrees| {
             let Some(v) = tx.0.get(trace_id.as_bytes())? else {
                 return Ok(Updated::NotFound);
@@ -205,10 +224,31 @@ impl Store {
     }
 
     /// [`Store::update`] for many records in ONE transaction (sled writes one log buffer per
-    /// transaction, so the delivery worker claims and settles in batches). `decide` gets each
+    /// transaction). Claimed records are left alone ([`Updated::Busy`]). `decide` gets each
     /// record's index in `ids`. A record that does not decode is left as it is and reported
     /// as `Err(reason)` in its slot (the caller quarantines it); the others still commit.
     pub fn update_many<F: Fn(usize, &Record) -> Change>(
+        &self,
+        ids: &[&str],
+        decide: F,
+    ) -> Result<Vec<Result<Updated, String>>, StoreError> {
+        let claims = self.claims.lock();
+        let busy: Vec<bool> = ids.iter().map(|id| claims.contains(*id)).collect();
+        let mut out = self.write_many(ids, |i, r| match busy[i] {
+            true => Change::Keep,
+            false => decide(i, r),
+        })?;
+        for (slot, busy) in out.iter_mut().zip(busy) {
+            if let (true, Ok(Updated::Kept(r))) = (busy, &slot) {
+                *slot = Ok(Updated::Busy(r.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Store::update_many`] without the claim check: for the settle, whose caller holds
+    /// the claims (see [`super::claims`]).
+    pub(super) fn write_many<F: Fn(usize, &Record) -> Change>(
         &self,
         ids: &[&str],
         decide: F,
@@ -296,9 +336,13 @@ impl Store {
         Ok(())
     }
 
-    /// Makes every in-flight record due now. Only one process can hold the directory, so at
-    /// open any lease belongs to a process that is gone.
+    /// Makes every in-flight record due now. Claims are no longer written, so only a store
+    /// written by an earlier release (which persisted leases) can hold in-flight records; its
+    /// `in_flight` counter says so, and a store without any is not scanned.
     pub(super) fn requeue_in_flight(&self) -> Result<usize, StoreError> {
+        if Counts::from_tree(&self.trees.counters)?.in_flight == 0 {
+            return Ok(0);
+        }
         let now = now_ms();
         let in_flight: Vec<String> = self
             .trees

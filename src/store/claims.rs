@@ -1,0 +1,208 @@
+//! Delivery claims, held in memory by the one process that owns the data directory.
+//!
+//! sled lets one process open the directory, so the worker that claims a record is the only
+//! one that could send it: a claim needs no write, and none is made. A claimed record stays
+//! in the store exactly as it was (pending, in `due` under its due time); after a crash it is
+//! simply due again, with the same trace ID and so the same `Idempotency-Key`, and the start
+//! needs no pass over the index. The write comes at the settle, and only what changed.
+//!
+//! While a record is claimed, [`Store::update`] leaves it alone ([`super::Updated::Busy`]),
+//! so an operator's edit, replay or purge can never change what is being sent. The claim set
+//! is also what [`Store::counts`] reports as `in_flight`: the lock that guards it is held
+//! across each settle's transaction, so the accounting identity holds at every read.
+//!
+//! Only durable records are claimed: [`Store::claim_due`] returns after the fdatasync that
+//! covers every batch it could have read (see [`super::committer`]).
+
+use super::record::{self, Record};
+use super::{Change, Store, StoreError, Updated};
+use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard};
+
+#[derive(Debug, Default)]
+pub(crate) struct Claims(Mutex<HashSet<String>>);
+
+impl Claims {
+    pub fn lock(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What [`Store::claim_due`] found.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// Now claimed, earliest due first.
+    pub records: Vec<Record>,
+    /// Due entries whose record does not decode, with the reason: the caller quarantines them.
+    pub undecodable: Vec<(String, String)>,
+}
+
+impl Store {
+    /// Claims up to `want` records due at or before `now_ms` that are not claimed already,
+    /// earliest due first. Blocks until they are durable (at most one group commit).
+    pub fn claim_due(&self, now_ms: i64, want: usize) -> Result<Claimed, StoreError> {
+        let mut out = Claimed::default();
+        {
+            let mut claims = self.claims.lock();
+            for (_, id) in self.due_until(now_ms, want + claims.len())? {
+                if out.records.len() == want {
+                    break;
+                }
+                if claims.contains(&id) {
+                    continue;
+                }
+                let Some(v) = self.trees.entries.get(id.as_bytes())? else {
+                    continue;
+                };
+                match record::decode(&v) {
+                    Ok(r) if r.status.is_queued() && r.next_attempt_at_ms <= now_ms => {
+                        claims.insert(id);
+                        out.records.push(r);
+                    }
+                    Ok(_) => {}
+                    Err(e) => out.undecodable.push((id, e.to_string())),
+                }
+            }
+        }
+        if let Err(e) = self.committer.durable.wait() {
+            self.release(out.records.iter().map(|r| r.trace_id.as_str()));
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    /// Gives claims back unsent: the records are due as they were, no attempt spent.
+    pub fn release<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut claims = self.claims.lock();
+        for id in ids {
+            claims.remove(id);
+        }
+    }
+
+    /// Writes the outcomes of claimed records in one transaction and releases their claims.
+    /// `decide` gets each record's index in `ids` and the stored record; the results are as
+    /// for [`Store::update`], with `Err(reason)` for a record that does not decode.
+    pub fn settle<F: Fn(usize, &Record) -> Change>(
+        &self,
+        ids: &[&str],
+        decide: F,
+    ) -> Result<Vec<Result<Updated, String>>, StoreError> {
+        let mut claims = self.claims.lock();
+        let out = self.write_many(ids, decide);
+        for id in ids {
+            claims.remove(*id);
+        }
+        out
+    }
+
+    /// [`Store::update`], waiting up to `patience` for a delivery of the record to end (for
+    /// changes that must not be skipped, like an erasure). Still [`Updated::Busy`] after it.
+    pub fn update_when_settled<F: Fn(&Record) -> Change>(
+        &self,
+        trace_id: &str,
+        decide: F,
+        patience: std::time::Duration,
+    ) -> Result<Updated, StoreError> {
+        let until = std::time::Instant::now() + patience;
+        loop {
+            match self.update(trace_id, &decide)? {
+                Updated::Busy(_) if std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                out => return Ok(out),
+            }
+        }
+    }
+
+    /// Whether the delivery worker is sending this record now.
+    pub fn is_claimed(&self, trace_id: &str) -> bool {
+        self.claims.lock().contains(trace_id)
+    }
+
+    /// The trace IDs claimed now.
+    pub fn claimed(&self) -> HashSet<String> {
+        self.claims.lock().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::record::{sample, Status};
+    use crate::store::{Change, Store, Updated};
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_claim_writes_nothing_and_shows_as_in_flight() {
+        let (_d, s) = open();
+        crate::store::tx::submit_batch(&s.trees, &[sample("trace-c001"), sample("trace-c002")])
+            .unwrap();
+        let before = s.trees.entries.get("trace-c001").unwrap();
+        let got = s.claim_due(i64::MAX, 1).unwrap();
+        assert_eq!(got.records.len(), 1);
+        assert_eq!(got.records[0].trace_id, "trace-c001");
+        assert_eq!(s.trees.entries.get("trace-c001").unwrap(), before);
+        let c = s.counts().unwrap();
+        assert_eq!((c.pending, c.in_flight), (1, 1));
+        assert!(c.balanced());
+        // Claimed records are not claimed twice.
+        let next = s.claim_due(i64::MAX, 5).unwrap();
+        assert_eq!(next.records.len(), 1);
+        assert_eq!(next.records[0].trace_id, "trace-c002");
+        assert!(s.claim_due(i64::MAX, 5).unwrap().records.is_empty());
+        s.release(["trace-c002"]);
+        assert_eq!(s.counts().unwrap().in_flight, 1);
+    }
+
+    #[test]
+    fn an_operator_change_to_a_claimed_record_is_refused_until_it_settles() {
+        let (_d, s) = open();
+        crate::store::tx::submit_batch(&s.trees, &[sample("trace-c003")]).unwrap();
+        s.claim_due(i64::MAX, 1).unwrap();
+        let dead = |r: &crate::store::Record| {
+            let mut n = r.clone();
+            n.status = Status::Dead;
+            Change::Put(n)
+        };
+        assert!(matches!(
+            s.update("trace-c003", dead).unwrap(),
+            Updated::Busy(r) if r.status == Status::Pending
+        ));
+        let out = s
+            .settle(&["trace-c003"], |_, r| {
+                let mut n = r.clone();
+                n.status = Status::Delivered;
+                n.payload = None;
+                Change::Put(n)
+            })
+            .unwrap();
+        assert!(matches!(&out[0], Ok(Updated::Put(r)) if r.status == Status::Delivered));
+        assert!(!s.is_claimed("trace-c003"));
+        let c = s.counts().unwrap();
+        assert_eq!((c.pending, c.in_flight, c.delivered), (0, 0, 1));
+        assert!(matches!(
+            s.update("trace-c003", |_| Change::Purge).unwrap(),
+            Updated::Purged
+        ));
+    }
+
+    #[test]
+    fn claimed_records_are_due_again_after_reopen_without_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        {
+            let s = Store::open(&path).unwrap();
+            crate::store::tx::submit_batch(&s.trees, &[sample("trace-c004")]).unwrap();
+            assert_eq!(s.claim_due(i64::MAX, 1).unwrap().records.len(), 1);
+            s.sync().unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let c = s.counts().unwrap();
+        assert_eq!((c.pending, c.in_flight), (1, 0));
+        assert_eq!(s.claim_due(i64::MAX, 1).unwrap().records.len(), 1);
+    }
+}
