@@ -3,7 +3,7 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::intake::enrich::{cut_user_agent, format_time, Enrichment};
-use crate::intake::{client_ip, form_type, parse, trace_id};
+use crate::intake::{form_type, parse, trace_id};
 use crate::store::{Record, StoreError, SubmitOutcome};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -100,17 +100,7 @@ pub async fn collect(
     let answer = async {
         state.admission.check()?;
 
-        let forwarded: Vec<Option<&str>> = headers
-            .get_all("forwarded")
-            .iter()
-            .map(|v| v.to_str().ok())
-            .collect();
-        let xff: Vec<Option<&str>> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| v.to_str().ok())
-            .collect();
-        let ip = client_ip::resolve(peer.ip(), &forwarded, &xff, &state.settings.trusted_proxies);
+        let ip = state.settings.client_ip.client(peer.ip(), &headers);
         let user_agent = headers
             .get(header::USER_AGENT)
             .map(|v| cut_user_agent(&String::from_utf8_lossy(v.as_bytes())));
