@@ -109,6 +109,10 @@ fn bad_settings_exit_2_with_a_message_naming_the_setting() {
         (vec!["--max-body", "5MiB"], "max-body"),
         (vec!["--trusted-proxies", "10.0.0.0/33"], "trusted-proxies"),
         (
+            vec!["--client-ip-header", "x-forwarded-for, forwarded"],
+            "client-ip-header",
+        ),
+        (
             vec!["--cors-origins", "https://example.com/path"],
             "cors-origins",
         ),

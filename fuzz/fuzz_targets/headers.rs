@@ -1,6 +1,6 @@
 //! Fuzzes the header-derived identity of a request: the client address (trusted-proxy walk
-//! over `Forwarded` / `X-Forwarded-For`) and the trace ID (`Idempotency-Key`, `X-Trace-Id`,
-//! body field).
+//! over the one configured header, with the grammar of `Forwarded` or of `X-Forwarded-For`)
+//! and the trace ID (`Idempotency-Key`, `X-Trace-Id`, body field).
 //!
 //! Input layout, one item per line, so seed files stay readable:
 //! - line 1: the socket peer address (the input is skipped when it is not an address);
@@ -13,8 +13,9 @@
 //! Invariants:
 //! - an untrusted peer is always the answer, whatever the headers say;
 //! - the answer is canonical (no IPv4-mapped IPv6) and is either the peer or an address written
-//!   in the header that was consulted (`Forwarded` when present, else `X-Forwarded-For`);
-//! - with no forwarded headers, the answer is the peer;
+//!   in the header that was consulted (the `F:` lines are tried as a configured `Forwarded`,
+//!   the `X:` lines as a configured `X-Forwarded-For`);
+//! - with no values of the consulted header, the answer is the peer;
 //! - an accepted trace ID matches `[A-Za-z0-9._:-]{8,128}` and is exactly the value of the first
 //!   source present; no source gives `None`; an invalid first source is an error whose message
 //!   is one printable ASCII line (it is sent back to clients).
@@ -22,7 +23,7 @@
 
 use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
-use outbox::intake::client_ip::{resolve, TrustedProxies};
+use outbox::intake::client_ip::{resolve, ForwardedHeader, TrustedProxies};
 use outbox::intake::trace_id::{choose, is_valid};
 use serde_json::{Map, Value};
 use std::net::IpAddr;
@@ -74,29 +75,29 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    check_client_ip(peer, &forwarded, &xff, &trusted);
+    check_client_ip(peer, &ForwardedHeader::Forwarded, &forwarded, &trusted);
+    check_client_ip(peer, &ForwardedHeader::default(), &xff, &trusted);
     check_trace_id(idempotency_key, x_trace_id, &fields);
 });
 
 fn check_client_ip(
     peer: IpAddr,
-    forwarded: &[Option<&str>],
-    xff: &[Option<&str>],
+    header: &ForwardedHeader,
+    values: &[Option<&str>],
     trusted: &TrustedProxies,
 ) {
-    let got = resolve(peer, forwarded, xff, trusted);
+    let got = resolve(peer, header, values, trusted);
     let peer = peer.to_canonical();
     assert_eq!(got, got.to_canonical(), "answer is not canonical");
-    if !trusted.contains(peer) || (forwarded.is_empty() && xff.is_empty()) {
+    if !trusted.contains(peer) || values.is_empty() {
         assert_eq!(got, peer, "the peer must be the answer here");
         return;
     }
-    let consulted = if forwarded.is_empty() { xff } else { forwarded };
     if got != peer {
-        let written = addresses_written_in(consulted);
+        let written = addresses_written_in(values);
         assert!(
             written.contains(&got),
-            "{got} is neither the peer {peer} nor written in {consulted:?}"
+            "{got} is neither the peer {peer} nor written in {values:?}"
         );
     }
 }

@@ -111,6 +111,11 @@ pub const SPECS: &[Spec] = &[
         "comma-separated CIDRs whose forwarded headers are believed",
     ),
     s(
+        "client-ip-header",
+        Some("x-forwarded-for"),
+        "the one header the trusted proxy maintains with the client address (x-forwarded-for, forwarded, x-real-ip, ...); no other is read",
+    ),
+    s(
         "rate-limit",
         Some("10/s"),
         "per-client request rate, e.g. 10/s or 600/m; off disables",

@@ -2,7 +2,7 @@
 
 use super::spec::{find, Spec};
 use super::{boolean, duration, list, rate, size, Layers, Source};
-use crate::intake::client_ip::TrustedProxies;
+use crate::intake::client_ip::{ClientIpRule, ForwardedHeader, TrustedProxies};
 use crate::intake::form_type::{self, Rule};
 use anyhow::{anyhow, bail};
 use std::collections::BTreeMap;
@@ -35,7 +35,8 @@ pub struct Settings {
     pub log_level: String,
     pub cors_origins: Vec<String>,
     pub cors_reject: bool,
-    pub trusted_proxies: TrustedProxies,
+    /// Trusted proxies and the one header of theirs that names the client.
+    pub client_ip: ClientIpRule,
     pub honeypot_field: Option<String>,
     pub form_rules: Vec<Rule>,
     pub limits: LimitSettings,
@@ -238,7 +239,10 @@ impl Settings {
             log_format,
             log_level: r.string("log-level").unwrap_or_else(|| "info".into()),
             cors_reject: r.req("cors-reject", boolean)?,
-            trusted_proxies: TrustedProxies(trusted),
+            client_ip: ClientIpRule {
+                trusted: TrustedProxies(trusted),
+                header: r.req("client-ip-header", ForwardedHeader::parse)?,
+            },
             honeypot_field: r.string("honeypot-field"),
             form_rules,
             limits,

@@ -2,6 +2,9 @@
 //!
 //! Stored data is never deleted to make room. The limits are `max-pending` records waiting for
 //! delivery, `max-outbox-bytes` for the data directory and `min-free-disk` on its filesystem.
+//! They apply to new records only: the intake handler answers a retry of a stored submission
+//! (its duplicate) even at a limit, and looks in the store only when a limit refuses, so the
+//! request path below the limits reads nothing.
 //! Disk figures are sampled by [`Admission::refresh`] (once a second from the app), so a
 //! request never walks the directory.
 
@@ -76,34 +79,34 @@ impl Admission {
         (queued >= self.limits.max_pending).then_some(Refusal::OutboxFull)
     }
 
-    /// Admits one submission, or says why not.
-    pub fn check(&self) -> Result<(), ApiError> {
-        let refusal = self.refusal();
-        if let Some(r) = refusal {
-            let reason = match r {
-                Refusal::OutboxFull => "outbox_full",
-                Refusal::DiskLow => "disk_low",
-            };
-            metrics::counter!("outbox_intake_refused_total", "reason" => reason).increment(1);
-        }
-        match refusal {
+    /// Admits one submission, or says why not (nothing is counted as refused yet: the
+    /// caller may still find that the submission is a retry of a stored one).
+    pub fn admit(&self) -> Result<(), Refusal> {
+        match self.refusal() {
+            Some(r) => Err(r),
             None => {
                 self.admitted_since.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Some(Refusal::DiskLow) => Err(ApiError::new(
-                503,
-                "disk_low",
-                "the outbox disk is nearly full; the submission was not stored, retry later",
-            )
-            .retry_after(60)),
-            Some(Refusal::OutboxFull) => Err(ApiError::new(
-                503,
+        }
+    }
+}
+
+impl Refusal {
+    /// Counts the refusal and makes its 503 answer.
+    pub fn answer(self) -> ApiError {
+        let (code, message) = match self {
+            Refusal::OutboxFull => (
                 "outbox_full",
                 "the outbox holds as many undelivered submissions as it may; retry later",
-            )
-            .retry_after(60)),
-        }
+            ),
+            Refusal::DiskLow => (
+                "disk_low",
+                "the outbox disk is nearly full; the submission was not stored, retry later",
+            ),
+        };
+        metrics::counter!("outbox_intake_refused_total", "reason" => code).increment(1);
+        ApiError::new(503, code, message).retry_after(60)
     }
 }
 

@@ -3,7 +3,7 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::intake::enrich::{cut_user_agent, format_time, Enrichment};
-use crate::intake::{client_ip, form_type, parse, trace_id};
+use crate::intake::{form_type, parse, trace_id};
 use crate::store::{Record, StoreError, SubmitOutcome};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -68,6 +68,8 @@ pub async fn collect(
         &fields,
     )
     .map_err(|e| ApiError::new(400, "invalid_trace_id", e.to_string()))?;
+    // A generated ID is new by construction: it is never looked up.
+    let client_chose_id = chosen.is_some();
     let trace_id = chosen.unwrap_or_else(trace_id::generate);
 
     let honeypot = state.settings.honeypot_field.as_deref();
@@ -98,19 +100,8 @@ pub async fn collect(
     }
     // From here on the trace ID is known: an error's log line names the submission too.
     let answer = async {
-        state.admission.check()?;
-
-        let forwarded: Vec<Option<&str>> = headers
-            .get_all("forwarded")
-            .iter()
-            .map(|v| v.to_str().ok())
-            .collect();
-        let xff: Vec<Option<&str>> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| v.to_str().ok())
-            .collect();
-        let ip = client_ip::resolve(peer.ip(), &forwarded, &xff, &state.settings.trusted_proxies);
+        let admitted = state.admission.admit();
+        let ip = state.settings.client_ip.client(peer.ip(), &headers);
         let user_agent = headers
             .get(header::USER_AGENT)
             .map(|v| cut_user_agent(&String::from_utf8_lossy(v.as_bytes())));
@@ -128,6 +119,13 @@ pub async fn collect(
             },
             now_ms,
         );
+        if let Err(refusal) = admitted {
+            // Limits apply to new records only: a retry of a stored submission goes on to
+            // the store, which answers it as a duplicate (or a conflict) and stores nothing.
+            if !(client_chose_id && already_stored(&state, &trace_id).await) {
+                return Err(refusal.answer());
+            }
+        }
         let outcome = state.store.submit(record).await;
         // Only answers that went through the store: fast refusals would flatter the figure.
         metrics::histogram!("outbox_intake_seconds").record(started.elapsed().as_secs_f64());
@@ -156,6 +154,21 @@ pub async fn collect(
     }
     .await;
     answer.map_err(|e| e.for_submission(log))
+}
+
+/// Whether a record is stored under `trace_id`. Asked only when a limit refuses intake, so
+/// the request path below the limits never reads the store. A read error counts as "no":
+/// the client then gets the limit's 503 and retries later.
+async fn already_stored(state: &AppState, trace_id: &str) -> bool {
+    let (store, id) = (state.store.clone(), trace_id.to_owned());
+    match tokio::task::spawn_blocking(move || store.get(&id)).await {
+        Ok(Ok(found)) => found.is_some(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, trace_id = %trace_id, "store read failed while at an intake limit");
+            false
+        }
+        Err(_) => false,
+    }
 }
 
 /// The body of `202 Accepted` and of a duplicate's `200`.

@@ -1,7 +1,7 @@
 //! Rate limits for the intake route, checked before the body is read.
 //!
 //! Each client gets `rate-limit` with `rate-burst` on top (governor's GCRA), keyed by the
-//! address the trusted-proxy rule yields ([`client_ip::resolve`]), so clients behind a proxy
+//! address the trusted-proxy rule yields ([`ClientIpRule`]), so clients behind a proxy
 //! are told apart and a client cannot pick its own key with a forged header. An optional
 //! `global-rate-limit` bounds all clients together. A refusal is a 429 with `Retry-After` in
 //! the usual JSON error shape. Health and metrics routes are not behind this layer.
@@ -14,7 +14,7 @@
 
 use super::error::ApiError;
 use crate::config::{LimitSettings, Settings};
-use crate::intake::client_ip::{self, TrustedProxies};
+use crate::intake::client_ip::ClientIpRule;
 use axum::extract::{ConnectInfo, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -120,12 +120,12 @@ impl BoundedKeyedLimiter {
 pub struct RateLimits {
     per_client: Option<BoundedKeyedLimiter>,
     global: Option<DefaultDirectRateLimiter>,
-    trusted: TrustedProxies,
+    client_ip: ClientIpRule,
 }
 
 impl RateLimits {
     /// `None` when both limits are off.
-    pub fn from_settings(limits: &LimitSettings, trusted: &TrustedProxies) -> Option<RateLimits> {
+    pub fn from_settings(limits: &LimitSettings, client_ip: &ClientIpRule) -> Option<RateLimits> {
         let burst = NonZeroU32::new(limits.rate_burst).unwrap_or(NonZeroU32::MIN);
         let per_client = limits
             .rate_limit
@@ -136,7 +136,7 @@ impl RateLimits {
         (per_client.is_some() || global.is_some()).then(|| RateLimits {
             per_client,
             global,
-            trusted: trusted.clone(),
+            client_ip: client_ip.clone(),
         })
     }
 
@@ -174,7 +174,7 @@ fn refused(scope: &'static str, wait: Duration) -> ApiError {
 
 /// Puts the configured limits in front of the intake routes (nothing when both are off).
 pub fn apply(api: Router, settings: &Settings) -> Router {
-    match RateLimits::from_settings(&settings.limits, &settings.trusted_proxies) {
+    match RateLimits::from_settings(&settings.limits, &settings.client_ip) {
         Some(l) => api.layer(middleware::from_fn_with_state(Arc::new(l), enforce)),
         None => api,
     }
@@ -186,7 +186,7 @@ pub async fn enforce(
     req: Request,
     next: Next,
 ) -> Response {
-    let client = client_of(&req, &limits.trusted);
+    let client = client_of(&req, &limits.client_ip);
     match limits.check(client) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
@@ -194,30 +194,25 @@ pub async fn enforce(
 }
 
 /// The client address by the same trusted-proxy rule as the submission's `client_ip`.
-fn client_of(req: &Request, trusted: &TrustedProxies) -> IpAddr {
+fn client_of(req: &Request, rule: &ClientIpRule) -> IpAddr {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let values = |name: &str| -> Vec<Option<&str>> {
-        req.headers()
-            .get_all(name)
-            .iter()
-            .map(|v| v.to_str().ok())
-            .collect()
-    };
-    client_ip::resolve(
-        peer,
-        &values("forwarded"),
-        &values("x-forwarded-for"),
-        trusted,
-    )
+    rule.client(peer, req.headers())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn loopback() -> ClientIpRule {
+        ClientIpRule {
+            trusted: crate::intake::client_ip::TrustedProxies::loopback(),
+            header: Default::default(),
+        }
+    }
 
     fn addr(i: u32) -> IpAddr {
         IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))
@@ -278,7 +273,7 @@ mod tests {
             max_outbox_bytes: 1,
             min_free_disk: 0,
         };
-        let r = RateLimits::from_settings(&limits, &TrustedProxies::loopback()).unwrap();
+        let r = RateLimits::from_settings(&limits, &loopback()).unwrap();
         let ip = addr(7);
         let passed = (0..25).filter(|_| r.check(ip).is_ok()).count();
         assert_eq!(
@@ -293,6 +288,6 @@ mod tests {
             rate_limit: None,
             ..limits
         };
-        assert!(RateLimits::from_settings(&off, &TrustedProxies::loopback()).is_none());
+        assert!(RateLimits::from_settings(&off, &loopback()).is_none());
     }
 }

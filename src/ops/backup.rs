@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 pub const MANIFEST_NAME: &str = "outbox-backup.json";
@@ -86,6 +86,7 @@ fn finish(db: sled::Db, dest: &Path, method: &str) -> anyhow::Result<Manifest> {
     let (counts, record_count, sum) = digest(&db)?;
     sync_raw(&db, dest)?;
     drop(db);
+    private_modes(dest)?;
     let manifest = Manifest {
         format: 1,
         created_at: super::rfc3339(crate::store::now_ms()),
@@ -103,11 +104,35 @@ fn finish(db: sled::Db, dest: &Path, method: &str) -> anyhow::Result<Manifest> {
 
 fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     f.write_all(bytes)?;
     f.sync_all()?;
     fs::rename(&tmp, path)?;
     File::open(path.parent().expect("a file in a directory"))?.sync_all()?;
+    Ok(())
+}
+
+/// Makes everything under `dir` readable by its owner only (files 0600, directories 0700),
+/// whatever the umask of the process that wrote it: a backup holds every form post.
+fn private_modes(dir: &Path) -> anyhow::Result<()> {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict {}", dir.display()))?;
+    for entry in fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            private_modes(&entry.path())?;
+        } else if kind.is_file() {
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot restrict {}", entry.path().display()))?;
+        }
+    }
     Ok(())
 }
 
