@@ -5,6 +5,7 @@ pub mod collect;
 pub mod cors;
 pub mod error;
 pub mod health;
+pub mod known_series;
 pub mod metrics;
 pub mod rate_limit;
 
