@@ -6,7 +6,8 @@
 //! as nginx in front of outbox would pass it), a proxy's HTML error page, or "store, then lose
 //! the answer" (forward to outbox, then close the connection without a reply: the post is
 //! stored while the page sees a network error). For each, the page must say what happened,
-//! keep the visitor's text after a refusal, and never turn a resend into a 409.
+//! keep the visitor's text after a refusal, and never turn a resend into a 409. And with
+//! JavaScript off, the plain post still works: it is stored and its receipt shows in the frame.
 
 mod browser_support;
 mod common;
@@ -215,3 +216,81 @@ async fn status_count(app: &TestApp, status: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
         .unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_javascript_the_plain_post_is_stored_and_its_answer_shows_in_the_frame() {
+    let Some(tools) = browser_tools() else { return };
+    let site = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let site_origin = format!("http://{}", site.local_addr().unwrap());
+    let app = spawn_app(&["--cors-origins", &site_origin]).await;
+    serve_page(site, &app.url("/api/collect"));
+    let driver = ChromeDriver::start(&tools);
+    let browser = driver.new_session_with_javascript(&tools, false).await;
+
+    let scenario = tokio::spawn(post_without_javascript(browser.clone(), site_origin));
+    let outcome = scenario.await;
+    browser.quit().await;
+    drop(driver);
+    let answer = match outcome {
+        Ok(answer) => answer,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+
+    let receipt: Value = serde_json::from_str(&answer).expect("the frame shows JSON");
+    assert_eq!(receipt["status"], "accepted", "{answer}");
+    let (_, health) = app.get_json("/health/detailed").await;
+    assert_eq!(health["counts"]["accepted"], 1, "{health}");
+    let tmp = app.stop().await;
+    let store = outbox::store::Store::open(&tmp.as_ref().unwrap().path().join("data")).unwrap();
+    let id = receipt["trace_id"].as_str().unwrap();
+    let record = store
+        .get(id)
+        .unwrap()
+        .expect("the receipt's trace ID is stored");
+    let payload: Value = serde_json::from_str(record.payload.as_deref().unwrap()).unwrap();
+    assert_eq!(payload["via"], "form", "{payload}");
+    assert_eq!(payload["message"], "Hello without scripts", "{payload}");
+}
+
+/// Checks the page's hint, fills and submits the form as the browser does on its own, and
+/// answers the text outbox's answer left in the frame.
+async fn post_without_javascript(browser: Session, site: String) -> String {
+    browser.goto(&format!("{site}/")).await;
+    let page = browser.run(NO_SCRIPT_FILL_AND_SUBMIT, json!(null)).await;
+    assert_eq!(page["scriptRan"], false, "the page's script is off: {page}");
+    assert!(
+        page["text"].as_str().unwrap().contains("JavaScript is off"),
+        "the <noscript> hint shows: {page}"
+    );
+    let deadline = std::time::Instant::now() + browser_support::PATIENCE;
+    loop {
+        browser.enter_frame(0).await;
+        let text = browser.run(FRAME_TEXT, json!(null)).await;
+        let text = text.as_str().unwrap_or("").to_owned();
+        if !text.is_empty() {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer in the frame"
+        );
+        browser.goto_parent().await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+const NO_SCRIPT_FILL_AND_SUBMIT: &str = r#"
+const done = arguments[arguments.length - 1];
+const form = document.getElementById("contact");
+form.elements.email.value = "nojs@example.com";
+form.elements.message.value = "Hello without scripts";
+const scriptRan = form.elements.trace_id.value !== "";
+const text = document.body.innerText;
+form.querySelector("button[type=submit]").click();
+done({ scriptRan, text });
+"#;
+
+const FRAME_TEXT: &str = r#"
+const done = arguments[arguments.length - 1];
+done(document.body ? document.body.innerText : "");
+"#;

@@ -92,6 +92,12 @@ impl ChromeDriver {
 
     /// Waits for chromedriver, then opens headless Chromium with a fresh profile.
     pub async fn new_session(&self, tools: &Tools) -> Session {
+        self.new_session_with_javascript(tools, true).await
+    }
+
+    /// A session whose pages run their scripts, or not (a visitor with JavaScript off;
+    /// WebDriver's own scripts still run).
+    pub async fn new_session_with_javascript(&self, tools: &Tools, javascript: bool) -> Session {
         let http = reqwest::Client::builder()
             .timeout(PATIENCE)
             .build()
@@ -112,7 +118,9 @@ impl ChromeDriver {
         let args = chromium_args(profile.path());
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {"binary": tools.chromium, "args": args},
+            "goog:chromeOptions": {"binary": tools.chromium, "args": args, "prefs": {
+                "profile.managed_default_content_settings.javascript": if javascript { 1 } else { 2 },
+            }},
         }}});
         let created = command(
             &http,
@@ -187,6 +195,28 @@ impl Session {
             body,
         )
         .await
+    }
+
+    /// Makes the page itself the context of the next scripts again.
+    pub async fn goto_parent(&self) {
+        command(
+            &self.http,
+            reqwest::Method::POST,
+            format!("{}/frame/parent", self.url),
+            json!({}),
+        )
+        .await;
+    }
+
+    /// Makes the `index`th frame of the page the context of the next scripts.
+    pub async fn enter_frame(&self, index: u32) {
+        command(
+            &self.http,
+            reqwest::Method::POST,
+            format!("{}/frame", self.url),
+            json!({"id": index}),
+        )
+        .await;
     }
 
     pub async fn quit(&self) {
