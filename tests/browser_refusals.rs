@@ -161,10 +161,25 @@ async fn scenarios(browser: Session, site: String, script: Script, app: TestApp)
         );
     }
     assert_eq!(status_count(&app, "409").await, 0, "no resend met a 409");
+
+    // A 409 all the same (the ID was used elsewhere, say in another tab): the page takes a
+    // new trace ID and sends once more.
+    queue(vec![refusal(
+        409,
+        "idempotency_conflict",
+        "trace ID used for a different payload",
+    )]);
+    let got = send(&browser, "button[type=submit]", Some("form")).await;
+    assert_eq!(got["result"], "ok", "{got}");
+    let used = got["traceId"].as_str().unwrap();
+    assert!(
+        !got["text"].as_str().unwrap().contains(used),
+        "a new trace ID: {got}"
+    );
     let (_, health) = app.get_json("/health/detailed").await;
     assert_eq!(
-        health["counts"]["accepted"], 4,
-        "the lost form post, the two lost fetch posts and the edited resend: {health}"
+        health["counts"]["accepted"], 5,
+        "the lost form post, the two lost fetch posts, the edited resend, the post after the 409: {health}"
     );
     app.stop().await;
 }
