@@ -4,27 +4,17 @@
 //! then a page from an origin that is not allowed tries to post and must not read the answer.
 //!
 //! CORS, preflights and beacons are browser behaviour that no HTTP client in a test reproduces,
-//! so this is the one test that needs a browser. Chromium is driven through chromedriver with
-//! the few WebDriver commands it needs (new session, go to a URL, run a script, end the
-//! session), spoken as plain JSON over the HTTP client the crate already has, so `cargo test`
-//! stays the single test command. When chromium or chromedriver is missing the test prints a
-//! loud SKIP and passes, except under CI (`CI` set), where it fails: `.ci/run` installs them.
+//! so these need a browser (harness in `browser_support`; `browser_refusals.rs` covers the
+//! page's answers to refusals and lost answers).
 
+mod browser_support;
 mod common;
 
-use common::{free_port, spawn_app};
+use browser_support::{browser_tools, serve_page, ChromeDriver, Session, PATIENCE};
+use common::spawn_app;
 use outbox::store::Store;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The example page, with this placeholder as its form's action.
-const PAGE: &str = include_str!("../ops/site-example/index.html");
-const PLACEHOLDER_ENDPOINT: &str = "https://forms.example.com/api/collect";
-
-/// Bound on every wait in this file, so a broken browser fails the test instead of hanging it.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_on_an_allowed_origin_submits_three_ways_and_other_origins_cannot_read_answers() {
@@ -80,6 +70,10 @@ async fn a_page_on_an_allowed_origin_submits_three_ways_and_other_origins_cannot
         assert_eq!(payload["email"], format!("{via}@example.com"), "{payload}");
         assert_eq!(payload["message"], format!("Hello by {via}"), "{payload}");
         assert_eq!(record.enrichment.form_type, "contact");
+        assert!(
+            payload.get("website").is_none(),
+            "the empty honeypot field is not sent on: {payload}"
+        );
     }
     for trace_id in &sent.refused {
         assert!(store.get(trace_id).unwrap().is_none(), "{trace_id} stored");
@@ -98,9 +92,7 @@ struct Sent {
 async fn submit_from_both_origins(browser: Session, site: String, other: String) -> Sent {
     browser.goto(&format!("{site}/")).await;
 
-    let fetch = browser
-        .fill_and_click("fetch", "#send-fetch", WAIT_FOR_STATUS)
-        .await;
+    let fetch = fill_and_click(&browser, "fetch", "#send-fetch", WAIT_FOR_STATUS).await;
     assert_eq!(fetch["result"], "ok", "{fetch}");
     let fetch_id = fetch["traceId"].as_str().unwrap().to_owned();
     assert!(
@@ -108,14 +100,17 @@ async fn submit_from_both_origins(browser: Session, site: String, other: String)
         "the page read the receipt of its fetch: {fetch}"
     );
 
-    let form = browser
-        .fill_and_click("form", "button[type=submit]", WAIT_FOR_RECEIPT_FRAME)
-        .await;
+    let form = fill_and_click(&browser, "form", "button[type=submit]", WAIT_FOR_STATUS).await;
     assert_eq!(form["result"], "ok", "{form}");
+    assert!(
+        form["text"]
+            .as_str()
+            .unwrap()
+            .contains(form["traceId"].as_str().unwrap()),
+        "the page read the receipt of its plain form post: {form}"
+    );
 
-    let beacon = browser
-        .fill_and_click("beacon", "#send-beacon", NO_WAIT)
-        .await;
+    let beacon = fill_and_click(&browser, "beacon", "#send-beacon", NO_WAIT).await;
     assert_eq!(
         beacon["result"], "ok",
         "the browser queued the beacon: {beacon}"
@@ -154,17 +149,12 @@ const traceId = form.elements.trace_id.value;
 const finish = () => done({ traceId, result: status.dataset.result, text: status.textContent });
 "#;
 
-/// fetch: the page shows "ok" or "error" in its status line once the answer is in.
+/// fetch and the plain form (sent by the page's script when JavaScript is on): the page shows
+/// "ok" or "error" in its status line once the answer is in.
 const WAIT_FOR_STATUS: &str = r#"
 new MutationObserver((_, observer) => {
   if (["ok", "error"].includes(status.dataset.result)) { observer.disconnect(); finish(); }
 }).observe(status, { attributes: true, childList: true, subtree: true });
-document.querySelector(selector).click();
-"#;
-
-/// Plain form post: the receipt loads into the frame (the page's own handler runs first).
-const WAIT_FOR_RECEIPT_FRAME: &str = r#"
-document.querySelector("iframe[name=receipt]").addEventListener("load", finish, { once: true });
 document.querySelector(selector).click();
 "#;
 
@@ -193,21 +183,6 @@ Promise.all([
 ]).then(done);
 "#;
 
-/// Serves the example page, its form pointed at `endpoint`, at `/` on `listener`.
-fn serve_page(listener: tokio::net::TcpListener, endpoint: &str) {
-    assert_eq!(
-        PAGE.matches(PLACEHOLDER_ENDPOINT).count(),
-        1,
-        "the example page's form action is the placeholder endpoint"
-    );
-    let page = PAGE.replace(PLACEHOLDER_ENDPOINT, endpoint);
-    let router = axum::Router::new().route(
-        "/",
-        axum::routing::get(move || async move { axum::response::Html(page) }),
-    );
-    tokio::spawn(async move { axum::serve(listener, router).await });
-}
-
 /// Waits until the service counts `n` accepted submissions (the beacon has no answer to wait on).
 async fn wait_for_accepted(app: &common::TestApp, n: u64) {
     let deadline = Instant::now() + PATIENCE;
@@ -232,185 +207,8 @@ async fn metric_value(app: &common::TestApp, route: &str, status: &str) -> u64 {
         .sum()
 }
 
-/// Where chromium and chromedriver are.
-struct Tools {
-    chromium: PathBuf,
-    chromedriver: PathBuf,
-}
-
-/// Finds the browser, or explains loudly why the test does not run (and fails under CI).
-fn browser_tools() -> Option<Tools> {
-    let chromium = find_in_path("chromium").or_else(|| find_in_path("chromium-browser"));
-    let chromedriver = find_in_path("chromedriver");
-    match (chromium, chromedriver) {
-        (Some(chromium), Some(chromedriver)) => Some(Tools {
-            chromium,
-            chromedriver,
-        }),
-        _ => {
-            let why = "chromium and chromedriver are not installed \
-                       (Debian: apt-get install chromium chromium-driver)";
-            if std::env::var_os("CI").is_some() {
-                panic!("the browser test must run in CI: {why}");
-            }
-            eprintln!("\n********\nSKIP browser test: {why}\n********\n");
-            None
-        }
-    }
-}
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-/// A chromedriver process on a free loopback port; killed when dropped.
-struct ChromeDriver {
-    child: Child,
-    base: String,
-}
-
-impl ChromeDriver {
-    fn start(tools: &Tools) -> ChromeDriver {
-        let port = free_port();
-        let child = Command::new(&tools.chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
-        ChromeDriver {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    /// Waits for chromedriver, then opens headless Chromium with a fresh profile.
-    async fn new_session(&self, tools: &Tools) -> Session {
-        let http = reqwest::Client::builder()
-            .timeout(PATIENCE)
-            .build()
-            .unwrap();
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let status = http.get(format!("{}/status", self.base)).send().await;
-            if let Ok(r) = status {
-                let body: Value = r.json().await.unwrap_or_default();
-                if body["value"]["ready"] == true {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let profile = tempfile::tempdir().unwrap();
-        let args = chromium_args(profile.path());
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": tools.chromium, "args": args},
-        }}});
-        let created = command(
-            &http,
-            reqwest::Method::POST,
-            format!("{}/session", self.base),
-            caps,
-        )
-        .await;
-        let id = created["sessionId"]
-            .as_str()
-            .expect("a session id")
-            .to_owned();
-        Session {
-            http,
-            url: format!("{}/session/{id}", self.base),
-            _profile: std::sync::Arc::new(profile),
-        }
-    }
-}
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn chromium_args(profile: &Path) -> Vec<String> {
-    [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1024,768",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([format!("--user-data-dir={}", profile.display())])
-    .collect()
-}
-
-/// One browser session (one Chromium with its own profile directory).
-#[derive(Clone)]
-struct Session {
-    http: reqwest::Client,
-    url: String,
-    _profile: std::sync::Arc<tempfile::TempDir>,
-}
-
-impl Session {
-    async fn goto(&self, url: &str) {
-        command(
-            &self.http,
-            reqwest::Method::POST,
-            format!("{}/url", self.url),
-            json!({"url": url}),
-        )
-        .await;
-    }
-
-    /// Runs an asynchronous script; its last argument is the callback that answers.
-    async fn run(&self, script: &str, arg: Value) -> Value {
-        let body = json!({"script": script, "args": [arg]});
-        command(
-            &self.http,
-            reqwest::Method::POST,
-            format!("{}/execute/async", self.url),
-            body,
-        )
+async fn fill_and_click(browser: &Session, via: &str, selector: &str, wait: &str) -> Value {
+    browser
+        .run(&format!("{FILL_AND_CLICK}{wait}"), json!([via, selector]))
         .await
-    }
-
-    async fn fill_and_click(&self, via: &str, selector: &str, wait: &str) -> Value {
-        self.run(&format!("{FILL_AND_CLICK}{wait}"), json!([via, selector]))
-            .await
-    }
-
-    async fn quit(&self) {
-        let _ = self.http.delete(&self.url).send().await;
-    }
-}
-
-/// Sends one WebDriver command and returns its `value`, failing on a WebDriver error.
-async fn command(
-    http: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    body: Value,
-) -> Value {
-    let response = http
-        .request(method, &url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("WebDriver {url}: {e}"));
-    let ok = response.status().is_success();
-    let mut answer: Value = response.json().await.expect("WebDriver answers JSON");
-    let value = answer["value"].take();
-    assert!(ok, "WebDriver {url} failed: {value}");
-    value
 }

@@ -85,6 +85,23 @@ fn the_readme_metrics_table_names_every_metric() {
     );
 }
 
+#[test]
+fn the_readme_gives_the_circuit_gauge_values_of_the_metric_help() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let help = METRICS
+        .iter()
+        .find(|m| m.0 == "outbox_circuit_state")
+        .unwrap()
+        .2;
+    let values = help.split_once(": ").expect("help lists the values").1;
+    for place in [
+        format!("`outbox_circuit_state` gauge ({values})"),
+        format!("| `outbox_circuit_state` ({values})"),
+    ] {
+        assert!(readme.contains(&place), "README lacks {place:?}");
+    }
+}
+
 /// Metric names a PromQL expression refers to, with histogram suffixes folded.
 fn metric_names(expr: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();

@@ -147,6 +147,27 @@ mod tests {
         assert_eq!(c.gauge(), 2.0);
     }
 
+    /// The gauge's values are documented in the metric's help (and, from it, the README).
+    #[test]
+    fn the_gauge_values_are_the_ones_the_metric_help_names() {
+        let help = crate::http::metrics::METRICS
+            .iter()
+            .find(|m| m.0 == "outbox_circuit_state")
+            .unwrap()
+            .2;
+        let t0 = Instant::now();
+        let mut c = Circuit::new(1, S(30), S(600));
+        let mut seen = vec![format!("{} {}", c.gauge(), c.name())];
+        c.on_failure(false, t0);
+        seen.push(format!("{} {}", c.gauge(), c.name()));
+        c.gate(t0 + S(30));
+        seen.push(format!("{} {}", c.gauge(), c.name()));
+        assert_eq!(seen, ["0 closed", "2 open", "1 half_open"]);
+        for state in seen {
+            assert!(help.contains(&state), "help {help:?} lacks {state:?}");
+        }
+    }
+
     #[test]
     fn half_open_sends_one_probe_and_its_success_closes() {
         let t0 = Instant::now();

@@ -112,7 +112,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "outbox_circuit_state",
         Kind::Gauge,
-        "delivery circuit breaker state (0 closed; higher values are half-open and open)",
+        "delivery circuit breaker state: 0 closed, 1 half_open, 2 open",
     ),
     (
         "outbox_delivery_paused",
@@ -122,7 +122,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "outbox_purged_total",
         Kind::Counter,
-        "payloads dropped after the retention period",
+        "delivered tombstones removed by the periodic purge once the idempotency window has passed",
     ),
 ];
 
@@ -168,15 +168,7 @@ fn describe() {
             Kind::Histogram => metrics::describe_histogram!(name, help),
         }
     }
-    // Series that alerts use with rate() exist from the start, at zero.
-    metrics::counter!("outbox_honeypot_total").increment(0);
-    metrics::counter!("outbox_rate_limiter_resets_total").increment(0);
-    for scope in ["client", "global"] {
-        metrics::counter!("outbox_rate_limited_total", "scope" => scope).increment(0);
-    }
-    for reason in ["outbox_full", "disk_low"] {
-        metrics::counter!("outbox_intake_refused_total", "reason" => reason).increment(0);
-    }
+    super::known_series::register();
 }
 
 /// Drains histogram samples into their buckets; called periodically so memory stays flat

@@ -5,7 +5,9 @@ pub mod collect;
 pub mod cors;
 pub mod error;
 pub mod health;
+pub mod known_series;
 pub mod metrics;
+pub mod openapi;
 pub mod rate_limit;
 
 use crate::config::Settings;
@@ -58,6 +60,8 @@ pub fn router(state: AppState) -> Router {
     // CORS wraps everything so even a 429 or 403 carries the headers a browser needs.
     app = rate_limit::apply(app, &state.settings);
     app = cors::apply(app, &state.settings);
+    // The API's own description: not a submission, so never rate limited.
+    app = app.route("/api/openapi.json", get(openapi::serve));
     if state.settings.admin_listen.is_none() {
         app = app.merge(health_router(state));
     }
@@ -82,8 +86,9 @@ pub fn common_layers(app: Router) -> Router {
 }
 
 /// The `route` label values of `outbox_http_requests_total`, besides `other`.
-const KNOWN_ROUTES: [&str; 5] = [
+const KNOWN_ROUTES: [&str; 6] = [
     "/api/collect",
+    "/api/openapi.json",
     "/health",
     "/health/ready",
     "/health/detailed",
