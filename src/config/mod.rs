@@ -3,6 +3,7 @@
 //! the strings with where each came from, and [`Settings::from_raw`] parses and validates
 //! them, naming the setting (and its source) in every error.
 
+pub mod env_check;
 mod parse;
 pub mod spec;
 mod typed;

@@ -118,6 +118,39 @@ impl Reader<'_> {
             .ok_or_else(|| anyhow!("setting {name} must not be empty"))
     }
 
+    /// A secret given directly (`name`) or as a file (`name-file`, read now: a reload reads
+    /// it again). The file's content without its trailing newline is the secret.
+    fn secret(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let file_setting = format!("{name}-file");
+        let direct = self.string(name);
+        let Some(path) = self.string(&file_setting) else {
+            return Ok(direct);
+        };
+        let (_, file_source, file_spec) = self.raw(&file_setting).expect("set");
+        if direct.is_some() {
+            let (_, source, spec) = self.raw(name).expect("set");
+            bail!(
+                "settings {name} ({}) and {file_setting} ({}) are both set: keep only one (the file, to rotate the secret with a reload)",
+                source.describe(spec),
+                file_source.describe(file_spec)
+            );
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            anyhow!(
+                "invalid setting {file_setting} = {path:?} (from {}): cannot read it ({e}); it must be readable by the user outbox runs as",
+                file_source.describe(file_spec)
+            )
+        })?;
+        let value = text.trim_end_matches(['\n', '\r']);
+        if value.trim().is_empty() {
+            bail!(
+                "invalid setting {file_setting} = {path:?} (from {}): the file is empty",
+                file_source.describe(file_spec)
+            );
+        }
+        Ok(Some(value.to_owned()))
+    }
+
     fn string(&self, name: &str) -> Option<String> {
         self.raw(name)
             .map(|(v, _, _)| v.trim().to_owned())
@@ -264,8 +297,8 @@ impl Settings {
             ),
             other => bail!("invalid setting dashboard-url = {:?}: scheme {other} is not http or https", url.as_str()),
         }
-        let key = r.string("ingest-key").ok_or_else(|| {
-            anyhow!("setting ingest-key is required when dashboard-url is set (flag --ingest-key or OUTBOX_INGEST_KEY)")
+        let key = r.secret("ingest-key")?.ok_or_else(|| {
+            anyhow!("setting ingest-key is required when dashboard-url is set (OUTBOX_INGEST_KEY_FILE or --ingest-key-file naming a file that holds it, or OUTBOX_INGEST_KEY)")
         })?;
         if key.chars().count() < MIN_INGEST_KEY_LEN {
             bail!("invalid setting ingest-key: it is {} characters; at least {MIN_INGEST_KEY_LEN} are required", key.chars().count());
@@ -289,7 +322,7 @@ impl Settings {
         Ok(Some(DeliverySettings {
             dashboard_url: url,
             ingest_key: key,
-            signing_secret: r.string("signing-secret"),
+            signing_secret: r.secret("signing-secret")?,
             site_origin,
             routes,
             default_route: r.req("default-route", path_route)?,

@@ -106,6 +106,14 @@ impl Circuit {
         self.cooldown = self.base;
     }
 
+    /// When an open circuit lets its next probe out; `None` unless open.
+    pub fn open_until(&self) -> Option<Instant> {
+        match self.state {
+            State::Open { until } => Some(until),
+            _ => None,
+        }
+    }
+
     /// `closed`, `open` or `half_open`, as health shows it.
     pub fn name(&self) -> &'static str {
         match self.state {

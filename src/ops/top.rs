@@ -62,10 +62,7 @@ fn frame(prev: Option<&Sample>, cur: &Sample, errors: &[String]) -> String {
     let d = s.delivery.clone().unwrap_or_default();
     let field = |k: &str| d[k].as_str().unwrap_or("-").to_owned();
     let mut lines = vec![
-        format!(
-            "outbox top - {} - server pid {} - q quits",
-            s.data_dir, cur.pid
-        ),
+        format!("outbox top - {} - server pid {}", s.data_dir, cur.pid),
         String::new(),
         format!(
             "rates      intake {:>9}   delivered {:>9}   dead letters {:>9}",
@@ -215,11 +212,10 @@ pub fn run(a: TopArgs) -> anyhow::Result<ExitCode> {
                 note_error(&mut errors, &s.summary);
                 frame(prev.as_ref(), s, &errors)
             }
-            Err(e) => format!(
-                "outbox top - {}\n\n{e:#}\n(retrying; q quits)\n",
-                dir.display()
-            ),
+            Err(e) => format!("outbox top - {}\n\n{e:#}\n(retrying)\n", dir.display()),
         };
+        // The live view's first line says how to leave; a plain snapshot has no keys to press.
+        let screen = screen.replacen('\n', " - q quits\n", 1);
         print!("\x1b[H\x1b[2J{screen}");
         std::io::stdout().flush()?;
         if wait_for_quit(interval, &quit) {
