@@ -367,3 +367,27 @@ fn sigterm_stops_gracefully_with_exit_0() {
     // The store reopens at once: the lock was released and nothing is left half-written.
     outbox::store::Store::open(&data).expect("store reopens after a graceful stop");
 }
+
+#[test]
+fn every_json_flag_has_a_help_line() {
+    for sub in [
+        "inspect",
+        "replay",
+        "edit",
+        "verify",
+        "backup",
+        "import-legacy",
+        "purge",
+    ] {
+        let o = outbox(&[sub, "--help"], &[]);
+        let help = String::from_utf8_lossy(&o.stdout).into_owned();
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with("--json"))
+            .unwrap_or_else(|| panic!("{sub} has no --json: {help}"));
+        assert!(
+            line.contains("Print JSON (shapes in the README"),
+            "{sub}: {line:?}"
+        );
+    }
+}

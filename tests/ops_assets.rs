@@ -254,3 +254,38 @@ fn the_runbook_quotes_log_lines_the_program_writes() {
         "ops/RUNBOOK.md quotes log lines no code writes: {missing:?}"
     );
 }
+
+/// systemd itself reads ops/outbox.service (with ExecStart pointed at the built binary):
+/// no fatal error and no unknown key. Needs `systemd-analyze` (Debian package systemd).
+#[test]
+fn systemd_accepts_the_unit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(root().join("ops/outbox.service"))
+        .unwrap()
+        .replace("/usr/local/bin/outbox", env!("CARGO_BIN_EXE_outbox"));
+    assert!(unit.contains("Environment=OUTBOX_INGEST_KEY_FILE=/etc/outbox/ingest-key"));
+    let path = tmp.path().join("outbox.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = match std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "systemd-analyze is required under CI: {e}"
+            );
+            eprintln!("SKIP systemd_accepts_the_unit: systemd-analyze not installed ({e})");
+            return;
+        }
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let unit_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("outbox.service"))
+        .collect();
+    assert!(unit_lines.is_empty(), "systemd complains: {stderr}");
+}
