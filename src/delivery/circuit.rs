@@ -152,7 +152,14 @@ mod tests {
         c.on_failure(false, t0);
         assert_eq!(c.name(), "open");
         assert_eq!(c.gate(t0 + S(29)), Gate::Wait(Some(t0 + S(30))));
+        assert_eq!(
+            c.open_until(),
+            Some(t0 + S(30)),
+            "the next probe, for health"
+        );
         assert_eq!(c.gauge(), 2.0);
+        c.gate(t0 + S(30));
+        assert_eq!(c.open_until(), None, "half-open: the probe is out");
     }
 
     #[test]
