@@ -215,6 +215,14 @@ async fn edit_corrects_a_dead_letter_and_keeps_an_audit_trail() {
         &[("EDITOR", "sed -i s/}//"), ("VISUAL", "")],
     );
     assert_eq!(bad.code, 2, "invalid JSON is refused: {}", bad.stderr);
+    assert!(
+        bad.stderr.contains("not valid JSON")
+            && bad
+                .stderr
+                .contains("saved unchanged, so the edit is given up"),
+        "the editor reopened on the invalid text, which came back unchanged: {}",
+        bad.stderr
+    );
 }
 
 const UUID_A: &str = "01a22eeb-accc-77b2-ab2a-000000000001";

@@ -106,7 +106,7 @@ pub struct InspectArgs {
     /// With --list: only this form type
     #[arg(long, requires = "list")]
     pub form_type: Option<String>,
-    /// With --list: received since a time (RFC 3339, YYYY-MM-DD) or an age (2h, 7d)
+    /// With --list: received (by this store: imported, replayed) since a time (RFC 3339, YYYY-MM-DD) or an age (2h, 7d)
     #[arg(long, requires = "list")]
     pub since: Option<String>,
     /// With --list: at most this many rows, newest first

@@ -99,8 +99,9 @@ fn without_comments(text: &str) -> String {
 const HELP: &str = "# Lines starting with # are ignored. Save to store the payload;\n\
                     # leave it unchanged or empty it to cancel.\n";
 
-/// Opens the editor until it leaves a JSON object (`Some`), or the operator gives up by
-/// saving the text unchanged or empty (`None` for the first round, an error after one).
+/// Opens the editor until it leaves a JSON object (`Some`), or the operator gives up: an
+/// emptied file, or the first text saved unchanged, is `None`; invalid text saved unchanged
+/// is an error (exit 2).
 fn edit_until_valid(trace_id: &str, before: &str) -> anyhow::Result<Option<Map<String, Value>>> {
     let file = TempFile::create(trace_id)?;
     let mut shown = before.to_owned();
@@ -110,17 +111,17 @@ fn edit_until_valid(trace_id: &str, before: &str) -> anyhow::Result<Option<Map<S
         file.write(&format!("{header}{shown}\n"))?;
         let edited = without_comments(&run_editor(&file.0)?);
         let unchanged = edited.trim() == shown.trim();
-        if edited.trim().is_empty() || unchanged {
+        if edited.trim().is_empty() {
+            eprintln!("empty payload; nothing edited");
+            return Ok(None);
+        }
+        if unchanged {
             return match last_error {
-                None if unchanged => {
+                None => {
                     eprintln!("payload unchanged; nothing edited");
                     Ok(None)
                 }
-                None => {
-                    eprintln!("empty payload; nothing edited");
-                    Ok(None)
-                }
-                Some(e) => bail!("{e}; edit given up, nothing edited"),
+                Some(e) => bail!("{e}; saved unchanged, so the edit is given up: nothing edited"),
             };
         }
         match parse(&edited) {
