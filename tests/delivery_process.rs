@@ -242,6 +242,9 @@ async fn sighup_rereads_the_ingest_key_file_and_the_next_delivery_carries_the_ne
         last.header("authorization"),
         Some(format!("Bearer {NEW_KEY}").as_str())
     );
+    let reloaded = log_lines(&log, "reload: delivery credentials reloaded");
+    assert_eq!(reloaded.len(), 1, "{reloaded:?}");
+    assert_eq!(reloaded[0]["resumed"], true);
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(
         !logged.contains(KEY) && !logged.contains(NEW_KEY),
@@ -344,6 +347,8 @@ async fn failures_and_refusals_are_summarized_and_the_open_circuit_shows_its_nex
         "{:?}",
         failed[0]
     );
+    let opened = log_lines(&log, "delivery circuit changed");
+    assert_eq!(opened.last().unwrap()["to"], "open", "{opened:?}");
     let posts = log_lines(&log, "posts refused");
     assert_eq!(posts.len(), 1, "{posts:?}");
     assert_eq!(posts[0]["causes"], "429 rate_limited x1");
