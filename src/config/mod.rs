@@ -5,6 +5,7 @@
 
 pub mod env_check;
 mod parse;
+mod reader;
 pub mod spec;
 mod typed;
 

@@ -1,7 +1,7 @@
 //! The typed settings and their validation.
 
-use super::spec::{find, Spec};
-use super::{boolean, duration, list, rate, size, Layers, Source};
+use super::reader::Reader;
+use super::{boolean, duration, list, rate, size, Layers};
 use crate::intake::client_ip::TrustedProxies;
 use crate::intake::form_type::{self, Rule};
 use anyhow::{anyhow, bail};
@@ -76,86 +76,6 @@ pub struct DeliverySettings {
     pub auth_probe_interval: Duration,
     pub payload_retention: Duration,
     pub purge_interval: Duration,
-}
-
-/// Looks up and parses one setting, naming it and its source on failure.
-struct Reader<'a>(&'a Layers);
-
-impl Reader<'_> {
-    fn raw(&self, name: &str) -> Option<(&str, Source, &'static Spec)> {
-        let spec = find(name).unwrap_or_else(|| panic!("setting {name} is not in SPECS"));
-        self.0
-            .values
-            .get(spec.name)
-            .map(|(v, s)| (v.as_str(), *s, spec))
-    }
-
-    fn opt<T>(
-        &self,
-        name: &str,
-        f: impl Fn(&str) -> Result<T, String>,
-    ) -> anyhow::Result<Option<T>> {
-        match self.raw(name) {
-            None => Ok(None),
-            Some((v, _, _)) if v.trim().is_empty() => Ok(None),
-            Some((v, source, spec)) => f(v).map(Some).map_err(|e| {
-                let shown = if spec.secret {
-                    "(secret)".to_string()
-                } else {
-                    format!("{v:?}")
-                };
-                anyhow!(
-                    "invalid setting {} = {shown} (from {}): {e}",
-                    spec.name,
-                    source.describe(spec)
-                )
-            }),
-        }
-    }
-
-    fn req<T>(&self, name: &str, f: impl Fn(&str) -> Result<T, String>) -> anyhow::Result<T> {
-        self.opt(name, f)?
-            .ok_or_else(|| anyhow!("setting {name} must not be empty"))
-    }
-
-    /// A secret given directly (`name`) or as a file (`name-file`, read now: a reload reads
-    /// it again). The file's content without its trailing newline is the secret.
-    fn secret(&self, name: &str) -> anyhow::Result<Option<String>> {
-        let file_setting = format!("{name}-file");
-        let direct = self.string(name);
-        let Some(path) = self.string(&file_setting) else {
-            return Ok(direct);
-        };
-        let (_, file_source, file_spec) = self.raw(&file_setting).expect("set");
-        if direct.is_some() {
-            let (_, source, spec) = self.raw(name).expect("set");
-            bail!(
-                "settings {name} ({}) and {file_setting} ({}) are both set: keep only one (the file, to rotate the secret with a reload)",
-                source.describe(spec),
-                file_source.describe(file_spec)
-            );
-        }
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            anyhow!(
-                "invalid setting {file_setting} = {path:?} (from {}): cannot read it ({e}); it must be readable by the user outbox runs as",
-                file_source.describe(file_spec)
-            )
-        })?;
-        let value = text.trim_end_matches(['\n', '\r']);
-        if value.trim().is_empty() {
-            bail!(
-                "invalid setting {file_setting} = {path:?} (from {}): the file is empty",
-                file_source.describe(file_spec)
-            );
-        }
-        Ok(Some(value.to_owned()))
-    }
-
-    fn string(&self, name: &str) -> Option<String> {
-        self.raw(name)
-            .map(|(v, _, _)| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    }
 }
 
 fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
