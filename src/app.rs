@@ -31,7 +31,9 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         http::metrics::install();
-        let store = Arc::new(Store::open(&settings.data_dir)?);
+        let store = Store::open(&settings.data_dir)
+            .map_err(|e| crate::ops::access::explain(&settings.data_dir, e.into()))?;
+        let store = Arc::new(store);
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {} (setting listen)", settings.listen))?;
@@ -102,10 +104,13 @@ impl Application {
 
         let sampler = {
             let (store, admission) = (state.store.clone(), state.admission.clone());
+            let delivery = state.delivery.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(DISK_SAMPLE_EVERY).await;
                     http::metrics::upkeep();
+                    http::REFUSALS.flush_due();
+                    delivery.failures.flush_due();
                     let (s, a) = (store.clone(), admission.clone());
                     let _ = tokio::task::spawn_blocking(move || a.refresh(&s)).await;
                 }

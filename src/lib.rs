@@ -15,6 +15,7 @@ pub mod config;
 pub mod delivery;
 pub mod http;
 pub mod intake;
+pub mod log_summary;
 pub mod ops;
 pub mod signals;
 pub mod store;

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("outbox: {e:#}");
+            eprintln!("outbox: {}", outbox::ops::access::chain_text(&e));
             ExitCode::from(EXIT_USAGE)
         }
     }
@@ -37,6 +37,12 @@ fn load(raw: &RawSettings) -> anyhow::Result<(config::Layers, Settings)> {
 
 fn config_check(raw: RawSettings) -> anyhow::Result<ExitCode> {
     let layers = raw.layers()?;
+    for u in config::env_check::unknown_in_env() {
+        eprintln!(
+            "warning: unknown environment variable {} is ignored (did you mean {}?)",
+            u.name, u.closest
+        );
+    }
     print!("{}", config::render(&layers));
     Settings::from_layers(&layers)?;
     println!("configuration ok");
@@ -46,6 +52,13 @@ fn config_check(raw: RawSettings) -> anyhow::Result<ExitCode> {
 fn serve(raw: RawSettings) -> anyhow::Result<ExitCode> {
     let (_, settings) = load(&raw)?;
     outbox::telemetry::init(settings.log_format, &settings.log_level);
+    for u in config::env_check::unknown_in_env() {
+        tracing::warn!(
+            variable = %u.name,
+            closest = %u.closest,
+            "unknown environment variable ignored"
+        );
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let signals = outbox::signals::install()?;

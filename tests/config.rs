@@ -178,6 +178,7 @@ fn a_data_directory_held_by_another_process_is_refused_with_exit_2() {
         ],
         &[],
     );
+    let pid = first.id();
     let _ = first.kill();
     let _ = first.wait();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -186,6 +187,173 @@ fn a_data_directory_held_by_another_process_is_refused_with_exit_2() {
         "{}",
         text(&o)
     );
+    assert!(
+        text(&o).contains(&format!("held by outbox pid {pid}")),
+        "the holder is named: {}",
+        text(&o)
+    );
+}
+
+/// A data directory the service's user cannot write names the owner, the mode and the user,
+/// and says its cause once. Needs root (to run the binary as another user) and setpriv.
+#[test]
+fn a_data_directory_owned_by_another_user_names_the_owner_and_the_cause_once() {
+    let skip = |why: &str| {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{why} (required under CI)"
+        );
+        eprintln!("SKIP a_data_directory_owned_by_another_user...: {why}");
+    };
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+    if uid != 0 {
+        return skip("needs root to run outbox as another user");
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        return skip("setpriv (util-linux) is not installed");
+    }
+    // Under /tmp: the binary's own directory may not be reachable for uid 65534, so copy it.
+    let tmp = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let bin = tmp.path().join("outbox");
+    std::fs::copy(common::bin(), &bin).unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("OUTBOX_CONFIG")
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains(&format!(
+            "{} is owned by uid 0 (mode 0700) and outbox runs as uid 65534",
+            data.display()
+        )),
+        "{t}"
+    );
+    assert_eq!(t.matches("(os error").count(), 1, "the cause once: {t}");
+}
+
+#[test]
+fn secrets_come_from_files_and_not_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key_file = tmp.path().join("ingest-key");
+    std::fs::write(&key_file, "0123456789abcdef-from-file\n").unwrap();
+    let kf = key_file.to_str().unwrap();
+    let dash = ["--dashboard-url", "https://dash.example.com"];
+    let check = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["config", "check"];
+        args.extend_from_slice(&dash);
+        args.extend_from_slice(extra);
+        outbox(&args, env)
+    };
+    let o = check(&[], &[("OUTBOX_INGEST_KEY_FILE", kf)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(kf) && !text(&o).contains("from-file"),
+        "{}",
+        text(&o)
+    );
+
+    let both = check(
+        &["--ingest-key", "0123456789abcdef-direct"],
+        &[("OUTBOX_INGEST_KEY_FILE", kf)],
+    );
+    assert_eq!(both.status.code(), Some(2));
+    assert!(
+        text(&both).contains("settings ingest-key (flag --ingest-key) and ingest-key-file (environment OUTBOX_INGEST_KEY_FILE) are both set"),
+        "{}",
+        text(&both)
+    );
+    let missing = tmp.path().join("nope");
+    let o = check(&["--ingest-key-file", missing.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("invalid setting ingest-key-file") && text(&o).contains("cannot read it"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&key_file, "short\n").unwrap();
+    let o = check(&["--ingest-key-file", kf], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("at least 16 are required"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&key_file, "0123456789abcdef-from-file\r\n").unwrap();
+    let empty = tmp.path().join("secret");
+    std::fs::write(&empty, "\n").unwrap();
+    let o = check(
+        &[
+            "--ingest-key-file",
+            kf,
+            "--signing-secret-file",
+            empty.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        text(&o).contains("signing-secret-file") && text(&o).contains("the file is empty"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn unknown_outbox_variables_are_named_with_the_closest_setting() {
+    let env = [("OUTBOX_DASHBORD_URL", "https://dash.example.com")];
+    let o = outbox(&["config", "check"], &env);
+    assert!(o.status.success(), "a warning, not an error: {}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(
+            "warning: unknown environment variable OUTBOX_DASHBORD_URL is ignored (did you mean OUTBOX_DASHBOARD_URL?)"
+        ),
+        "{}",
+        text(&o)
+    );
+    // serve logs the same at start.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(common::bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("OUTBOX_DASHBORD_URL", "https://dash.example.com")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let line: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(
+        line["message"], "unknown environment variable ignored",
+        "{first}"
+    );
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["variable"], "OUTBOX_DASHBORD_URL");
+    assert_eq!(line["closest"], "OUTBOX_DASHBOARD_URL");
 }
 
 #[test]
@@ -202,4 +370,28 @@ fn sigterm_stops_gracefully_with_exit_0() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
     // The store reopens at once: the lock was released and nothing is left half-written.
     outbox::store::Store::open(&data).expect("store reopens after a graceful stop");
+}
+
+#[test]
+fn every_json_flag_has_a_help_line() {
+    for sub in [
+        "inspect",
+        "replay",
+        "edit",
+        "verify",
+        "backup",
+        "import-legacy",
+        "purge",
+    ] {
+        let o = outbox(&[sub, "--help"], &[]);
+        let help = String::from_utf8_lossy(&o.stdout).into_owned();
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with("--json"))
+            .unwrap_or_else(|| panic!("{sub} has no --json: {help}"));
+        assert!(
+            line.contains("Print JSON (shapes in the README"),
+            "{sub}: {line:?}"
+        );
+    }
 }

@@ -182,6 +182,8 @@ async fn refusals_are_counted_by_scope_and_reason() {
 
 #[tokio::test]
 async fn admin_listen_moves_health_and_metrics_off_the_public_address() {
+    // It posts too: the other tests here count posts in the process-wide metrics.
+    let _g = SERIAL.lock().await;
     let app = spawn_app(&["--admin-listen", "127.0.0.1:0"]).await;
     let admin = format!("http://{}", app.admin_addr.expect("admin address bound"));
 

@@ -18,13 +18,17 @@ fn env_example() -> String {
          # Precedence: command-line flag > OUTBOX_* variable > TOML file (OUTBOX_CONFIG) > default.\n\
          # Durations: 500ms, 30s, 15m, 24h. Sizes: 64KiB, 1MiB, 4GiB. Rates: 10/s, 600/m, off.\n\
          # `outbox config check` prints the effective configuration (secrets masked) and checks it.\n\
-         # Keep this file mode 0640, owned by root:outbox: it holds the ingest key.\n\
+         # Keep this file mode 0640, owned by root:outbox. The ingest key itself belongs in\n\
+         # /etc/outbox/ingest-key (ops/outbox.service sets OUTBOX_INGEST_KEY_FILE to it): SIGHUP\n\
+         # re-reads that file, while a variable set here only changes with a restart.\n\
          # Generated from the settings table: OUTBOX_UPDATE_ASSETS=1 cargo test --test ops_assets\n",
     );
     for spec in SPECS {
         let example = match (spec.name, spec.default) {
             ("dashboard-url", _) => "https://admin.example.com",
             ("ingest-key", _) => "change-me-to-a-long-random-key",
+            ("ingest-key-file", _) => "/etc/outbox/ingest-key",
+            ("signing-secret-file", _) => "/etc/outbox/signing-secret",
             (_, Some(d)) => d,
             (_, None) => "",
         };
@@ -213,4 +217,92 @@ fn metric_name_extraction_ignores_labels_and_folds_histogram_suffixes() {
         got,
         BTreeSet::from(["outbox_intake_seconds".to_owned(), "up".to_owned()])
     );
+}
+
+/// The phrases ops/RUNBOOK.md quotes as log lines (``log line `...` ``).
+fn runbook_log_phrases() -> Vec<String> {
+    let runbook = std::fs::read_to_string(root().join("ops/RUNBOOK.md")).unwrap();
+    let flat = runbook.split_whitespace().collect::<Vec<_>>().join(" ");
+    flat.split("log line `")
+        .skip(1)
+        .map(|rest| rest.split('`').next().unwrap().to_owned())
+        .collect()
+}
+
+/// Every `.rs` file under src/, concatenated.
+fn source_text() -> String {
+    fn walk(dir: &Path, out: &mut String) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push_str(&std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    let mut out = String::new();
+    walk(&root().join("src"), &mut out);
+    out
+}
+
+#[test]
+fn the_runbook_quotes_log_lines_the_program_writes() {
+    let phrases = runbook_log_phrases();
+    // The lines an operator acts on; tests/delivery_process.rs makes the binary write each.
+    for needed in [
+        "delivery attempts failed",
+        "delivery paused: the dashboard rejected the credentials",
+        "reload: the delivery credentials did not change",
+        "posts refused",
+    ] {
+        assert!(
+            phrases.iter().any(|p| p == needed),
+            "the runbook does not quote {needed:?}: {phrases:?}"
+        );
+    }
+    let src = source_text();
+    let missing: Vec<&String> = phrases
+        .iter()
+        .filter(|p| !src.contains(&format!("\"{p}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ops/RUNBOOK.md quotes log lines no code writes: {missing:?}"
+    );
+}
+
+/// systemd itself reads ops/outbox.service (with ExecStart pointed at the built binary):
+/// no fatal error and no unknown key. Needs `systemd-analyze` (Debian package systemd).
+#[test]
+fn systemd_accepts_the_unit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(root().join("ops/outbox.service"))
+        .unwrap()
+        .replace("/usr/local/bin/outbox", env!("CARGO_BIN_EXE_outbox"));
+    assert!(unit.contains("Environment=OUTBOX_INGEST_KEY_FILE=/etc/outbox/ingest-key"));
+    let path = tmp.path().join("outbox.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = match std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "systemd-analyze is required under CI: {e}"
+            );
+            eprintln!("SKIP systemd_accepts_the_unit: systemd-analyze not installed ({e})");
+            return;
+        }
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let unit_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("outbox.service"))
+        .collect();
+    assert!(unit_lines.is_empty(), "systemd complains: {stderr}");
 }

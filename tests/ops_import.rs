@@ -126,3 +126,75 @@ async fn importing_legacy_files_twice_adds_nothing() {
         3
     );
 }
+
+/// A migration imports before the new service ever ran: the data directory is created. The
+/// imported records show the old proxy's date and the import time, each labelled.
+#[test]
+fn importing_into_a_new_data_directory_creates_it_and_shows_both_times() {
+    let tmp = tempfile::tempdir().unwrap();
+    let legacy = legacy_copy(tmp.path());
+    let l = legacy.to_str().unwrap();
+    let dir = tmp.path().join("new-data");
+
+    let dry = outbox(&dir, "import-legacy", &[l, "--dry-run"]);
+    assert_eq!(dry.code, 2, "{}", dry.stdout);
+    assert!(
+        dry.stderr.contains(&format!(
+            "`outbox import-legacy DIR --data-dir {}`",
+            dir.display()
+        )),
+        "says what to do: {}",
+        dry.stderr
+    );
+    assert!(!dir.exists(), "a dry run creates nothing");
+
+    let run = outbox(&dir, "import-legacy", &[l]);
+    assert_eq!(run.code, 1, "the truncated file is skipped: {}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "created a new data directory at {}",
+            dir.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("3 imported"), "{}", run.stdout);
+
+    let rec = outbox(&dir, "inspect", &["6f1c2a9e", "--json"]).json();
+    assert_eq!(rec["received_at"], "2025-01-14T09:30:12.418Z");
+    let imported_at = rec["imported_at"].as_str().expect("imported_at");
+    assert!(
+        imported_at.starts_with(&chrono::Utc::now().format("%Y-").to_string()),
+        "{rec}"
+    );
+    let listed = outbox_env(
+        &dir,
+        "inspect",
+        &["--list", "--since", "10m"],
+        &[("COLUMNS", "160")],
+    );
+    let row = listed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("6f1c2a9e"))
+        .unwrap_or_else(|| panic!("{}", listed.stdout));
+    assert!(
+        row.contains("2025-01-14 09:30*"),
+        "the year, and the mark: {row}"
+    );
+    assert!(
+        listed
+            .stdout
+            .contains("* imported from the old proxy: RECEIVED is when the old proxy got it"),
+        "{}",
+        listed.stdout
+    );
+    let json = outbox(&dir, "inspect", &["--list", "--json"]).json();
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["imported_at"].is_string()),
+        "{json}"
+    );
+}

@@ -31,10 +31,15 @@ async fn inspect_shows_summary_list_and_record_via_the_server_and_offline() {
 
     let list = outbox(&dir, "inspect", &["--list", "--json"]).json();
     assert_eq!(list.as_array().unwrap().len(), 3);
-    let table = outbox(&dir, "inspect", &["--list", "--status", "pending"]);
+    let table = outbox_env(
+        &dir,
+        "inspect",
+        &["--list", "--status", "pending"],
+        &[("COLUMNS", "100")],
+    );
     assert_eq!(table.stdout.lines().count(), 4, "{}", table.stdout);
     assert!(
-        table.stdout.lines().all(|l| l.chars().count() <= 80),
+        table.stdout.lines().all(|l| l.chars().count() <= 100),
         "{}",
         table.stdout
     );
@@ -210,4 +215,192 @@ async fn edit_corrects_a_dead_letter_and_keeps_an_audit_trail() {
         &[("EDITOR", "sed -i s/}//"), ("VISUAL", "")],
     );
     assert_eq!(bad.code, 2, "invalid JSON is refused: {}", bad.stderr);
+    assert!(
+        bad.stderr.contains("not valid JSON")
+            && bad
+                .stderr
+                .contains("saved unchanged, so the edit is given up"),
+        "the editor reopened on the invalid text, which came back unchanged: {}",
+        bad.stderr
+    );
+}
+
+const UUID_A: &str = "01a22eeb-accc-77b2-ab2a-000000000001";
+const UUID_B: &str = "01a22eeb-accc-77b2-ab2a-000000000002";
+const UUID_C: &str = "01a22eeb-accc-77b2-ab2a-ffff00000003";
+
+#[test]
+fn the_list_shows_status_codes_and_errors_at_the_terminal_width_and_says_when_it_is_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let long_error =
+        "HTTP 422: {\"error\": \"validation\", \"detail\": \"email must be an address\"}";
+    seed(
+        &dir,
+        [UUID_A, UUID_B, UUID_C]
+            .iter()
+            .map(|id| record(id, json!({"email": "x"})))
+            .collect(),
+    );
+    change(&dir, UUID_C, |r| {
+        make_dead(r, 422);
+        r.last_error = Some(long_error.into());
+    });
+    let cols = |n: &str, args: &[&str]| outbox_env(&dir, "inspect", args, &[("COLUMNS", n)]);
+
+    let dead = cols("160", &["--list", "--status", "dead"]);
+    assert_eq!(dead.code, 0, "{}", dead.stderr);
+    let row = dead.stdout.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with(UUID_C),
+        "the whole ID fits at 160 columns: {row}"
+    );
+    assert!(row.contains(" 422 "), "the status code: {row}");
+    assert!(
+        row.contains("HTTP 422: {\"error\": \"validation\""),
+        "the error's start: {row}"
+    );
+    assert!(row.chars().count() <= 160, "{row}");
+    let json = outbox(&dir, "inspect", &["--list", "--status", "dead", "--json"]).json();
+    assert_eq!(json[0]["status_code"], 422);
+    assert_eq!(json[0]["last_error"], long_error);
+
+    let cut = cols("100", &["--list", "--limit", "2"]);
+    assert_eq!(
+        cut.stdout.lines().last(),
+        Some("2 of 3 shown (newest first); --limit 3 shows all"),
+        "{}",
+        cut.stdout
+    );
+    let cut_json = outbox(&dir, "inspect", &["--list", "--limit", "2", "--json"]);
+    assert_eq!(cut_json.json().as_array().unwrap().len(), 2);
+    assert!(
+        cut_json.stderr.contains("2 of 3 shown"),
+        "{}",
+        cut_json.stderr
+    );
+    let whole = cols("100", &["--list"]);
+    assert!(!whole.stdout.contains(" shown"), "{}", whole.stdout);
+
+    // Narrow: IDs are cut, and the cut form (with its ~) still finds a unique record.
+    let narrow = cols("80", &["--list", "--status", "dead"]);
+    let shown_id = narrow
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        shown_id.ends_with('~') && shown_id.len() < UUID_C.len(),
+        "{}",
+        narrow.stdout
+    );
+    let found = outbox(&dir, "inspect", &[&shown_id, "--json"]);
+    assert_eq!(
+        found.code, 2,
+        "the cut form is shared by three IDs: {}",
+        found.stdout
+    );
+    for id in [UUID_A, UUID_B, UUID_C] {
+        assert!(
+            found.stderr.contains(id),
+            "the candidates are listed: {}",
+            found.stderr
+        );
+    }
+    let unique = outbox(&dir, "inspect", &["01a22eeb-accc-77b2-ab2a-ff", "--json"]);
+    assert_eq!(unique.code, 0, "{}", unique.stderr);
+    assert_eq!(unique.json()["trace_id"], UUID_C);
+    let replay = outbox(&dir, "replay", &["01a22eeb-accc-77b2-ab2a-ff", "--json"]);
+    assert_eq!(replay.code, 0, "{}", replay.stderr);
+    assert_eq!(replay.json()["replayed"], json!([UUID_C]));
+    let ambiguous = outbox(&dir, "replay", &["01a22eeb"]);
+    assert_eq!(ambiguous.code, 2, "{}", ambiguous.stdout);
+    assert!(
+        ambiguous.stderr.contains("more than one trace ID"),
+        "{}",
+        ambiguous.stderr
+    );
+}
+
+#[test]
+fn replay_filters_without_dead_say_to_add_dead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = outbox(&tmp.path().join("data"), "replay", &["--since", "1h"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("add --dead"), "{}", run.stderr);
+    assert!(!run.stderr.contains("<TRACE_IDS>"), "{}", run.stderr);
+}
+
+/// The editor leaves invalid JSON: it opens again on that text with the error on top, and
+/// the second, valid, save is stored. The hint keeps the --data-dir.
+#[test]
+fn edit_reopens_the_editor_on_invalid_json_with_the_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    seed(
+        &dir,
+        vec![record("reedit-dead-0001", json!({"email": "bad"}))],
+    );
+    change(&dir, "reedit-dead-0001", |r| make_dead(r, 422));
+    let script = tmp.path().join("editor.sh");
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+n=$(cat "$T/count" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$T/count"
+cp "$1" "$T/seen.$n"
+if [ $n = 1 ]; then printf '{"email": "fixed@example.com",}' > "$1"
+else printf '{"email": "fixed@example.com"}\n' > "$1"; fi
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let t = tmp.path().to_str().unwrap();
+    let run = outbox_env(
+        &dir,
+        "edit",
+        &["reedit-dead"],
+        &[
+            ("EDITOR", script.to_str().unwrap()),
+            ("VISUAL", ""),
+            ("T", t),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let second = std::fs::read_to_string(tmp.path().join("seen.2")).unwrap();
+    assert!(
+        second.starts_with("# ERROR: the payload is not valid JSON"),
+        "{second}"
+    );
+    assert!(
+        second.contains(r#"{"email": "fixed@example.com",}"#),
+        "the operator's text is kept: {second}"
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "`outbox replay reedit-dead-0001 --data-dir {}`",
+            dir.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    let r = outbox(&dir, "inspect", &["reedit-dead-0001", "--json"]).json();
+    assert_eq!(r["payload"], json!({"email": "fixed@example.com"}));
+
+    // Emptied: nothing edited, nothing lost.
+    let empty = outbox_env(
+        &dir,
+        "edit",
+        &["reedit-dead-0001"],
+        &[("EDITOR", "truncate -s 0"), ("VISUAL", "")],
+    );
+    assert_eq!(empty.code, 0, "{}", empty.stderr);
+    assert!(
+        empty.stderr.contains("empty payload; nothing edited"),
+        "{}",
+        empty.stderr
+    );
 }

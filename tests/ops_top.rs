@@ -22,6 +22,11 @@ async fn top_prints_one_snapshot_when_stdout_is_not_a_terminal() {
     assert!(run.stdout.contains("pending 2"), "{}", run.stdout);
     assert!(run.stdout.contains("delivery   off"), "{}", run.stdout);
     assert!(run.stdout.lines().all(|l| l.chars().count() <= 80));
+    assert!(
+        !run.stdout.contains("q quits"),
+        "no keys in a snapshot: {}",
+        run.stdout
+    );
     let _tmp = stop(app).await;
 
     let stopped = outbox(&dir, "top", &[]);
@@ -84,7 +89,7 @@ async fn top_on_a_terminal_redraws_until_q_and_gives_the_terminal_back() {
         }
     };
     wait_for("first frame", &|t| {
-        t.contains("\x1b[?1049h") && t.contains("pending 3")
+        t.contains("\x1b[?1049h") && t.contains("pending 3") && t.contains(" - q quits")
     });
     wait_for("redraw", &|t| t.matches("\x1b[H\x1b[2J").count() >= 2);
     master.write_all(b"q").unwrap();
@@ -111,4 +116,24 @@ async fn top_on_a_terminal_redraws_until_q_and_gives_the_terminal_back() {
     );
     drop(slave);
     let _tmp = stop(app).await;
+}
+
+/// `top` asks the server once a second: read-only requests stay out of the log at the
+/// default level, while a change (a replay) is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_logs_no_line_per_top_refresh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, log) = (tmp.path().join("data"), tmp.path().join("outbox.log"));
+    let port = common::free_port();
+    let server = common::spawn_binary_logged(&dir, port, &[], &log).await;
+    for _ in 0..3 {
+        let run = outbox(&dir, "top", &[]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let replay = outbox(&dir, "replay", &["no-such-record-01"]);
+    assert_eq!(replay.code, 1, "{}", replay.stderr);
+    drop(server);
+    let logged = common::log_lines(&log, "admin request");
+    assert_eq!(logged.len(), 1, "only the replay: {logged:?}");
+    assert_eq!(logged[0]["op"], "replay");
 }

@@ -216,3 +216,60 @@ async fn old_delivered_tombstones_are_purged_offline_and_new_ones_kept() {
         (Some(1), Some(true))
     );
 }
+
+#[test]
+fn purging_tombstones_inside_the_idempotency_window_needs_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    seed(&dir, vec![record("tomb-fresh-0001", json!({"a": 1}))]);
+    change(&dir, "tomb-fresh-0001", |r| {
+        make_delivered(r, outbox::store::now_ms() - 3_600_000)
+    });
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let refused = outbox(&dir, "purge", &["--before", &tomorrow, "--yes"]);
+    assert_eq!(refused.code, 2, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains(
+            "purge refused: 1 tombstone was delivered within the idempotency window (1day"
+        ),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        outbox(&dir, "inspect", &["tomb-fresh-0001"]).code,
+        0,
+        "kept"
+    );
+    // A shorter window (as the service is configured) lets it go.
+    let short = outbox_env(
+        &dir,
+        "purge",
+        &["--before", &tomorrow, "--dry-run"],
+        &[("OUTBOX_IDEMPOTENCY_WINDOW", "30m")],
+    );
+    assert_eq!(short.code, 0, "{}", short.stderr);
+    assert!(!short.stderr.contains("warning"), "{}", short.stderr);
+    let forced = outbox(&dir, "purge", &["--before", &tomorrow, "--yes", "--force"]);
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert!(
+        forced
+            .stderr
+            .contains("warning: 1 tombstone was delivered within"),
+        "{}",
+        forced.stderr
+    );
+    assert!(
+        forced
+            .stdout
+            .contains("purged: 1 delivered tombstone, 0 records holding the address"),
+        "{}",
+        forced.stdout
+    );
+    assert_eq!(
+        outbox(&dir, "inspect", &["tomb-fresh-0001"]).code,
+        2,
+        "purged"
+    );
+}

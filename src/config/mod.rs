@@ -3,7 +3,9 @@
 //! the strings with where each came from, and [`Settings::from_raw`] parses and validates
 //! them, naming the setting (and its source) in every error.
 
+pub mod env_check;
 mod parse;
+mod reader;
 pub mod spec;
 mod typed;
 

@@ -146,9 +146,19 @@ pub const SPECS: &[Spec] = &[
         "ingest-key",
         "dashboard ingest key (X-INGEST-KEY and Authorization: Bearer), at least 16 characters",
     ),
+    s(
+        "ingest-key-file",
+        None,
+        "file holding the ingest key (its content without the trailing newline), re-read on SIGHUP; instead of ingest-key",
+    ),
     secret(
         "signing-secret",
         "optional Standard Webhooks signing secret (whsec_... or raw)",
+    ),
+    s(
+        "signing-secret-file",
+        None,
+        "file holding the signing secret, re-read on SIGHUP; instead of signing-secret",
     ),
     s(
         "site-origin",

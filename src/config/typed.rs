@@ -1,7 +1,7 @@
 //! The typed settings and their validation.
 
-use super::spec::{find, Spec};
-use super::{boolean, duration, list, rate, size, Layers, Source};
+use super::reader::Reader;
+use super::{boolean, duration, list, rate, size, Layers};
 use crate::intake::client_ip::{ClientIpRule, ForwardedHeader, TrustedProxies};
 use crate::intake::form_type::{self, Rule};
 use anyhow::{anyhow, bail};
@@ -77,53 +77,6 @@ pub struct DeliverySettings {
     pub auth_probe_interval: Duration,
     pub payload_retention: Duration,
     pub purge_interval: Duration,
-}
-
-/// Looks up and parses one setting, naming it and its source on failure.
-struct Reader<'a>(&'a Layers);
-
-impl Reader<'_> {
-    fn raw(&self, name: &str) -> Option<(&str, Source, &'static Spec)> {
-        let spec = find(name).unwrap_or_else(|| panic!("setting {name} is not in SPECS"));
-        self.0
-            .values
-            .get(spec.name)
-            .map(|(v, s)| (v.as_str(), *s, spec))
-    }
-
-    fn opt<T>(
-        &self,
-        name: &str,
-        f: impl Fn(&str) -> Result<T, String>,
-    ) -> anyhow::Result<Option<T>> {
-        match self.raw(name) {
-            None => Ok(None),
-            Some((v, _, _)) if v.trim().is_empty() => Ok(None),
-            Some((v, source, spec)) => f(v).map(Some).map_err(|e| {
-                let shown = if spec.secret {
-                    "(secret)".to_string()
-                } else {
-                    format!("{v:?}")
-                };
-                anyhow!(
-                    "invalid setting {} = {shown} (from {}): {e}",
-                    spec.name,
-                    source.describe(spec)
-                )
-            }),
-        }
-    }
-
-    fn req<T>(&self, name: &str, f: impl Fn(&str) -> Result<T, String>) -> anyhow::Result<T> {
-        self.opt(name, f)?
-            .ok_or_else(|| anyhow!("setting {name} must not be empty"))
-    }
-
-    fn string(&self, name: &str) -> Option<String> {
-        self.raw(name)
-            .map(|(v, _, _)| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    }
 }
 
 fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
@@ -268,8 +221,8 @@ impl Settings {
             ),
             other => bail!("invalid setting dashboard-url = {:?}: scheme {other} is not http or https", url.as_str()),
         }
-        let key = r.string("ingest-key").ok_or_else(|| {
-            anyhow!("setting ingest-key is required when dashboard-url is set (flag --ingest-key or OUTBOX_INGEST_KEY)")
+        let key = r.secret("ingest-key")?.ok_or_else(|| {
+            anyhow!("setting ingest-key is required when dashboard-url is set (OUTBOX_INGEST_KEY_FILE or --ingest-key-file naming a file that holds it, or OUTBOX_INGEST_KEY)")
         })?;
         if key.chars().count() < MIN_INGEST_KEY_LEN {
             bail!("invalid setting ingest-key: it is {} characters; at least {MIN_INGEST_KEY_LEN} are required", key.chars().count());
@@ -293,7 +246,7 @@ impl Settings {
         Ok(Some(DeliverySettings {
             dashboard_url: url,
             ingest_key: key,
-            signing_secret: r.string("signing-secret"),
+            signing_secret: r.secret("signing-secret")?,
             site_origin,
             routes,
             default_route: r.req("default-route", path_route)?,

@@ -106,6 +106,14 @@ impl Circuit {
         self.cooldown = self.base;
     }
 
+    /// When an open circuit lets its next probe out; `None` unless open.
+    pub fn open_until(&self) -> Option<Instant> {
+        match self.state {
+            State::Open { until } => Some(until),
+            _ => None,
+        }
+    }
+
     /// `closed`, `open` or `half_open`, as health shows it.
     pub fn name(&self) -> &'static str {
         match self.state {
@@ -144,7 +152,14 @@ mod tests {
         c.on_failure(false, t0);
         assert_eq!(c.name(), "open");
         assert_eq!(c.gate(t0 + S(29)), Gate::Wait(Some(t0 + S(30))));
+        assert_eq!(
+            c.open_until(),
+            Some(t0 + S(30)),
+            "the next probe, for health"
+        );
         assert_eq!(c.gauge(), 2.0);
+        c.gate(t0 + S(30));
+        assert_eq!(c.open_until(), None, "half-open: the probe is out");
     }
 
     /// The gauge's values are documented in the metric's help (and, from it, the README).

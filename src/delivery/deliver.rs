@@ -211,8 +211,9 @@ fn steer(core: &Core, attempt: &Attempt, verdict: Verdict, probe: Probe) {
     let now = format_time(chrono::Utc::now());
     match verdict {
         Verdict::Pause => {
-            *core.next_auth_probe.lock().unwrap() =
-                tokio::time::Instant::now() + core.settings.auth_probe_interval;
+            let next = tokio::time::Instant::now() + core.settings.auth_probe_interval;
+            *core.next_auth_probe.lock().unwrap() = next;
+            core.state.set_auth_probe(next.into_std());
             if core.state.pause() {
                 tracing::error!(
                     status = attempt_status(attempt),
@@ -235,6 +236,9 @@ fn steer(core: &Core, attempt: &Attempt, verdict: Verdict, probe: Probe) {
             v.last_error = Some(short_error(attempt));
         }
     });
+    if verdict != Verdict::Delivered {
+        core.state.failures.record(&short_error(attempt));
+    }
 }
 
 fn attempt_status(a: &Attempt) -> Option<u16> {

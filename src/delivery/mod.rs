@@ -23,6 +23,8 @@ pub mod worker;
 pub use handle::{start, WorkerHandle};
 pub use request::Credentials;
 
+use crate::log_summary::{LogSummary, Report, SUMMARY_EVERY};
+use crate::store::now_ms;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -41,11 +43,46 @@ pub struct DeliveryView {
     pub last_failure_at: Option<String>,
     /// The last failure in a few words (a status code or a transport error; never a body).
     pub last_error: Option<String>,
+    /// While the circuit is open or delivery is paused for credentials: when the next probe
+    /// goes out (nothing is sent before it, whatever the records' own next attempt says).
+    #[serde(default)]
+    pub next_probe_at: Option<String>,
+}
+
+/// The log line for failed delivery attempts (each attempt's cause, rate-limited).
+fn log_failures(r: &Report) {
+    tracing::warn!(
+        failed = r.count,
+        causes = %r.by_cause,
+        last_cause = %r.last_cause,
+        "delivery attempts failed"
+    );
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Probes {
+    circuit_ms: Option<i64>,
+    auth_ms: Option<i64>,
+}
+
+/// A monotonic instant as wall-clock epoch ms.
+fn wall_ms(at: std::time::Instant) -> i64 {
+    let now = std::time::Instant::now();
+    let delta = if at >= now {
+        at.duration_since(now).as_millis() as i64
+    } else {
+        -(now.duration_since(at).as_millis() as i64)
+    };
+    now_ms() + delta
 }
 
 #[derive(Debug)]
 pub struct DeliveryState {
     view: Mutex<DeliveryView>,
+    /// When the open circuit and the credentials pause next probe (wall clock, ms).
+    probes: Mutex<Probes>,
+    /// Every failed attempt's cause, summarized in the log (see [`crate::log_summary`]).
+    pub failures: LogSummary,
     credentials: Mutex<Option<Arc<Credentials>>>,
     /// Wakes the worker when something outside it changed (new credentials).
     kick: Notify,
@@ -60,14 +97,39 @@ impl DeliveryState {
                 last_success_at: None,
                 last_failure_at: None,
                 last_error: None,
+                next_probe_at: None,
             }),
+            probes: Mutex::default(),
+            failures: LogSummary::new(SUMMARY_EVERY, log_failures),
             credentials: Mutex::new(None),
             kick: Notify::new(),
         }
     }
 
     pub fn snapshot(&self) -> DeliveryView {
-        self.view.lock().unwrap().clone()
+        let mut v = self.view.lock().unwrap().clone();
+        v.next_probe_at = self.next_probe_ms(&v).map(crate::ops::rfc3339);
+        v
+    }
+
+    /// When sending resumes while it is held (paused, or circuit open): the next probe, never
+    /// in the past. `None` while delivery sends freely.
+    pub fn next_probe_ms(&self, v: &DeliveryView) -> Option<i64> {
+        let p = *self.probes.lock().unwrap();
+        let at = match (v.mode.as_str(), v.circuit.as_str()) {
+            (MODE_PAUSED, _) => p.auth_ms,
+            (MODE_RUNNING, "open") => p.circuit_ms,
+            _ => None,
+        }?;
+        Some(at.max(now_ms()))
+    }
+
+    pub(crate) fn set_circuit_probe(&self, at: Option<std::time::Instant>) {
+        self.probes.lock().unwrap().circuit_ms = at.map(wall_ms);
+    }
+
+    pub(crate) fn set_auth_probe(&self, at: std::time::Instant) {
+        self.probes.lock().unwrap().auth_ms = Some(wall_ms(at));
     }
 
     pub fn update(&self, f: impl FnOnce(&mut DeliveryView)) {

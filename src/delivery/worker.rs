@@ -72,6 +72,7 @@ impl Core {
                 return Err(Some(*at));
             }
             *at = now + self.settings.auth_probe_interval;
+            self.state.set_auth_probe(at.into_std());
             return Ok((1, Probe::Credentials));
         }
         let mut circuit = self.circuit.lock().unwrap();
@@ -92,6 +93,7 @@ impl Core {
     pub(super) fn publish_circuit(&self, c: &Circuit) {
         metrics::gauge!("outbox_circuit_state").set(c.gauge());
         let name = c.name();
+        self.state.set_circuit_probe(c.open_until());
         self.state.update(|v| {
             if v.circuit != name {
                 tracing::info!(from = %v.circuit, to = name, "delivery circuit changed");

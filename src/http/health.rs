@@ -62,16 +62,27 @@ pub async fn detailed(State(state): State<AppState>) -> Response {
     let now = now_ms();
     let oldest = state.store.oldest_queued_ms().ok().flatten();
     let reasons = not_ready(&state);
+    let delivery = state.delivery.snapshot();
+    // While the circuit is open or delivery paused, nothing goes out before the next probe,
+    // however long ago the records fell due.
+    let held_until = state.delivery.next_probe_ms(&delivery);
+    let next_attempt = state
+        .store
+        .next_due_ms()
+        .ok()
+        .flatten()
+        .map(|t| held_until.map_or(t, |h| t.max(h)));
     let body = json!({
         "status": if reasons.is_empty() { "ready" } else { "not_ready" },
         "reasons": reasons,
+        "warnings": state.delivery.warnings(),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "counts": counts,
         "accounting_balanced": counts.map(|c| c.balanced()),
         "oldest_pending_age_seconds": oldest.map(|t| ((now - t).max(0)) / 1000),
-        "next_attempt_in_seconds": state.store.next_due_ms().ok().flatten().map(|t| ((t - now).max(0)) / 1000),
-        "delivery": state.delivery.snapshot(),
+        "next_attempt_in_seconds": next_attempt.map(|t| ((t - now).max(0)) / 1000),
+        "delivery": delivery,
         "store": {
             "syncing": state.store.sync_health().is_ok(),
             "data_dir_bytes": state.admission.dir_bytes(),

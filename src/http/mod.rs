@@ -13,6 +13,7 @@ pub mod rate_limit;
 use crate::config::Settings;
 use crate::delivery::DeliveryState;
 use crate::intake::Limits;
+use crate::log_summary::{LogSummary, Report, SUMMARY_EVERY};
 use crate::store::Store;
 use admission::Admission;
 use axum::extract::Request;
@@ -95,6 +96,20 @@ const KNOWN_ROUTES: [&str; 6] = [
     "/metrics",
 ];
 
+/// Posts to `/api/collect` answered with an error, counted by status and code and logged as a
+/// rate-limited summary: a 429 has no request line of its own (a flood must not become a
+/// flood of log lines), so this is where it shows.
+pub static REFUSALS: LogSummary = LogSummary::new(SUMMARY_EVERY, log_refusals);
+
+fn log_refusals(r: &Report) {
+    tracing::warn!(
+        refused = r.count,
+        causes = %r.by_cause,
+        last_cause = %r.last_cause,
+        "posts refused"
+    );
+}
+
 /// One log line per request: method, route, status, latency, and for submissions the trace ID
 /// and form type. Never the body, never a header value that could carry a secret.
 async fn request_log(req: Request, next: Next) -> Response {
@@ -115,6 +130,9 @@ async fn request_log(req: Request, next: Next) -> Response {
         .unwrap_or("other");
     ::metrics::counter!("outbox_http_requests_total", "route" => route, "status" => status.to_string())
         .increment(1);
+    if route == "/api/collect" && status >= 400 {
+        REFUSALS.record(&format!("{status} {}", code.unwrap_or("-")));
+    }
     if status == 429 {
         // A flood must not become a flood of log lines; outbox_rate_limited_total counts it.
         return resp;

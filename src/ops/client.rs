@@ -130,9 +130,15 @@ pub struct InUse {
 
 /// Checks that `dir` is an existing data directory (ops commands never create one).
 pub fn require_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if let Err(e) = std::fs::metadata(dir.join("db")) {
+        let e = anyhow::Error::new(e).context(format!("cannot read {}", dir.display()));
+        if let Some(hint) = crate::ops::access::permission_hint(dir, &e) {
+            bail!("{}; {hint}", crate::ops::access::chain_text(&e));
+        }
+    }
     if !dir.join("db").is_file() {
         bail!(
-            "no outbox data directory at {} (no db file); pass --data-dir, OUTBOX_DATA_DIR or --config",
+            "no outbox data directory at {} (no db file in it): if that is the wrong place, pass the right --data-dir, OUTBOX_DATA_DIR or --config; a new one is made by `outbox serve --data-dir {0}` or `outbox import-legacy DIR --data-dir {0}`",
             dir.display()
         );
     }
@@ -148,7 +154,10 @@ pub fn open_offline(dir: &Path) -> anyhow::Result<Store> {
             dir: dir.display().to_string(),
             socket: dir.join(SOCKET_NAME).display().to_string(),
         }),
-        other => anyhow::Error::new(other).context(format!("cannot open {}", dir.display())),
+        other => crate::ops::access::explain(
+            dir,
+            anyhow::Error::new(other).context(format!("cannot open {}", dir.display())),
+        ),
     })
 }
 

@@ -27,12 +27,41 @@ impl Target {
     }
 }
 
-fn data_dir_from_config(path: &Path) -> anyhow::Result<Option<PathBuf>> {
+impl Target {
+    /// The service's idempotency window as the service would read it: `OUTBOX_IDEMPOTENCY_WINDOW`,
+    /// else `idempotency_window` of the `--config` file, else the default.
+    pub fn idempotency_window(&self) -> anyhow::Result<std::time::Duration> {
+        let spec = crate::config::spec::find("idempotency-window").expect("a setting");
+        let from_file = match &self.config {
+            Some(path) => match config_table(path)?.get("idempotency_window") {
+                Some(toml::Value::String(s)) => Some(s.clone()),
+                Some(_) => anyhow::bail!(
+                    "config file {}: idempotency_window must be a string like \"24h\"",
+                    path.display()
+                ),
+                None => None,
+            },
+            None => None,
+        };
+        let value = std::env::var("OUTBOX_IDEMPOTENCY_WINDOW")
+            .ok()
+            .or(from_file)
+            .unwrap_or_else(|| spec.default.expect("has a default").to_owned());
+        crate::config::duration(&value)
+            .map_err(|e| anyhow::anyhow!("invalid setting idempotency-window: {e}"))
+    }
+}
+
+fn config_table(path: &Path) -> anyhow::Result<toml::Table> {
     use anyhow::Context;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text)
-        .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+    toml::from_str(&text)
+        .with_context(|| format!("config file {} is not valid TOML", path.display()))
+}
+
+fn data_dir_from_config(path: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let table = config_table(path)?;
     match table.get("data_dir") {
         None => Ok(None),
         Some(toml::Value::String(s)) => Ok(Some(PathBuf::from(s))),
@@ -66,7 +95,7 @@ pub enum OpsCommand {
 pub struct InspectArgs {
     #[command(flatten)]
     pub target: Target,
-    /// Show this record in full
+    /// Show this record in full (a unique prefix of its trace ID is enough)
     pub trace_id: Option<String>,
     /// List records instead of the summary
     #[arg(long, conflicts_with = "trace_id")]
@@ -77,7 +106,7 @@ pub struct InspectArgs {
     /// With --list: only this form type
     #[arg(long, requires = "list")]
     pub form_type: Option<String>,
-    /// With --list: received since a time (RFC 3339, YYYY-MM-DD) or an age (2h, 7d)
+    /// With --list: received (by this store: imported, replayed) since a time (RFC 3339, YYYY-MM-DD) or an age (2h, 7d)
     #[arg(long, requires = "list")]
     pub since: Option<String>,
     /// With --list: at most this many rows, newest first
@@ -92,23 +121,22 @@ pub struct InspectArgs {
 pub struct ReplayArgs {
     #[command(flatten)]
     pub target: Target,
-    /// Trace IDs to replay
-    #[arg(required_unless_present = "dead")]
+    /// Trace IDs (or unique prefixes) to replay
     pub trace_ids: Vec<String>,
     /// Replay dead letters (all of them, or those the filters select)
     #[arg(long)]
     pub dead: bool,
     /// With --dead: died at or after this time (RFC 3339, YYYY-MM-DD) or age (2h, 7d)
-    #[arg(long, requires = "dead")]
+    #[arg(long)]
     pub since: Option<String>,
     /// With --dead: died before this time or age
-    #[arg(long, requires = "dead")]
+    #[arg(long)]
     pub until: Option<String>,
     /// With --dead: only this form type
-    #[arg(long, requires = "dead")]
+    #[arg(long)]
     pub form_type: Option<String>,
     /// With --dead: only those the dashboard last answered with this HTTP status
-    #[arg(long, requires = "dead")]
+    #[arg(long)]
     pub status_code: Option<u16>,
     /// List what would be replayed, change nothing
     #[arg(long)]
@@ -116,6 +144,7 @@ pub struct ReplayArgs {
     /// Also replay delivered records
     #[arg(long)]
     pub force: bool,
+    /// Print JSON (shapes in the README, section Operations)
     #[arg(long)]
     pub json: bool,
 }
@@ -124,6 +153,7 @@ pub struct ReplayArgs {
 pub struct EditArgs {
     #[command(flatten)]
     pub target: Target,
+    /// The record's trace ID (or a unique prefix of it)
     pub trace_id: String,
     /// Take the new payload (a JSON object) from FILE instead of opening $EDITOR
     #[arg(long, value_name = "FILE")]
@@ -131,6 +161,7 @@ pub struct EditArgs {
     /// Why, for the audit trail
     #[arg(long)]
     pub note: Option<String>,
+    /// Print JSON (shapes in the README, section Operations)
     #[arg(long)]
     pub json: bool,
 }
@@ -142,6 +173,7 @@ pub struct VerifyArgs {
     /// Rebuild the indexes and counters; quarantine records that do not decode
     #[arg(long)]
     pub repair: bool,
+    /// Print JSON (shapes in the README, section Operations)
     #[arg(long)]
     pub json: bool,
 }
@@ -152,6 +184,7 @@ pub struct BackupArgs {
     pub target: Target,
     /// New or empty directory for the backup; it works as a --data-dir afterwards
     pub dest: PathBuf,
+    /// Print JSON (shapes in the README, section Operations)
     #[arg(long)]
     pub json: bool,
 }
@@ -179,6 +212,7 @@ pub struct ImportArgs {
     /// Move imported files (and files already imported before) to DIR/imported/
     #[arg(long = "move")]
     pub move_files: bool,
+    /// Print JSON (shapes in the README, section Operations)
     #[arg(long)]
     pub json: bool,
 }
@@ -199,9 +233,14 @@ pub struct PurgeArgs {
     /// Do not ask for confirmation
     #[arg(long)]
     pub yes: bool,
+    /// Also drop tombstones still inside the idempotency window (a late duplicate of one of
+    /// those would be stored and delivered again)
+    #[arg(long)]
+    pub force: bool,
     /// Count what would go, change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Print JSON (shapes in the README, section Operations)
     #[arg(long)]
     pub json: bool,
 }

@@ -1,7 +1,12 @@
 //! `outbox edit TRACE_ID`: fetch the payload, let the operator change it in $EDITOR (or take
 //! it from `--payload FILE`), and store it with an audit line.
+//!
+//! As with `git commit` and `kubectl edit`, an edit that is not a JSON object is not lost:
+//! the editor opens again on the operator's text, with the error in `#` lines at the top
+//! (lines starting with `#` are never JSON, so they are dropped before parsing). Saving it
+//! unchanged, or empty, gives up.
 
-use crate::ops::command::EditArgs;
+use crate::ops::command::{EditArgs, Target};
 use crate::ops::inspect::RecordView;
 use crate::ops::proto::Request;
 use crate::ops::run::{call, print_json};
@@ -9,34 +14,34 @@ use anyhow::{bail, Context};
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 pub fn run(a: EditArgs) -> anyhow::Result<ExitCode> {
     let dir = a.target.dir()?;
-    let text = match &a.payload {
-        Some(file) => std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?,
+    let (trace_id, payload) = match &a.payload {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            match parse(&text) {
+                Ok(p) => (a.trace_id.clone(), p),
+                Err(e) => bail!("{e}; nothing edited"),
+            }
+        }
         None => {
             let get = Request::Get {
                 trace_id: a.trace_id.clone(),
             };
             let (_, current): (_, RecordView) = call(&dir, get, "reading")?;
             let before = serde_json::to_string_pretty(&current.payload)?;
-            let after = edit_in_editor(&a.trace_id, &before)?;
-            if after.trim() == before.trim() {
-                eprintln!("payload unchanged; nothing edited");
-                return Ok(ExitCode::SUCCESS);
+            match edit_until_valid(&current.trace_id, &before)? {
+                Some(p) => (current.trace_id, p),
+                None => return Ok(ExitCode::SUCCESS),
             }
-            after
         }
     };
-    let payload: Map<String, Value> = match serde_json::from_str(&text) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => bail!("the payload must be a JSON object"),
-        Err(e) => bail!("the payload is not valid JSON ({e}); nothing edited"),
-    };
     let req = Request::Edit {
-        trace_id: a.trace_id.clone(),
+        trace_id,
         payload,
         note: a.note.clone(),
     };
@@ -45,16 +50,128 @@ pub fn run(a: EditArgs) -> anyhow::Result<ExitCode> {
         print_json(&r);
     } else {
         println!(
-            "edited {} (payload sha256 {}); replay it with `outbox replay {}`",
-            r.trace_id, r.payload_sha256, r.trace_id
+            "edited {} (payload sha256 {}); replay it with `outbox replay {}{}`",
+            r.trace_id,
+            r.payload_sha256,
+            r.trace_id,
+            target_flags(&a.target)
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes `text` to a private temporary file, runs `$VISUAL`/`$EDITOR` (default `vi`) on it
-/// through the shell (so an editor with arguments works), and reads it back.
-fn edit_in_editor(trace_id: &str, text: &str) -> anyhow::Result<String> {
+/// The `--data-dir`/`--config` this command was given, for the commands it suggests.
+fn target_flags(t: &Target) -> String {
+    let quote = |p: &Path| {
+        let s = p.display().to_string();
+        if s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+        {
+            s
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    };
+    match (&t.data_dir, &t.config) {
+        (Some(d), _) => format!(" --data-dir {}", quote(d)),
+        (None, Some(c)) => format!(" --config {}", quote(c)),
+        (None, None) => String::new(),
+    }
+}
+
+/// A JSON object, or why the text is not one.
+fn parse(text: &str) -> Result<Map<String, Value>, String> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err("the payload must be a JSON object ({...})".into()),
+        Err(e) => Err(format!("the payload is not valid JSON ({e})")),
+    }
+}
+
+/// The text without its `#` lines.
+fn without_comments(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const HELP: &str = "# Lines starting with # are ignored. Save to store the payload;\n\
+                    # leave it unchanged or empty it to cancel.\n";
+
+/// Opens the editor until it leaves a JSON object (`Some`), or the operator gives up: an
+/// emptied file, or the first text saved unchanged, is `None`; invalid text saved unchanged
+/// is an error (exit 2).
+fn edit_until_valid(trace_id: &str, before: &str) -> anyhow::Result<Option<Map<String, Value>>> {
+    let file = TempFile::create(trace_id)?;
+    let mut shown = before.to_owned();
+    let mut header = format!("# outbox edit {trace_id}: the payload, a JSON object.\n{HELP}");
+    let mut last_error: Option<String> = None;
+    loop {
+        file.write(&format!("{header}{shown}\n"))?;
+        let edited = without_comments(&run_editor(&file.0)?);
+        let unchanged = edited.trim() == shown.trim();
+        if edited.trim().is_empty() {
+            eprintln!("empty payload; nothing edited");
+            return Ok(None);
+        }
+        if unchanged {
+            return match last_error {
+                None => {
+                    eprintln!("payload unchanged; nothing edited");
+                    Ok(None)
+                }
+                Some(e) => bail!("{e}; saved unchanged, so the edit is given up: nothing edited"),
+            };
+        }
+        match parse(&edited) {
+            Ok(p) => return Ok(Some(p)),
+            Err(e) => {
+                header = format!("# ERROR: {e}\n{HELP}");
+                last_error = Some(e);
+                shown = edited;
+            }
+        }
+    }
+}
+
+/// A private temporary file, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn create(trace_id: &str) -> anyhow::Result<TempFile> {
+        let safe: String = trace_id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let path =
+            std::env::temp_dir().join(format!("outbox-edit-{}-{safe}.json", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(TempFile(path))
+    }
+
+    fn write(&self, text: &str) -> anyhow::Result<()> {
+        let mut f = std::fs::File::create(&self.0)
+            .with_context(|| format!("cannot write {}", self.0.display()))?;
+        f.write_all(text.as_bytes())?;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs `$VISUAL`/`$EDITOR` (default `vi`) on `path` through the shell (so an editor with
+/// arguments works) and reads the file back.
+fn run_editor(path: &Path) -> anyhow::Result<String> {
     let set = |name| {
         std::env::var(name)
             .ok()
@@ -63,29 +180,14 @@ fn edit_in_editor(trace_id: &str, text: &str) -> anyhow::Result<String> {
     let editor = set("VISUAL")
         .or_else(|| set("EDITOR"))
         .unwrap_or_else(|| "vi".into());
-    let safe: String = trace_id
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let path = std::env::temp_dir().join(format!("outbox-edit-{}-{safe}.json", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    drop(f);
     let result = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!("{editor} \"$1\""))
         .arg("sh")
-        .arg(&path)
+        .arg(path)
         .status();
-    let out = std::fs::read_to_string(&path);
-    let _ = std::fs::remove_file(&path);
     match result {
-        Ok(s) if s.success() => Ok(out?),
+        Ok(s) if s.success() => Ok(std::fs::read_to_string(path)?),
         Ok(s) => bail!("the editor ({editor}) exited with {s}; nothing edited"),
         Err(e) => {
             bail!("cannot run the editor {editor:?} ({e}); set EDITOR or pass --payload FILE")

@@ -26,16 +26,29 @@ pub fn dispatch(ctx: &OpsContext, req: Request, progress: Progress) -> anyhow::R
     let out = match req {
         Request::Summary => {
             let view = ctx.delivery.as_ref().map(|d| d.snapshot());
-            to_value(inspect::summary(store, view)?)
+            let held = match (&ctx.delivery, &view) {
+                (Some(d), Some(v)) => d.next_probe_ms(v),
+                _ => None,
+            };
+            to_value(inspect::summary(store, view, held)?)
         }
         Request::List(q) => to_value(inspect::list(store, &q)?),
-        Request::Get { trace_id } => match inspect::get(store, &trace_id)? {
-            Some(view) => to_value(view),
-            None => {
-                anyhow::bail!("no record with trace ID {trace_id} (see `outbox inspect --list`)")
+        Request::Get { trace_id } => {
+            let trace_id = inspect::resolve(store, &trace_id)?.unwrap_or(trace_id);
+            match inspect::get(store, &trace_id)? {
+                Some(view) => to_value(view),
+                None => anyhow::bail!(
+                    "no record with trace ID {trace_id} (see `outbox inspect --list`)"
+                ),
             }
-        },
-        Request::Replay(q) => {
+        }
+        Request::Replay(mut q) => {
+            // An ID that names no record is left as given: the replay refuses it.
+            for id in &mut q.trace_ids {
+                if let Some(full) = inspect::resolve(store, id)? {
+                    *id = full;
+                }
+            }
             let report = replay::replay(store, &q, progress)?;
             wake(ctx, !report.replayed.is_empty() && !q.dry_run);
             to_value(report)
@@ -44,7 +57,10 @@ pub fn dispatch(ctx: &OpsContext, req: Request, progress: Progress) -> anyhow::R
             trace_id,
             payload,
             note,
-        } => to_value(edit::edit(store, &trace_id, payload, note)?),
+        } => {
+            let trace_id = inspect::resolve(store, &trace_id)?.unwrap_or(trace_id);
+            to_value(edit::edit(store, &trace_id, payload, note)?)
+        }
         Request::Verify { repair } => to_value(verify::verify_with(store, repair, progress)),
         Request::Backup { dest } => {
             anyhow::ensure!(

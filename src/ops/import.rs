@@ -74,7 +74,7 @@ pub fn to_record(s: &LegacySubmission, mtime_ms: i64, now: i64) -> Record {
     );
     record.audit = vec![crate::store::record::AuditEntry {
         at_ms: now,
-        action: "import-legacy".into(),
+        action: crate::ops::inspect::IMPORT_ACTION.into(),
         previous_payload_hash: None,
         note: Some(format!("from {}", s.file_name)),
     }];

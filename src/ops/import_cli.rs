@@ -15,6 +15,9 @@ pub const IMPORTED_DIR: &str = "imported";
 pub fn run(a: ImportArgs) -> anyhow::Result<ExitCode> {
     let dir = a.target.dir()?;
     let (files, unreadable) = read_legacy_dir(&a.dir)?;
+    if !a.dry_run {
+        create_if_new(&dir)?;
+    }
     let req = Request::Import {
         files,
         dry_run: a.dry_run,
@@ -35,6 +38,23 @@ pub fn run(a: ImportArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(status(print_import(&report, a.json)))
+}
+
+/// Creates a new store in `dir` when it is absent or an empty directory: an import is a
+/// natural first step of a migration, before the new service ever ran.
+fn create_if_new(dir: &Path) -> anyhow::Result<()> {
+    let empty = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    };
+    if !empty {
+        return Ok(());
+    }
+    crate::store::Store::open(dir)
+        .map_err(|e| crate::ops::access::explain(dir, e.into()))?
+        .sync()?;
+    eprintln!("outbox: created a new data directory at {}", dir.display());
+    Ok(())
 }
 
 /// Prints an import report; returns whether any file failed.

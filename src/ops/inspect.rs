@@ -23,16 +23,25 @@ pub struct Summary {
     pub disk_bytes: u64,
 }
 
-pub fn summary(store: &Store, delivery: Option<DeliveryView>) -> anyhow::Result<Summary> {
+/// The summary; `held_until` is the next probe while the circuit is open or delivery paused
+/// (nothing is sent before it, so the next attempt is no earlier).
+pub fn summary(
+    store: &Store,
+    delivery: Option<DeliveryView>,
+    held_until: Option<i64>,
+) -> anyhow::Result<Summary> {
     let counts = store.counts()?;
     let oldest = store.oldest_queued_ms()?;
+    let next = store
+        .next_due_ms()?
+        .map(|t| held_until.map_or(t, |h| t.max(h)));
     Ok(Summary {
         data_dir: store.path().display().to_string(),
         balanced: counts.balanced(),
         counts,
         oldest_pending_at: oldest.map(super::rfc3339),
         oldest_pending_age_secs: oldest.map(|t| (now_ms() - t).max(0) / 1000),
-        next_attempt_at: store.next_due_ms()?.map(super::rfc3339),
+        next_attempt_at: next.map(super::rfc3339),
         delivery: delivery.map(|d| serde_json::to_value(d).expect("plain data")),
         disk_bytes: store.disk_bytes(),
     })
@@ -54,15 +63,31 @@ pub struct Row {
     pub trace_id: String,
     pub status: String,
     pub form_type: String,
+    /// When the submission was received (for an imported record: by the old proxy).
     pub received_at: String,
+    /// The record's own receipt time in this store: the list's order and what `--since`
+    /// compares (the import or the last replay for records that went through one).
     pub received_at_ms: i64,
+    /// For a record imported from the old proxy: when it was imported.
+    #[serde(default)]
+    pub imported_at: Option<String>,
     pub attempts: u32,
     pub next_attempt_at: Option<String>,
+    /// The dashboard's last HTTP status for this record, if it answered.
+    #[serde(default)]
+    pub status_code: Option<u16>,
     pub last_error: Option<String>,
 }
 
+/// The rows shown, and how many matched before `limit` cut the list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Listing {
+    pub rows: Vec<Row>,
+    pub matched: usize,
+}
+
 /// Newest first. A full scan of `entries`: fine for an operator's query, never on a hot path.
-pub fn list(store: &Store, q: &ListQuery) -> anyhow::Result<Vec<Row>> {
+pub fn list(store: &Store, q: &ListQuery) -> anyhow::Result<Listing> {
     if let Some(s) = &q.status {
         anyhow::ensure!(
             s == "quarantined" || Status::parse(s).is_some(),
@@ -93,8 +118,10 @@ pub fn list(store: &Store, q: &ListQuery) -> anyhow::Result<Vec<Row>> {
                 form_type: "?".into(),
                 received_at: super::rfc3339(at),
                 received_at_ms: at,
+                imported_at: None,
                 attempts: 0,
                 next_attempt_at: None,
+                status_code: None,
                 last_error: doc["reason"].as_str().map(str::to_owned),
             });
         }
@@ -104,8 +131,51 @@ pub fn list(store: &Store, q: &ListQuery) -> anyhow::Result<Vec<Row>> {
             .cmp(&a.received_at_ms)
             .then_with(|| a.trace_id.cmp(&b.trace_id))
     });
+    let matched = rows.len();
     rows.truncate(q.limit);
-    Ok(rows)
+    Ok(Listing { rows, matched })
+}
+
+/// When `r` was imported from the old proxy, if it was.
+fn imported_at(r: &Record) -> Option<String> {
+    r.audit
+        .iter()
+        .find(|a| a.action == IMPORT_ACTION)
+        .map(|a| super::rfc3339(a.at_ms))
+}
+
+/// The audit action of a record imported from the old proxy.
+pub const IMPORT_ACTION: &str = "import-legacy";
+
+/// The trace ID that `id` names: itself when such a record exists, else the only record
+/// whose ID starts with it; `None` when none does. An ambiguous prefix is an error naming
+/// the candidates.
+pub fn resolve(store: &Store, id: &str) -> anyhow::Result<Option<String>> {
+    // The list marks a cut ID with `~` (never part of a trace ID): what precedes it is a prefix.
+    let id = id.strip_suffix('~').unwrap_or(id);
+    if store.trees.entries.contains_key(id)? {
+        return Ok(Some(id.to_owned()));
+    }
+    if id.is_empty() {
+        return Ok(None);
+    }
+    const SHOWN: usize = 10;
+    let mut found = Vec::new();
+    for item in store.trees.entries.scan_prefix(id).keys().take(SHOWN + 1) {
+        found.push(String::from_utf8_lossy(&item?).into_owned());
+    }
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(Some(found.remove(0))),
+        n => {
+            let more = if n > SHOWN { ", ..." } else { "" };
+            found.truncate(SHOWN);
+            anyhow::bail!(
+                "{id} is the start of more than one trace ID ({}{more}); give more of it",
+                found.join(", ")
+            )
+        }
+    }
 }
 
 fn row(r: &Record) -> Row {
@@ -115,11 +185,13 @@ fn row(r: &Record) -> Row {
         form_type: r.enrichment.form_type.clone(),
         received_at: r.enrichment.received_at.clone(),
         received_at_ms: r.received_at_ms,
+        imported_at: imported_at(r),
         attempts: r.attempts,
         next_attempt_at: r
             .status
             .is_queued()
             .then(|| super::rfc3339(r.next_attempt_at_ms)),
+        status_code: r.last_status_code,
         last_error: r.last_error.clone(),
     }
 }
@@ -130,7 +202,12 @@ pub struct RecordView {
     pub trace_id: String,
     pub status: String,
     pub attempts: u32,
+    /// When the submission was received (for an imported record: by the old proxy).
     pub received_at: String,
+    /// For a record imported from the old proxy: when it was imported (the time its
+    /// delivery age and queue order count from).
+    #[serde(default)]
+    pub imported_at: Option<String>,
     pub next_attempt_at: Option<String>,
     pub last_attempt_at: Option<String>,
     pub last_error: Option<String>,
@@ -158,6 +235,7 @@ pub fn view(r: &Record) -> RecordView {
         status: r.status.as_str().into(),
         attempts: r.attempts,
         received_at: r.enrichment.received_at.clone(),
+        imported_at: imported_at(r),
         next_attempt_at: r
             .status
             .is_queued()

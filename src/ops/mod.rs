@@ -5,6 +5,7 @@
 //! subcommand opens the directory itself. Each operation is one function taking `&Store`,
 //! called by the socket server and by the offline path alike, so both behave the same.
 
+pub mod access;
 pub mod backup;
 pub mod client;
 pub mod command;
@@ -18,10 +19,12 @@ pub mod legacy;
 pub mod progress;
 pub mod proto;
 pub mod purge;
+pub mod purge_cli;
 pub mod replay;
 pub mod restore;
 pub mod run;
 pub mod server;
+pub mod table;
 pub mod text;
 pub mod top;
 pub mod verify;

@@ -6,17 +6,16 @@
 
 use crate::ops::client::{self, Access};
 use crate::ops::command::*;
-use crate::ops::inspect::{ListQuery, RecordView, Row, Summary};
+use crate::ops::inspect::{ListQuery, Listing, RecordView, Summary};
 use crate::ops::progress::Bar;
 use crate::ops::proto::Request;
-use crate::ops::purge::{PurgeQuery, PurgeReport};
 use crate::ops::replay::{ReplayQuery, ReplayReport};
+use crate::ops::table;
 use crate::ops::text::{self, parse_when};
 use crate::ops::verify::VerifyReport;
 use crate::ops::{backup, restore};
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
-use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -32,7 +31,7 @@ pub fn run(cmd: OpsCommand) -> anyhow::Result<ExitCode> {
         OpsCommand::Backup(a) => backup(a),
         OpsCommand::Restore(a) => restore(a),
         OpsCommand::ImportLegacy(a) => crate::ops::import_cli::run(a),
-        OpsCommand::Purge(a) => purge(a),
+        OpsCommand::Purge(a) => crate::ops::purge_cli::run(a),
         OpsCommand::Top(a) => crate::ops::top::run(a),
     }
 }
@@ -82,11 +81,19 @@ fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
             since_ms: a.since.as_deref().map(parse_when).transpose()?,
             limit: a.limit,
         };
-        let (_, rows): (_, Vec<Row>) = call(&dir, Request::List(q), "listing")?;
+        let (_, listing): (_, Listing) = call(&dir, Request::List(q), "listing")?;
         if a.json {
-            print_json(&rows);
+            print_json(&listing.rows);
+            if listing.matched > listing.rows.len() {
+                eprintln!(
+                    "outbox: {} of {} shown; --limit {} shows all",
+                    listing.rows.len(),
+                    listing.matched,
+                    listing.matched
+                );
+            }
         } else {
-            print!("{}", text::table(&rows));
+            print!("{}", table::table(&listing, table::width()));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -100,6 +107,14 @@ fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let filters =
+        a.since.is_some() || a.until.is_some() || a.form_type.is_some() || a.status_code.is_some();
+    if filters && !a.dead {
+        bail!("--since, --until, --form-type and --status-code select dead letters: add --dead (e.g. `outbox replay --dead --since 1h`)");
+    }
+    if !a.dead && a.trace_ids.is_empty() {
+        bail!("say what to replay: trace IDs, or --dead for dead letters");
+    }
     let dir = a.target.dir()?;
     let q = ReplayQuery {
         trace_ids: a.trace_ids,
@@ -147,9 +162,9 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             println!("still wrong: {p}");
         }
         println!(
-            "{} records checked, {} problems",
-            r.records,
-            r.problems.len()
+            "{} checked, {}",
+            text::count(r.records, "record", "records"),
+            text::count(r.problems.len() as u64, "problem", "problems")
         );
         if !r.problems.is_empty() && r.repaired.is_empty() {
             println!("run `outbox verify --repair` to rebuild the indexes and counters");
@@ -183,10 +198,10 @@ fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
         print_json(&manifest);
     } else {
         println!(
-            "backup written to {} ({}): {} records, checksum {}",
+            "backup written to {} ({}): {}, checksum {}",
             dest.display(),
             manifest.method,
-            manifest.record_count,
+            text::count(manifest.record_count, "record", "records"),
             manifest.records_sha256
         );
         println!("start a server on it with --data-dir {}", dest.display());
@@ -208,8 +223,8 @@ fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     bar.finish();
     let r = r?;
     println!(
-        "restored {} records from {} (backup of {}) into {}",
-        r.manifest.record_count,
+        "restored {} from {} (backup of {}) into {}",
+        text::count(r.manifest.record_count, "record", "records"),
         a.src.display(),
         r.manifest.created_at,
         dir.display()
@@ -218,66 +233,4 @@ fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         println!("the previous contents are in {}", aside.display());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn purge(a: PurgeArgs) -> anyhow::Result<ExitCode> {
-    let dir = a.target.dir()?;
-    let before = match (&a.before, &a.older_than) {
-        (Some(b), _) => Some(parse_when(b)?),
-        (None, Some(age)) => Some(
-            crate::store::now_ms()
-                - humantime::parse_duration(age)
-                    .with_context(|| format!("--older-than {age:?}: use an age like 30d or 12h"))?
-                    .as_millis() as i64,
-        ),
-        (None, None) => None,
-    };
-    if before.is_none() && a.erase_email.is_none() {
-        bail!("say what to purge: --before DATE, --older-than AGE or --erase-email ADDRESS");
-    }
-    let mut q = PurgeQuery {
-        delivered_before_ms: before,
-        erase_email: a.erase_email.clone(),
-        dry_run: true,
-    };
-    let (_, plan): (_, PurgeReport) = call(&dir, Request::Purge(q.clone()), "counting")?;
-    let what = describe_purge(&plan);
-    if a.dry_run {
-        if a.json {
-            print_json(&plan);
-        } else {
-            println!("would purge: {what}");
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    if !a.yes {
-        if !std::io::stdin().is_terminal() {
-            bail!("purge would remove {what}; pass --yes to confirm without a prompt");
-        }
-        eprint!("purge {what}? This cannot be undone. [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            eprintln!("nothing purged");
-            return Ok(ExitCode::SUCCESS);
-        }
-    }
-    q.dry_run = false;
-    let (_, done): (_, PurgeReport) = call(&dir, Request::Purge(q), "purging")?;
-    if a.json {
-        print_json(&done);
-    } else {
-        println!("purged: {}", describe_purge(&done));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn describe_purge(r: &PurgeReport) -> String {
-    format!(
-        "{} delivered tombstones, {} records holding the address, {} quarantined copies, {} audit notes scrubbed",
-        r.tombstones_purged,
-        r.erased.len(),
-        r.quarantined_copies_erased,
-        r.audit_notes_scrubbed
-    )
 }

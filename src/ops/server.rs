@@ -104,7 +104,15 @@ fn handle(ctx: &OpsContext, stream: std::os::unix::net::UnixStream) -> std::io::
         .ok()
         .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_owned))
         .unwrap_or_default();
-    tracing::info!(op, "admin request");
+    // Read-only requests (`outbox top` sends one a second) are logged at debug; changes at info.
+    if matches!(
+        request,
+        Request::Summary | Request::List(_) | Request::Get { .. }
+    ) {
+        tracing::debug!(op, "admin request");
+    } else {
+        tracing::info!(op, "admin request");
+    }
     let last = Mutex::new(Instant::now());
     let progress = |done: u64, total: Option<u64>| {
         let mut last = last.lock().unwrap();

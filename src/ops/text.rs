@@ -1,7 +1,7 @@
-//! Plain-text rendering for people: times, ages, sizes, the 80-column record table and the
-//! summary. `--json` bypasses all of it.
+//! Plain-text rendering for people: times, ages, sizes and the summary (the record table is
+//! in [`super::table`]). `--json` bypasses all of it.
 
-use crate::ops::inspect::{Row, Summary};
+use crate::ops::inspect::Summary;
 use crate::store::now_ms;
 use anyhow::bail;
 
@@ -22,6 +22,11 @@ pub fn parse_when(s: &str) -> anyhow::Result<i64> {
         return Ok(now_ms() - age.as_millis() as i64);
     }
     bail!("cannot read {s:?} as a time: use RFC 3339 (2025-01-14T09:30:00Z), a date (2025-01-14) or an age (2h, 7d)")
+}
+
+/// `1 record`, `3 records`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// `3m 20s`, `2h 5m`, `4d 1h`: the two largest units.
@@ -51,64 +56,6 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
-/// Cuts `s` to `width` characters, marking the cut with `~`.
-fn fit(s: &str, width: usize) -> String {
-    if s.chars().count() <= width {
-        return s.to_owned();
-    }
-    let mut out: String = s.chars().take(width - 1).collect();
-    out.push('~');
-    out
-}
-
-/// `MM-DD HH:MM` (UTC) from an RFC 3339 time, for the table.
-fn short_time(rfc3339: &str) -> String {
-    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
-        Ok(t) => t
-            .with_timezone(&chrono::Utc)
-            .format("%m-%d %H:%M")
-            .to_string(),
-        Err(_) => fit(rfc3339, 11),
-    }
-}
-
-/// Relative next attempt: `now`, `in 5m`, `-` when not queued.
-fn next(rfc3339: Option<&str>) -> String {
-    let Some(t) = rfc3339.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
-        return "-".into();
-    };
-    let secs = (t.timestamp_millis() - now_ms()) / 1000;
-    if secs <= 0 {
-        "now".into()
-    } else {
-        format!("in {}", age(secs).split(' ').next().unwrap_or(""))
-    }
-}
-
-/// Column widths; they add up to 79 with the separating spaces. Long trace IDs are cut
-/// (marked `~`); `--json` has them whole.
-const W: [usize; 7] = [24, 9, 12, 11, 3, 6, 8];
-
-pub fn table(rows: &[Row]) -> String {
-    let mut out = format!(
-        "{:<24} {:<9} {:<12} {:<11} {:>3} {:<6} {}\n",
-        "TRACE ID", "STATUS", "FORM TYPE", "RECEIVED", "ATT", "NEXT", "ERROR"
-    );
-    for r in rows {
-        out.push_str(&format!(
-            "{:<24} {:<9} {:<12} {:<11} {:>3} {:<6} {}\n",
-            fit(&r.trace_id, W[0]),
-            fit(&r.status, W[1]),
-            fit(&r.form_type, W[2]),
-            short_time(&r.received_at),
-            fit(&r.attempts.to_string(), W[4]),
-            fit(&next(r.next_attempt_at.as_deref()), W[5]),
-            fit(r.last_error.as_deref().unwrap_or("-"), W[6]),
-        ));
-    }
-    out
-}
-
 pub fn summary(s: &Summary) -> String {
     let c = &s.counts;
     let mut out = format!("data directory  {}\n", s.data_dir);
@@ -133,7 +80,10 @@ pub fn summary(s: &Summary) -> String {
     ));
     out.push_str(&format!(
         "next attempt    {}\n",
-        s.next_attempt_at.as_deref().unwrap_or("-")
+        s.next_attempt_at
+            .as_deref()
+            .map(|t| format!("{t}{}", relative(t)))
+            .unwrap_or_else(|| "-".into())
     ));
     match &s.delivery {
         None => out.push_str("delivery        not running (offline)\n"),
@@ -144,6 +94,16 @@ pub fn summary(s: &Summary) -> String {
                 f("mode"),
                 f("circuit")
             ));
+            if let Some(t) = d["next_probe_at"].as_str() {
+                let why = match f("mode").as_str() {
+                    "paused_credentials" => "credentials probe",
+                    _ => "circuit probe",
+                };
+                out.push_str(&format!(
+                    "next probe      {t}{} ({why}; nothing is sent before it)\n",
+                    relative(t)
+                ));
+            }
             out.push_str(&format!("last success    {}\n", f("last_success_at")));
             let err = d["last_error"]
                 .as_str()
@@ -156,26 +116,19 @@ pub fn summary(s: &Summary) -> String {
     out
 }
 
+/// ` (in 3m 20s)` for a future RFC 3339 time, else nothing.
+fn relative(rfc3339: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(t) if t.timestamp_millis() > now_ms() + 999 => {
+            format!(" (in {})", age((t.timestamp_millis() - now_ms()) / 1000))
+        }
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn table_rows_fit_80_columns_whatever_the_data() {
-        let row = Row {
-            trace_id: "0190a5d2-7c3e-7b1a-9f00-1234567890ab".into(),
-            status: "in_flight".into(),
-            form_type: "a_very_long_form_type_name".into(),
-            received_at: "2025-01-14T09:30:12.418Z".into(),
-            received_at_ms: 0,
-            attempts: 12345,
-            next_attempt_at: Some("2999-01-01T00:00:00.000Z".into()),
-            last_error: Some("dashboard answered 503 Service Unavailable".into()),
-        };
-        for line in table(&[row]).lines() {
-            assert!(line.chars().count() <= 80, "{line:?}");
-        }
-    }
 
     #[test]
     fn times_parse_as_dates_instants_or_ages() {

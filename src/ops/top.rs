@@ -55,6 +55,15 @@ fn rate(prev: Option<&Sample>, cur: &Sample, f: fn(&Summary) -> u64) -> String {
     format!("{:.1}/s", delta as f64 / secs)
 }
 
+/// `   next probe in 4m 10s` while sending is held (circuit open, paused), else nothing.
+fn next_probe(at: Option<&str>) -> String {
+    let Some(t) = at.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
+        return String::new();
+    };
+    let secs = (t.timestamp_millis() - crate::store::now_ms()).max(0) / 1000;
+    format!("   next probe in {}", age(secs))
+}
+
 /// One screen. Pure, so it is tested; every line is cut to 80 columns.
 fn frame(prev: Option<&Sample>, cur: &Sample, errors: &[String]) -> String {
     let s = &cur.summary;
@@ -62,10 +71,7 @@ fn frame(prev: Option<&Sample>, cur: &Sample, errors: &[String]) -> String {
     let d = s.delivery.clone().unwrap_or_default();
     let field = |k: &str| d[k].as_str().unwrap_or("-").to_owned();
     let mut lines = vec![
-        format!(
-            "outbox top - {} - server pid {} - q quits",
-            s.data_dir, cur.pid
-        ),
+        format!("outbox top - {} - server pid {}", s.data_dir, cur.pid),
         String::new(),
         format!(
             "rates      intake {:>9}   delivered {:>9}   dead letters {:>9}",
@@ -97,9 +103,10 @@ fn frame(prev: Option<&Sample>, cur: &Sample, errors: &[String]) -> String {
                 ))
         ),
         format!(
-            "delivery   {}   circuit {}",
+            "delivery   {}   circuit {}{}",
             field("mode"),
-            field("circuit")
+            field("circuit"),
+            next_probe(d["next_probe_at"].as_str())
         ),
         format!("last ok    {}", field("last_success_at")),
         format!("disk       {}", crate::ops::text::size(s.disk_bytes)),
@@ -215,11 +222,10 @@ pub fn run(a: TopArgs) -> anyhow::Result<ExitCode> {
                 note_error(&mut errors, &s.summary);
                 frame(prev.as_ref(), s, &errors)
             }
-            Err(e) => format!(
-                "outbox top - {}\n\n{e:#}\n(retrying; q quits)\n",
-                dir.display()
-            ),
+            Err(e) => format!("outbox top - {}\n\n{e:#}\n(retrying)\n", dir.display()),
         };
+        // The live view's first line says how to leave; a plain snapshot has no keys to press.
+        let screen = screen.replacen('\n', " - q quits\n", 1);
         print!("\x1b[H\x1b[2J{screen}");
         std::io::stdout().flush()?;
         if wait_for_quit(interval, &quit) {
@@ -256,7 +262,8 @@ mod tests {
                 next_attempt_at: None,
                 delivery: Some(
                     serde_json::json!({"mode": "paused_credentials", "circuit": "open",
-                    "last_failure_at": "2026-01-01T00:00:00.000Z", "last_error": "x".repeat(200)}),
+                    "last_failure_at": "2026-01-01T00:00:00.000Z", "last_error": "x".repeat(200),
+                    "next_probe_at": crate::ops::rfc3339(crate::store::now_ms() + 130_500)}),
                 ),
                 disk_bytes: 4096,
             },
@@ -275,7 +282,10 @@ mod tests {
         assert!(f.contains("intake    10.0/s"), "{f}");
         assert!(f.contains("delivered     5.0/s"), "{f}");
         assert!(f.contains("pending 60"), "{f}");
-        assert!(f.contains("paused_credentials   circuit open"), "{f}");
+        assert!(
+            f.contains("paused_credentials   circuit open   next probe in 2m "),
+            "{f}"
+        );
         assert!(f.contains("pending for 3m 20s"), "{f}");
         assert!(f.lines().all(|l| l.chars().count() <= 80), "{f}");
         assert!(frame(None, &b, &[]).contains("intake         -"));

@@ -201,6 +201,33 @@ impl Drop for KillOnDrop {
 
 /// Starts `outbox serve` as a child process on `port` and waits until /health answers.
 pub fn spawn_binary(dir: &Path, port: u16, extra: &[&str]) -> KillOnDrop {
+    spawn_binary_to(dir, port, extra, Stdio::null())
+}
+
+/// [`spawn_binary`] with its log (JSON lines on stdout) appended to `log`.
+pub async fn spawn_binary_logged(dir: &Path, port: u16, extra: &[&str], log: &Path) -> KillOnDrop {
+    let file = std::fs::File::create(log).unwrap();
+    let dir = dir.to_path_buf();
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        spawn_binary_to(&dir, port, &extra, Stdio::from(file))
+    })
+    .await
+    .unwrap()
+}
+
+/// The JSON log lines of a server started by [`spawn_binary_logged`] with this message.
+pub fn log_lines(log: &Path, message: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == message)
+        .collect()
+}
+
+fn spawn_binary_to(dir: &Path, port: u16, extra: &[&str], stdout: Stdio) -> KillOnDrop {
     let mut cmd = std::process::Command::new(bin());
     cmd.args([
         "serve",
@@ -211,7 +238,7 @@ pub fn spawn_binary(dir: &Path, port: u16, extra: &[&str]) -> KillOnDrop {
     ])
     .args(["--rate-limit", "off", "--log-format", "json"])
     .args(extra)
-    .stdout(Stdio::null())
+    .stdout(stdout)
     .stderr(Stdio::inherit());
     let mut child = KillOnDrop(cmd.spawn().expect("spawn outbox"));
     wait_healthy(port, &mut child);
