@@ -405,20 +405,6 @@ fn rss_bytes(pid: u32) -> u64 {
         * 1024
 }
 
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// Mixed intake and delivery for `OUTBOX_SOAK_SECS` (default 30 minutes) with the dashboard
 /// failing for 20 s of every minute; prints RSS and disk use every 20 s and checks that both
 /// stay flat once steady: the last sample within 1.25x of the one at half the run. The first
@@ -484,7 +470,7 @@ async fn soak_memory_and_disk_stay_flat_under_mixed_load_and_failures() {
             down = want_down;
         }
         if t >= next_sample {
-            let (rss, disk) = (rss_bytes(pid), dir_bytes(&dir));
+            let (rss, disk) = (rss_bytes(pid), common::dir_bytes(&dir));
             println!(
                 "{:>6} | {:>8.1} | {:>9.1} | {:>9} | {}",
                 t.as_secs(),

@@ -169,3 +169,60 @@ async fn a_stopped_directory_is_copied_and_restore_checks_the_manifest() {
     );
     assert_eq!(all_trace_ids(&target).len(), 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_gives_space_back_after_a_drain_and_keeps_every_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let padding = "x".repeat(600);
+    let ids: Vec<String> = (0..4000).map(|i| format!("compact-{i:06}")).collect();
+    // The backlog is stored (in concurrent group commits), then drains: all but 100 are
+    // delivered and their tombstones purged.
+    {
+        let store = outbox::store::Store::open(&dir).unwrap();
+        let submits = ids.iter().map(|id| {
+            store.submit(record(
+                id,
+                json!({"email": format!("{id}@example.com"), "note": padding}),
+            ))
+        });
+        for r in futures_util::future::join_all(submits).await {
+            r.unwrap();
+        }
+        let gone: Vec<&str> = ids[100..].iter().map(String::as_str).collect();
+        for chunk in gone.chunks(500) {
+            store
+                .update_many(chunk, |_, _| outbox::store::Change::Purge)
+                .unwrap();
+        }
+        store.sync().unwrap();
+    }
+    wait_released(&dir);
+    let peak = common::dir_bytes(&dir);
+
+    // A running server is never compacted under its feet.
+    let app = common::spawn_app_in(&dir, &[]).await;
+    let refused = outbox(&dir, "compact", &[]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("stop it"), "{}", refused.stderr);
+    app.stop().await;
+    wait_released(&dir);
+
+    let run = outbox(&dir, "compact", &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let after = common::dir_bytes(&dir);
+    assert!(
+        after * 4 <= peak,
+        "the directory should shrink to a quarter or less: {peak} -> {after} bytes"
+    );
+    assert_eq!(all_trace_ids(&dir), ids[..100].iter().cloned().collect());
+    let verify = outbox(&dir, "verify", &[]);
+    assert_eq!(verify.code, 0, "{}", verify.stdout);
+    let siblings: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+    assert_eq!(
+        siblings.len(),
+        1,
+        "nothing is left beside the data directory"
+    );
+    println!("compact: {peak} -> {after} bytes; {}", run.stdout.trim());
+}

@@ -404,3 +404,65 @@ else printf '{"email": "fixed@example.com"}\n' > "$1"; fi
         empty.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_being_delivered_shows_in_flight_and_replay_and_edit_are_refused() {
+    let dash = common::dashboard::Dashboard::start().await;
+    // The dashboard holds the delivery long enough for the operator's commands.
+    dash.set_reply(common::dashboard::Reply::ok().delay(std::time::Duration::from_secs(4)));
+    let url = dash.url();
+    let app = common::spawn_app(&[
+        "--dashboard-url",
+        &url,
+        "--ingest-key",
+        "inflight-ingest-key-0123456789",
+    ])
+    .await;
+    let answer = app
+        .post_json(
+            &json!({"email": "a@example.com"}),
+            &[("Idempotency-Key", "inflight-0001")],
+        )
+        .await;
+    assert_eq!(answer.status(), 202);
+    dash.wait_for_requests(1).await;
+    let dir = app.data_dir.clone();
+
+    let shown = outbox(&dir, "inspect", &["inflight-0001", "--json"]);
+    assert!(shown.via_this_process());
+    assert_eq!(shown.json()["status"], "in_flight");
+    let replay = outbox(&dir, "replay", &["inflight-0001", "--force", "--json"]);
+    assert_eq!(replay.code, 1, "{}", replay.stdout);
+    assert_eq!(
+        replay.json()["refused"][0]["reason"],
+        "being delivered right now; retry when the attempt ends"
+    );
+    let edit = outbox_env(
+        &dir,
+        "edit",
+        &["inflight-0001"],
+        &[("EDITOR", "sed -i s/a@/b@/"), ("VISUAL", "")],
+    );
+    assert_eq!(edit.code, 2, "{}", edit.stderr);
+    assert!(
+        edit.stderr.contains("being delivered right now"),
+        "{}",
+        edit.stderr
+    );
+    let summary = outbox(&dir, "inspect", &["--json"]).json();
+    assert_eq!(summary["counts"]["in_flight"], 1, "{summary}");
+
+    // Once the attempt ends the record is delivered as it was sent, once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = outbox(&dir, "inspect", &["inflight-0001", "--json"]).json();
+        if r["status"] == "delivered" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(dash.count(), 1);
+    assert_eq!(dash.requests()[0].json()["email"], "a@example.com");
+    app.stop().await;
+}

@@ -89,6 +89,8 @@ pub enum OpsCommand {
     Purge(PurgeArgs),
     /// Live view of a running server: rates, depth, oldest pending, delivery state.
     Top(TopArgs),
+    /// Give disk space back: rewrite the stopped store into a fresh directory and swap it in.
+    Compact(crate::ops::compact::CompactArgs),
 }
 
 #[derive(Debug, Args)]

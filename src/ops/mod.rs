@@ -9,6 +9,7 @@ pub mod access;
 pub mod backup;
 pub mod client;
 pub mod command;
+pub mod compact;
 pub mod edit;
 pub mod edit_cli;
 pub mod handler;

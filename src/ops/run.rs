@@ -33,6 +33,7 @@ pub fn run(cmd: OpsCommand) -> anyhow::Result<ExitCode> {
         OpsCommand::ImportLegacy(a) => crate::ops::import_cli::run(a),
         OpsCommand::Purge(a) => crate::ops::purge_cli::run(a),
         OpsCommand::Top(a) => crate::ops::top::run(a),
+        OpsCommand::Compact(a) => crate::ops::compact::run(a),
     }
 }
 
