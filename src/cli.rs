@@ -22,7 +22,7 @@ const AFTER_HELP: &str = "\
 Files (as installed by the Debian package):
   /usr/bin/outbox                   this program
   /etc/outbox/outbox.env            settings (OUTBOX_*=value lines), read by the systemd unit
-  /lib/systemd/system/outbox.service  the systemd unit: user outbox, data in /var/lib/outbox
+  /usr/lib/systemd/system/outbox.service  the systemd unit: user outbox, data in /var/lib/outbox
   /var/lib/outbox                   data directory: the store, admin.sock (mode 0600)
   /usr/share/doc/outbox/RUNBOOK.md  what to do when an alert fires
 
