@@ -40,6 +40,8 @@ impl Drop for Down<'_> {
             "podman",
             &["volume", "rm", "-f", &format!("{}_outbox-data", self.1)],
         );
+        let network = format!("{}_default", self.1);
+        run(self.0, "podman", &["network", "rm", "-f", &network]);
     }
 }
 
