@@ -229,3 +229,14 @@ fn metric_name_extraction_ignores_labels_and_folds_histogram_suffixes() {
         BTreeSet::from(["outbox_intake_seconds".to_owned(), "up".to_owned()])
     );
 }
+
+#[test]
+fn the_debian_changelog_names_the_crate_version() {
+    let text = std::fs::read_to_string(root().join("ops/debian/changelog")).unwrap();
+    let first = text.lines().next().unwrap_or_default();
+    let want = format!("outbox ({}-1) ", env!("CARGO_PKG_VERSION"));
+    assert!(
+        first.starts_with(&want),
+        "ops/debian/changelog must start with an entry for this version ({want}...), got {first:?}"
+    );
+}
