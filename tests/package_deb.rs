@@ -7,7 +7,8 @@
 //!
 //! It changes the machine (a package, a system user), so it runs only when `OUTBOX_DEB`
 //! names a package, as root (`.ci/run` builds one). Without it: SKIP, except under CI.
-//! It purges the package and the data directory at the end, so it can run again.
+//! It purges the package and the data directory at the end, so it can run again (outside CI
+//! it refuses to start where /var/lib/outbox already holds a store).
 
 mod common;
 
@@ -195,6 +196,10 @@ fn package() -> Option<PathBuf> {
         ),
         Some(d) if !d.is_file() => Some(format!("OUTBOX_DEB={} is not a file", d.display())),
         Some(_) if !tools::is_root() => Some("it installs a package: run it as root".into()),
+        // Outside CI's throwaway machine, never purge somebody's real outbox data.
+        Some(_) if std::env::var_os("CI").is_none() && Path::new(DATA).join("db").exists() => Some(
+            format!("{DATA} holds a store, and this test would delete it"),
+        ),
         Some(_) => None,
     };
     (tools::runnable(test, why) && tools::require(test, &["dpkg", "lintian", "setpriv", "runuser"]))
