@@ -13,6 +13,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod healthcheck;
 pub mod http;
 pub mod intake;
 pub mod log_summary;

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { settings } => serve(settings),
         Command::Config(ConfigCommand::Check { settings }) => config_check(settings),
+        Command::Healthcheck { settings } => Ok(healthcheck(settings)),
         Command::Ops(cmd) => outbox::ops::run::run(cmd),
     };
     match result {
@@ -47,6 +48,37 @@ fn config_check(raw: RawSettings) -> anyhow::Result<ExitCode> {
     Settings::from_layers(&layers)?;
     println!("configuration ok");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exit 0 when ready, 1 otherwise: container runtimes reserve other codes, so a bad setting
+/// is reported as not healthy too.
+fn healthcheck(raw: RawSettings) -> ExitCode {
+    use outbox::healthcheck::{probe, target};
+    let settings = match load(&raw) {
+        Ok((_, s)) => s,
+        Err(e) => {
+            eprintln!("outbox healthcheck: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = target(settings.listen, settings.admin_listen);
+    match probe(addr) {
+        Ok(a) if a.status == 200 => {
+            println!("ready ({addr})");
+            ExitCode::SUCCESS
+        }
+        Ok(a) => {
+            eprintln!(
+                "outbox healthcheck: not ready ({addr} answered {}): {}",
+                a.status, a.body
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("outbox healthcheck: no answer from http://{addr}/health/ready: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn serve(raw: RawSettings) -> anyhow::Result<ExitCode> {

@@ -1,6 +1,8 @@
 //! The deployment assets in ops/ stay true to the code: the environment example lists every
 //! setting, and the alert rules and Grafana dashboard use only metrics outbox exports.
-//! `OUTBOX_UPDATE_ASSETS=1 cargo test --test ops_assets` rewrites ops/outbox.env.example.
+//! The man page the Debian package installs is the CLI's own help.
+//! `OUTBOX_UPDATE_ASSETS=1 cargo test --test ops_assets` rewrites ops/outbox.env.example and
+//! ops/outbox.1.
 
 use outbox::config::spec::{env_name, SPECS};
 use outbox::http::metrics::METRICS;
@@ -53,6 +55,36 @@ fn the_environment_example_lists_every_setting() {
         have, want,
         "ops/outbox.env.example is stale: run OUTBOX_UPDATE_ASSETS=1 cargo test --test ops_assets"
     );
+}
+
+/// ops/outbox.1 (installed as man page outbox(1)) rendered from the clap definition.
+fn man_page() -> String {
+    let cmd = <outbox::cli::Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd).render(&mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn the_man_page_is_the_cli_help() {
+    let path = root().join("ops/outbox.1");
+    let want = man_page();
+    if std::env::var_os("OUTBOX_UPDATE_ASSETS").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        have, want,
+        "ops/outbox.1 is stale: run OUTBOX_UPDATE_ASSETS=1 cargo test --test ops_assets"
+    );
+    for section in [
+        "Files",
+        "Exit status",
+        "/etc/outbox/outbox.env",
+        "healthcheck",
+    ] {
+        assert!(want.contains(section), "the man page lacks {section}");
+    }
 }
 
 #[test]
@@ -305,4 +337,15 @@ fn systemd_accepts_the_unit() {
         .filter(|l| l.contains("outbox.service"))
         .collect();
     assert!(unit_lines.is_empty(), "systemd complains: {stderr}");
+}
+
+#[test]
+fn the_debian_changelog_names_the_crate_version() {
+    let text = std::fs::read_to_string(root().join("ops/debian/changelog")).unwrap();
+    let first = text.lines().next().unwrap_or_default();
+    let want = format!("outbox ({}-1) ", env!("CARGO_PKG_VERSION"));
+    assert!(
+        first.starts_with(&want),
+        "ops/debian/changelog must start with an entry for this version ({want}...), got {first:?}"
+    );
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dashboard;
+pub mod tools;
 
 use clap::Parser;
 use outbox::app::Application;
