@@ -311,7 +311,10 @@ fn systemd_accepts_the_unit() {
     let tmp = tempfile::tempdir().unwrap();
     let unit = std::fs::read_to_string(root().join("ops/outbox.service"))
         .unwrap()
-        .replace("/usr/local/bin/outbox", env!("CARGO_BIN_EXE_outbox"));
+        .replace(
+            "ExecStart=/usr/bin/outbox",
+            &format!("ExecStart={}", env!("CARGO_BIN_EXE_outbox")),
+        );
     assert!(unit.contains("Environment=OUTBOX_INGEST_KEY_FILE=/etc/outbox/ingest-key"));
     let path = tmp.path().join("outbox.service");
     std::fs::write(&path, unit).unwrap();

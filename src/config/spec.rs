@@ -212,7 +212,7 @@ pub const SPECS: &[Spec] = &[
     s(
         "lease",
         Some("60s"),
-        "how long a claimed record stays claimed if the process dies mid-delivery",
+        "no longer used (claims are held in memory); accepted so older configurations still load",
     ),
     s(
         "circuit-threshold",
