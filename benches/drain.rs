@@ -13,6 +13,9 @@
 
 #[path = "../tests/common/dashboard.rs"]
 mod dashboard;
+mod support;
+
+use support::write_bytes;
 
 // The same allocator as the `outbox` binary.
 #[global_allocator]
@@ -120,18 +123,26 @@ async fn throughput(n: u64, concurrency: u64) {
     let store = Arc::new(Store::open(&s.data_dir).unwrap());
     fill(&store, n).await;
     let state = Arc::new(DeliveryState::new(true));
-    let (started, cpu0) = (Instant::now(), cpu_time());
+    store.sync().unwrap();
+    let (started, cpu0, bytes0) = (Instant::now(), cpu_time(), write_bytes());
     let worker = delivery::start(store.clone(), &s, state, Arc::new(Notify::new())).unwrap();
     wait_delivered(&store, n).await;
     let elapsed = started.elapsed();
     let cpu = cpu_time().zip(cpu0).map(|(b, a)| b.saturating_sub(a));
     worker.stop(Duration::from_secs(5)).await;
+    store.sync().unwrap();
+    let written = write_bytes() - bytes0;
     let c = store.counts().unwrap();
     assert!(c.balanced() && c.delivered == n);
     println!(
         "  delivered {n} in {elapsed:.2?}: {:.0} deliveries/s (stub saw {} requests)",
         n as f64 / elapsed.as_secs_f64(),
         dash.count()
+    );
+    println!(
+        "  written to disk while draining: {:.1} MiB, {:.0} bytes per delivery",
+        written as f64 / (1 << 20) as f64,
+        written as f64 / n as f64
     );
     if let Some(cpu) = cpu {
         println!(

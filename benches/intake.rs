@@ -11,6 +11,9 @@
 
 #[path = "../tests/common/dashboard.rs"]
 mod dashboard;
+mod support;
+
+use support::write_bytes;
 
 use axum::routing::post;
 use axum::Json;
@@ -144,15 +147,6 @@ async fn start_outbox(dir: &std::path::Path, extra: &[&str]) -> Served {
     };
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     served
-}
-
-/// Bytes this process has written to disk so far.
-fn write_bytes() -> u64 {
-    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
-    io.lines()
-        .find_map(|l| l.strip_prefix("write_bytes: "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// One wrk run against `s`, and the bytes written per accepted submission; with `drain`,

@@ -128,13 +128,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use crate::store::record::{sample, Status};
+    use crate::store::tx::tests::open;
     use crate::store::{Change, Store, Updated};
-
-    fn open() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("data")).unwrap();
-        (dir, store)
-    }
 
     #[test]
     fn a_claim_writes_nothing_and_shows_as_in_flight() {

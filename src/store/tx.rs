@@ -373,11 +373,12 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::record::sample;
 
-    fn open() -> (tempfile::TempDir, Store) {
+    /// A store in a fresh temporary directory.
+    pub(crate) fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("data")).unwrap();
         (dir, store)
