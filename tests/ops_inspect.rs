@@ -451,6 +451,13 @@ async fn a_record_being_delivered_shows_in_flight_and_replay_and_edit_are_refuse
     );
     let summary = outbox(&dir, "inspect", &["--json"]).json();
     assert_eq!(summary["counts"]["in_flight"], 1, "{summary}");
+    let listed = outbox(
+        &dir,
+        "inspect",
+        &["--list", "--status", "in_flight", "--json"],
+    )
+    .json();
+    assert_eq!(listed[0]["trace_id"], "inflight-0001", "{listed}");
 
     // Once the attempt ends the record is delivered as it was sent, once.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -100,9 +100,16 @@ pub fn list(store: &Store, q: &ListQuery) -> anyhow::Result<Listing> {
             && q.since_ms.map_or(true, |t| at >= t)
     };
     let mut rows = Vec::new();
+    // Claims are held in memory: a record being delivered is stored as pending.
+    let claimed = store.claimed();
     for item in store.trees.entries.iter() {
         let (_, v) = item?;
-        let Ok(r) = record::decode(&v) else { continue };
+        let Ok(mut r) = record::decode(&v) else {
+            continue;
+        };
+        if r.status == Status::Pending && claimed.contains(&r.trace_id) {
+            r.status = Status::InFlight;
+        }
         if wants(r.status.as_str(), &r.enrichment.form_type, r.received_at_ms) {
             rows.push(row(&r));
         }
