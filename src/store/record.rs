@@ -333,6 +333,26 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_delivered_record_without_payload_from_an_older_release_is_rewritten_as_a_tombstone()
+    {
+        // Releases before tombstones stored delivered records whole, payload dropped.
+        let mut r = sample("trace-0003-old");
+        r.status = Status::Delivered;
+        r.payload = None;
+        r.delivered_at_ms = Some(1_700_000_000_900);
+        let mut old = vec![FORMAT_V1];
+        old.extend(postcard::to_stdvec(&r).unwrap());
+        let read = decode(&old).unwrap();
+        assert_eq!(read, r);
+        let rewritten = encode(&read);
+        assert_eq!(rewritten[0], FORMAT_TOMBSTONE);
+        let again = decode(&rewritten).unwrap();
+        assert_eq!(again.receipt(), r.receipt());
+        assert_eq!(again.delivered_at_ms, r.delivered_at_ms);
+        assert_eq!(encode(&again), rewritten, "stable from then on");
+    }
+
+    #[test]
     fn unknown_versions_and_garbage_are_errors() {
         assert!(matches!(decode(&[]), Err(DecodeError::Empty)));
         assert!(matches!(
