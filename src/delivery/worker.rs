@@ -7,9 +7,9 @@
 //! store round (claims are held in memory and write nothing, see `crate::store::claims`;
 //! only durable records are claimed), spawns deliveries for the free permits and keeps the
 //! rest ready for the next ones. Claims that cannot be sent because the circuit opened,
-//! delivery paused or shutdown began are released unsent: no attempt is spent. When there is nothing to do it waits for
-//! the first of: a new submission (the intake's `Notify`), new credentials, a delivery
-//! finishing, the next due time, or shutdown. The `Notify` futures are registered before the
+//! delivery paused or shutdown began are released unsent: no attempt is spent. When there is
+//! nothing to do it waits for the first of: a new submission (the intake's `Notify`), new
+//! credentials, a delivery finishing, the next due time, or shutdown. The `Notify` futures are registered before the
 //! store is read, so a submission stored meanwhile is never missed.
 
 use super::circuit::{Circuit, Gate};
@@ -106,7 +106,12 @@ impl Core {
     fn claim(&self, want: usize) -> Result<Vec<Record>, StoreError> {
         let claimed = self.store.claim_due(now_ms(), want)?;
         for (id, reason) in &claimed.undecodable {
-            deliver::quarantine(&self.store, id, reason)?;
+            if let Err(e) = deliver::quarantine(&self.store, id, reason) {
+                // Claims nobody will send must not outlive this call.
+                self.store
+                    .release(claimed.records.iter().map(|r| r.trace_id.as_str()));
+                return Err(e);
+            }
         }
         Ok(claimed.records)
     }
