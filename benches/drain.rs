@@ -11,7 +11,7 @@
 //! `OUTBOX_BENCH_CONCURRENCY` (the default `delivery-concurrency`, 8).
 //! Loopback only; the stub shares the machine's cores with the worker.
 
-#[path = "../tests/common/dashboard.rs"]
+#[path = "../tests/harness/dashboard.rs"]
 mod dashboard;
 mod support;
 

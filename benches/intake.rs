@@ -9,7 +9,7 @@
 //! Run: `cargo bench --bench intake` (needs `wrk`: `apt-get install wrk`).
 //! `OUTBOX_BENCH_SECS` sets each run's length (default 10); two rounds alternate the servers.
 
-#[path = "../tests/common/dashboard.rs"]
+#[path = "../tests/harness/dashboard.rs"]
 mod dashboard;
 mod support;
 

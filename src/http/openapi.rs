@@ -1,7 +1,7 @@
 //! `GET /api/openapi.json`: the OpenAPI 3.1 description of the public API, so integrators
 //! can generate clients and check answers against a contract. The document is a file in the
 //! repository (`src/http/openapi.json`), embedded at build time and served as it is;
-//! `tests/openapi.rs` runs schemathesis against a live instance with it.
+//! `tests/intake/openapi.rs` runs schemathesis against a live instance with it.
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};

@@ -1,0 +1,248 @@
+//! Shared harness of the browser tests: headless Chromium driven through chromedriver with the
+//! few WebDriver commands the tests need (new session, go to a URL, run a script, end the
+//! session), spoken as plain JSON over the HTTP client the crate already has, so `cargo test`
+//! stays the single test command; and the example page served from a test origin. When
+//! chromium or chromedriver is missing, [`browser_tools`] prints a loud SKIP, except under CI
+//! (`CI` set), where it fails: `.ci/run` installs them.
+#![allow(dead_code)]
+
+use crate::harness::{free_port, turn};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The example page, with this placeholder as its form's action.
+pub const PAGE: &str = include_str!("../../ops/site-example/index.html");
+pub const PLACEHOLDER_ENDPOINT: &str = "https://forms.example.com/api/collect";
+
+/// Bound on every wait in this file, so a broken browser fails the test instead of hanging it.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Serves the example page, its form pointed at `endpoint`, at `/` on `listener`.
+pub fn serve_page(listener: tokio::net::TcpListener, endpoint: &str) {
+    assert_eq!(
+        PAGE.matches(PLACEHOLDER_ENDPOINT).count(),
+        1,
+        "the example page's form action is the placeholder endpoint"
+    );
+    let page = PAGE.replace(PLACEHOLDER_ENDPOINT, endpoint);
+    let router = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || async move { axum::response::Html(page) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+}
+
+/// Where chromium and chromedriver are, and this test's [`turn`] (held while it lives): each
+/// browser test starts a Chromium, and compares the process-wide `outbox_http_requests_total`
+/// before and after its own posts, which another browser test's posts would move.
+pub struct Tools {
+    chromium: PathBuf,
+    chromedriver: PathBuf,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// Finds the browser and waits for this test's turn, or explains loudly why the test does not
+/// run (and fails under CI).
+pub async fn browser_tools() -> Option<Tools> {
+    let chromium = find_in_path("chromium").or_else(|| find_in_path("chromium-browser"));
+    let chromedriver = find_in_path("chromedriver");
+    match (chromium, chromedriver) {
+        (Some(chromium), Some(chromedriver)) => Some(Tools {
+            chromium,
+            chromedriver,
+            _turn: turn().await,
+        }),
+        _ => {
+            let why = "chromium and chromedriver are not installed \
+                       (Debian: apt-get install chromium chromium-driver)";
+            if std::env::var_os("CI").is_some() {
+                panic!("the browser test must run in CI: {why}");
+            }
+            eprintln!("\n********\nSKIP browser test: {why}\n********\n");
+            None
+        }
+    }
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A chromedriver process on a free loopback port; killed when dropped.
+pub struct ChromeDriver {
+    child: Child,
+    base: String,
+}
+
+impl ChromeDriver {
+    pub fn start(tools: &Tools) -> ChromeDriver {
+        let port = free_port();
+        let child = Command::new(&tools.chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        ChromeDriver {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Waits for chromedriver, then opens headless Chromium with a fresh profile.
+    pub async fn new_session(&self, tools: &Tools) -> Session {
+        self.new_session_with_javascript(tools, true).await
+    }
+
+    /// A session whose pages run their scripts, or not (a visitor with JavaScript off;
+    /// WebDriver's own scripts still run).
+    pub async fn new_session_with_javascript(&self, tools: &Tools, javascript: bool) -> Session {
+        let http = reqwest::Client::builder()
+            .timeout(PATIENCE)
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let status = http.get(format!("{}/status", self.base)).send().await;
+            if let Ok(r) = status {
+                let body: Value = r.json().await.unwrap_or_default();
+                if body["value"]["ready"] == true {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let args = chromium_args(profile.path());
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": tools.chromium, "args": args, "prefs": {
+                "profile.managed_default_content_settings.javascript": if javascript { 1 } else { 2 },
+            }},
+        }}});
+        let created = command(
+            &http,
+            reqwest::Method::POST,
+            format!("{}/session", self.base),
+            caps,
+        )
+        .await;
+        let id = created["sessionId"]
+            .as_str()
+            .expect("a session id")
+            .to_owned();
+        Session {
+            http,
+            url: format!("{}/session/{id}", self.base),
+            _profile: std::sync::Arc::new(profile),
+        }
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromium_args(profile: &Path) -> Vec<String> {
+    [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1024,768",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("--user-data-dir={}", profile.display())])
+    .collect()
+}
+
+/// One browser session (one Chromium with its own profile directory).
+#[derive(Clone)]
+pub struct Session {
+    http: reqwest::Client,
+    url: String,
+    _profile: std::sync::Arc<tempfile::TempDir>,
+}
+
+impl Session {
+    pub async fn goto(&self, url: &str) {
+        command(
+            &self.http,
+            reqwest::Method::POST,
+            format!("{}/url", self.url),
+            json!({"url": url}),
+        )
+        .await;
+    }
+
+    /// Runs an asynchronous script; its last argument is the callback that answers.
+    pub async fn run(&self, script: &str, arg: Value) -> Value {
+        let body = json!({"script": script, "args": [arg]});
+        command(
+            &self.http,
+            reqwest::Method::POST,
+            format!("{}/execute/async", self.url),
+            body,
+        )
+        .await
+    }
+
+    /// Makes the page itself the context of the next scripts again.
+    pub async fn goto_parent(&self) {
+        command(
+            &self.http,
+            reqwest::Method::POST,
+            format!("{}/frame/parent", self.url),
+            json!({}),
+        )
+        .await;
+    }
+
+    /// Makes the `index`th frame of the page the context of the next scripts.
+    pub async fn enter_frame(&self, index: u32) {
+        command(
+            &self.http,
+            reqwest::Method::POST,
+            format!("{}/frame", self.url),
+            json!({"id": index}),
+        )
+        .await;
+    }
+
+    pub async fn quit(&self) {
+        let _ = self.http.delete(&self.url).send().await;
+    }
+}
+
+/// Sends one WebDriver command and returns its `value`, failing on a WebDriver error.
+async fn command(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Value,
+) -> Value {
+    let response = http
+        .request(method, &url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("WebDriver {url}: {e}"));
+    let ok = response.status().is_success();
+    let mut answer: Value = response.json().await.expect("WebDriver answers JSON");
+    let value = answer["value"].take();
+    assert!(ok, "WebDriver {url} failed: {value}");
+    value
+}

@@ -1,0 +1,11 @@
+//! Durability: SIGKILLs at random moments (`crash`), the faults a small server meets
+//! (`faults`, with an opt-in soak), and power cuts on a FUSE filesystem that forgets unsynced
+//! writes (`power_cut`, `powerfs`). One test binary; the shared harness is `tests/harness/`.
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+mod crash;
+mod faults;
+mod power_cut;
+mod powerfs;

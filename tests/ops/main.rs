@@ -1,0 +1,18 @@
+//! The operator's commands, run as the real binary against a running server and a stopped
+//! directory (inspect, replay, edit, verify, purge, backup, restore, import-legacy, top,
+//! config check, healthcheck), `ops/backup.sh`, and the assets in ops/ that must match the
+//! code. One test binary; the shared harness is `tests/harness/` (`harness::ops` runs the
+//! commands and seeds stopped directories).
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+mod assets;
+mod backup;
+mod backup_script;
+mod config;
+mod healthcheck;
+mod import;
+mod inspect;
+mod top;
+mod verify_purge;
