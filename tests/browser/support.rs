@@ -6,7 +6,7 @@
 //! (`CI` set), where it fails: `.ci/run` installs them.
 #![allow(dead_code)]
 
-use crate::harness::{free_port, turn};
+use crate::harness::{free_port, tools, turn};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -46,30 +46,19 @@ pub struct Tools {
 /// Finds the browser and waits for this test's turn, or explains loudly why the test does not
 /// run (and fails under CI).
 pub async fn browser_tools() -> Option<Tools> {
-    let chromium = find_in_path("chromium").or_else(|| find_in_path("chromium-browser"));
-    let chromedriver = find_in_path("chromedriver");
-    match (chromium, chromedriver) {
-        (Some(chromium), Some(chromedriver)) => Some(Tools {
-            chromium,
-            chromedriver,
-            _turn: turn().await,
-        }),
-        _ => {
-            let why = "chromium and chromedriver are not installed \
-                       (Debian: apt-get install chromium chromium-driver)";
-            if std::env::var_os("CI").is_some() {
-                panic!("the browser test must run in CI: {why}");
-            }
-            eprintln!("\n********\nSKIP browser test: {why}\n********\n");
-            None
-        }
-    }
-}
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+    let chromium = tools::find("chromium").or_else(|| tools::find("chromium-browser"));
+    let chromedriver = tools::find("chromedriver");
+    let (Some(chromium), Some(chromedriver)) = (chromium, chromedriver) else {
+        let why = "chromium and chromedriver are not installed \
+                   (Debian: apt-get install chromium chromium-driver)";
+        tools::runnable("the browser test", Some(why.into()));
+        return None;
+    };
+    Some(Tools {
+        chromium,
+        chromedriver,
+        _turn: turn().await,
+    })
 }
 
 /// A chromedriver process on a free loopback port; killed when dropped.

@@ -27,24 +27,7 @@ async fn post(port: u16, trace_id: &str) {
 }
 
 async fn wait_detailed(port: u16, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let d: Value = reqwest::get(format!("http://127.0.0.1:{port}/health/detailed"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(d["accounting_balanced"], json!(true), "accounting: {d}");
-        if pred(&d) {
-            return d;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "waited for {what}: {d}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    harness::wait_detailed(&format!("http://127.0.0.1:{port}"), what, pred).await
 }
 
 /// SIGTERM and wait for a clean exit.

@@ -7,24 +7,14 @@
 //! (`[engine] runtime = "runc"` in /etc/containers/containers.conf, written by `.ci/run`).
 //! Without them: SKIP, except under CI.
 
+use crate::harness;
 use crate::harness::{free_port, tools, turn};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 fn run(dir: &Path, program: &str, args: &[&str]) -> Output {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    println!(
-        "$ {program} {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    tools::run(Command::new(program).args(args).current_dir(dir))
 }
 
 /// Takes the project down and removes its volume and network, passed or not.
@@ -45,7 +35,7 @@ impl Drop for Down<'_> {
 
 /// The compose file with its published port moved to `port` (it must appear once).
 fn compose_on(port: u16) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/compose.yaml");
+    let path = harness::root().join("ops/compose.yaml");
     let text = std::fs::read_to_string(path).unwrap();
     let from = "\"127.0.0.1:8001:8001\"";
     assert_eq!(

@@ -17,25 +17,18 @@ use std::time::{Duration, Instant};
 
 const KEY: &str = "test-ingest-key-0123456789";
 
+fn podman_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.args(["--runtime", "runc"]).args(args);
+    cmd
+}
+
 fn podman(args: &[&str]) -> Output {
-    let out = Command::new("podman")
-        .arg("--runtime")
-        .arg("runc")
-        .args(args)
-        .output()
-        .unwrap();
-    println!(
-        "$ podman {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    tools::run(&mut podman_cmd(args))
 }
 
 fn ok(args: &[&str]) -> String {
-    let out = podman(args);
-    assert!(out.status.success(), "podman {args:?} failed");
+    let out = tools::run_ok(&mut podman_cmd(args));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 

@@ -16,34 +16,13 @@
 //! fails: `.ci/run` installs Debian's `nginx`.
 
 use crate::harness;
-use crate::harness::{bin, free_port, turn, wait_healthy, KillOnDrop};
+use crate::harness::{bin, free_port, root, tools, turn, wait_healthy, KillOnDrop};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ORIGIN: &str = "https://www.example.com";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The nginx binary, or a loud SKIP (a failure under CI).
-fn nginx_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|d| d.join("nginx"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        let why = "nginx is not installed (Debian: apt-get install nginx)";
-        if std::env::var_os("CI").is_some() {
-            panic!("the nginx test must run in CI: {why}");
-        }
-        eprintln!("\n********\nSKIP nginx test: {why}\n********\n");
-    }
-    found
-}
 
 /// Writes the test's nginx.conf (and the upstream file pointed at `outbox_port`) into `dir`.
 fn write_config(dir: &Path, nginx_port: u16, outbox_port: u16) -> PathBuf {
@@ -146,7 +125,10 @@ fn assert_page_readable_error(status: u16, headers: &reqwest::header::HeaderMap,
 
 #[tokio::test]
 async fn the_shipped_snippet_loads_and_keeps_the_client_address_honest() {
-    let Some(nginx) = nginx_binary() else { return };
+    let Some(nginx) = tools::need("the nginx test", "nginx", "Debian: apt-get install nginx")
+    else {
+        return;
+    };
     let _turn = turn().await;
     let tmp = tempfile::tempdir().unwrap();
     let (data, ngx_dir) = (tmp.path().join("data"), tmp.path().join("nginx"));

@@ -23,21 +23,8 @@ const KEY: &str = "test-ingest-key-0123456789";
 /// Where the unit reads the ingest key from (`OUTBOX_INGEST_KEY_FILE`).
 const KEY_FILE: &str = "/etc/outbox/ingest-key";
 
-fn run(program: &str, args: &[&str]) -> Output {
-    let out = Command::new(program).args(args).output().unwrap();
-    println!(
-        "$ {program} {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn ok(program: &str, args: &[&str]) -> Output {
-    let out = run(program, args);
-    assert!(out.status.success(), "{program} {args:?} failed");
-    out
+    tools::run_ok(Command::new(program).args(args))
 }
 
 /// Purges the package and its data when the test ends, passed or not.

@@ -10,28 +10,23 @@
 //! SIGHUP and stop cleanly on SIGTERM. Without systemd-analyze (or python3-seccomp for the
 //! second test) the tests print a loud SKIP and pass, except under CI, where they fail.
 
+use crate::harness;
 use crate::harness::dashboard::Dashboard;
-use crate::harness::{bin, free_port, turn, wait_healthy, KillOnDrop};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use crate::harness::tools::output_text;
+use crate::harness::{bin, free_port, tools, turn, wait_healthy, KillOnDrop};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const UNIT: &str = include_str!("../../ops/outbox.service");
 /// The issue that asked for this bound: 3.2 before the syscall filter and /proc limits.
 const MAX_EXPOSURE: f64 = 2.0;
 
-fn find(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
+const TEST: &str = "the systemd test";
 
-/// Explains loudly why a test does not run; fails instead under CI.
-fn skip(why: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!("the systemd tests must run in CI: {why}");
-    }
-    eprintln!("\n********\nSKIP systemd test: {why}\n********\n");
+/// systemd-analyze, or a loud SKIP (a failure under CI).
+fn systemd_analyze() -> Option<PathBuf> {
+    tools::need(TEST, "systemd-analyze", "Debian: apt-get install systemd")
 }
 
 /// A copy of the unit in a temporary directory, ExecStart pointed at the built binary.
@@ -56,18 +51,10 @@ fn unit_copy() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn systemd_accepts_the_unit_and_rates_its_exposure_at_most_2() {
-    let Some(analyze) = find("systemd-analyze") else {
-        return skip("systemd-analyze is not installed (Debian: apt-get install systemd)");
+    let Some(analyze) = systemd_analyze() else {
+        return;
     };
     let (_dir, unit) = unit_copy();
 
@@ -77,9 +64,9 @@ fn systemd_accepts_the_unit_and_rates_its_exposure_at_most_2() {
         .output()
         .unwrap();
     assert!(
-        verify.status.success() && text(&verify).trim().is_empty(),
+        verify.status.success() && output_text(&verify).trim().is_empty(),
         "systemd-analyze verify:\n{}",
-        text(&verify)
+        output_text(&verify)
     );
 
     let security = Command::new(&analyze)
@@ -87,7 +74,7 @@ fn systemd_accepts_the_unit_and_rates_its_exposure_at_most_2() {
         .arg(&unit)
         .output()
         .unwrap();
-    let report = text(&security);
+    let report = output_text(&security);
     let exposure: f64 = report
         .lines()
         .find_map(|l| {
@@ -108,7 +95,7 @@ fn python_with_seccomp() -> Option<PathBuf> {
     ["/usr/bin/python3"]
         .iter()
         .map(PathBuf::from)
-        .chain(find("python3"))
+        .chain(tools::find("python3"))
         .find(|py| {
             Command::new(py)
                 .args(["-c", "import seccomp"])
@@ -120,11 +107,13 @@ fn python_with_seccomp() -> Option<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_syncs_delivers_and_reloads_under_the_units_syscall_filter() {
-    if find("systemd-analyze").is_none() {
-        return skip("systemd-analyze is not installed (Debian: apt-get install systemd)");
+    if systemd_analyze().is_none() {
+        return;
     }
     let Some(python) = python_with_seccomp() else {
-        return skip("python3 with libseccomp bindings is missing (Debian: python3-seccomp)");
+        let why = "python3 with libseccomp bindings is missing (Debian: python3-seccomp)";
+        tools::runnable(TEST, Some(why.into()));
+        return;
     };
     let _turn = turn().await;
     let (_dir, unit) = unit_copy();
@@ -132,7 +121,7 @@ async fn the_binary_serves_syncs_delivers_and_reloads_under_the_units_syscall_fi
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let port = free_port();
-    let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deploy/seccomp_exec.py");
+    let helper = harness::root().join("tests/deploy/seccomp_exec.py");
     let mut server = KillOnDrop(
         Command::new(&python)
             .arg(&helper)
@@ -175,11 +164,11 @@ async fn the_binary_serves_syncs_delivers_and_reloads_under_the_units_syscall_fi
             .output()
             .unwrap()
     });
-    assert!(inspect.status.success(), "{}", text(&inspect));
+    assert!(inspect.status.success(), "{}", output_text(&inspect));
     assert!(
         String::from_utf8_lossy(&inspect.stderr).contains("via the running server"),
         "the admin socket answered: {}",
-        text(&inspect)
+        output_text(&inspect)
     );
 
     let pid = nix::unistd::Pid::from_raw(server.0.id() as i32);

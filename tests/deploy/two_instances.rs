@@ -7,6 +7,7 @@
 //!
 //! Needs nginx (Debian's `nginx` package); without it the test says SKIP, except under CI.
 
+use crate::harness;
 use crate::harness::dashboard::Dashboard;
 use crate::harness::{free_port, spawn_binary_async, tools, turn};
 use std::collections::HashSet;
@@ -45,10 +46,8 @@ impl Post {
 
 /// The recipe with its addresses moved to free loopback ports (each must appear once).
 fn recipe_on(nginx: u16, a: u16, b: u16) -> String {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/nginx-two-instances.conf"),
-    )
-    .unwrap();
+    let text =
+        std::fs::read_to_string(harness::root().join("ops/nginx-two-instances.conf")).unwrap();
     let mut out = text.clone();
     for (from, to) in [
         ("listen 80;", format!("listen 127.0.0.1:{nginx};")),

@@ -131,26 +131,13 @@ impl TestApp {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
-    /// Polls /health/detailed until `pred` holds, checking the accounting identity on every
-    /// poll; fails after 30 s naming `what`.
+    /// [`wait_detailed`] on this app.
     pub async fn wait_detailed(
         &self,
         what: &str,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let (_, d) = self.get_json("/health/detailed").await;
-            assert_eq!(d["accounting_balanced"], true, "accounting: {d}");
-            if pred(&d) {
-                return d;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "waited for {what}: {d}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_detailed(&self.base, what, pred).await
     }
 
     /// Graceful stop; waits until the store is closed so the directory can be reopened.
@@ -165,6 +152,30 @@ impl TestApp {
     }
 }
 
+/// Polls `{base}/health/detailed` until `pred` holds, checking the accounting identity on
+/// every poll; fails after 30 s naming `what`.
+pub async fn wait_detailed(
+    base: &str,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = reqwest::get(format!("{base}/health/detailed")).await;
+        let d = r.expect("the server answers").json().await;
+        let d = d.unwrap_or(serde_json::Value::Null);
+        assert_eq!(d["accounting_balanced"], true, "accounting: {d}");
+        if pred(&d) {
+            return d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited for {what}: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits for this test's turn among the tests of its binary that call it, and holds it while
 /// the guard lives: for tests that stand up whole systems (nginx, podman, a package, a
 /// browser), and for those that compare process-wide metrics before and after their own
@@ -172,6 +183,11 @@ impl TestApp {
 pub async fn turn() -> tokio::sync::MutexGuard<'static, ()> {
     static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     TURN.lock().await
+}
+
+/// The repository's root, where `ops/` and `tests/fixtures/` are.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The compiled `outbox` binary.

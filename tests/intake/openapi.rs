@@ -5,8 +5,7 @@
 //! Bounded by a small example count per operation. Without schemathesis the test prints a
 //! loud SKIP and passes, except under CI (`CI` set), where it fails: `.ci/run` installs it.
 
-use crate::harness::{free_port, spawn_binary_async};
-use std::path::PathBuf;
+use crate::harness::{free_port, spawn_binary_async, tools};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,23 +13,15 @@ use std::time::{Duration, Instant};
 const MAX_EXAMPLES: &str = "25";
 const DEADLINE: Duration = Duration::from_secs(180);
 
-fn schemathesis() -> Option<PathBuf> {
-    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|dir| dir.join("schemathesis"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        let why = "schemathesis is not installed (pip install schemathesis)";
-        if std::env::var_os("CI").is_some() {
-            panic!("the OpenAPI test must run in CI: {why}");
-        }
-        eprintln!("\n********\nSKIP OpenAPI test: {why}\n********\n");
-    }
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_of_the_live_service_matches_its_openapi_document() {
-    let Some(tool) = schemathesis() else { return };
+    let Some(tool) = tools::need(
+        "the OpenAPI test",
+        "schemathesis",
+        "pip install schemathesis",
+    ) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     // The per-client rate limit is off (spawn_binary's default) so schemathesis is never
@@ -80,11 +71,7 @@ async fn every_answer_of_the_live_service_matches_its_openapi_document() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = tools::output_text(&out);
     assert!(
         out.status.success(),
         "schemathesis found answers the document does not describe:\n{text}"

@@ -8,29 +8,19 @@
 //! Without promtool (Debian: `apt-get install prometheus`) the tests print a loud SKIP and pass,
 //! except under CI (`CI` set), where they fail: `.ci/run` installs it.
 
-use crate::harness::{free_port, spawn_binary_async};
+use crate::harness::{free_port, root, spawn_binary_async, tools};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// promtool, or a loud SKIP (a failure under CI).
 fn promtool() -> Option<PathBuf> {
-    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|dir| dir.join("promtool"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        let why = "promtool is not installed (Debian: apt-get install prometheus)";
-        if std::env::var_os("CI").is_some() {
-            panic!("the Prometheus tests must run in CI: {why}");
-        }
-        eprintln!("\n********\nSKIP Prometheus test: {why}\n********\n");
-    }
-    found
+    tools::need(
+        "the Prometheus test",
+        "promtool",
+        "Debian: apt-get install prometheus",
+    )
 }
 
 /// Runs promtool with `args` (and `stdin`), failing with its output unless it exits 0.
@@ -47,11 +37,7 @@ fn run_promtool(tool: &Path, args: &[&str], stdin: Option<&str>) -> String {
     input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
     drop(input);
     let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = tools::output_text(&out);
     assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
     text
 }

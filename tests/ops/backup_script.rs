@@ -3,6 +3,7 @@
 //! and old incomplete leftovers but never the newest complete one, and runs after a failed
 //! backup too.
 
+use crate::harness;
 use crate::harness::{free_port, spawn_binary_async};
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
@@ -12,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 const MANIFEST: &str = "outbox-backup.json";
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/backup.sh")
+    harness::root().join("ops/backup.sh")
 }
 
 fn backup_sh(data: &Path, root: &Path) -> Command {

@@ -1,6 +1,7 @@
 //! `outbox config check` and start-up errors, through the real binary.
 
 use crate::harness;
+use crate::harness::tools::{self, output_text};
 use std::process::{Command, Output};
 
 fn outbox(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -14,19 +15,11 @@ fn outbox(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run outbox")
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn defaults_are_valid_and_printed() {
     let o = outbox(&["config", "check"], &[]);
-    assert!(o.status.success(), "{}", text(&o));
-    let t = text(&o);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let t = output_text(&o);
     assert!(t.contains("listen") && t.contains("127.0.0.1:8001"), "{t}");
     assert!(
         t.contains("./data") && t.contains("configuration ok"),
@@ -45,7 +38,7 @@ fn flags_beat_environment_beat_file_beat_defaults() {
     .unwrap();
     let f = file.to_str().unwrap();
     let env = [("OUTBOX_LISTEN", "127.0.0.1:2222"), ("OUTBOX_CONFIG", f)];
-    let t = text(&outbox(
+    let t = output_text(&outbox(
         &["config", "check", "--listen", "127.0.0.1:3333"],
         &env,
     ));
@@ -53,7 +46,7 @@ fn flags_beat_environment_beat_file_beat_defaults() {
         t.contains("127.0.0.1:3333") && t.contains("flag --listen"),
         "{t}"
     );
-    let t = text(&outbox(&["config", "check"], &env));
+    let t = output_text(&outbox(&["config", "check"], &env));
     assert!(
         t.contains("127.0.0.1:2222") && t.contains("environment OUTBOX_LISTEN"),
         "{t}"
@@ -121,7 +114,7 @@ fn bad_settings_exit_2_with_a_message_naming_the_setting() {
         let mut all = vec!["config", "check"];
         all.extend(args.iter().copied());
         let o = outbox(&all, &[]);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", output_text(&o));
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(named), "{args:?} should name {named}: {err}");
     }
@@ -155,9 +148,12 @@ fn accepted_dashboard_settings_and_masked_secrets() {
         let mut all = vec!["config", "check"];
         all.extend(args.iter().copied());
         let o = outbox(&all, &[]);
-        assert!(o.status.success(), "{args:?}: {}", text(&o));
-        assert!(!text(&o).contains(key), "the ingest key must be masked");
-        assert!(text(&o).contains("********"));
+        assert!(o.status.success(), "{args:?}: {}", output_text(&o));
+        assert!(
+            !output_text(&o).contains(key),
+            "the ingest key must be masked"
+        );
+        assert!(output_text(&o).contains("********"));
     }
 }
 
@@ -180,16 +176,16 @@ fn a_data_directory_held_by_another_process_is_refused_with_exit_2() {
     let pid = first.id();
     let _ = first.kill();
     let _ = first.wait();
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", output_text(&o));
     assert!(
-        text(&o).contains("in use by another outbox process"),
+        output_text(&o).contains("in use by another outbox process"),
         "{}",
-        text(&o)
+        output_text(&o)
     );
     assert!(
-        text(&o).contains(&format!("held by outbox pid {pid}")),
+        output_text(&o).contains(&format!("held by outbox pid {pid}")),
         "the holder is named: {}",
-        text(&o)
+        output_text(&o)
     );
 }
 
@@ -197,19 +193,10 @@ fn a_data_directory_held_by_another_process_is_refused_with_exit_2() {
 /// and says its cause once. Needs root (to run the binary as another user) and setpriv.
 #[test]
 fn a_data_directory_owned_by_another_user_names_the_owner_and_the_cause_once() {
-    let skip = |why: &str| {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{why} (required under CI)"
-        );
-        eprintln!("SKIP a_data_directory_owned_by_another_user...: {why}");
-    };
-    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
-    if uid != 0 {
-        return skip("needs root to run outbox as another user");
-    }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        return skip("setpriv (util-linux) is not installed");
+    let test = "the data-directory owner test";
+    let why = (!tools::is_root()).then(|| "it needs root to run outbox as another user".into());
+    if !tools::runnable(test, why) || !tools::require(test, &["setpriv"]) {
+        return;
     }
     // Under /tmp: the binary's own directory may not be reachable for uid 65534, so copy it.
     let tmp = tempfile::tempdir_in("/tmp").unwrap();
@@ -231,7 +218,7 @@ fn a_data_directory_owned_by_another_user_names_the_owner_and_the_cause_once() {
         .env_remove("OUTBOX_CONFIG")
         .output()
         .unwrap();
-    let t = text(&o);
+    let t = output_text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
     assert!(
         t.contains(&format!(
@@ -257,11 +244,11 @@ fn secrets_come_from_files_and_not_twice() {
         outbox(&args, env)
     };
     let o = check(&[], &[("OUTBOX_INGEST_KEY_FILE", kf)]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     assert!(
-        text(&o).contains(kf) && !text(&o).contains("from-file"),
+        output_text(&o).contains(kf) && !output_text(&o).contains("from-file"),
         "{}",
-        text(&o)
+        output_text(&o)
     );
 
     let both = check(
@@ -270,25 +257,26 @@ fn secrets_come_from_files_and_not_twice() {
     );
     assert_eq!(both.status.code(), Some(2));
     assert!(
-        text(&both).contains("settings ingest-key (flag --ingest-key) and ingest-key-file (environment OUTBOX_INGEST_KEY_FILE) are both set"),
+        output_text(&both).contains("settings ingest-key (flag --ingest-key) and ingest-key-file (environment OUTBOX_INGEST_KEY_FILE) are both set"),
         "{}",
-        text(&both)
+        output_text(&both)
     );
     let missing = tmp.path().join("nope");
     let o = check(&["--ingest-key-file", missing.to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        text(&o).contains("invalid setting ingest-key-file") && text(&o).contains("cannot read it"),
+        output_text(&o).contains("invalid setting ingest-key-file")
+            && output_text(&o).contains("cannot read it"),
         "{}",
-        text(&o)
+        output_text(&o)
     );
     std::fs::write(&key_file, "short\n").unwrap();
     let o = check(&["--ingest-key-file", kf], &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        text(&o).contains("at least 16 are required"),
+        output_text(&o).contains("at least 16 are required"),
         "{}",
-        text(&o)
+        output_text(&o)
     );
     std::fs::write(&key_file, "0123456789abcdef-from-file\r\n").unwrap();
     let empty = tmp.path().join("secret");
@@ -303,9 +291,10 @@ fn secrets_come_from_files_and_not_twice() {
         &[],
     );
     assert!(
-        text(&o).contains("signing-secret-file") && text(&o).contains("the file is empty"),
+        output_text(&o).contains("signing-secret-file")
+            && output_text(&o).contains("the file is empty"),
         "{}",
-        text(&o)
+        output_text(&o)
     );
 }
 
@@ -313,13 +302,17 @@ fn secrets_come_from_files_and_not_twice() {
 fn unknown_outbox_variables_are_named_with_the_closest_setting() {
     let env = [("OUTBOX_DASHBORD_URL", "https://dash.example.com")];
     let o = outbox(&["config", "check"], &env);
-    assert!(o.status.success(), "a warning, not an error: {}", text(&o));
+    assert!(
+        o.status.success(),
+        "a warning, not an error: {}",
+        output_text(&o)
+    );
     assert!(
         String::from_utf8_lossy(&o.stderr).contains(
             "warning: unknown environment variable OUTBOX_DASHBORD_URL is ignored (did you mean OUTBOX_DASHBOARD_URL?)"
         ),
         "{}",
-        text(&o)
+        output_text(&o)
     );
     // serve logs the same at start.
     let dir = tempfile::tempdir().unwrap();

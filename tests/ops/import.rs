@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// A writable copy of the sample files (as the old proxy left them).
 fn legacy_copy(into: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy-pending");
+    let src = harness::root().join("tests/fixtures/legacy-pending");
     let dst = into.join("pending_submissions");
     std::fs::create_dir_all(&dst).unwrap();
     for e in std::fs::read_dir(src).unwrap() {
