@@ -2,7 +2,7 @@
 //! several clients post; after each restart every trace ID that got a 2xx must be stored,
 //! exactly once. Bounded to about 20 cycles of under a few seconds each.
 
-use crate::harness;
+use crate::kill;
 use rand::Rng;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -20,7 +20,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_submission() {
         let after = Duration::from_millis(rng.gen_range(50..700));
         let prefix = format!("kill-{cycle:02}");
         acked.extend(
-            harness::post_then_kill(&dir, &[], CLIENTS, &prefix, after)
+            kill::post_then_kill(&dir, &[], CLIENTS, &prefix, after)
                 .await
                 .0,
         );
@@ -31,5 +31,5 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_submission() {
         "the load should get through between kills ({})",
         acked.len()
     );
-    harness::assert_each_acked_stored_once(&dir, &acked);
+    kill::assert_each_acked_stored_once(&dir, &acked);
 }

@@ -4,6 +4,7 @@
 use crate::harness;
 use crate::harness::dashboard::{Dashboard, Reply};
 use crate::harness::{spawn_app, tools};
+use crate::kill;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
@@ -155,7 +156,7 @@ async fn sigkill_during_intake_and_delivery_loses_nothing_acknowledged() {
         let after = Duration::from_millis(300 + (cycle as u64 * 97) % 600);
         let prefix = format!("dk-{cycle:02}");
         let (got, killed_at) =
-            harness::post_then_kill(&dir, &as_strs(&flags), 4, &prefix, after).await;
+            kill::post_then_kill(&dir, &as_strs(&flags), 4, &prefix, after).await;
         acked.extend(got);
         kills.push(killed_at);
         // After every crash the store checks out: indexes match the records and the

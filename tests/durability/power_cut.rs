@@ -13,6 +13,7 @@
 use crate::harness;
 use crate::harness::dashboard::{Dashboard, Reply};
 use crate::harness::tools;
+use crate::kill;
 use crate::powerfs;
 use rand::Rng;
 use std::collections::HashSet;
@@ -37,7 +38,7 @@ async fn a_power_cut_at_random_moments_loses_no_acknowledged_submission() {
         let after = Duration::from_millis(rng.gen_range(100..900));
         let prefix = format!("cut-{cycle:02}");
         acked.extend(
-            harness::post_then_kill(&dir, &[], CLIENTS, &prefix, after)
+            kill::post_then_kill(&dir, &[], CLIENTS, &prefix, after)
                 .await
                 .0,
         );
@@ -62,7 +63,7 @@ async fn a_power_cut_at_random_moments_loses_no_acknowledged_submission() {
         "no cut found unsynced writes in sled's log; the harness is not exercised"
     );
     assert!(fs.syncs() > 0);
-    harness::assert_each_acked_stored_once(&dir, &acked);
+    kill::assert_each_acked_stored_once(&dir, &acked);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +93,7 @@ async fn power_cuts_while_delivering_lose_nothing_and_the_dashboard_gets_only_st
         let after = Duration::from_millis(rng.gen_range(100..900));
         let prefix = format!("dcut-{cycle:02}");
         acked.extend(
-            harness::post_then_kill(&dir, &flags, CLIENTS, &prefix, after)
+            kill::post_then_kill(&dir, &flags, CLIENTS, &prefix, after)
                 .await
                 .0,
         );
