@@ -7,7 +7,7 @@
 //! | `due`        | next attempt ms (u64 BE) ++ trace ID   | one status byte (`p`, `i`)             |
 //! | `queue`      | received ms (u64 BE) ++ trace ID       | empty                                  |
 //! | `counters`   | counter name                           | u64 BE                                 |
-//! | `quarantine` | original key                           | JSON: reason, time, original bytes     |
+//! | `quarantine` | original key                           | JSON [`read::QuarantineEntry`]         |
 //! | `done`       | `t`/`p` ++ delivered ms (u64 BE) ++ ID | empty (see [`done`])                   |
 //!
 //! `entries` is the source of truth. A record is in `due` exactly while its status is pending
@@ -39,11 +39,13 @@ pub mod counters;
 pub mod done;
 pub mod keys;
 pub mod maintenance;
+pub mod read;
 pub mod record;
 mod tx;
 
 pub use claims::Claimed;
 pub use counters::Counts;
+pub use read::{Entry, QuarantineEntry, Quarantined, Undecodable};
 pub use record::{Receipt, Record, Status};
 pub use tx::{Change, SubmitOutcome, Updated};
 

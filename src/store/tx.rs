@@ -3,6 +3,7 @@
 use super::counters::{self, Counts, Deltas};
 use super::done::done_keys;
 use super::keys;
+use super::read::QuarantineEntry;
 use super::record::{self, Receipt, Record, Status};
 use super::{now_ms, Store, StoreError, Trees};
 use sled::transaction::{
@@ -321,13 +322,8 @@ impl Store {
                     deltas.status(s, -1);
                 }
                 deltas.add(counters::QUARANTINED, 1);
-                let doc = serde_json::json!({
-                    "reason": reason,
-                    "quarantined_at_ms": now_ms(),
-                    "previous_status": status.map(Status::as_str),
-                    "original_hex": hex::encode(&raw),
-                });
-                quarantine.insert(trace_id.as_bytes(), serde_json::to_vec(&doc).expect("json"))?;
+                let entry = QuarantineEntry::new(reason, now_ms(), status, &raw);
+                quarantine.insert(trace_id.as_bytes(), entry.encode())?;
                 deltas.apply(counters)?;
                 Ok(())
             }),
