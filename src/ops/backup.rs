@@ -10,10 +10,10 @@
 
 use crate::ops::handler::Progress;
 use crate::store::maintenance::{open_raw, sync_raw};
+use crate::store::read::digest;
 use crate::store::{Counts, Store};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -32,22 +32,6 @@ pub struct Manifest {
     /// SHA-256 over every `entries` item in key order: for each, the key length (u32 BE), the
     /// key, the value length (u32 BE), the value.
     pub records_sha256: String,
-}
-
-/// Counts and checksum of the records in an open database.
-pub fn digest(db: &sled::Db) -> anyhow::Result<(Counts, u64, String)> {
-    let counts = Counts::from_tree(&db.open_tree("counters")?)?;
-    let mut h = Sha256::new();
-    let mut n = 0u64;
-    for item in db.open_tree("entries")?.iter() {
-        let (k, v) = item?;
-        h.update((k.len() as u32).to_be_bytes());
-        h.update(&k);
-        h.update((v.len() as u32).to_be_bytes());
-        h.update(&v);
-        n += 1;
-    }
-    Ok((counts, n, hex::encode(h.finalize())))
 }
 
 /// Creates `dest` (mode 0700) or accepts it empty; refuses anything else.
@@ -83,7 +67,7 @@ pub fn snapshot(store: &Store, dest: &Path, progress: Progress) -> anyhow::Resul
 
 /// Checksums the copy at `dest`, makes it durable and writes the manifest.
 fn finish(db: sled::Db, dest: &Path, method: &str) -> anyhow::Result<Manifest> {
-    let (counts, record_count, sum) = digest(&db)?;
+    let sum = digest(&db)?;
     sync_raw(&db, dest)?;
     drop(db);
     private_modes(dest)?;
@@ -91,9 +75,9 @@ fn finish(db: sled::Db, dest: &Path, method: &str) -> anyhow::Result<Manifest> {
         format: 1,
         created_at: super::rfc3339(crate::store::now_ms()),
         method: method.into(),
-        counts,
-        record_count,
-        records_sha256: sum,
+        counts: sum.counts,
+        record_count: sum.records,
+        records_sha256: sum.sha256,
     };
     write_durably(
         &dest.join(MANIFEST_NAME),

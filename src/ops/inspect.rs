@@ -3,7 +3,7 @@
 //! JSON shapes are documented in the README ("Operations"); fields are only ever added.
 
 use crate::delivery::DeliveryView;
-use crate::store::record::{self, Record, Status};
+use crate::store::record::{Record, Status};
 use crate::store::{now_ms, Counts, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -100,27 +100,18 @@ pub fn list(store: &Store, q: &ListQuery) -> anyhow::Result<Listing> {
             && q.since_ms.map_or(true, |t| at >= t)
     };
     let mut rows = Vec::new();
-    // Claims are held in memory: a record being delivered is stored as pending.
-    let claimed = store.claimed();
-    for item in store.trees.entries.iter() {
-        let (_, v) = item?;
-        let Ok(mut r) = record::decode(&v) else {
-            continue;
-        };
-        if r.status == Status::Pending && claimed.contains(&r.trace_id) {
-            r.status = Status::InFlight;
-        }
+    for r in store.records() {
+        let r = r?;
         if wants(r.status.as_str(), &r.enrichment.form_type, r.received_at_ms) {
             rows.push(row(&r));
         }
     }
-    for item in store.trees.quarantine.iter() {
-        let (k, v) = item?;
-        let doc: Value = serde_json::from_slice(&v).unwrap_or(Value::Null);
-        let at = doc["quarantined_at_ms"].as_i64().unwrap_or(0);
+    for q in store.quarantined() {
+        let q = q?;
+        let at = q.entry.quarantined_at_ms;
         if wants("quarantined", "", at) {
             rows.push(Row {
-                trace_id: String::from_utf8_lossy(&k).into_owned(),
+                trace_id: q.trace_id,
                 status: "quarantined".into(),
                 form_type: "?".into(),
                 received_at: super::rfc3339(at),
@@ -129,7 +120,7 @@ pub fn list(store: &Store, q: &ListQuery) -> anyhow::Result<Listing> {
                 attempts: 0,
                 next_attempt_at: None,
                 status_code: None,
-                last_error: doc["reason"].as_str().map(str::to_owned),
+                last_error: Some(q.entry.reason),
             });
         }
     }
@@ -160,17 +151,14 @@ pub const IMPORT_ACTION: &str = "import-legacy";
 pub fn resolve(store: &Store, id: &str) -> anyhow::Result<Option<String>> {
     // The list marks a cut ID with `~` (never part of a trace ID): what precedes it is a prefix.
     let id = id.strip_suffix('~').unwrap_or(id);
-    if store.trees.entries.contains_key(id)? {
+    if store.contains(id)? {
         return Ok(Some(id.to_owned()));
     }
     if id.is_empty() {
         return Ok(None);
     }
     const SHOWN: usize = 10;
-    let mut found = Vec::new();
-    for item in store.trees.entries.scan_prefix(id).keys().take(SHOWN + 1) {
-        found.push(String::from_utf8_lossy(&item?).into_owned());
-    }
+    let mut found = store.trace_ids_starting_with(id, SHOWN + 1)?;
     match found.len() {
         0 => Ok(None),
         1 => Ok(Some(found.remove(0))),

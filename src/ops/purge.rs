@@ -9,7 +9,7 @@
 use crate::ops::handler::Progress;
 use crate::store::done::TOMBSTONE;
 use crate::store::record::{self, Record, Status};
-use crate::store::{Change, Store, Updated};
+use crate::store::{Change, Entry, Store, Updated};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -153,18 +153,20 @@ fn erase(
         needle.len() >= 3 && needle.contains('@'),
         "--erase-email needs a full email address"
     );
-    let total = store.trees.entries.len() as u64;
+    let total = store.entry_count();
     let mut erase_ids = Vec::new();
     let mut scrub_ids = Vec::new();
     let mut raw_ids = Vec::new();
-    for (i, item) in store.trees.entries.iter().enumerate() {
-        let (k, v) = item?;
-        let id = String::from_utf8_lossy(&k).into_owned();
-        match record::decode(&v) {
+    for (i, entry) in store.entries().enumerate() {
+        let Entry {
+            trace_id: id,
+            record,
+        } = entry?;
+        match record {
             Ok(r) if record_mentions(&r, needle) => erase_ids.push(id),
             Ok(r) if audit_mentions(&r, needle) => scrub_ids.push(id),
             Ok(_) => {}
-            Err(_) if mentions(&String::from_utf8_lossy(&v), needle) => raw_ids.push(id),
+            Err(raw) if mentions(&String::from_utf8_lossy(&raw.bytes), needle) => raw_ids.push(id),
             Err(_) => {}
         }
         progress(i as u64 + 1, Some(total));
@@ -210,21 +212,20 @@ fn erase(
         }
     }
     let mut quarantined = Vec::new();
-    for item in store.trees.quarantine.iter() {
-        let (k, v) = item?;
-        let doc: Value = serde_json::from_slice(&v).unwrap_or(Value::Null);
-        let original = doc["original_hex"]
-            .as_str()
-            .and_then(|h| hex::decode(h).ok())
-            .unwrap_or_default();
-        if mentions(&String::from_utf8_lossy(&v), needle)
-            || mentions(&String::from_utf8_lossy(&original), needle)
+    for q in store.quarantined() {
+        let q = q?;
+        let e = &q.entry;
+        if mentions(&e.reason, needle)
+            || e.previous_status
+                .as_deref()
+                .is_some_and(|s| mentions(s, needle))
+            || mentions(&String::from_utf8_lossy(&e.original()), needle)
         {
-            quarantined.push(k.to_vec());
+            quarantined.push(q.trace_id);
         }
     }
     for k in quarantined {
-        if dry_run || store.drop_quarantined(&k)? {
+        if dry_run || store.drop_quarantined(k.as_bytes())? {
             report.quarantined_copies_erased += 1;
         }
     }

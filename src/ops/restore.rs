@@ -5,9 +5,10 @@
 //! then is the copy renamed into place. A non-empty DIR needs `force`, and even then it is
 //! moved aside, not deleted.
 
-use crate::ops::backup::{copy_tree, digest, lock_stopped, Manifest, MANIFEST_NAME};
+use crate::ops::backup::{copy_tree, lock_stopped, Manifest, MANIFEST_NAME};
 use crate::ops::handler::Progress;
 use crate::store::maintenance::open_raw;
+use crate::store::read::digest;
 use anyhow::{bail, Context};
 use std::fs::{self, File};
 use std::os::unix::fs::DirBuilderExt;
@@ -76,7 +77,8 @@ pub fn restore(
     let checked = (|| {
         copy_tree(src, &staging, progress, &mut 0)?;
         let db = open_raw(&staging).context("the copied backup does not open")?;
-        let (_, n, sum) = digest(&db)?;
+        let d = digest(&db)?;
+        let (n, sum) = (d.records, d.sha256);
         db.flush()?;
         drop(db);
         if n != manifest.record_count || sum != manifest.records_sha256 {
