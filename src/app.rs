@@ -32,7 +32,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         http::metrics::install();
         let store = Store::open(&settings.data_dir)
-            .map_err(|e| crate::ops::access::explain(&settings.data_dir, e.into()))?;
+            .map_err(|e| crate::ops::socket::route::explain(&settings.data_dir, e.into()))?;
         let store = Arc::new(store);
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -127,13 +127,14 @@ impl Application {
             None => None,
         };
 
-        let ops = crate::ops::server::start_or_warn(
+        let ops = crate::ops::socket::server::start_or_warn(
             &state.settings.data_dir,
-            crate::ops::handler::OpsContext {
+            crate::ops::operation::OpsContext {
                 store: state.store.clone(),
                 delivery: Some(state.delivery.clone()),
                 wake: Some(state.wake.clone()),
             },
+            crate::ops::commands::OPERATIONS,
         );
 
         let conn = ConnLimits {

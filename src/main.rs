@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Command::Serve { settings } => serve(settings),
         Command::Config(ConfigCommand::Check { settings }) => config_check(settings),
         Command::Healthcheck { settings } => Ok(healthcheck(settings)),
-        Command::Ops(cmd) => outbox::ops::run::run(cmd),
+        Command::Ops(cmd) => outbox::ops::commands::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{raw_exchange, spawn_app};
-use outbox::ops::verify::verify;
+use outbox::ops::commands::verify::verify;
 use outbox::store::Store;
 use std::collections::BTreeMap;
 

@@ -1,38 +1,18 @@
-//! `outbox purge`: drop delivered tombstones older than a date, or erase everything held
-//! about one email address (a privacy request).
+//! `outbox purge --erase-email`: erase everything held about one email address (a privacy
+//! request).
 //!
 //! Erasure removes every record whose payload or enrichment mentions the address in any
 //! letter case, dead letters included; removes quarantined copies that mention it; and
 //! scrubs it from audit notes of records that are otherwise kept. Erased records count as
 //! purged, so the accounting identity still holds.
 
-use crate::ops::handler::Progress;
-use crate::store::done::TOMBSTONE;
-use crate::store::record::{self, Record, Status};
+use crate::ops::operation::Progress;
+use crate::store::record::{self, Record};
 use crate::store::{Change, Entry, Store, Updated};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// What an audit note says where an erased address was.
 const ERASED: &str = "[erased]";
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct PurgeQuery {
-    /// Drop delivered tombstones delivered before this time (ms).
-    pub delivered_before_ms: Option<i64>,
-    pub erase_email: Option<String>,
-    pub dry_run: bool,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct PurgeReport {
-    pub dry_run: bool,
-    pub tombstones_purged: u64,
-    /// Trace IDs of records erased (or, in a dry run, that would be).
-    pub erased: Vec<String>,
-    pub quarantined_copies_erased: u64,
-    pub audit_notes_scrubbed: u64,
-}
 
 /// Whether `haystack` contains `needle_lower` in any letter case.
 fn mentions(haystack: &str, needle_lower: &str) -> bool {
@@ -95,60 +75,26 @@ fn scrub(text: &str, needle_lower: &str) -> String {
     out
 }
 
-pub fn purge(store: &Store, q: &PurgeQuery, progress: Progress) -> anyhow::Result<PurgeReport> {
-    anyhow::ensure!(
-        q.delivered_before_ms.is_some() || q.erase_email.is_some(),
-        "say what to purge: --before DATE / --older-than AGE, or --erase-email ADDRESS"
-    );
-    let mut report = PurgeReport {
-        dry_run: q.dry_run,
-        ..Default::default()
-    };
-    if let Some(before) = q.delivered_before_ms {
-        let due = store.delivered_before(TOMBSTONE, before, usize::MAX)?;
-        let total = due.len() as u64;
-        for (i, (at, id)) in due.into_iter().enumerate() {
-            let gone = if q.dry_run {
-                store
-                    .get(&id)?
-                    .is_some_and(|r| r.status == Status::Delivered)
-            } else {
-                let out = store.update(&id, |r| match (r.status, r.delivered_at_ms) {
-                    (Status::Delivered, Some(t)) if t < before => Change::Purge,
-                    (Status::Delivered, None) if r.received_at_ms < before => Change::Purge,
-                    _ => Change::Keep,
-                })?;
-                if out == Updated::NotFound {
-                    store.forget_delivered(TOMBSTONE, at, &id)?;
-                }
-                out == Updated::Purged
-            };
-            report.tombstones_purged += u64::from(gone);
-            progress(i as u64 + 1, Some(total));
-        }
-    }
-    if let Some(email) = &q.erase_email {
-        erase(
-            store,
-            &email.trim().to_lowercase(),
-            q.dry_run,
-            &mut report,
-            progress,
-        )?;
-    }
-    Ok(report)
-}
-
 /// How long an erasure waits for the delivery of a record it must erase to end.
 const ERASE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
-fn erase(
+/// What an erasure removed (or, in a dry run, would).
+#[derive(Debug, Default)]
+pub struct Erased {
+    /// Trace IDs of the records erased.
+    pub records: Vec<String>,
+    pub quarantined_copies: u64,
+    pub audit_notes_scrubbed: u64,
+}
+
+/// Erases `needle` (an address, lower case) from the store.
+pub fn erase(
     store: &Store,
     needle: &str,
     dry_run: bool,
-    report: &mut PurgeReport,
     progress: Progress,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Erased> {
+    let mut report = Erased::default();
     anyhow::ensure!(
         needle.len() >= 3 && needle.contains('@'),
         "--erase-email needs a full email address"
@@ -172,7 +118,7 @@ fn erase(
         progress(i as u64 + 1, Some(total));
     }
     if dry_run {
-        report.erased = erase_ids.into_iter().chain(raw_ids).collect();
+        report.records = erase_ids.into_iter().chain(raw_ids).collect();
         report.audit_notes_scrubbed = scrub_ids.len() as u64;
     } else {
         // A record being delivered is erased as soon as its attempt ends.
@@ -185,7 +131,7 @@ fn erase(
                 false => Change::Keep,
             };
             match store.update_when_settled(&id, decide, ERASE_PATIENCE)? {
-                Updated::Purged => report.erased.push(id),
+                Updated::Purged => report.records.push(id),
                 Updated::Busy(_) => return Err(busy(&id)),
                 _ => {}
             }
@@ -208,7 +154,7 @@ fn erase(
         for id in raw_ids {
             store.quarantine(&id, "erased on request")?;
             store.drop_quarantined(id.as_bytes())?;
-            report.erased.push(id);
+            report.records.push(id);
         }
     }
     let mut quarantined = Vec::new();
@@ -226,10 +172,10 @@ fn erase(
     }
     for k in quarantined {
         if dry_run || store.drop_quarantined(k.as_bytes())? {
-            report.quarantined_copies_erased += 1;
+            report.quarantined_copies += 1;
         }
     }
-    Ok(())
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
-//! `outbox import-legacy`: the old proxy's fallback files become pending records.
+//! The old proxy's fallback files become pending records (the operation behind
+//! `outbox import-legacy`).
 //!
 //! Records go in through [`Store::submit`], the same path as a live post, so an import that
 //! is run twice answers "duplicate" for every file the first run stored and adds nothing.
 //! A file the parser rejects is reported and skipped; it never stops the import.
 
+use super::parse::{parse_legacy_file, LegacySubmission};
 use crate::intake::enrich::{cut_user_agent, format_time, Enrichment};
 use crate::intake::form_type;
-use crate::ops::handler::Progress;
-use crate::ops::legacy::{parse_legacy_file, LegacySubmission};
+use crate::ops::operation::{Operation, OpsContext, Progress};
 use crate::store::record::Record;
 use crate::store::{now_ms, Store, SubmitOutcome};
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,30 @@ const CHUNK: usize = 256;
 
 /// The `src` tag of imported records that do not carry one.
 pub const DEFAULT_SRC: &str = "site-proxy";
+
+/// The audit action of a record imported from the old proxy.
+pub const IMPORT_ACTION: &str = "import-legacy";
+
+/// Files to import (socket `op`: `import`). The CLI reads them: it can read the old
+/// proxy's directory, the server may not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportRequest {
+    pub files: Vec<LegacyFile>,
+    pub dry_run: bool,
+}
+
+impl Operation for ImportRequest {
+    const NAME: &'static str = "import";
+    type Output = ImportReport;
+
+    fn run(self, ctx: &OpsContext, progress: Progress) -> anyhow::Result<ImportReport> {
+        let report = import(&ctx.store, &self.files, self.dry_run, progress)?;
+        if !report.imported.is_empty() && !self.dry_run {
+            ctx.wake_worker();
+        }
+        Ok(report)
+    }
+}
 
 /// One file as read by the CLI: its name, bytes and modification time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,7 +99,7 @@ pub fn to_record(s: &LegacySubmission, mtime_ms: i64, now: i64) -> Record {
     );
     record.audit = vec![crate::store::record::AuditEntry {
         at_ms: now,
-        action: crate::ops::inspect::IMPORT_ACTION.into(),
+        action: IMPORT_ACTION.into(),
         previous_payload_hash: None,
         note: Some(format!("from {}", s.file_name)),
     }];

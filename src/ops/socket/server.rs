@@ -3,10 +3,11 @@
 //! File permissions are the authentication: the data directory is 0700 and the socket 0600,
 //! so only the service's own user can connect. Each connection carries one request and is
 //! handled on a blocking thread, because every operation is a synchronous function over the
-//! store (some scan it all).
+//! store (some scan it all). The server runs the operations it is given at start (the
+//! command list's `OPERATIONS`), found by the request's `op`.
 
-use crate::ops::handler::{dispatch, OpsContext};
-use crate::ops::proto::{Reply, Request, MAX_REQUEST_BYTES, SOCKET_NAME};
+use crate::ops::operation::{Handler, NotUnderstood, OpsContext};
+use crate::ops::socket::protocol::{Reply, Request, MAX_REQUEST_BYTES, SOCKET_NAME};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Least time between two progress lines, so a scan of a million records sends a few dozen.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
+/// The operations a server runs.
+pub type Operations = &'static [Handler];
+
 pub struct AdminServer {
     path: PathBuf,
     task: tokio::task::JoinHandle<()>,
@@ -27,7 +31,11 @@ pub struct AdminServer {
 impl AdminServer {
     /// Binds `<data-dir>/admin.sock` (replacing a stale one: the store's lock proves no other
     /// server holds this directory) and serves it until [`AdminServer::stop`].
-    pub fn start(data_dir: &Path, ctx: OpsContext) -> std::io::Result<AdminServer> {
+    pub fn start(
+        data_dir: &Path,
+        ctx: OpsContext,
+        operations: Operations,
+    ) -> std::io::Result<AdminServer> {
         let path = data_dir.join(SOCKET_NAME);
         match std::fs::remove_file(&path) {
             Ok(()) => tracing::info!("removed a stale admin socket"),
@@ -51,7 +59,7 @@ impl AdminServer {
                     continue;
                 };
                 tokio::task::spawn_blocking(move || {
-                    if let Err(e) = handle(&ctx, stream) {
+                    if let Err(e) = handle(&ctx, operations, stream) {
                         tracing::warn!(error = %e, "admin connection failed");
                     }
                 });
@@ -75,7 +83,11 @@ impl AdminServer {
     }
 }
 
-fn handle(ctx: &OpsContext, stream: std::os::unix::net::UnixStream) -> std::io::Result<()> {
+fn handle(
+    ctx: &OpsContext,
+    operations: Operations,
+    stream: std::os::unix::net::UnixStream,
+) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     // A client that connects and sends nothing must not hold a thread (or shutdown) forever.
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
@@ -92,23 +104,16 @@ fn handle(ctx: &OpsContext, stream: std::os::unix::net::UnixStream) -> std::io::
     })?;
     let mut line = String::new();
     BufReader::new(stream.take(MAX_REQUEST_BYTES)).read_line(&mut line)?;
-    let request: Request = match serde_json::from_str(&line) {
+    let Request { op, args } = match serde_json::from_str(&line) {
         Ok(r) => r,
-        Err(e) => {
-            return send(&Reply::Error(format!(
-                "the server did not understand the request ({e}); are the outbox binary and the running server the same version?"
-            )))
-        }
+        Err(e) => return send(&not_understood(e)),
     };
-    let op = serde_json::to_value(&request)
-        .ok()
-        .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_owned))
-        .unwrap_or_default();
+    let Some(handler) = operations.iter().find(|h| h.name == op) else {
+        return send(&not_understood(format!("unknown operation {op:?}")));
+    };
+    let op = op.as_str();
     // Read-only requests (`outbox top` sends one a second) are logged at debug; changes at info.
-    if matches!(
-        request,
-        Request::Summary | Request::List(_) | Request::Get { .. }
-    ) {
+    if handler.read_only {
         tracing::debug!(op, "admin request");
     } else {
         tracing::info!(op, "admin request");
@@ -122,21 +127,35 @@ fn handle(ctx: &OpsContext, stream: std::os::unix::net::UnixStream) -> std::io::
             let _ = send(&Reply::Progress { done, total });
         }
     };
-    let reply = match dispatch(ctx, request, &progress) {
+    let reply = match (handler.run)(ctx, args, &progress) {
         Ok(v) => Reply::Ok(v),
-        Err(e) => {
-            tracing::warn!(op, error = %format!("{e:#}"), "admin request failed");
-            Reply::Error(format!("{e:#}"))
-        }
+        Err(e) => match e.downcast_ref::<NotUnderstood>() {
+            Some(e) => not_understood(e),
+            None => {
+                tracing::warn!(op, error = %format!("{e:#}"), "admin request failed");
+                Reply::Error(format!("{e:#}"))
+            }
+        },
     };
     send(&reply)
+}
+
+/// The answer to a request this server cannot read: most likely from another version.
+fn not_understood(e: impl std::fmt::Display) -> Reply {
+    Reply::Error(format!(
+        "the server did not understand the request ({e}); are the outbox binary and the running server the same version?"
+    ))
 }
 
 /// Starts the admin socket for a serving application. A failure (for instance a data
 /// directory path too long for a Unix socket) is logged, not fatal: intake matters more, and
 /// ops commands then say that the server does not answer.
-pub fn start_or_warn(data_dir: &Path, ctx: OpsContext) -> Option<AdminServer> {
-    match AdminServer::start(data_dir, ctx) {
+pub fn start_or_warn(
+    data_dir: &Path,
+    ctx: OpsContext,
+    operations: Operations,
+) -> Option<AdminServer> {
+    match AdminServer::start(data_dir, ctx, operations) {
         Ok(s) => {
             tracing::info!(socket = %s.path().display(), "admin socket listening");
             Some(s)

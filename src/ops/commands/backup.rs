@@ -1,25 +1,96 @@
-//! `outbox backup` and `outbox restore`.
+//! `outbox backup DEST`: a consistent copy of the data directory.
 //!
 //! sled rewrites its segment files in place, so copying the directory of a running store
 //! gives a torn copy. A running server therefore writes a snapshot itself: it holds writers
 //! off (the store's write gate), copies every tree into a fresh sled directory at DEST, and
 //! syncs it. A stopped directory is copied file by file while its lock is held (so no server
 //! can start meanwhile). Either way DEST gets `outbox-backup.json`, a manifest with the counts
-//! by status and a SHA-256 over every record, computed from DEST itself; `restore` recomputes
-//! it from the copy before putting the copy in place.
+//! by status and a SHA-256 over every record, computed from DEST itself; `outbox restore`
+//! recomputes it from its copy before putting that in place, with the file helpers here.
+//!
+//! Which of the two happens is the usual server-or-offline choice ([`route`]); offline, the
+//! directory is not opened but locked and copied.
 
-use crate::ops::handler::Progress;
+use crate::ops::operation::{Operation, OpsContext, Progress};
+use crate::ops::output::print_json;
+use crate::ops::progress::with_bar;
+use crate::ops::socket::protocol::SOCKET_NAME;
+use crate::ops::socket::route::{require_data_dir, route, InUse, Route};
+use crate::ops::target::Target;
+use crate::ops::text;
 use crate::store::maintenance::{open_raw, sync_raw};
 use crate::store::read::digest;
 use crate::store::{Counts, Store};
 use anyhow::{bail, Context};
+use clap::Args;
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 pub const MANIFEST_NAME: &str = "outbox-backup.json";
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// New or empty directory for the backup; it works as a --data-dir afterwards
+    pub dest: PathBuf,
+    /// Print JSON (shapes in the README, section Operations)
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: BackupArgs) -> anyhow::Result<ExitCode> {
+    let dir = a.target.dir()?;
+    let dest = std::path::absolute(&a.dest)
+        .with_context(|| format!("cannot resolve {}", a.dest.display()))?;
+    let manifest = match route(&dir, lock_offline)? {
+        Route::Server(conn) => {
+            let q = SnapshotRequest { dest: dest.clone() };
+            with_bar("backing up", |progress| conn.call(&q, progress))?
+        }
+        Route::Offline(lock) => with_bar("copying", |progress| {
+            copy_stopped(&lock, &dir, &dest, progress)
+        })?,
+    };
+    if a.json {
+        print_json(&manifest);
+    } else {
+        println!(
+            "backup written to {} ({}): {}, checksum {}",
+            dest.display(),
+            manifest.method,
+            text::count(manifest.record_count, "record", "records"),
+            manifest.records_sha256
+        );
+        println!("start a server on it with --data-dir {}", dest.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Snapshot the running store into `dest`, an absolute path the server can write (socket
+/// `op`: `backup`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotRequest {
+    pub dest: PathBuf,
+}
+
+impl Operation for SnapshotRequest {
+    const NAME: &'static str = "backup";
+    type Output = Manifest;
+
+    fn run(self, ctx: &OpsContext, progress: Progress) -> anyhow::Result<Manifest> {
+        anyhow::ensure!(
+            self.dest.is_absolute(),
+            "backup destination must be an absolute path"
+        );
+        snapshot(&ctx.store, &self.dest, progress)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -73,7 +144,7 @@ fn finish(db: sled::Db, dest: &Path, method: &str) -> anyhow::Result<Manifest> {
     private_modes(dest)?;
     let manifest = Manifest {
         format: 1,
-        created_at: super::rfc3339(crate::store::now_ms()),
+        created_at: text::rfc3339(crate::store::now_ms()),
         method: method.into(),
         counts: sum.counts,
         record_count: sum.records,
@@ -124,7 +195,7 @@ fn private_modes(dir: &Path) -> anyhow::Result<()> {
 /// from an earlier backup.
 fn skipped(name: &str) -> bool {
     (name.starts_with("snap.") && name.ends_with(".generating"))
-        || name == crate::ops::proto::SOCKET_NAME
+        || name == SOCKET_NAME
         || name == MANIFEST_NAME
 }
 
@@ -159,28 +230,33 @@ pub(crate) fn copy_tree(
 }
 
 /// Holds sled's own lock on `<dir>/db` (an exclusive `flock`), so no server starts on the
-/// directory while it is copied. `advice` ends the error when a server holds it.
-pub(crate) fn lock_stopped(dir: &Path, advice: &str) -> anyhow::Result<nix::fcntl::Flock<File>> {
+/// directory while it is copied. `None` while a process holds it.
+pub(crate) fn try_lock(dir: &Path) -> anyhow::Result<Option<Flock<File>>> {
     let file = File::open(dir.join("db"))
         .with_context(|| format!("no outbox data directory at {}", dir.display()))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        anyhow::anyhow!(
-            "{} is in use by a running outbox ({e}); {advice}",
-            dir.display()
-        )
-    })
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", dir.display())),
+    }
 }
 
-/// Offline backup: copies the stopped directory `src` to `dest`.
-pub fn copy_stopped(src: &Path, dest: &Path, progress: Progress) -> anyhow::Result<Manifest> {
+/// The offline way of a backup: the stopped directory, locked. A server holding it is
+/// [`InUse`], so the route waits for its socket as for any command.
+fn lock_offline(dir: &Path) -> anyhow::Result<Flock<File>> {
+    require_data_dir(dir)?;
+    try_lock(dir)?.ok_or_else(|| InUse::at(dir).into())
+}
+
+/// Offline backup: copies the stopped directory `src`, locked by `_lock`, to `dest`.
+pub fn copy_stopped(
+    _lock: &Flock<File>,
+    src: &Path,
+    dest: &Path,
+    progress: Progress,
+) -> anyhow::Result<Manifest> {
     prepare_dest(dest)?;
-    {
-        let _lock = lock_stopped(
-            src,
-            "use `outbox backup` while it answers on its admin socket, or stop it first",
-        )?;
-        copy_tree(src, dest, progress, &mut 0)?;
-    }
+    copy_tree(src, dest, progress, &mut 0)?;
     let db =
         open_raw(dest).with_context(|| format!("the copy at {} does not open", dest.display()))?;
     finish(db, dest, "copy of a stopped directory")

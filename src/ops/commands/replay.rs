@@ -7,12 +7,93 @@
 //! delivered record is only replayed with `force` (and only while it still has its payload);
 //! one in flight is never touched (the worker holds it).
 
-use crate::ops::handler::Progress;
+use crate::ops::commands::inspect::record::resolve;
+use crate::ops::operation::{Operation, OpsContext, Progress};
+use crate::ops::output::{print_json, status};
+use crate::ops::socket::route::call;
+use crate::ops::target::Target;
+use crate::ops::text::parse_when;
 use crate::store::record::{AuditEntry, Record, Status};
 use crate::store::Updated;
 use crate::store::{now_ms, Change, Store};
+use anyhow::bail;
+use clap::Args;
 use serde::{Deserialize, Serialize};
+use std::process::ExitCode;
 
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Trace IDs (or unique prefixes) to replay
+    pub trace_ids: Vec<String>,
+    /// Replay dead letters (all of them, or those the filters select)
+    #[arg(long)]
+    pub dead: bool,
+    /// With --dead: died at or after this time (RFC 3339, YYYY-MM-DD) or age (2h, 7d)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// With --dead: died before this time or age
+    #[arg(long)]
+    pub until: Option<String>,
+    /// With --dead: only this form type
+    #[arg(long)]
+    pub form_type: Option<String>,
+    /// With --dead: only those the dashboard last answered with this HTTP status
+    #[arg(long)]
+    pub status_code: Option<u16>,
+    /// List what would be replayed, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also replay delivered records
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON (shapes in the README, section Operations)
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let filters =
+        a.since.is_some() || a.until.is_some() || a.form_type.is_some() || a.status_code.is_some();
+    if filters && !a.dead {
+        bail!("--since, --until, --form-type and --status-code select dead letters: add --dead (e.g. `outbox replay --dead --since 1h`)");
+    }
+    if !a.dead && a.trace_ids.is_empty() {
+        bail!("say what to replay: trace IDs, or --dead for dead letters");
+    }
+    let dir = a.target.dir()?;
+    let q = ReplayQuery {
+        trace_ids: a.trace_ids,
+        dead: a.dead,
+        since_ms: a.since.as_deref().map(parse_when).transpose()?,
+        until_ms: a.until.as_deref().map(parse_when).transpose()?,
+        form_type: a.form_type,
+        status_code: a.status_code,
+        dry_run: a.dry_run,
+        force: a.force,
+    };
+    let r = call(&dir, q, "replaying")?;
+    if a.json {
+        print_json(&r);
+    } else {
+        let verb = if r.dry_run {
+            "would replay"
+        } else {
+            "replayed"
+        };
+        for id in &r.replayed {
+            println!("{verb} {id}");
+        }
+        for x in &r.refused {
+            println!("refused {}: {}", x.trace_id, x.reason);
+        }
+        println!("{} {verb}, {} refused", r.replayed.len(), r.refused.len());
+    }
+    Ok(status(!r.refused.is_empty()))
+}
+
+/// What to replay (socket `op`: `replay`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReplayQuery {
     pub trace_ids: Vec<String>,
@@ -27,6 +108,25 @@ pub struct ReplayQuery {
     pub status_code: Option<u16>,
     pub dry_run: bool,
     pub force: bool,
+}
+
+impl Operation for ReplayQuery {
+    const NAME: &'static str = "replay";
+    type Output = ReplayReport;
+
+    fn run(mut self, ctx: &OpsContext, progress: Progress) -> anyhow::Result<ReplayReport> {
+        // An ID that names no record is left as given: the replay refuses it.
+        for id in &mut self.trace_ids {
+            if let Some(full) = resolve(&ctx.store, id)? {
+                *id = full;
+            }
+        }
+        let report = replay(&ctx.store, &self, progress)?;
+        if !report.replayed.is_empty() && !self.dry_run {
+            ctx.wake_worker();
+        }
+        Ok(report)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

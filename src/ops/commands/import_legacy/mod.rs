@@ -1,13 +1,37 @@
 //! `outbox import-legacy DIR`: reads the old proxy's files here (the CLI's user can read
 //! them; the server may not), sends them to the store, and moves them with `--move`.
+//!
+//! - `parse`: one legacy file as pure data (fuzzed);
+//! - `records`: the files as records, stored (operation `import`).
 
-use crate::ops::command::ImportArgs;
-use crate::ops::import::{Failed, ImportReport, LegacyFile};
-use crate::ops::proto::Request;
-use crate::ops::run::{call, print_json, status};
+pub mod parse;
+pub mod records;
+
+use crate::ops::output::{print_json, status};
+use crate::ops::socket::route::{call, explain};
+use crate::ops::target::Target;
 use anyhow::Context;
-use std::path::Path;
+use clap::Args;
+use records::{Failed, ImportReport, ImportRequest, LegacyFile};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The old proxy's pending_submissions directory
+    pub dir: PathBuf,
+    /// Report what would be imported, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Move imported files (and files already imported before) to DIR/imported/
+    #[arg(long = "move")]
+    pub move_files: bool,
+    /// Print JSON (shapes in the README, section Operations)
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Where `--move` puts files that are in the store.
 pub const IMPORTED_DIR: &str = "imported";
@@ -18,11 +42,11 @@ pub fn run(a: ImportArgs) -> anyhow::Result<ExitCode> {
     if !a.dry_run {
         create_if_new(&dir)?;
     }
-    let req = Request::Import {
+    let req = ImportRequest {
         files,
         dry_run: a.dry_run,
     };
-    let (_, mut report): (_, ImportReport) = call(&dir, req, "importing")?;
+    let mut report = call(&dir, req, "importing")?;
     report.failed.extend(
         unreadable
             .into_iter()
@@ -51,7 +75,7 @@ fn create_if_new(dir: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     crate::store::Store::open(dir)
-        .map_err(|e| crate::ops::access::explain(dir, e.into()))?
+        .map_err(|e| explain(dir, e.into()))?
         .sync()?;
     eprintln!("outbox: created a new data directory at {}", dir.display());
     Ok(())

@@ -12,10 +12,11 @@
 //! accept posts that the swap would then throw away. What is copied is live data only, so
 //! after a drain the stop lasts seconds.
 
-use crate::ops::backup::{self, Manifest};
-use crate::ops::client;
-use crate::ops::command::Target;
-use crate::ops::progress::Bar;
+use crate::ops::commands::backup::{self, Manifest};
+use crate::ops::operation::Progress;
+use crate::ops::progress::with_bar;
+use crate::ops::socket::route::refuse_if_served;
+use crate::ops::target::Target;
 use crate::store::{dir_size, Store};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -38,7 +39,7 @@ pub struct Compacted {
 }
 
 /// Rewrites the stopped store in `dir` into a fresh directory and swaps it in.
-pub fn compact(dir: &Path, progress: crate::ops::handler::Progress) -> anyhow::Result<Compacted> {
+pub fn compact(dir: &Path, progress: Progress) -> anyhow::Result<Compacted> {
     if !dir.join("db").exists() {
         bail!(
             "{} holds no outbox store; pass the --data-dir the service uses",
@@ -88,17 +89,8 @@ pub fn compact(dir: &Path, progress: crate::ops::handler::Progress) -> anyhow::R
 
 pub fn run(a: CompactArgs) -> anyhow::Result<ExitCode> {
     let dir = a.target.dir()?;
-    if let Some(conn) = client::connect(&dir)? {
-        bail!(
-            "a server is running on {} (pid {}); stop it, run `outbox compact`, then start it again",
-            dir.display(),
-            conn.pid
-        );
-    }
-    let bar = Bar::new("compacting");
-    let r = compact(&dir, &|n, t| bar.update(n, t));
-    bar.finish();
-    let r = r?;
+    refuse_if_served(&dir, "stop it, run `outbox compact`, then start it again")?;
+    let r = with_bar("compacting", |progress| compact(&dir, progress))?;
     println!(
         "compacted {}: {} -> {} ({} kept)",
         dir.display(),

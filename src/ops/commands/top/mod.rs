@@ -3,19 +3,30 @@
 //! state, and the last delivery errors. `q` or Ctrl-C quits and gives the terminal back as it
 //! was; when stdout is not a terminal it prints one plain snapshot (for scripts and mails).
 
-use crate::ops::client;
-use crate::ops::command::TopArgs;
-use crate::ops::inspect::Summary;
-use crate::ops::progress::Bar;
-use crate::ops::proto::Request;
+mod screen;
+
+use crate::ops::commands::inspect::summary::{Summary, SummaryRequest};
+use crate::ops::socket::client::connect;
+use crate::ops::socket::protocol::SOCKET_NAME;
+use crate::ops::target::Target;
 use crate::ops::text::age;
-use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
+use clap::Args;
+use screen::{wait_for_quit, Screen};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Seconds between refreshes
+    #[arg(long, default_value_t = 1)]
+    pub interval: u64,
+}
 
 /// Delivery errors kept on screen.
 const ERRORS_SHOWN: usize = 5;
@@ -28,18 +39,18 @@ struct Sample {
 }
 
 fn sample(dir: &Path) -> anyhow::Result<Sample> {
-    let Some(conn) = client::connect(dir)? else {
+    let Some(conn) = connect(dir)? else {
         anyhow::bail!(
             "no server answers on {}; outbox top needs a running server (use outbox inspect for a stopped directory)",
-            dir.join(crate::ops::proto::SOCKET_NAME).display()
+            dir.join(SOCKET_NAME).display()
         );
     };
     let pid = conn.pid;
-    let v = conn.call(&Request::Summary, &Bar::hidden())?;
+    let summary = conn.call(&SummaryRequest {}, &|_, _| {})?;
     Ok(Sample {
         at: Instant::now(),
         pid,
-        summary: serde_json::from_value(v)?,
+        summary,
     })
 }
 
@@ -138,66 +149,6 @@ fn note_error(errors: &mut Vec<String>, s: &Summary) {
     }
 }
 
-/// The terminal in no-echo, key-at-a-time mode on the alternate screen; restored on drop
-/// (also when unwinding), so the shell gets its terminal back whatever happens.
-struct Screen(Option<Termios>);
-
-impl Screen {
-    fn enter() -> anyhow::Result<Screen> {
-        let stdin = std::io::stdin();
-        let saved = if stdin.is_terminal() {
-            let saved = termios::tcgetattr(&stdin)?;
-            let mut raw = saved.clone();
-            // ISIG stays on: Ctrl-C still raises SIGINT, which sets the quit flag.
-            raw.local_flags
-                .remove(LocalFlags::ICANON | LocalFlags::ECHO);
-            termios::tcsetattr(&stdin, SetArg::TCSANOW, &raw)?;
-            Some(saved)
-        } else {
-            None
-        };
-        print!("\x1b[?1049h\x1b[?25l");
-        Ok(Screen(saved))
-    }
-}
-
-impl Drop for Screen {
-    fn drop(&mut self) {
-        print!("\x1b[?25h\x1b[?1049l");
-        let _ = std::io::stdout().flush();
-        if let Some(saved) = &self.0 {
-            let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, saved);
-        }
-    }
-}
-
-/// Waits up to `timeout` for `q` (or Ctrl-C, via the flag). True means quit.
-fn wait_for_quit(timeout: Duration, quit: &AtomicBool) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
-    let deadline = Instant::now() + timeout;
-    let stdin = std::io::stdin();
-    loop {
-        if quit.load(Ordering::Relaxed) {
-            return true;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        let step = PollTimeout::try_from(left.min(Duration::from_millis(200))).expect("small");
-        let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
-        if matches!(poll(&mut fds, step), Ok(n) if n > 0) {
-            let mut key = [0u8; 1];
-            match nix::unistd::read(0, &mut key) {
-                Ok(1) if matches!(key[0], b'q' | b'Q' | 3) => return true,
-                Ok(0) => std::thread::sleep(left), // stdin closed: only signals can quit
-                _ => {}
-            }
-        }
-    }
-}
-
 pub fn run(a: TopArgs) -> anyhow::Result<ExitCode> {
     let dir = a.target.dir()?;
     let interval = Duration::from_secs(a.interval.max(1));
@@ -263,7 +214,7 @@ mod tests {
                 delivery: Some(
                     serde_json::json!({"mode": "paused_credentials", "circuit": "open",
                     "last_failure_at": "2026-01-01T00:00:00.000Z", "last_error": "x".repeat(200),
-                    "next_probe_at": crate::ops::rfc3339(crate::store::now_ms() + 130_500)}),
+                    "next_probe_at": crate::ops::text::rfc3339(crate::store::now_ms() + 130_500)}),
                 ),
                 disk_bytes: 4096,
             },

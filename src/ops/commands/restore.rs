@@ -5,14 +5,50 @@
 //! then is the copy renamed into place. A non-empty DIR needs `force`, and even then it is
 //! moved aside, not deleted.
 
-use crate::ops::backup::{copy_tree, lock_stopped, Manifest, MANIFEST_NAME};
-use crate::ops::handler::Progress;
+use crate::ops::commands::backup::{copy_tree, try_lock, Manifest, MANIFEST_NAME};
+use crate::ops::operation::Progress;
+use crate::ops::progress::with_bar;
+use crate::ops::socket::route::refuse_if_served;
+use crate::ops::target::Target;
+use crate::ops::text;
 use crate::store::maintenance::open_raw;
 use crate::store::read::digest;
 use anyhow::{bail, Context};
+use clap::Args;
 use std::fs::{self, File};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// A directory written by `outbox backup`
+    pub src: PathBuf,
+    /// Replace a non-empty data directory (its contents are moved aside, not deleted)
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let dir = a.target.dir()?;
+    refuse_if_served(&dir, "stop it before restoring")?;
+    let r = with_bar("restoring", |progress| {
+        restore(&a.src, &dir, a.force, progress)
+    })?;
+    println!(
+        "restored {} from {} (backup of {}) into {}",
+        text::count(r.manifest.record_count, "record", "records"),
+        a.src.display(),
+        r.manifest.created_at,
+        dir.display()
+    );
+    if let Some(aside) = r.moved_aside {
+        println!("the previous contents are in {}", aside.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 #[derive(Debug, Clone)]
 pub struct Restored {
@@ -49,7 +85,13 @@ pub fn restore(
     let exists = target.exists();
     let _lock = if target.join("db").exists() {
         // A server that is still starting holds the lock before its admin socket answers.
-        Some(lock_stopped(target, "stop it before restoring")?)
+        let lock = try_lock(target)?;
+        Some(lock.with_context(|| {
+            format!(
+                "{} is in use by a running outbox; stop it before restoring",
+                target.display()
+            )
+        })?)
     } else {
         None
     };

@@ -1,86 +1,18 @@
-//! `outbox edit TRACE_ID`: fetch the payload, let the operator change it in $EDITOR (or take
-//! it from `--payload FILE`), and store it with an audit line.
+//! The operator's side of `outbox edit`: the payload in $EDITOR until it is a JSON object.
 //!
 //! As with `git commit` and `kubectl edit`, an edit that is not a JSON object is not lost:
 //! the editor opens again on the operator's text, with the error in `#` lines at the top
 //! (lines starting with `#` are never JSON, so they are dropped before parsing). Saving it
 //! unchanged, or empty, gives up.
 
-use crate::ops::command::{EditArgs, Target};
-use crate::ops::inspect::RecordView;
-use crate::ops::proto::Request;
-use crate::ops::run::{call, print_json};
 use anyhow::{bail, Context};
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
-
-pub fn run(a: EditArgs) -> anyhow::Result<ExitCode> {
-    let dir = a.target.dir()?;
-    let (trace_id, payload) = match &a.payload {
-        Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            match parse(&text) {
-                Ok(p) => (a.trace_id.clone(), p),
-                Err(e) => bail!("{e}; nothing edited"),
-            }
-        }
-        None => {
-            let get = Request::Get {
-                trace_id: a.trace_id.clone(),
-            };
-            let (_, current): (_, RecordView) = call(&dir, get, "reading")?;
-            let before = serde_json::to_string_pretty(&current.payload)?;
-            match edit_until_valid(&current.trace_id, &before)? {
-                Some(p) => (current.trace_id, p),
-                None => return Ok(ExitCode::SUCCESS),
-            }
-        }
-    };
-    let req = Request::Edit {
-        trace_id,
-        payload,
-        note: a.note.clone(),
-    };
-    let (_, r): (_, RecordView) = call(&dir, req, "editing")?;
-    if a.json {
-        print_json(&r);
-    } else {
-        println!(
-            "edited {} (payload sha256 {}); replay it with `outbox replay {}{}`",
-            r.trace_id,
-            r.payload_sha256,
-            r.trace_id,
-            target_flags(&a.target)
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The `--data-dir`/`--config` this command was given, for the commands it suggests.
-fn target_flags(t: &Target) -> String {
-    let quote = |p: &Path| {
-        let s = p.display().to_string();
-        if s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
-        {
-            s
-        } else {
-            format!("'{}'", s.replace('\'', r"'\''"))
-        }
-    };
-    match (&t.data_dir, &t.config) {
-        (Some(d), _) => format!(" --data-dir {}", quote(d)),
-        (None, Some(c)) => format!(" --config {}", quote(c)),
-        (None, None) => String::new(),
-    }
-}
 
 /// A JSON object, or why the text is not one.
-fn parse(text: &str) -> Result<Map<String, Value>, String> {
+pub fn parse(text: &str) -> Result<Map<String, Value>, String> {
     match serde_json::from_str(text) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err("the payload must be a JSON object ({...})".into()),
@@ -102,7 +34,10 @@ const HELP: &str = "# Lines starting with # are ignored. Save to store the paylo
 /// Opens the editor until it leaves a JSON object (`Some`), or the operator gives up: an
 /// emptied file, or the first text saved unchanged, is `None`; invalid text saved unchanged
 /// is an error (exit 2).
-fn edit_until_valid(trace_id: &str, before: &str) -> anyhow::Result<Option<Map<String, Value>>> {
+pub fn edit_until_valid(
+    trace_id: &str,
+    before: &str,
+) -> anyhow::Result<Option<Map<String, Value>>> {
     let file = TempFile::create(trace_id)?;
     let mut shown = before.to_owned();
     let mut header = format!("# outbox edit {trace_id}: the payload, a JSON object.\n{HELP}");

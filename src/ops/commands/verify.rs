@@ -11,10 +11,70 @@
 //! quarantine, then rebuilds the indexes and counters from `entries` (see
 //! [`Store::rebuild_indexes`]).
 
-use crate::ops::handler::Progress;
+use crate::ops::operation::{Operation, OpsContext, Progress};
+use crate::ops::output::{print_json, status};
+use crate::ops::socket::route::call;
+use crate::ops::target::Target;
+use crate::ops::text;
 use crate::store::read::Check;
 use crate::store::{Store, StoreError};
+use clap::Args;
 use serde::{Deserialize, Serialize};
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Rebuild the indexes and counters; quarantine records that do not decode
+    #[arg(long)]
+    pub repair: bool,
+    /// Print JSON (shapes in the README, section Operations)
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let dir = a.target.dir()?;
+    let r = call(&dir, VerifyRequest { repair: a.repair }, "verifying")?;
+    if a.json {
+        print_json(&r);
+    } else {
+        for p in &r.problems {
+            println!("problem: {p}");
+        }
+        for p in &r.repaired {
+            println!("repaired: {p}");
+        }
+        for p in &r.remaining {
+            println!("still wrong: {p}");
+        }
+        println!(
+            "{} checked, {}",
+            text::count(r.records, "record", "records"),
+            text::count(r.problems.len() as u64, "problem", "problems")
+        );
+        if !r.problems.is_empty() && r.repaired.is_empty() {
+            println!("run `outbox verify --repair` to rebuild the indexes and counters");
+        }
+    }
+    Ok(status(!r.ok()))
+}
+
+/// Check, and with `repair` fix, the store (socket `op`: `verify`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    pub repair: bool,
+}
+
+impl Operation for VerifyRequest {
+    const NAME: &'static str = "verify";
+    type Output = VerifyReport;
+
+    fn run(self, ctx: &OpsContext, progress: Progress) -> anyhow::Result<VerifyReport> {
+        Ok(verify_with(&ctx.store, self.repair, progress))
+    }
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct VerifyReport {

@@ -3,7 +3,7 @@
 //! line would not fit otherwise; a cut ID still finds its record, since every command that
 //! takes a trace ID accepts a unique prefix. `--json` bypasses all of it.
 
-use crate::ops::inspect::{Listing, Row};
+use super::list::{Listing, Row};
 use crate::ops::text::age;
 use crate::store::now_ms;
 use std::io::IsTerminal;
