@@ -181,7 +181,7 @@ impl Syncer {
 
 pub struct Store {
     path: PathBuf,
-    pub(crate) trees: Trees,
+    trees: Trees,
     syncer: Arc<Syncer>,
     committer: committer::Committer,
     claims: claims::Claims,
