@@ -29,8 +29,8 @@ pub struct Manifest {
     pub method: String,
     pub counts: Counts,
     pub record_count: u64,
-    /// SHA-256 over every `entries` item in key order: for each, the key length (u32 BE), the
-    /// key, the value length (u32 BE), the value.
+    /// SHA-256 over every `entries` item in key order, then every `bodies` item in key order:
+    /// for each, the key length (u32 BE), the key, the value length (u32 BE), the value.
     pub records_sha256: String,
 }
 
@@ -39,13 +39,17 @@ pub fn digest(db: &sled::Db) -> anyhow::Result<(Counts, u64, String)> {
     let counts = Counts::from_tree(&db.open_tree("counters")?)?;
     let mut h = Sha256::new();
     let mut n = 0u64;
-    for item in db.open_tree("entries")?.iter() {
-        let (k, v) = item?;
-        h.update((k.len() as u32).to_be_bytes());
-        h.update(&k);
-        h.update((v.len() as u32).to_be_bytes());
-        h.update(&v);
-        n += 1;
+    // Records, then their bodies (a store from before bodies were kept apart has none, so
+    // its backups keep the checksum they were written with).
+    for tree in ["entries", "bodies"] {
+        for item in db.open_tree(tree)?.iter() {
+            let (k, v) = item?;
+            h.update((k.len() as u32).to_be_bytes());
+            h.update(&k);
+            h.update((v.len() as u32).to_be_bytes());
+            h.update(&v);
+            n += u64::from(tree == "entries");
+        }
     }
     Ok((counts, n, hex::encode(h.finalize())))
 }

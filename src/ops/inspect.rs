@@ -3,7 +3,7 @@
 //! JSON shapes are documented in the README ("Operations"); fields are only ever added.
 
 use crate::delivery::DeliveryView;
-use crate::store::record::{self, Record, Status};
+use crate::store::record::{Record, Status};
 use crate::store::{now_ms, Counts, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -104,7 +104,7 @@ pub fn list(store: &Store, q: &ListQuery) -> anyhow::Result<Listing> {
     let claimed = store.claimed();
     for item in store.trees.entries.iter() {
         let (_, v) = item?;
-        let Ok(mut r) = record::decode(&v) else {
+        let Ok(mut r) = store.decode_entry(&v) else {
             continue;
         };
         if r.status == Status::Pending && claimed.contains(&r.trace_id) {

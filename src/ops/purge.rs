@@ -160,7 +160,7 @@ fn erase(
     for (i, item) in store.trees.entries.iter().enumerate() {
         let (k, v) = item?;
         let id = String::from_utf8_lossy(&k).into_owned();
-        match record::decode(&v) {
+        match store.decode_entry(&v) {
             Ok(r) if record_mentions(&r, needle) => erase_ids.push(id),
             Ok(r) if audit_mentions(&r, needle) => scrub_ids.push(id),
             Ok(_) => {}

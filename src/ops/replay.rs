@@ -8,7 +8,7 @@
 //! one in flight is never touched (the worker holds it).
 
 use crate::ops::handler::Progress;
-use crate::store::record::{self, AuditEntry, Record, Status};
+use crate::store::record::{AuditEntry, Record, Status};
 use crate::store::Updated;
 use crate::store::{now_ms, Change, Store};
 use serde::{Deserialize, Serialize};
@@ -97,7 +97,7 @@ pub fn replay(store: &Store, q: &ReplayQuery, progress: Progress) -> anyhow::Res
     if q.dead {
         for item in store.trees.entries.iter() {
             let (_, v) = item?;
-            if let Ok(r) = record::decode(&v) {
+            if let Ok(r) = store.decode_entry(&v) {
                 if matches_dead(&r, q) {
                     ids.push(r.trace_id);
                 }

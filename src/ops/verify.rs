@@ -13,7 +13,6 @@
 use crate::ops::handler::Progress;
 use crate::store::keys;
 use crate::store::maintenance::expected_index_keys;
-use crate::store::record;
 use crate::store::{Counts, Store};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -105,7 +104,7 @@ fn check(store: &Store, progress: Progress) -> Result<Checked, sled::Error> {
             progress(n, Some(total));
         }
         let key = String::from_utf8_lossy(&k).into_owned();
-        let r = match record::decode(&v) {
+        let r = match store.decode_entry(&v) {
             Ok(r) => r,
             Err(e) => {
                 problems.push(format!("record {key} does not decode: {e}"));

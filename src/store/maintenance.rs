@@ -28,6 +28,10 @@ use std::sync::{RwLockReadGuard, RwLockWriteGuard};
 
 /// Trees a snapshot copies while writers run and then patches by trace ID.
 const TRACKED: [&str; 2] = ["entries", "quarantine"];
+/// Copied while writers run too, then patched through the entries of the trace IDs written
+/// meanwhile (a body never changes under its key); bodies no entry of the copy points to
+/// are dropped from the copy at the end.
+const BODIES: &str = "bodies";
 /// Trees a snapshot rebuilds from the copied records instead of copying.
 const INDEXES: [&str; 3] = ["due", "queue", "done"];
 
@@ -148,7 +152,7 @@ impl Store {
             Tracking(&self.trees)
         };
         let mut copied = 0u64;
-        for name in TRACKED {
+        for name in TRACKED.into_iter().chain([BODIES]) {
             copy_tree(
                 &src.open_tree(name)?,
                 &dest.open_tree(name)?,
@@ -168,9 +172,19 @@ impl Store {
                     };
                 }
             }
+            let (from, to) = (src.open_tree(BODIES)?, dest.open_tree(BODIES)?);
+            for id in &dirty {
+                let entry = self.trees.entries.get(id)?;
+                let key = entry.and_then(|v| record::decode_entry(&v).ok()?.body_key());
+                if let Some(k) = key.map(record::body_key) {
+                    if let Some(v) = from.get(k)? {
+                        to.insert(k, v)?;
+                    }
+                }
+            }
             for name in src.tree_names() {
                 let n = String::from_utf8_lossy(&name);
-                if !TRACKED.contains(&&*n) && !INDEXES.contains(&&*n) {
+                if !TRACKED.contains(&&*n) && !INDEXES.contains(&&*n) && n != BODIES {
                     copy_tree(
                         &src.open_tree(&name)?,
                         &dest.open_tree(&name)?,
@@ -186,10 +200,20 @@ impl Store {
         }
         let [due, queue, done] = INDEXES.map(|n| dest.open_tree(n));
         let (due, queue, done) = (due?, queue?, done?);
+        let mut referenced = HashSet::new();
         for item in dest.open_tree("entries")?.iter() {
             let (_, v) = item?;
-            if let Ok(r) = record::decode(&v) {
-                index_into(&due, &queue, &done, &r)?;
+            if let Ok(e) = record::decode_entry(&v) {
+                index_into(&due, &queue, &done, e.state())?;
+                referenced.extend(e.body_key());
+            }
+        }
+        let bodies = dest.open_tree(BODIES)?;
+        for k in bodies.iter().keys() {
+            let k = k?;
+            let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+            if !referenced.contains(&seq) {
+                bodies.remove(k)?;
             }
         }
         Ok(copied)
@@ -210,11 +234,12 @@ impl Store {
         let mut skipped = Vec::new();
         for item in t.entries.iter() {
             let (k, v) = item?;
-            let Ok(r) = record::decode(&v) else {
+            let Ok(e) = record::decode_entry(&v) else {
                 skipped.push(String::from_utf8_lossy(&k).into_owned());
                 continue;
             };
-            index_into(&t.due, &t.queue, &t.done, &r)?;
+            let r = e.state();
+            index_into(&t.due, &t.queue, &t.done, r)?;
             match r.status.as_str() {
                 "pending" => recount.pending += 1,
                 "in_flight" => recount.in_flight += 1,
@@ -369,7 +394,14 @@ mod tests {
             s.trees.dirty.lock().unwrap().is_none(),
             "tracking is off again"
         );
-        let src = &s.syncer.db;
-        assert_eq!(dump(&dest), dump(src), "the copy equals the store");
+        // The raw overwrite of trace-0003 left its body (the fourth) without a record: the
+        // copy drops it and is otherwise equal.
+        let mut want = dump(&s.syncer.db);
+        for (name, items) in &mut want {
+            if name.as_slice() == BODIES.as_bytes() {
+                items.retain(|(k, _)| k.as_slice() != record::body_key(4));
+            }
+        }
+        assert!(dump(&dest) == want, "the copy equals the store");
     }
 }
