@@ -32,6 +32,9 @@ pub struct PurgeReport {
     pub erased: Vec<String>,
     pub quarantined_copies_erased: u64,
     pub audit_notes_scrubbed: u64,
+    /// Bodies holding the address whose record's state was lost (see `Store::orphan_bodies`).
+    #[serde(default)]
+    pub orphan_bodies_erased: u64,
 }
 
 /// Whether `haystack` contains `needle_lower` in any letter case.
@@ -164,7 +167,7 @@ fn erase(
             Ok(r) if record_mentions(&r, needle) => erase_ids.push(id),
             Ok(r) if audit_mentions(&r, needle) => scrub_ids.push(id),
             Ok(_) => {}
-            Err(_) if mentions(&String::from_utf8_lossy(&v), needle) => raw_ids.push(id),
+            Err(_) if raw_mentions(store, &v, needle)? => raw_ids.push(id),
             Err(_) => {}
         }
         progress(i as u64 + 1, Some(total));
@@ -213,14 +216,29 @@ fn erase(
     for item in store.trees.quarantine.iter() {
         let (k, v) = item?;
         let doc: Value = serde_json::from_slice(&v).unwrap_or(Value::Null);
-        let original = doc["original_hex"]
-            .as_str()
-            .and_then(|h| hex::decode(h).ok())
-            .unwrap_or_default();
+        let original = |key: &str| {
+            doc[key]
+                .as_str()
+                .and_then(|h| hex::decode(h).ok())
+                .unwrap_or_default()
+        };
         if mentions(&String::from_utf8_lossy(&v), needle)
-            || mentions(&String::from_utf8_lossy(&original), needle)
+            || mentions(&String::from_utf8_lossy(&original("original_hex")), needle)
+            || mentions(
+                &String::from_utf8_lossy(&original("original_body_hex")),
+                needle,
+            )
         {
             quarantined.push(k.to_vec());
+        }
+    }
+    // A body whose record's state was lost holds the address with no record to erase.
+    for (key, bytes) in store.orphan_bodies()? {
+        if mentions(&String::from_utf8_lossy(&bytes), needle) {
+            if !dry_run {
+                store.drop_orphan_body(key)?;
+            }
+            report.orphan_bodies_erased += 1;
         }
     }
     for k in quarantined {
@@ -229,6 +247,20 @@ fn erase(
         }
     }
     Ok(())
+}
+
+/// Whether an entry that does not decode, or the body it points to, mentions `needle`.
+fn raw_mentions(store: &Store, value: &[u8], needle: &str) -> anyhow::Result<bool> {
+    if mentions(&String::from_utf8_lossy(value), needle) {
+        return Ok(true);
+    }
+    let body = record::decode_entry(value)
+        .ok()
+        .and_then(|e| e.body_key())
+        .map(|k| store.trees.bodies.get(record::body_key(k)))
+        .transpose()?
+        .flatten();
+    Ok(body.is_some_and(|b| mentions(&String::from_utf8_lossy(&b), needle)))
 }
 
 #[cfg(test)]
@@ -246,6 +278,48 @@ mod tests {
             scrub("fixed JO.DOE@example.COM typo", "jo.doe@example.com"),
             "fixed [erased] typo"
         );
+    }
+
+    #[test]
+    fn an_erasure_reaches_the_bodies_of_records_that_do_not_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for id in ["trace-erase-3", "trace-erase-4"] {
+            let mut r = sample(id);
+            r.payload = Some(r#"{"email":"jo@example.com"}"#.into());
+            rt.block_on(store.submit(r)).unwrap();
+        }
+        // The first record's body is cut short: its state is fine, the record is not.
+        let (key, body) = store.trees.bodies.first().unwrap().unwrap();
+        store
+            .trees
+            .bodies
+            .insert(key, &body[..body.len() - 3])
+            .unwrap();
+        // The second record's state is damaged (a bad status): its body is left unclaimed.
+        let mut v = store
+            .trees
+            .entries
+            .get("trace-erase-4")
+            .unwrap()
+            .unwrap()
+            .to_vec();
+        v[2 + "trace-erase-4".len()] = 9;
+        store.trees.entries.insert("trace-erase-4", v).unwrap();
+        assert!(store.get("trace-erase-3").is_err() && store.get("trace-erase-4").is_err());
+
+        let mut report = PurgeReport::default();
+        erase(&store, "jo@example.com", false, &mut report, &|_, _| {}).unwrap();
+        assert_eq!(report.erased, vec!["trace-erase-3".to_owned()]);
+        assert_eq!(report.orphan_bodies_erased, 1);
+        assert!(
+            store.trees.bodies.is_empty(),
+            "no copy of the address is left"
+        );
+        assert!(store.trees.quarantine.is_empty());
     }
 
     #[test]

@@ -68,8 +68,15 @@ pub fn run(a: PurgeArgs) -> anyhow::Result<ExitCode> {
 
 fn describe_purge(r: &PurgeReport) -> String {
     use text::count;
+    let orphans = match r.orphan_bodies_erased {
+        0 => String::new(),
+        n => format!(
+            ", {}",
+            count(n, "body without a record", "bodies without a record")
+        ),
+    };
     format!(
-        "{}, {} holding the address, {}, {} scrubbed",
+        "{}, {} holding the address, {}, {} scrubbed{orphans}",
         count(
             r.tombstones_purged,
             "delivered tombstone",

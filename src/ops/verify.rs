@@ -65,6 +65,17 @@ pub fn verify_with(store: &Store, repair: bool, progress: Progress) -> VerifyRep
                 .push(format!("could not quarantine {id}: {e}")),
         }
     }
+    for (key, _) in store.orphan_bodies().unwrap_or_default() {
+        match store.attach_orphan_body(key) {
+            Ok(Some(id)) => report
+                .repaired
+                .push(format!("moved body {key} to the quarantined record {id}")),
+            Ok(None) => {}
+            Err(e) => report
+                .remaining
+                .push(format!("could not move body {key}: {e}")),
+        }
+    }
     match store.rebuild_indexes() {
         Ok((counts, _)) => report.repaired.push(format!(
             "rebuilt the due, queue and done indexes and the counters: {}",
@@ -167,6 +178,9 @@ fn check(store: &Store, progress: Progress) -> Result<Checked, sled::Error> {
             }
         }
     }
+    for (key, _) in store.orphan_bodies().map_err(store_err)? {
+        problems.push(format!("body {key} belongs to no record"));
+    }
     let stored = Counts::from_tree(&t.counters)?;
     recount.quarantined = t.quarantine.len() as u64;
     for name in ["pending", "in_flight", "delivered", "dead", "quarantined"] {
@@ -186,6 +200,14 @@ fn check(store: &Store, progress: Progress) -> Result<Checked, sled::Error> {
         ));
     }
     Ok((n, problems, undecodable))
+}
+
+/// `check` reads sled directly; a store-level failure of a helper is reported the same way.
+fn store_err(e: crate::store::StoreError) -> sled::Error {
+    match e {
+        crate::store::StoreError::Sled(e) => e,
+        other => sled::Error::Unsupported(other.to_string()),
+    }
 }
 
 fn show_index_key(tree: &str, k: &[u8]) -> String {

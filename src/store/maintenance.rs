@@ -295,6 +295,80 @@ impl Store {
             })?;
         Ok(found)
     }
+
+    /// Bodies no record points to, with their bytes. Transactions keep records and bodies in
+    /// step, so only a record quarantined because its state did not decode (which cannot say
+    /// where its body is) or a hand edit leaves one. Bodies written after the scan begins are
+    /// not considered: writers go on meanwhile, and a body is only ever added together with
+    /// the record that points to it, and removed together with that pointer.
+    pub fn orphan_bodies(&self) -> Result<Vec<(u64, sled::IVec)>, StoreError> {
+        let last = self
+            .trees
+            .next_body
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .saturating_sub(1);
+        let mut referenced = HashSet::new();
+        for item in self.trees.entries.iter() {
+            let (_, v) = item?;
+            if let Ok(e) = record::decode_entry(&v) {
+                referenced.extend(e.body_key());
+            }
+        }
+        let mut orphans = Vec::new();
+        for item in self.trees.bodies.range(..=record::body_key(last)) {
+            let (k, v) = item?;
+            let key = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+            if !referenced.contains(&key) {
+                orphans.push((key, v));
+            }
+        }
+        Ok(orphans)
+    }
+
+    /// Removes a body found by [`Store::orphan_bodies`] (erasure).
+    pub fn drop_orphan_body(&self, key: u64) -> Result<bool, StoreError> {
+        let _gate = self.trees.write_gate();
+        Ok(self.trees.bodies.remove(record::body_key(key))?.is_some())
+    }
+
+    /// Moves a body found by [`Store::orphan_bodies`] into the quarantined copy of its record
+    /// (as `original_body_hex`), where an operator finds it beside the state that did not
+    /// decode. Returns the trace ID, or `None` (body left as it is) if the body does not say
+    /// whose it is or no quarantined record has that trace ID.
+    pub fn attach_orphan_body(&self, key: u64) -> Result<Option<String>, StoreError> {
+        use sled::transaction::ConflictableTransactionError as E;
+        use sled::Transactional;
+        let t = &self.trees;
+        let k = record::body_key(key);
+        let Some(bytes) = t.bodies.get(k)? else {
+            return Ok(None);
+        };
+        let Ok(body) = record::decode_body(&bytes) else {
+            return Ok(None);
+        };
+        let id = body.trace_id;
+        let _gate = t.write_gate();
+        t.mark_dirty([id.as_str()]);
+        let attached = (&t.quarantine, &t.bodies)
+            .transaction(|(q, b)| {
+                let Some(doc) = q.get(id.as_bytes())? else {
+                    return Ok(false);
+                };
+                let Some(raw) = b.remove(&k)? else {
+                    return Ok(false);
+                };
+                let mut doc: serde_json::Value =
+                    serde_json::from_slice(&doc).unwrap_or_else(|_| serde_json::json!({}));
+                doc["original_body_hex"] = hex::encode(&raw).into();
+                q.insert(id.as_bytes(), serde_json::to_vec(&doc).expect("json"))?;
+                Ok::<_, E<()>>(true)
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+                sled::transaction::TransactionError::Abort(()) => unreachable!("never aborts"),
+            })?;
+        Ok(attached.then_some(id))
+    }
 }
 
 /// The index entries a record owns, as `tx::write` makes them.
@@ -343,6 +417,59 @@ mod tests {
     use crate::store::record::{sample, Status};
     use crate::store::Change;
     use std::cell::Cell;
+
+    #[test]
+    fn a_body_left_by_a_lost_state_goes_to_quarantine_with_its_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(&tmp.path().join("data")).unwrap();
+        let recs = [sample("trace-orph-1"), sample("trace-orph-2")];
+        super::super::tx::submit_batch(&s.trees, &recs).unwrap();
+        assert!(s.orphan_bodies().unwrap().is_empty());
+        // The first record's state is damaged: it can no longer say where its body is.
+        s.trees.entries.insert("trace-orph-1", &[3, 0xff]).unwrap();
+        let orphans = s.orphan_bodies().unwrap();
+        assert_eq!(orphans.len(), 1);
+        let (key, bytes) = orphans[0].clone();
+        assert_eq!(
+            record::decode_body(&bytes).unwrap().trace_id,
+            "trace-orph-1"
+        );
+        assert_eq!(
+            s.attach_orphan_body(key).unwrap(),
+            None,
+            "nothing to attach it to yet"
+        );
+        // Quarantine finds the body by the trace ID it carries and keeps it with the state.
+        s.quarantine("trace-orph-1", "test").unwrap();
+        assert!(s.orphan_bodies().unwrap().is_empty());
+        let doc = |s: &Store| -> serde_json::Value {
+            serde_json::from_slice(&s.trees.quarantine.get("trace-orph-1").unwrap().unwrap())
+                .unwrap()
+        };
+        assert_eq!(doc(&s)["original_body_hex"], hex::encode(&bytes));
+        assert_eq!(doc(&s)["original_hex"], "03ff");
+        let second = s.get("trace-orph-2").unwrap().unwrap();
+        assert_eq!(
+            second.payload, recs[1].payload,
+            "the other record is untouched"
+        );
+        // A stray body of a quarantined record (a hand edit) is moved to it by repair.
+        s.trees.bodies.insert(record::body_key(99), &bytes).unwrap();
+        assert_eq!(
+            s.orphan_bodies().unwrap().len(),
+            0,
+            "written after the scan's bound"
+        );
+        s.trees
+            .next_body
+            .store(100, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(s.orphan_bodies().unwrap()[0].0, 99);
+        assert_eq!(
+            s.attach_orphan_body(99).unwrap().as_deref(),
+            Some("trace-orph-1")
+        );
+        assert!(s.orphan_bodies().unwrap().is_empty());
+    }
 
     /// Every tree by name, with its items.
     type Dump = Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>;

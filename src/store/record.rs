@@ -191,9 +191,11 @@ pub struct StateV3 {
     pub body: Option<u64>,
 }
 
-/// Body format 1: what a record carries that is large and never changes.
+/// Body format 1: what a record carries that is large and never changes. The trace ID ties
+/// a body to its record should the record's state ever be lost (see `verify`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BodyV1 {
+    pub trace_id: String,
     pub payload: Option<String>,
     pub client_ip: String,
     pub user_agent: Option<String>,
@@ -364,6 +366,7 @@ pub fn encode_state(record: &Record, body: Option<u64>) -> Vec<u8> {
 /// The `bodies` value for `record`.
 pub fn encode_body(record: &Record) -> Vec<u8> {
     let body = BodyV1 {
+        trace_id: record.trace_id.clone(),
         payload: record.payload.clone(),
         client_ip: record.enrichment.client_ip.clone(),
         user_agent: record.enrichment.user_agent.clone(),

@@ -368,6 +368,20 @@ impl Store {
         // Rare path: a scan of the two index trees finds the stale index entries.
         let due_hits = find(&self.trees.due)?;
         let queue_hits = find(&self.trees.queue)?;
+        // A state that does not decode cannot say where its body is; the body names its
+        // record, so a scan finds it.
+        let mut lost_body = None;
+        if let Some(v) = self.trees.entries.get(trace_id)? {
+            if record::decode_entry(&v).is_err() {
+                for item in self.trees.bodies.iter() {
+                    let (k, b) = item?;
+                    if record::decode_body(&b).is_ok_and(|b| b.trace_id == trace_id) {
+                        lost_body = Some(k);
+                        break;
+                    }
+                }
+            }
+        }
         let trees = &self.trees;
         let t = (
             &trees.entries,
@@ -385,13 +399,15 @@ impl Store {
                     return Ok(());
                 };
                 // A state that decodes but whose body does not: the body goes along.
-                let body_key = record::decode_entry(&raw)
-                    .ok()
-                    .and_then(|e| e.body_key())
-                    .map(record::body_key);
-                let body = match body_key {
-                    Some(k) => bodies.remove(&k)?,
-                    None => None,
+                let body = match record::decode_entry(&raw) {
+                    Ok(e) => match e.body_key() {
+                        Some(k) => bodies.remove(&record::body_key(k))?,
+                        None => None,
+                    },
+                    Err(_) => match &lost_body {
+                        Some(k) => bodies.remove(k)?,
+                        None => None,
+                    },
                 };
                 let mut deltas = Deltas::default();
                 let mut status = None;
