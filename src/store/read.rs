@@ -19,6 +19,10 @@ use std::collections::HashSet;
 /// (alphabetical), so the bytes on disk are the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuarantineEntry {
+    /// The bytes of the record's body (see [`super::record`]), in hex, when it had one
+    /// apart from its state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_body_hex: Option<String>,
     /// The entry's bytes as they were in `entries`, in hex.
     pub original_hex: String,
     /// The status its index entries said it had, when it was queued.
@@ -30,6 +34,7 @@ pub struct QuarantineEntry {
 impl QuarantineEntry {
     pub fn new(reason: &str, at_ms: i64, previous: Option<Status>, original: &[u8]) -> Self {
         QuarantineEntry {
+            original_body_hex: None,
             original_hex: hex::encode(original),
             previous_status: previous.map(|s| s.as_str().to_owned()),
             quarantined_at_ms: at_ms,
@@ -45,6 +50,7 @@ impl QuarantineEntry {
     /// shown rather than hidden: its bytes become `original_hex`, the reason says so.
     pub fn decode(bytes: &[u8]) -> QuarantineEntry {
         serde_json::from_slice(bytes).unwrap_or_else(|e| QuarantineEntry {
+            original_body_hex: None,
             original_hex: hex::encode(bytes),
             previous_status: None,
             quarantined_at_ms: 0,
@@ -55,6 +61,12 @@ impl QuarantineEntry {
     /// The original entry's bytes.
     pub fn original(&self) -> Vec<u8> {
         hex::decode(&self.original_hex).unwrap_or_default()
+    }
+
+    /// The original body's bytes (empty if it had none apart from its state).
+    pub fn original_body(&self) -> Vec<u8> {
+        let hex = self.original_body_hex.as_deref().unwrap_or_default();
+        hex::decode(hex).unwrap_or_default()
     }
 }
 
@@ -76,6 +88,8 @@ pub struct Entry {
 #[derive(Debug, Clone)]
 pub struct Undecodable {
     pub bytes: Vec<u8>,
+    /// The body the state points to, as stored, if it names one that exists.
+    pub body: Option<Vec<u8>>,
     pub error: String,
 }
 
@@ -93,8 +107,10 @@ pub struct Check {
 pub struct Digest {
     pub counts: Counts,
     pub records: u64,
-    /// SHA-256 over every `entries` item in key order: for each, the key length (u32 BE),
-    /// the key, the value length (u32 BE), the value.
+    /// SHA-256 over every `entries` item in key order, then every `bodies` item in key
+    /// order: for each, the key length (u32 BE), the key, the value length (u32 BE), the
+    /// value. A store from before bodies were kept apart has none, so its backups keep the
+    /// checksum they were written with.
     pub sha256: String,
 }
 
@@ -112,12 +128,23 @@ impl Store {
     pub fn entries(&self) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
         self.trees.entries.iter().map(|item| {
             let (k, v) = item?;
+            let record = match self.trees.decode(&v) {
+                Ok(r) => Ok(r),
+                Err(e) => {
+                    let body = match record::decode_entry(&v).ok().and_then(|e| e.body_key()) {
+                        Some(key) => self.trees.bodies.get(record::body_key(key))?,
+                        None => None,
+                    };
+                    Err(Undecodable {
+                        bytes: v.to_vec(),
+                        body: body.map(|b| b.to_vec()),
+                        error: e.to_string(),
+                    })
+                }
+            };
             Ok(Entry {
                 trace_id: lossy(&k),
-                record: record::decode(&v).map_err(|e| Undecodable {
-                    bytes: v.to_vec(),
-                    error: e.to_string(),
-                }),
+                record,
             })
         })
     }
@@ -183,7 +210,7 @@ impl Store {
                 progress(out.records, Some(total));
             }
             let key = lossy(&k);
-            let r = match record::decode(&v) {
+            let r = match t.decode(&v) {
                 Ok(r) => r,
                 Err(e) => {
                     out.problems
@@ -247,6 +274,10 @@ impl Store {
                 }
             }
         }
+        for (key, _) in self.orphan_bodies()? {
+            out.problems
+                .push(format!("body {key} belongs to no record"));
+        }
         let stored = Counts::from_tree(&t.counters)?;
         recount.quarantined = t.quarantine.len() as u64;
         for name in ["pending", "in_flight", "delivered", "dead", "quarantined"] {
@@ -303,13 +334,15 @@ pub fn digest(db: &sled::Db) -> Result<Digest, StoreError> {
     let counts = Counts::from_tree(&db.open_tree("counters")?)?;
     let mut h = Sha256::new();
     let mut records = 0u64;
-    for item in db.open_tree("entries")?.iter() {
-        let (k, v) = item?;
-        h.update((k.len() as u32).to_be_bytes());
-        h.update(&k);
-        h.update((v.len() as u32).to_be_bytes());
-        h.update(&v);
-        records += 1;
+    for tree in ["entries", "bodies"] {
+        for item in db.open_tree(tree)?.iter() {
+            let (k, v) = item?;
+            h.update((k.len() as u32).to_be_bytes());
+            h.update(&k);
+            h.update((v.len() as u32).to_be_bytes());
+            h.update(&v);
+            records += u64::from(tree == "entries");
+        }
     }
     Ok(Digest {
         counts,

@@ -100,8 +100,8 @@ pub struct Manifest {
     pub method: String,
     pub counts: Counts,
     pub record_count: u64,
-    /// SHA-256 over every `entries` item in key order: for each, the key length (u32 BE), the
-    /// key, the value length (u32 BE), the value.
+    /// SHA-256 over every `entries` item in key order, then every `bodies` item in key order:
+    /// for each, the key length (u32 BE), the key, the value length (u32 BE), the value.
     pub records_sha256: String,
 }
 

@@ -7,8 +7,9 @@
 //! accounting identity holds. On a running server the scan runs beside live writes, so a
 //! scan that finds problems is repeated with writers held off and only what persists counts.
 //!
-//! The check itself is the store's ([`Store::check`]). Repair moves undecodable entries to
-//! quarantine, then rebuilds the indexes and counters from `entries` (see
+//! The check itself is the store's ([`Store::check`]); it also reports bodies no record
+//! points to. Repair moves undecodable entries to quarantine, moves such bodies to their
+//! quarantined record, then rebuilds the indexes and counters from `entries` (see
 //! [`Store::rebuild_indexes`]).
 
 use crate::ops::operation::{Operation, OpsContext, Progress};
@@ -126,6 +127,17 @@ pub fn verify_with(store: &Store, repair: bool, progress: Progress) -> VerifyRep
             Err(e) => report
                 .remaining
                 .push(format!("could not quarantine {id}: {e}")),
+        }
+    }
+    for (key, _) in store.orphan_bodies().unwrap_or_default() {
+        match store.attach_orphan_body(key) {
+            Ok(Some(id)) => report
+                .repaired
+                .push(format!("moved body {key} to the quarantined record {id}")),
+            Ok(None) => {}
+            Err(e) => report
+                .remaining
+                .push(format!("could not move body {key}: {e}")),
         }
     }
     match store.rebuild_indexes() {

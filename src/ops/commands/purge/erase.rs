@@ -85,6 +85,8 @@ pub struct Erased {
     pub records: Vec<String>,
     pub quarantined_copies: u64,
     pub audit_notes_scrubbed: u64,
+    /// Bodies holding the address whose record's state was lost.
+    pub orphan_bodies: u64,
 }
 
 /// Erases `needle` (an address, lower case) from the store.
@@ -112,7 +114,15 @@ pub fn erase(
             Ok(r) if record_mentions(&r, needle) => erase_ids.push(id),
             Ok(r) if audit_mentions(&r, needle) => scrub_ids.push(id),
             Ok(_) => {}
-            Err(raw) if mentions(&String::from_utf8_lossy(&raw.bytes), needle) => raw_ids.push(id),
+            Err(raw)
+                if mentions(&String::from_utf8_lossy(&raw.bytes), needle)
+                    || raw
+                        .body
+                        .as_deref()
+                        .is_some_and(|b| mentions(&String::from_utf8_lossy(b), needle)) =>
+            {
+                raw_ids.push(id)
+            }
             Err(_) => {}
         }
         progress(i as u64 + 1, Some(total));
@@ -166,8 +176,18 @@ pub fn erase(
                 .as_deref()
                 .is_some_and(|s| mentions(s, needle))
             || mentions(&String::from_utf8_lossy(&e.original()), needle)
+            || mentions(&String::from_utf8_lossy(&e.original_body()), needle)
         {
             quarantined.push(q.trace_id);
+        }
+    }
+    // A body whose record's state was lost holds the address with no record to erase.
+    for (key, bytes) in store.orphan_bodies()? {
+        if mentions(&String::from_utf8_lossy(&bytes), needle) {
+            if !dry_run {
+                store.drop_orphan_body(key)?;
+            }
+            report.orphan_bodies += 1;
         }
     }
     for k in quarantined {
@@ -193,6 +213,48 @@ mod tests {
             scrub("fixed JO.DOE@example.COM typo", "jo.doe@example.com"),
             "fixed [erased] typo"
         );
+    }
+
+    #[test]
+    fn an_erasure_reaches_the_bodies_of_records_that_do_not_decode() {
+        use crate::store::maintenance::open_raw;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        {
+            let store = Store::open(&dir).unwrap();
+            for id in ["trace-erase-3", "trace-erase-4"] {
+                let mut r = sample(id);
+                r.payload = Some(r#"{"email":"jo@example.com"}"#.into());
+                futures_executor::block_on(store.submit(r)).unwrap();
+            }
+        }
+        {
+            let db = open_raw(&dir).unwrap();
+            // The first record's body is cut short: its state is fine, the record is not.
+            let bodies = db.open_tree("bodies").unwrap();
+            let (key, body) = bodies.first().unwrap().unwrap();
+            bodies.insert(key, &body[..body.len() - 3]).unwrap();
+            // The second record's state is damaged (a bad status): it cannot say where its
+            // body is.
+            let entries = db.open_tree("entries").unwrap();
+            let mut v = entries.get("trace-erase-4").unwrap().unwrap().to_vec();
+            v[2 + "trace-erase-4".len()] = 9;
+            entries.insert("trace-erase-4", v).unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        assert!(store.get("trace-erase-3").is_err() && store.get("trace-erase-4").is_err());
+        let erased = erase(&store, "jo@example.com", false, &|_, _| {}).unwrap();
+        assert_eq!(erased.records, vec!["trace-erase-3".to_owned()]);
+        assert_eq!(erased.orphan_bodies, 1);
+        assert!(store.orphan_bodies().unwrap().is_empty());
+        let left: Vec<_> = store.entries().map(Result::unwrap).collect();
+        assert_eq!(left.len(), 1, "the damaged state without the address stays");
+        assert!(
+            left[0].record.as_ref().unwrap_err().body.is_none(),
+            "its body is gone"
+        );
+        assert_eq!(store.quarantined().count(), 0);
     }
 
     #[test]

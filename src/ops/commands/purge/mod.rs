@@ -107,8 +107,15 @@ pub fn run(a: PurgeArgs) -> anyhow::Result<ExitCode> {
 
 fn describe_purge(r: &PurgeReport) -> String {
     use text::count;
+    let orphans = match r.orphan_bodies_erased {
+        0 => String::new(),
+        n => format!(
+            ", {}",
+            count(n, "body without a record", "bodies without a record")
+        ),
+    };
     format!(
-        "{}, {} holding the address, {}, {} scrubbed",
+        "{}, {} holding the address, {}, {} scrubbed{orphans}",
         count(
             r.tombstones_purged,
             "delivered tombstone",
@@ -186,6 +193,9 @@ pub struct PurgeReport {
     pub erased: Vec<String>,
     pub quarantined_copies_erased: u64,
     pub audit_notes_scrubbed: u64,
+    /// Bodies holding the address whose record's state was lost (see `Store::orphan_bodies`).
+    #[serde(default)]
+    pub orphan_bodies_erased: u64,
 }
 
 pub fn purge(store: &Store, q: &PurgeQuery, progress: Progress) -> anyhow::Result<PurgeReport> {
@@ -225,6 +235,7 @@ pub fn purge(store: &Store, q: &PurgeQuery, progress: Progress) -> anyhow::Resul
         report.erased = erased.records;
         report.quarantined_copies_erased = erased.quarantined_copies;
         report.audit_notes_scrubbed = erased.audit_notes_scrubbed;
+        report.orphan_bodies_erased = erased.orphan_bodies;
     }
     Ok(report)
 }
