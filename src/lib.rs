@@ -21,3 +21,4 @@ pub mod ops;
 pub mod signals;
 pub mod store;
 pub mod telemetry;
+pub mod time;

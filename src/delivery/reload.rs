@@ -57,7 +57,7 @@ fn key_origin(layers: &Layers) -> String {
 
 /// Applies one reload from `args`; returns whether new credentials were taken.
 pub fn reload(state: &DeliveryState, args: impl IntoIterator<Item = OsString>) -> bool {
-    if state.snapshot().mode == "off" {
+    if state.mode() == super::Mode::Off {
         tracing::info!("reload: delivery is off (no dashboard-url at start); nothing to reload");
         return false;
     }
