@@ -1,6 +1,28 @@
-//! Time helpers.
+//! Time helpers, one place for the whole crate: the wall clock in epoch milliseconds (how
+//! the store keeps every time), the one format times are shown in (RFC 3339, UTC,
+//! milliseconds: receipts, health, `inspect`), and [`Now`] for code that takes its time as
+//! an argument.
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use std::time::{Duration, Instant};
+
+/// The wall clock, in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Formats a time as the service shows times: RFC 3339, UTC, milliseconds (a receipt's
+/// `received_at`, say).
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Formats epoch milliseconds as [`format_time`] does.
+pub fn rfc3339(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map(format_time)
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
 
 /// One moment on both clocks: the wall clock orders records (due times, ages, the times
 /// health shows), the monotonic clock times waits (the circuit's cooldown, probes). Code
@@ -15,7 +37,7 @@ pub struct Now {
 impl Now {
     pub fn read() -> Now {
         Now {
-            wall_ms: crate::store::now_ms(),
+            wall_ms: now_ms(),
             at: Instant::now(),
         }
     }
@@ -45,6 +67,13 @@ impl Now {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_format_is_utc_millis() {
+        let t = DateTime::from_timestamp_millis(1_736_847_012_418).unwrap();
+        assert_eq!(format_time(t), "2025-01-14T09:30:12.418Z");
+        assert_eq!(rfc3339(1_736_847_012_418), "2025-01-14T09:30:12.418Z");
+    }
 
     #[test]
     fn instants_and_wall_times_convert_both_ways_around_one_moment() {

@@ -192,7 +192,7 @@ mod tests {
     /// The gauge's values are documented in the metric's help (and, from it, the README).
     #[test]
     fn the_gauge_values_are_the_ones_the_metric_help_names() {
-        let help = crate::http::metrics::METRICS
+        let help = crate::telemetry::metrics::METRICS
             .iter()
             .find(|m| m.0 == "outbox_circuit_state")
             .unwrap()

@@ -133,7 +133,7 @@ impl SendGate {
             }
             _ => {}
         }
-        let at = crate::ops::rfc3339(now.wall_ms);
+        let at = crate::time::rfc3339(now.wall_ms);
         self.state.update(|v| match verdict {
             Verdict::Delivered => v.last_success_at = Some(at),
             _ => {

@@ -4,10 +4,11 @@
 //! came back, claim due records and start sending them, with all of a step's store work in
 //! one blocking call ([`round`]). What a request contains is built in [`request`], and
 //! [`client`] carries it over HTTP. [`classify`] turns each reply into a verdict, [`outcome`]
-//! into the record's next state, [`backoff`] into its next attempt time. [`circuit`] stops
-//! sending while the dashboard is down; a credentials rejection pauses everything until a
-//! probe succeeds or SIGHUP ([`reload`]) brings new credentials. [`state`] is what health
-//! reads; [`purge`] removes tombstones after the idempotency window.
+//! into the record's next state, [`backoff`] into its next attempt time. [`gate`] holds
+//! sending back: the [`circuit`] while the dashboard is down, and a credentials rejection
+//! pauses everything until a probe succeeds or SIGHUP ([`reload_on`]) brings new
+//! credentials. [`state`] is what health reads; [`retention`] drops payloads after their
+//! retention and tombstones after the idempotency window (the periodic purge).
 
 pub mod backoff;
 pub mod circuit;
@@ -16,14 +17,13 @@ pub mod client;
 mod gate;
 mod handle;
 pub mod outcome;
-pub mod purge;
-pub mod reload;
 pub mod request;
+pub mod retention;
 pub mod round;
 pub mod state;
 pub mod step;
 mod worker;
 
-pub use handle::{start, WorkerHandle};
+pub use handle::{reload, reload_on, start, WorkerHandle};
 pub use request::Credentials;
 pub use state::{DeliveryState, DeliveryView, Mode};

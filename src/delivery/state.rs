@@ -5,7 +5,7 @@
 use super::circuit::CircuitState;
 use super::request::Credentials;
 use crate::log_summary::{LogSummary, Report, SUMMARY_EVERY};
-use crate::store::now_ms;
+use crate::time::now_ms;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -86,7 +86,7 @@ impl DeliveryState {
 
     pub fn snapshot(&self) -> DeliveryView {
         let mut v = self.view.lock().unwrap().clone();
-        v.next_probe_at = self.next_probe_ms(&v).map(crate::ops::rfc3339);
+        v.next_probe_at = self.next_probe_ms(&v).map(crate::time::rfc3339);
         v
     }
 

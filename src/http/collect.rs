@@ -2,9 +2,10 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::intake::enrich::{cut_user_agent, format_time, Enrichment};
+use crate::intake::enrich::{cut_user_agent, Enrichment};
 use crate::intake::{form_type, parse, trace_id};
 use crate::store::{Record, StoreError, SubmitOutcome};
+use crate::time::format_time;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};

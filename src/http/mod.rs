@@ -5,7 +5,6 @@ pub mod collect;
 pub mod cors;
 pub mod error;
 pub mod health;
-pub mod known_series;
 pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;

@@ -1,6 +1,7 @@
 //! The ops subcommands' arguments (clap). Every one takes `--data-dir` (or
 //! `OUTBOX_DATA_DIR`, or `data_dir` from the `--config` file; default `./data`).
 
+use crate::config::spec::default_of;
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 
@@ -21,9 +22,10 @@ impl Target {
             return Ok(d.clone());
         }
         if let Some(path) = &self.config {
-            return data_dir_from_config(path).map(|d| d.unwrap_or_else(|| "./data".into()));
+            return data_dir_from_config(path)
+                .map(|d| d.unwrap_or_else(|| default_of("data-dir").into()));
         }
-        Ok(PathBuf::from("./data"))
+        Ok(PathBuf::from(default_of("data-dir")))
     }
 }
 

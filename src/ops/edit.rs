@@ -6,7 +6,8 @@
 
 use crate::ops::inspect::{view, RecordView};
 use crate::store::record::{AuditEntry, Status};
-use crate::store::{now_ms, payload_hash, Change, Store, Updated};
+use crate::store::{payload_hash, Change, Store, Updated};
+use crate::time::now_ms;
 use anyhow::bail;
 use serde_json::{Map, Value};
 

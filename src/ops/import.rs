@@ -4,19 +4,18 @@
 //! is run twice answers "duplicate" for every file the first run stored and adds nothing.
 //! A file the parser rejects is reported and skipped; it never stops the import.
 
-use crate::intake::enrich::{cut_user_agent, format_time, Enrichment};
+use crate::config::spec::default_of;
+use crate::intake::enrich::{cut_user_agent, Enrichment};
 use crate::intake::form_type;
 use crate::ops::handler::Progress;
 use crate::ops::legacy::{parse_legacy_file, LegacySubmission};
 use crate::store::record::Record;
-use crate::store::{now_ms, Store, SubmitOutcome};
+use crate::store::{Store, SubmitOutcome};
+use crate::time::{format_time, now_ms};
 use serde::{Deserialize, Serialize};
 
 /// Submissions committed together (one group commit each).
 const CHUNK: usize = 256;
-
-/// The `src` tag of imported records that do not carry one.
-pub const DEFAULT_SRC: &str = "site-proxy";
 
 /// One file as read by the CLI: its name, bytes and modification time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,7 +66,8 @@ pub fn to_record(s: &LegacySubmission, mtime_ms: i64, now: i64) -> Record {
             client_ip: s.client_ip.clone().unwrap_or_else(|| "unknown".into()),
             user_agent: s.user_agent.as_deref().map(cut_user_agent),
             trace_id: s.trace_id.clone(),
-            src: s.src.clone().unwrap_or_else(|| DEFAULT_SRC.into()),
+            // The old proxy tagged every record with what is still the default `source`.
+            src: s.src.clone().unwrap_or_else(|| default_of("source").into()),
             form_type,
         },
         now,

@@ -4,7 +4,8 @@
 
 use crate::delivery::DeliveryView;
 use crate::store::record::{self, Record, Status};
-use crate::store::{now_ms, Counts, Store};
+use crate::store::{Counts, Store};
+use crate::time::now_ms;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -39,9 +40,9 @@ pub fn summary(
         data_dir: store.path().display().to_string(),
         balanced: counts.balanced(),
         counts,
-        oldest_pending_at: oldest.map(super::rfc3339),
+        oldest_pending_at: oldest.map(crate::time::rfc3339),
         oldest_pending_age_secs: oldest.map(|t| (now_ms() - t).max(0) / 1000),
-        next_attempt_at: next.map(super::rfc3339),
+        next_attempt_at: next.map(crate::time::rfc3339),
         delivery: delivery.map(|d| serde_json::to_value(d).expect("plain data")),
         disk_bytes: store.disk_bytes(),
     })
@@ -123,7 +124,7 @@ pub fn list(store: &Store, q: &ListQuery) -> anyhow::Result<Listing> {
                 trace_id: String::from_utf8_lossy(&k).into_owned(),
                 status: "quarantined".into(),
                 form_type: "?".into(),
-                received_at: super::rfc3339(at),
+                received_at: crate::time::rfc3339(at),
                 received_at_ms: at,
                 imported_at: None,
                 attempts: 0,
@@ -148,7 +149,7 @@ fn imported_at(r: &Record) -> Option<String> {
     r.audit
         .iter()
         .find(|a| a.action == IMPORT_ACTION)
-        .map(|a| super::rfc3339(a.at_ms))
+        .map(|a| crate::time::rfc3339(a.at_ms))
 }
 
 /// The audit action of a record imported from the old proxy.
@@ -197,7 +198,7 @@ fn row(r: &Record) -> Row {
         next_attempt_at: r
             .status
             .is_queued()
-            .then(|| super::rfc3339(r.next_attempt_at_ms)),
+            .then(|| crate::time::rfc3339(r.next_attempt_at_ms)),
         status_code: r.last_status_code,
         last_error: r.last_error.clone(),
     }
@@ -246,12 +247,12 @@ pub fn view(r: &Record) -> RecordView {
         next_attempt_at: r
             .status
             .is_queued()
-            .then(|| super::rfc3339(r.next_attempt_at_ms)),
-        last_attempt_at: r.last_attempt_at_ms.map(super::rfc3339),
+            .then(|| crate::time::rfc3339(r.next_attempt_at_ms)),
+        last_attempt_at: r.last_attempt_at_ms.map(crate::time::rfc3339),
         last_error: r.last_error.clone(),
         last_status_code: r.last_status_code,
-        delivered_at: r.delivered_at_ms.map(super::rfc3339),
-        dead_at: r.dead_at_ms.map(super::rfc3339),
+        delivered_at: r.delivered_at_ms.map(crate::time::rfc3339),
+        dead_at: r.dead_at_ms.map(crate::time::rfc3339),
         payload_sha256: hex::encode(r.payload_hash),
         payload: r
             .payload
@@ -263,7 +264,7 @@ pub fn view(r: &Record) -> RecordView {
             .audit
             .iter()
             .map(|a| AuditView {
-                at: super::rfc3339(a.at_ms),
+                at: crate::time::rfc3339(a.at_ms),
                 action: a.action.clone(),
                 previous_payload_sha256: a.previous_payload_hash.map(hex::encode),
                 note: a.note.clone(),

@@ -29,10 +29,3 @@ pub mod table;
 pub mod text;
 pub mod top;
 pub mod verify;
-
-/// Formats epoch milliseconds as the service formats times: RFC 3339, UTC, milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(crate::intake::enrich::format_time)
-        .unwrap_or_else(|| format!("{ms} ms"))
-}

@@ -10,7 +10,8 @@
 use crate::ops::handler::Progress;
 use crate::store::record::{self, AuditEntry, Record, Status};
 use crate::store::Updated;
-use crate::store::{now_ms, Change, Store};
+use crate::store::{Change, Store};
+use crate::time::now_ms;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

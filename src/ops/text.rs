@@ -2,7 +2,7 @@
 //! in [`super::table`]). `--json` bypasses all of it.
 
 use crate::ops::inspect::Summary;
-use crate::store::now_ms;
+use crate::time::now_ms;
 use anyhow::bail;
 
 /// Parses a time for `--since`/`--until`/`--before`: RFC 3339, a date (midnight UTC), or an

@@ -196,7 +196,7 @@ fn show_index_key(tree: &str, k: &[u8]) -> String {
         k
     };
     match keys::split_time_key(k) {
-        Some((t, id)) => format!("({}, {id})", super::rfc3339(t)),
+        Some((t, id)) => format!("({}, {id})", crate::time::rfc3339(t)),
         None => format!("0x{}", hex::encode(k)),
     }
 }
