@@ -30,7 +30,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        http::metrics::install();
+        crate::telemetry::metrics::install();
         let store = Store::open(&settings.data_dir)
             .map_err(|e| crate::ops::socket::route::explain(&settings.data_dir, e.into()))?;
         let store = Arc::new(store);
@@ -108,7 +108,7 @@ impl Application {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(DISK_SAMPLE_EVERY).await;
-                    http::metrics::upkeep();
+                    crate::telemetry::metrics::upkeep();
                     http::REFUSALS.flush_due();
                     delivery.failures.flush_due();
                     let (s, a) = (store.clone(), admission.clone());

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{spawn_app, spawn_app_raw, TestApp};
-use outbox::http::metrics::{names_in, METRICS};
+use outbox::telemetry::metrics::{names_in, METRICS};
 use serde_json::json;
 use tokio::sync::Mutex;
 

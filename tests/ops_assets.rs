@@ -5,7 +5,7 @@
 //! ops/outbox.1.
 
 use outbox::config::spec::{env_name, SPECS};
-use outbox::http::metrics::METRICS;
+use outbox::telemetry::metrics::METRICS;
 use std::collections::BTreeSet;
 use std::path::Path;
 

@@ -41,5 +41,3 @@ pub mod progress;
 pub mod socket;
 pub mod target;
 pub mod text;
-
-pub use text::rfc3339;

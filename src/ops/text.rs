@@ -1,7 +1,7 @@
 //! Words for people, shared by the commands: times read from flags, and times, ages, sizes
 //! and counts written. `--json` bypasses the writing.
 
-use crate::store::now_ms;
+use crate::time::now_ms;
 use anyhow::bail;
 
 /// Parses a time for `--since`/`--until`/`--before`: RFC 3339, a date (midnight UTC), or an
@@ -53,13 +53,6 @@ pub fn size(bytes: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[unit])
     }
-}
-
-/// Formats epoch milliseconds as the service formats times: RFC 3339, UTC, milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(crate::intake::enrich::format_time)
-        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 #[cfg(test)]

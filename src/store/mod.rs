@@ -442,7 +442,3 @@ pub(crate) fn dir_size(dir: &Path) -> u64 {
         })
         .sum()
 }
-
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}

@@ -321,7 +321,7 @@ fn show_index_key(tree: &str, k: &[u8]) -> String {
     match keys::split_time_key(k) {
         Some((t, id)) => {
             let at = chrono::DateTime::from_timestamp_millis(t)
-                .map(crate::intake::enrich::format_time)
+                .map(crate::time::format_time)
                 .unwrap_or_else(|| format!("{t} ms"));
             format!("({at}, {id})")
         }

@@ -5,7 +5,8 @@ use super::done::done_keys;
 use super::keys;
 use super::read::QuarantineEntry;
 use super::record::{self, Receipt, Record, Status};
-use super::{now_ms, Store, StoreError, Trees};
+use super::{Store, StoreError, Trees};
+use crate::time::now_ms;
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
 };

@@ -144,7 +144,7 @@ fn finish(db: sled::Db, dest: &Path, method: &str) -> anyhow::Result<Manifest> {
     private_modes(dest)?;
     let manifest = Manifest {
         format: 1,
-        created_at: text::rfc3339(crate::store::now_ms()),
+        created_at: crate::time::rfc3339(crate::time::now_ms()),
         method: method.into(),
         counts: sum.counts,
         record_count: sum.records,

@@ -6,18 +6,17 @@
 //! A file the parser rejects is reported and skipped; it never stops the import.
 
 use super::parse::{parse_legacy_file, LegacySubmission};
-use crate::intake::enrich::{cut_user_agent, format_time, Enrichment};
+use crate::config::spec::default_of;
+use crate::intake::enrich::{cut_user_agent, Enrichment};
 use crate::intake::form_type;
 use crate::ops::operation::{Operation, OpsContext, Progress};
 use crate::store::record::Record;
-use crate::store::{now_ms, Store, SubmitOutcome};
+use crate::store::{Store, SubmitOutcome};
+use crate::time::{format_time, now_ms};
 use serde::{Deserialize, Serialize};
 
 /// Submissions committed together (one group commit each).
 const CHUNK: usize = 256;
-
-/// The `src` tag of imported records that do not carry one.
-pub const DEFAULT_SRC: &str = "site-proxy";
 
 /// The audit action of a record imported from the old proxy.
 pub const IMPORT_ACTION: &str = "import-legacy";
@@ -92,7 +91,8 @@ pub fn to_record(s: &LegacySubmission, mtime_ms: i64, now: i64) -> Record {
             client_ip: s.client_ip.clone().unwrap_or_else(|| "unknown".into()),
             user_agent: s.user_agent.as_deref().map(cut_user_agent),
             trace_id: s.trace_id.clone(),
-            src: s.src.clone().unwrap_or_else(|| DEFAULT_SRC.into()),
+            // The old proxy tagged every record with what is still the default `source`.
+            src: s.src.clone().unwrap_or_else(|| default_of("source").into()),
             form_type,
         },
         now,

@@ -2,9 +2,9 @@
 
 use super::record::imported_at;
 use crate::ops::operation::{Operation, OpsContext, Progress};
-use crate::ops::text::rfc3339;
 use crate::store::record::{Record, Status};
 use crate::store::Store;
+use crate::time::rfc3339;
 use serde::{Deserialize, Serialize};
 
 /// Asks for a [`Listing`] (socket `op`: `list`).

@@ -15,7 +15,7 @@ use crate::ops::output::print_json;
 use crate::ops::socket::route::call;
 use crate::ops::target::Target;
 use crate::ops::text::{age, parse_when, size};
-use crate::store::now_ms;
+use crate::time::now_ms;
 use clap::Args;
 use list::ListQuery;
 use record::GetRecord;

@@ -3,9 +3,9 @@
 
 use crate::ops::commands::import_legacy::records::IMPORT_ACTION;
 use crate::ops::operation::{Operation, OpsContext, Progress};
-use crate::ops::text::rfc3339;
 use crate::store::record::Record;
 use crate::store::Store;
+use crate::time::rfc3339;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

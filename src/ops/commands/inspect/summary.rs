@@ -3,8 +3,9 @@
 
 use crate::delivery::DeliveryView;
 use crate::ops::operation::{Operation, OpsContext, Progress};
-use crate::ops::text::rfc3339;
-use crate::store::{now_ms, Counts, Store};
+use crate::store::{Counts, Store};
+use crate::time::now_ms;
+use crate::time::rfc3339;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -5,7 +5,7 @@
 
 use super::list::{Listing, Row};
 use crate::ops::text::age;
-use crate::store::now_ms;
+use crate::time::now_ms;
 use std::io::IsTerminal;
 
 /// Width when stdout is not a terminal and `COLUMNS` is not set (a pipe, a file, a test).

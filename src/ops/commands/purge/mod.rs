@@ -55,7 +55,7 @@ pub fn run(a: PurgeArgs) -> anyhow::Result<ExitCode> {
     let before = match (&a.before, &a.older_than) {
         (Some(b), _) => Some(parse_when(b)?),
         (None, Some(age)) => Some(
-            crate::store::now_ms()
+            crate::time::now_ms()
                 - humantime::parse_duration(age)
                     .with_context(|| format!("--older-than {age:?}: use an age like 30d or 12h"))?
                     .as_millis() as i64,
@@ -135,7 +135,7 @@ fn describe_purge(r: &PurgeReport) -> String {
 /// idempotency window: a late duplicate of one of those would be stored and delivered again.
 fn check_window(dir: &Path, a: &PurgeArgs, before: i64, plan: &PurgeReport) -> anyhow::Result<()> {
     let window = a.target.idempotency_window()?;
-    let window_start = crate::store::now_ms() - window.as_millis() as i64;
+    let window_start = crate::time::now_ms() - window.as_millis() as i64;
     if before <= window_start || plan.tombstones_purged == 0 {
         return Ok(());
     }
@@ -155,12 +155,12 @@ fn check_window(dir: &Path, a: &PurgeArgs, before: i64, plan: &PurgeReport) -> a
         "{} delivered within the idempotency window ({}, since {}): a duplicate post of one of those would be stored and delivered again",
         text::count(inside, "tombstone was", "tombstones were"),
         humantime::format_duration(window),
-        text::rfc3339(window_start)
+        crate::time::rfc3339(window_start)
     );
     if !a.force && !a.dry_run {
         bail!(
             "purge refused: {what}. Purge --before {} instead, or pass --force",
-            text::rfc3339(window_start)
+            crate::time::rfc3339(window_start)
         );
     }
     eprintln!("outbox: warning: {what}");

@@ -71,7 +71,7 @@ fn next_probe(at: Option<&str>) -> String {
     let Some(t) = at.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
         return String::new();
     };
-    let secs = (t.timestamp_millis() - crate::store::now_ms()).max(0) / 1000;
+    let secs = (t.timestamp_millis() - crate::time::now_ms()).max(0) / 1000;
     format!("   next probe in {}", age(secs))
 }
 
@@ -214,7 +214,7 @@ mod tests {
                 delivery: Some(
                     serde_json::json!({"mode": "paused_credentials", "circuit": "open",
                     "last_failure_at": "2026-01-01T00:00:00.000Z", "last_error": "x".repeat(200),
-                    "next_probe_at": crate::ops::text::rfc3339(crate::store::now_ms() + 130_500)}),
+                    "next_probe_at": crate::time::rfc3339(crate::time::now_ms() + 130_500)}),
                 ),
                 disk_bytes: 4096,
             },

@@ -1,4 +1,4 @@
-//! The periodic purge: delivered records keep a tombstone (trace ID, payload hash, receipt)
+//! Retention, enforced by the periodic purge: delivered records keep a tombstone (trace ID, payload hash, receipt)
 //! for the idempotency window, so a late duplicate still gets its original receipt; after
 //! that they are removed. Payloads kept by a `payload-retention` are dropped when it ends.
 //!
@@ -7,7 +7,8 @@
 //! intake never waits long behind it.
 
 use crate::store::done::{HOLDS_PAYLOAD, TOMBSTONE};
-use crate::store::{now_ms, Change, Status, Store, StoreError, Updated};
+use crate::store::{Change, Status, Store, StoreError, Updated};
+use crate::time::now_ms;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;

@@ -8,7 +8,7 @@
 //! dashboard reads is registered here when the recorder is installed, at 0. A test scrapes a
 //! freshly started binary and checks every series the rules and the dashboard select.
 
-/// `outcome` values of `outbox_delivery_attempts_total` (see `delivery::deliver`).
+/// `outcome` values of `outbox_delivery_attempts_total` (see `delivery::round`).
 pub const DELIVERY_OUTCOMES: [&str; 5] = ["delivered", "retry", "dead", "paused", "quarantined"];
 
 /// Every status `POST /api/collect` answers itself (the 431 for an oversized head comes from
