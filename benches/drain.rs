@@ -15,7 +15,7 @@
 mod dashboard;
 mod support;
 
-use support::write_bytes;
+use support::{write_bytes, write_bytes_source};
 
 // The same allocator as the `outbox` binary.
 #[global_allocator]
@@ -26,8 +26,9 @@ use dashboard::Dashboard;
 use outbox::cli::{Cli, Command};
 use outbox::config::Settings;
 use outbox::delivery::{self, DeliveryState};
-use outbox::intake::enrich::{format_time, Enrichment};
-use outbox::store::{now_ms, Record, Store};
+use outbox::intake::enrich::Enrichment;
+use outbox::store::{Record, Store};
+use outbox::time::{format_time, now_ms};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,7 +83,7 @@ fn record(i: u64) -> Record {
 
 /// Stores `n` records through the group committer (64 writers), untimed setup.
 async fn fill(store: &Arc<Store>, n: u64) {
-    let started = Instant::now();
+    let (started, bytes0) = (Instant::now(), write_bytes());
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..64 {
         let s = store.clone();
@@ -95,7 +96,12 @@ async fn fill(store: &Arc<Store>, n: u64) {
         });
     }
     while tasks.join_next().await.is_some() {}
-    println!("  setup: stored {n} records in {:.1?}", started.elapsed());
+    store.sync().unwrap();
+    println!(
+        "  setup: stored {n} records in {:.1?}, {:.0} bytes written per record",
+        started.elapsed(),
+        (write_bytes() - bytes0) as f64 / n as f64
+    );
 }
 
 /// CPU time (user + system) this process has used so far, from /proc (Linux).
@@ -117,6 +123,7 @@ async fn wait_delivered(store: &Store, n: u64) {
 
 async fn throughput(n: u64, concurrency: u64) {
     println!("drain: {n} stored records, stub answers 200 at once, concurrency {concurrency}");
+    println!("  {}", write_bytes_source());
     let dash = Dashboard::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let s = settings(&tmp.path().join("data"), &dash.url(), concurrency);

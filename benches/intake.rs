@@ -13,7 +13,7 @@
 mod dashboard;
 mod support;
 
-use support::write_bytes;
+use support::{write_bytes, write_bytes_source};
 
 use axum::routing::post;
 use axum::Json;
@@ -82,6 +82,7 @@ fn main() {
         "body: {} bytes, 64 connections, 2 wrk threads, {secs}s per run",
         BODY.len()
     );
+    println!("{}", write_bytes_source());
     let mut base_runs = Vec::new();
     let mut outbox_runs = Vec::new();
     let mut delivering_runs = Vec::new();

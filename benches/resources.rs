@@ -6,8 +6,9 @@
 //! takes a comma-separated list of backlog sizes, default `100000,1000000`).
 //! Records are ~300-byte JSON forms stored through the same group committer intake uses.
 
-use outbox::intake::enrich::{format_time, Enrichment};
+use outbox::intake::enrich::Enrichment;
 use outbox::store::{Change, Record, Status, Store};
+use outbox::time::format_time;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -165,7 +166,7 @@ fn deliver_and_purge(dir: &Path, n: usize) -> u64 {
                 let mut d = r.clone();
                 d.status = Status::Delivered;
                 d.payload = None;
-                d.delivered_at_ms = Some(outbox::store::now_ms());
+                d.delivered_at_ms = Some(outbox::time::now_ms());
                 Change::Put(d)
             })
             .unwrap();

@@ -30,9 +30,9 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        http::metrics::install();
+        crate::telemetry::metrics::install();
         let store = Store::open(&settings.data_dir)
-            .map_err(|e| crate::ops::access::explain(&settings.data_dir, e.into()))?;
+            .map_err(|e| crate::ops::socket::route::explain(&settings.data_dir, e.into()))?;
         let store = Arc::new(store);
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -108,7 +108,7 @@ impl Application {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(DISK_SAMPLE_EVERY).await;
-                    http::metrics::upkeep();
+                    crate::telemetry::metrics::upkeep();
                     http::REFUSALS.flush_due();
                     delivery.failures.flush_due();
                     let (s, a) = (store.clone(), admission.clone());
@@ -127,13 +127,14 @@ impl Application {
             None => None,
         };
 
-        let ops = crate::ops::server::start_or_warn(
+        let ops = crate::ops::socket::server::start_or_warn(
             &state.settings.data_dir,
-            crate::ops::handler::OpsContext {
+            crate::ops::operation::OpsContext {
                 store: state.store.clone(),
                 delivery: Some(state.delivery.clone()),
                 wake: Some(state.wake.clone()),
             },
+            crate::ops::commands::OPERATIONS,
         );
 
         let conn = ConnLimits {

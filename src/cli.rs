@@ -74,7 +74,7 @@ pub enum Command {
     },
     /// Operations on the outbox (inspect, replay, edit, verify, backup, restore, import, purge, top).
     #[command(flatten)]
-    Ops(crate::ops::command::OpsCommand),
+    Ops(crate::ops::commands::OpsCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,8 @@
 //! ([`ops`]) that talk to a running server over a Unix socket, or open a stopped directory.
 //! [`app`] wires the HTTP server ([`http`]), the store and the worker together and owns the
 //! shutdown order; [`config`] turns flags, `OUTBOX_*` variables and a TOML file into
-//! [`config::Settings`].
+//! [`config::Settings`]. [`telemetry`] holds logging and the table of metrics, [`time`] the
+//! clock and the one time format.
 
 pub mod app;
 pub mod cli;
@@ -21,3 +22,4 @@ pub mod ops;
 pub mod signals;
 pub mod store;
 pub mod telemetry;
+pub mod time;

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Command::Serve { settings } => serve(settings),
         Command::Config(ConfigCommand::Check { settings }) => config_check(settings),
         Command::Healthcheck { settings } => Ok(healthcheck(settings)),
-        Command::Ops(cmd) => outbox::ops::run::run(cmd),
+        Command::Ops(cmd) => outbox::ops::commands::run(cmd),
     };
     match result {
         Ok(code) => code,
@@ -95,8 +95,8 @@ fn serve(raw: RawSettings) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let signals = outbox::signals::install()?;
         let app = outbox::app::Application::build(settings).await?;
-        // SIGHUP: new delivery credentials from the command line, environment and file.
-        outbox::delivery::reload::spawn(signals.reload, app.state().delivery.clone());
+        // SIGHUP: new delivery credentials from the config file and secret files.
+        outbox::delivery::reload_on(signals.reload, app.state().delivery.clone(), raw);
         app.run_until_stopped(signals.shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })

@@ -14,7 +14,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use outbox::intake::trace_id::is_valid;
-use outbox::ops::legacy::{parse_legacy_file, ENRICHMENT_KEYS};
+use outbox::ops::commands::import_legacy::parse::{parse_legacy_file, ENRICHMENT_KEYS};
 
 fuzz_target!(|data: &[u8]| {
     let (name, bytes) = match data.iter().position(|&b| b == b'\n') {

@@ -1,11 +1,13 @@
 //! Typed settings from four layers: defaults < TOML file (`--config`) < `OUTBOX_*`
 //! environment < flags. [`spec::SPECS`] lists every setting once; [`RawSettings`] collects
-//! the strings with where each came from, and [`Settings::from_raw`] parses and validates
-//! them, naming the setting (and its source) in every error.
+//! the strings with where each came from, and [`Settings::from_layers`] parses and validates
+//! them, naming the setting (and its source) in every error. [`reload`] reads them again
+//! for SIGHUP.
 
 pub mod env_check;
 mod parse;
 mod reader;
+pub mod reload;
 pub mod spec;
 mod typed;
 

@@ -82,6 +82,12 @@ impl Reader<'_> {
         Ok(Some(value.to_owned()))
     }
 
+    /// The value, or the setting's default when it is empty.
+    pub(super) fn string_or_default(&self, name: &str) -> String {
+        self.string(name)
+            .unwrap_or_else(|| super::spec::default_of(name).to_owned())
+    }
+
     pub(super) fn string(&self, name: &str) -> Option<String> {
         self.raw(name)
             .map(|(v, _, _)| v.trim().to_owned())

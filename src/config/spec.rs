@@ -273,3 +273,11 @@ pub fn file_key(name: &str) -> String {
 pub fn find(name: &str) -> Option<&'static Spec> {
     SPECS.iter().find(|s| s.name == name)
 }
+
+/// The default of a setting that has one: code that needs a default (the ops commands'
+/// data directory, say) reads it here, so each default is written once, in [`SPECS`].
+pub fn default_of(name: &str) -> &'static str {
+    find(name)
+        .and_then(|s| s.default)
+        .unwrap_or_else(|| panic!("setting {name} has no default in SPECS"))
+}

@@ -183,14 +183,14 @@ impl Settings {
         Ok(Settings {
             listen: r.req("listen", socket)?,
             admin_listen: r.opt("admin-listen", socket)?,
-            data_dir: PathBuf::from(r.string("data-dir").unwrap_or_else(|| "./data".into())),
-            source: r.string("source").unwrap_or_else(|| "site-proxy".into()),
+            data_dir: PathBuf::from(r.string_or_default("data-dir")),
+            source: r.string_or_default("source"),
             max_body: max_body as usize,
             body_timeout: r.req("body-timeout", duration)?,
             idempotency_window: r.req("idempotency-window", duration)?,
             shutdown_timeout: r.req("shutdown-timeout", duration)?,
             log_format,
-            log_level: r.string("log-level").unwrap_or_else(|| "info".into()),
+            log_level: r.string_or_default("log-level"),
             cors_reject: r.req("cors-reject", boolean)?,
             client_ip: ClientIpRule {
                 trusted: TrustedProxies(trusted),

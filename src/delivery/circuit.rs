@@ -6,7 +6,43 @@
 //! that is known to be down. Replies to requests sent before the circuit opened do not move
 //! it: only the probe decides in the half-open state. Pure: the caller passes the time.
 
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
+
+/// The circuit's state as health shows it (`closed`, `open`, `half_open`) and as the
+/// `outbox_circuit_state` gauge counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+
+    /// The `outbox_circuit_state` gauge value: 0 closed, 1 half-open, 2 open.
+    pub fn gauge(self) -> f64 {
+        match self {
+            CircuitState::Closed => 0.0,
+            CircuitState::HalfOpen => 1.0,
+            CircuitState::Open => 2.0,
+        }
+    }
+}
+
+impl std::fmt::Display for CircuitState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -114,21 +150,12 @@ impl Circuit {
         }
     }
 
-    /// `closed`, `open` or `half_open`, as health shows it.
-    pub fn name(&self) -> &'static str {
+    /// The state as health and metrics show it.
+    pub fn state(&self) -> CircuitState {
         match self.state {
-            State::Closed => "closed",
-            State::Open { .. } => "open",
-            State::HalfOpen { .. } => "half_open",
-        }
-    }
-
-    /// The `outbox_circuit_state` gauge value: 0 closed, 1 half-open, 2 open.
-    pub fn gauge(&self) -> f64 {
-        match self.state {
-            State::Closed => 0.0,
-            State::HalfOpen { .. } => 1.0,
-            State::Open { .. } => 2.0,
+            State::Closed => CircuitState::Closed,
+            State::Open { .. } => CircuitState::Open,
+            State::HalfOpen { .. } => CircuitState::HalfOpen,
         }
     }
 }
@@ -148,16 +175,16 @@ mod tests {
         c.on_answer(false);
         c.on_failure(false, t0);
         c.on_failure(false, t0);
-        assert_eq!((c.name(), c.gate(t0)), ("closed", Gate::Send));
+        assert_eq!((c.state(), c.gate(t0)), (CircuitState::Closed, Gate::Send));
         c.on_failure(false, t0);
-        assert_eq!(c.name(), "open");
+        assert_eq!(c.state(), CircuitState::Open);
         assert_eq!(c.gate(t0 + S(29)), Gate::Wait(Some(t0 + S(30))));
         assert_eq!(
             c.open_until(),
             Some(t0 + S(30)),
             "the next probe, for health"
         );
-        assert_eq!(c.gauge(), 2.0);
+        assert_eq!(c.state().gauge(), 2.0);
         c.gate(t0 + S(30));
         assert_eq!(c.open_until(), None, "half-open: the probe is out");
     }
@@ -165,18 +192,18 @@ mod tests {
     /// The gauge's values are documented in the metric's help (and, from it, the README).
     #[test]
     fn the_gauge_values_are_the_ones_the_metric_help_names() {
-        let help = crate::http::metrics::METRICS
+        let help = crate::telemetry::metrics::METRICS
             .iter()
             .find(|m| m.0 == "outbox_circuit_state")
             .unwrap()
             .2;
         let t0 = Instant::now();
         let mut c = Circuit::new(1, S(30), S(600));
-        let mut seen = vec![format!("{} {}", c.gauge(), c.name())];
+        let mut seen = vec![format!("{} {}", c.state().gauge(), c.state())];
         c.on_failure(false, t0);
-        seen.push(format!("{} {}", c.gauge(), c.name()));
+        seen.push(format!("{} {}", c.state().gauge(), c.state()));
         c.gate(t0 + S(30));
-        seen.push(format!("{} {}", c.gauge(), c.name()));
+        seen.push(format!("{} {}", c.state().gauge(), c.state()));
         assert_eq!(seen, ["0 closed", "2 open", "1 half_open"]);
         for state in seen {
             assert!(help.contains(&state), "help {help:?} lacks {state:?}");
@@ -189,13 +216,16 @@ mod tests {
         let mut c = Circuit::new(1, S(30), S(600));
         c.on_failure(false, t0);
         assert_eq!(c.gate(t0 + S(30)), Gate::Probe);
-        assert_eq!(c.name(), "half_open");
+        assert_eq!(c.state(), CircuitState::HalfOpen);
         assert_eq!(c.gate(t0 + S(30)), Gate::Wait(None), "only one probe");
         // A straggler sent before the circuit opened does not decide.
         c.on_answer(false);
-        assert_eq!(c.name(), "half_open");
+        assert_eq!(c.state(), CircuitState::HalfOpen);
         c.on_answer(true);
-        assert_eq!((c.name(), c.gate(t0 + S(31))), ("closed", Gate::Send));
+        assert_eq!(
+            (c.state(), c.gate(t0 + S(31))),
+            (CircuitState::Closed, Gate::Send)
+        );
     }
 
     #[test]

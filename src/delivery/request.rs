@@ -1,5 +1,16 @@
-//! What is sent to the dashboard for a record: the JSON body, the URL and the Standard Webhooks
-//! signature. Pure functions, so the contract in the README is tested here byte for byte.
+//! What is sent to the dashboard for a record, all in one place: the route (URL), the headers
+//! of the delivery contract, the JSON body and the Standard Webhooks signature. [`build`] is
+//! pure (the caller passes the signing time), so the contract in the README is tested here
+//! byte for byte; [`super::client`] only carries the result over HTTP.
+//!
+//! Route: `{dashboard-url}{route}`, the route of the record's form type (`routes`), else
+//! `default-route`.
+//!
+//! Headers: `X-Ingest-Key` and `Authorization: Bearer` (the ingest key, marked sensitive so
+//! it is never printed), `Idempotency-Key` and `X-Trace-Id` (the trace ID, the same on every
+//! attempt), `Content-Type: application/json`, `User-Agent: outbox/<version>`, `Origin` when
+//! a site origin is set; with a signing secret also `webhook-id` (the trace ID),
+//! `webhook-timestamp` and `webhook-signature`.
 //!
 //! Body: the form's own fields, plus each enrichment key (`received_at`, `client_ip`,
 //! `user_agent`, `trace_id`, `src`, `form_type`) at top level where the form sent no field of
@@ -7,16 +18,20 @@
 //! enrichment under `_enrichment`, so the dashboard can tell observed values from form-sent
 //! ones.
 
+use crate::config::DeliverySettings;
 use crate::intake::enrich::Enrichment;
 use crate::store::Record;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, ORIGIN, USER_AGENT};
 use serde_json::{Map, Value};
 use sha2::Sha256;
+use std::collections::BTreeMap;
 
 /// The key under which the full enrichment is always sent.
 pub const ENRICHMENT_KEY: &str = "_enrichment";
+const USER_AGENT_VALUE: &str = concat!("outbox/", env!("CARGO_PKG_VERSION"));
 
 /// Credentials the worker sends; replaced as a whole on SIGHUP.
 #[derive(Clone, PartialEq, Eq)]
@@ -31,6 +46,55 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// Where records go: the dashboard's base URL and routes, and the `Origin` sent with them.
+#[derive(Debug, Clone)]
+pub struct Target {
+    base: String,
+    routes: BTreeMap<String, String>,
+    default_route: String,
+    origin: Option<HeaderValue>,
+}
+
+impl Target {
+    pub fn new(s: &DeliverySettings) -> anyhow::Result<Target> {
+        let origin = match &s.site_origin {
+            Some(o) => Some(HeaderValue::from_str(o)?),
+            None => None,
+        };
+        Ok(Target {
+            base: s.dashboard_url.as_str().to_owned(),
+            routes: s.routes.clone(),
+            default_route: s.default_route.clone(),
+            origin,
+        })
+    }
+
+    /// The URL a record of this form type goes to.
+    pub fn url_for(&self, form_type: &str) -> String {
+        let route = self.routes.get(form_type).unwrap_or(&self.default_route);
+        url(&self.base, route)
+    }
+}
+
+/// One attempt's request, ready to send.
+#[derive(Debug, Clone)]
+pub struct DeliveryRequest {
+    pub url: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// Why no request can be built for a record.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The record itself is unusable: it is quarantined.
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// Wrong for every record: delivery pauses as for rejected credentials.
+    #[error("the ingest key or signing secret cannot be sent as an HTTP header value")]
+    BadCredentials,
+}
+
 /// Why a stored record cannot be turned into a request. Such a record is quarantined.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -38,6 +102,45 @@ pub enum BodyError {
     NoPayload,
     #[error("the stored payload is not a JSON object: {0}")]
     NotAnObject(String),
+}
+
+/// The request for one attempt at `record`, signed (when a signing secret is set) with
+/// `timestamp`, the Unix time in seconds.
+pub fn build(
+    record: &Record,
+    creds: &Credentials,
+    target: &Target,
+    timestamp: i64,
+) -> Result<DeliveryRequest, RequestError> {
+    let body = body(record)?;
+    let value = |s: &str| HeaderValue::from_str(s).map_err(|_| RequestError::BadCredentials);
+    let mut h = HeaderMap::new();
+    let mut key = value(&creds.ingest_key)?;
+    key.set_sensitive(true);
+    h.insert("x-ingest-key", key);
+    let mut bearer = value(&format!("Bearer {}", creds.ingest_key))?;
+    bearer.set_sensitive(true);
+    h.insert(AUTHORIZATION, bearer);
+    if let Some(o) = &target.origin {
+        h.insert(ORIGIN, o.clone());
+    }
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // Trace IDs are checked at intake to be short visible ASCII.
+    let id = value(&record.trace_id)?;
+    h.insert("idempotency-key", id.clone());
+    h.insert("x-trace-id", id.clone());
+    h.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    if let Some(secret) = &creds.signing_secret {
+        let sig = signature(&signing_key(secret), &record.trace_id, timestamp, &body);
+        h.insert("webhook-id", id);
+        h.insert("webhook-timestamp", HeaderValue::from(timestamp));
+        h.insert("webhook-signature", value(&sig)?);
+    }
+    Ok(DeliveryRequest {
+        url: target.url_for(&record.enrichment.form_type),
+        headers: h,
+        body,
+    })
 }
 
 fn enrichment_map(e: &Enrichment) -> Map<String, Value> {
@@ -102,7 +205,7 @@ pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
 }
 
 /// `{dashboard_url}{route}`: the base URL without its trailing slash, then the route path.
-pub fn url(dashboard_url: &str, route: &str) -> String {
+fn url(dashboard_url: &str, route: &str) -> String {
     format!("{}{route}", dashboard_url.trim_end_matches('/'))
 }
 
@@ -179,6 +282,68 @@ mod tests {
     fn a_secret_without_the_prefix_is_used_as_raw_bytes() {
         assert_eq!(signing_key("plain-secret"), b"plain-secret".to_vec());
         assert_eq!(signing_key("whsec_aGVsbG8="), b"hello".to_vec());
+    }
+
+    fn target() -> Target {
+        Target {
+            base: "https://admin.example.com/".into(),
+            routes: [("contact".to_owned(), "/api/contact".to_owned())].into(),
+            default_route: "/api/ingest".into(),
+            origin: Some(HeaderValue::from_static("https://www.example.com")),
+        }
+    }
+
+    #[test]
+    fn a_request_carries_its_route_the_contract_headers_and_a_signature_of_its_body() {
+        let mut r = sample("trace-req-1");
+        r.enrichment.form_type = "contact".into();
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let creds = Credentials {
+            ingest_key: "ingest-key-0123456789".into(),
+            signing_secret: Some(secret.into()),
+        };
+        let req = build(&r, &creds, &target(), 1614265330).unwrap();
+        assert_eq!(req.url, "https://admin.example.com/api/contact");
+        assert_eq!(req.body, body(&r).unwrap());
+        let sig = signature(&signing_key(secret), "trace-req-1", 1614265330, &req.body);
+        let want = [
+            ("x-ingest-key", "ingest-key-0123456789"),
+            ("authorization", "Bearer ingest-key-0123456789"),
+            ("origin", "https://www.example.com"),
+            ("content-type", "application/json"),
+            ("idempotency-key", "trace-req-1"),
+            ("x-trace-id", "trace-req-1"),
+            ("user-agent", USER_AGENT_VALUE),
+            ("webhook-id", "trace-req-1"),
+            ("webhook-timestamp", "1614265330"),
+            ("webhook-signature", sig.as_str()),
+        ];
+        assert_eq!(req.headers.len(), want.len(), "{:?}", req.headers);
+        for (name, value) in want {
+            assert_eq!(req.headers[name], value, "{name}");
+        }
+        assert!(req.headers["x-ingest-key"].is_sensitive());
+        assert!(req.headers["authorization"].is_sensitive());
+    }
+
+    #[test]
+    fn an_unsigned_request_has_no_webhook_headers_and_a_key_that_is_no_header_value_is_refused() {
+        let r = sample("trace-req-2");
+        let mut creds = Credentials {
+            ingest_key: "ingest-key-0123456789".into(),
+            signing_secret: None,
+        };
+        let req = build(&r, &creds, &target(), 0).unwrap();
+        assert_eq!(req.url, "https://admin.example.com/api/ingest");
+        assert!(req
+            .headers
+            .keys()
+            .all(|k| !k.as_str().starts_with("webhook-")));
+        creds.ingest_key = "two\nlines-0123456789".into();
+        assert!(matches!(
+            build(&r, &creds, &target(), 0),
+            Err(RequestError::BadCredentials)
+        ));
     }
 
     #[test]

@@ -1,23 +1,17 @@
 //! `POST /api/collect`: parse, enrich, commit durably, answer.
 
-use super::error::ApiError;
+use super::error::{ApiError, SubmissionLog};
 use super::AppState;
-use crate::intake::enrich::{cut_user_agent, format_time, Enrichment};
+use crate::intake::enrich::{cut_user_agent, Enrichment};
 use crate::intake::{form_type, parse, trace_id};
 use crate::store::{Record, StoreError, SubmitOutcome};
+use crate::time::format_time;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::net::SocketAddr;
-
-/// What the request log records about a submission (never its fields).
-#[derive(Debug, Clone)]
-pub struct SubmissionLog {
-    pub trace_id: String,
-    pub form_type: String,
-}
 
 pub async fn collect(
     State(state): State<AppState>,

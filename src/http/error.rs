@@ -1,10 +1,9 @@
-//! The one error shape every endpoint answers with: `{"error": code, "message": what to fix}`.
+//! The one error shape every endpoint answers with: `{"error": code, "message": what to fix}`,
+//! and what an answer leaves for the request log ([`ErrorCode`], [`SubmissionLog`]).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-
-use super::collect::SubmissionLog;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -53,6 +52,14 @@ impl IntoResponse for ApiError {
         }
         resp
     }
+}
+
+/// What the request log records about a submission (never its fields); left on a receipt,
+/// and on an error about a known submission.
+#[derive(Debug, Clone)]
+pub struct SubmissionLog {
+    pub trace_id: String,
+    pub form_type: String,
 }
 
 /// Left on error responses so the request log can name the code.

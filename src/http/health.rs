@@ -1,7 +1,7 @@
 //! `/health` (liveness), `/health/ready` (readiness), `/health/detailed` (everything).
 
 use super::AppState;
-use crate::store::now_ms;
+use crate::time::now_ms;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -5,7 +5,6 @@ pub mod collect;
 pub mod cors;
 pub mod error;
 pub mod health;
-pub mod known_series;
 pub mod metrics;
 pub mod openapi;
 pub mod rate_limit;
@@ -119,7 +118,7 @@ async fn request_log(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let status = resp.status().as_u16();
-    let sub = resp.extensions().get::<collect::SubmissionLog>();
+    let sub = resp.extensions().get::<error::SubmissionLog>();
     let code = resp.extensions().get::<error::ErrorCode>().map(|c| c.0);
     // Only known routes become label values: any other path would let a client create
     // metric series (memory) at will.

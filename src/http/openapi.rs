@@ -42,7 +42,7 @@ mod tests {
                 "{media}"
             );
         }
-        for status in crate::http::known_series::COLLECT_STATUSES {
+        for status in crate::telemetry::known_series::COLLECT_STATUSES {
             assert!(
                 collect["responses"][status.to_string()].is_object(),
                 "answer {status} of /api/collect is not described"

@@ -10,7 +10,7 @@ pub const MAX_USER_AGENT: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrichment {
-    /// RFC 3339, UTC, millisecond precision.
+    /// RFC 3339, UTC, millisecond precision ([`crate::time::format_time`]).
     pub received_at: String,
     pub client_ip: String,
     pub user_agent: Option<String>,
@@ -31,11 +31,6 @@ pub fn cut_user_agent(ua: &str) -> String {
     ua[..end].to_owned()
 }
 
-/// Formats a time as the receipt's `received_at`: RFC 3339 UTC with milliseconds.
-pub fn format_time(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,11 +41,5 @@ mod tests {
         let cut = cut_user_agent(&ua);
         assert!(cut.len() <= MAX_USER_AGENT && cut.len() >= MAX_USER_AGENT - 1);
         assert_eq!(cut_user_agent("curl/8"), "curl/8");
-    }
-
-    #[test]
-    fn time_format_is_utc_millis() {
-        let t = chrono::DateTime::from_timestamp_millis(1_736_847_012_418).unwrap();
-        assert_eq!(format_time(t), "2025-01-14T09:30:12.418Z");
     }
 }

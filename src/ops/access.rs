@@ -1,6 +1,7 @@
 //! Data directory errors for people: a refused open says who owns the directory, its mode
 //! and which user outbox runs as (the usual cause: a command run as root or as the wrong
-//! user); a directory held by a running server names that server's pid.
+//! user), and an error's causes are printed once each. (A directory held by a running server
+//! names that server's pid: [`crate::ops::socket::route::explain`].)
 
 use crate::store::StoreError;
 use std::os::unix::fs::MetadataExt;
@@ -38,25 +39,6 @@ pub fn permission_hint(dir: &Path, e: &anyhow::Error) -> Option<String> {
         m.uid(),
         m.mode() & 0o7777,
     ))
-}
-
-/// An error from opening the store in `dir`, with the ownership hint, or the pid of the
-/// server holding the directory, after its message.
-pub fn explain(dir: &Path, e: anyhow::Error) -> anyhow::Error {
-    if let Some(hint) = permission_hint(dir, &e) {
-        return anyhow::anyhow!("{}; {hint}", chain_text(&e));
-    }
-    let in_use = matches!(e.downcast_ref::<StoreError>(), Some(StoreError::InUse(_)));
-    if in_use {
-        if let Ok(Some(conn)) = crate::ops::client::connect(dir) {
-            return anyhow::anyhow!(
-                "{}; it is held by outbox pid {} (its admin socket answers)",
-                chain_text(&e),
-                conn.pid
-            );
-        }
-    }
-    e
 }
 
 /// An error's message and its causes joined by `: `, each cause once: a cause whose text

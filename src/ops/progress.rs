@@ -1,13 +1,23 @@
 //! Progress for long operations: a bar on a terminal, nothing but the final counts otherwise
 //! (a log or a cron mail should not fill with redraws).
 
+use crate::ops::operation::Progress;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 
-pub struct Bar(Option<ProgressBar>);
+/// Runs `f` with a progress callback that draws a bar labelled `label` on stderr (when it is
+/// a terminal), and clears the bar when `f` returns.
+pub fn with_bar<R>(label: &str, f: impl FnOnce(Progress) -> R) -> R {
+    let bar = Bar::new(label);
+    let out = f(&|done, total| bar.update(done, total));
+    bar.finish();
+    out
+}
+
+struct Bar(Option<ProgressBar>);
 
 impl Bar {
-    pub fn new(label: &str) -> Bar {
+    fn new(label: &str) -> Bar {
         if !std::io::stderr().is_terminal() {
             return Bar(None);
         }
@@ -21,7 +31,7 @@ impl Bar {
         Bar(Some(bar))
     }
 
-    pub fn update(&self, done: u64, total: Option<u64>) {
+    fn update(&self, done: u64, total: Option<u64>) {
         if let Some(b) = &self.0 {
             if let Some(t) = total {
                 b.set_length(t);
@@ -30,16 +40,9 @@ impl Bar {
         }
     }
 
-    pub fn finish(&self) {
+    fn finish(&self) {
         if let Some(b) = &self.0 {
             b.finish_and_clear();
         }
-    }
-}
-
-impl Bar {
-    /// No bar at all (for views that draw their own screen).
-    pub fn hidden() -> Bar {
-        Bar(None)
     }
 }

@@ -1,8 +1,7 @@
-//! Plain-text rendering for people: times, ages, sizes and the summary (the record table is
-//! in [`super::table`]). `--json` bypasses all of it.
+//! Words for people, shared by the commands: times read from flags, and times, ages, sizes
+//! and counts written. `--json` bypasses the writing.
 
-use crate::ops::inspect::Summary;
-use crate::store::now_ms;
+use crate::time::now_ms;
 use anyhow::bail;
 
 /// Parses a time for `--since`/`--until`/`--before`: RFC 3339, a date (midnight UTC), or an
@@ -53,76 +52,6 @@ pub fn size(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
-pub fn summary(s: &Summary) -> String {
-    let c = &s.counts;
-    let mut out = format!("data directory  {}\n", s.data_dir);
-    let oldest = match (&s.oldest_pending_at, s.oldest_pending_age_secs) {
-        (Some(t), Some(a)) => format!("   oldest {} ago ({t})", age(a)),
-        _ => String::new(),
-    };
-    out.push_str(&format!("pending         {:>10}{oldest}\n", c.pending));
-    out.push_str(&format!("in flight       {:>10}\n", c.in_flight));
-    out.push_str(&format!("delivered       {:>10}\n", c.delivered));
-    out.push_str(&format!("dead            {:>10}\n", c.dead));
-    out.push_str(&format!("quarantined     {:>10}\n", c.quarantined));
-    out.push_str(&format!(
-        "accepted        {:>10}   purged {}; accounting {}\n",
-        c.accepted,
-        c.purged,
-        if s.balanced {
-            "balanced"
-        } else {
-            "NOT balanced (run outbox verify)"
-        }
-    ));
-    out.push_str(&format!(
-        "next attempt    {}\n",
-        s.next_attempt_at
-            .as_deref()
-            .map(|t| format!("{t}{}", relative(t)))
-            .unwrap_or_else(|| "-".into())
-    ));
-    match &s.delivery {
-        None => out.push_str("delivery        not running (offline)\n"),
-        Some(d) => {
-            let f = |k: &str| d[k].as_str().unwrap_or("-").to_owned();
-            out.push_str(&format!(
-                "delivery        {}, circuit {}\n",
-                f("mode"),
-                f("circuit")
-            ));
-            if let Some(t) = d["next_probe_at"].as_str() {
-                let why = match f("mode").as_str() {
-                    "paused_credentials" => "credentials probe",
-                    _ => "circuit probe",
-                };
-                out.push_str(&format!(
-                    "next probe      {t}{} ({why}; nothing is sent before it)\n",
-                    relative(t)
-                ));
-            }
-            out.push_str(&format!("last success    {}\n", f("last_success_at")));
-            let err = d["last_error"]
-                .as_str()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default();
-            out.push_str(&format!("last failure    {}{err}\n", f("last_failure_at")));
-        }
-    }
-    out.push_str(&format!("disk use        {}\n", size(s.disk_bytes)));
-    out
-}
-
-/// ` (in 3m 20s)` for a future RFC 3339 time, else nothing.
-fn relative(rfc3339: &str) -> String {
-    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
-        Ok(t) if t.timestamp_millis() > now_ms() + 999 => {
-            format!(" (in {})", age((t.timestamp_millis() - now_ms()) / 1000))
-        }
-        _ => String::new(),
     }
 }
 

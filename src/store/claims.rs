@@ -14,7 +14,7 @@
 //! Only durable records are claimed: [`Store::claim_due`] returns after the fdatasync that
 //! covers every batch it could have read (see [`super::committer`]).
 
-use super::record::{self, Record};
+use super::record::Record;
 use super::{Change, Store, StoreError, Updated};
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
@@ -54,7 +54,7 @@ impl Store {
                 let Some(v) = self.trees.entries.get(id.as_bytes())? else {
                     continue;
                 };
-                match record::decode(&v) {
+                match self.trees.decode(&v) {
                     Ok(r) if r.status.is_queued() && r.next_attempt_at_ms <= now_ms => {
                         claims.insert(id);
                         out.records.push(r);

@@ -3,12 +3,14 @@
 //! # Trees
 //! | tree         | key                                   | value                                  |
 //! |--------------|---------------------------------------|----------------------------------------|
-//! | `entries`    | trace ID (UTF-8)                      | format byte + postcard (see [`record`])|
+//! | `entries`    | trace ID (UTF-8)                      | format byte + postcard: the state (see [`record`]) |
+//! | `bodies`     | sequence number (u64 BE)              | format byte + postcard: payload, client (see [`record`]) |
 //! | `due`        | next attempt ms (u64 BE) ++ trace ID   | one status byte (`p`, `i`)             |
 //! | `queue`      | received ms (u64 BE) ++ trace ID       | empty                                  |
 //! | `counters`   | counter name                           | u64 BE                                 |
-//! | `quarantine` | original key                           | JSON: reason, time, original bytes     |
+//! | `quarantine` | original key                           | JSON [`read::QuarantineEntry`]         |
 //! | `done`       | `t`/`p` ++ delivered ms (u64 BE) ++ ID | empty (see [`done`])                   |
+//! | `meta`       | `format`                              | store format (u64 BE, see [`format`])  |
 //!
 //! `entries` is the source of truth. A record is in `due` exactly while its status is pending
 //! (or in flight, in stores from releases that wrote claims; see [`claims`]). `queue` orders by arrival the queued records that `due` cannot: those whose due
@@ -19,13 +21,18 @@
 //! Every change to a record, its index entries and the counters is one sled transaction.
 //!
 //! # A record's life in writes
-//! - intake: the whole record and one `due` key (and the counters), in the committer's batch;
+//! - intake: the state (~150 bytes), the body (payload and client, once) and one `due` key
+//!   (and the counters), in the committer's batch;
 //! - claim: nothing (claims are held in memory, see [`claims`]);
-//! - delivery: the record replaced by a small tombstone ([`record::Tombstone`]), its `due` key
-//!   removed and one `done` key added, in the settler's batch;
-//! - a failed attempt: the whole record with its retry state, its `due` key moved and a
-//!   `queue` key (see above);
-//! - purge after the idempotency window: the tombstone and its `done` key removed.
+//! - delivery: the state rewritten as delivered, the body removed, its `due` key removed and
+//!   one `done` key added, in the settler's batch;
+//! - a failed attempt: the state with its retry state, its `due` key moved and a `queue` key
+//!   (see above); the body stays as it is;
+//! - purge after the idempotency window: the state and its `done` key removed.
+//!
+//! Bodies are keyed in arrival order, so they are added at one end of their tree and, as the
+//! backlog drains, removed from the other: sled drops whole pages of them rather than
+//! rewriting pages in which a few live records remain.
 //!
 //! # Durability
 //! sled's `flush()` is not an fsync (it ends in `sync_file_range`). A submission is answered
@@ -37,13 +44,16 @@ pub mod claims;
 mod committer;
 pub mod counters;
 pub mod done;
+pub mod format;
 pub mod keys;
 pub mod maintenance;
+pub mod read;
 pub mod record;
 mod tx;
 
 pub use claims::Claimed;
 pub use counters::Counts;
+pub use read::{Entry, QuarantineEntry, Quarantined, Undecodable};
 pub use record::{Receipt, Record, Status};
 pub use tx::{Change, SubmitOutcome, Updated};
 
@@ -51,7 +61,7 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// sled's page cache budget. It counts on-disk page bytes; 64 MiB keeps RSS small on a small
@@ -69,6 +79,12 @@ pub enum StoreError {
     Prepare {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error("data directory {path} was written by a newer outbox (store format {found}; this release reads formats up to {known}): run that release or a newer one, or restore a backup taken before the upgrade")]
+    NewerFormat {
+        path: PathBuf,
+        found: u64,
+        known: u64,
     },
     #[error("store error: {0}")]
     Sled(#[from] sled::Error),
@@ -117,10 +133,46 @@ pub(crate) struct Trees {
     pub counters: sled::Tree,
     pub quarantine: sled::Tree,
     pub done: sled::Tree,
+    pub bodies: sled::Tree,
+    /// The next `bodies` key: one past the last at open, then counted up.
+    pub next_body: Arc<AtomicU64>,
     /// Writers hold it shared, point-in-time copies exclusively (see [`maintenance`]).
     pub gate: Arc<RwLock<()>>,
     /// Trace IDs written while a snapshot is copied (see [`maintenance`]).
     pub dirty: Arc<Mutex<Option<std::collections::HashSet<String>>>>,
+}
+
+impl Trees {
+    /// The next unused `bodies` key.
+    pub(crate) fn next_body_key(&self) -> u64 {
+        self.next_body.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Decodes an `entries` value into the whole record, reading its body if stored apart.
+    pub(crate) fn decode(&self, value: &[u8]) -> Result<Record, record::DecodeError> {
+        let entry = record::decode_entry(value)?;
+        let body = match entry.body_key() {
+            Some(k) => self
+                .bodies
+                .get(record::body_key(k))
+                .map_err(|e| record::DecodeError::BodyRead(e.to_string()))?,
+            None => None,
+        };
+        entry.complete(body.as_deref())
+    }
+
+    /// The whole record under `trace_id`, as stored.
+    pub(crate) fn read(&self, trace_id: &str) -> Result<Option<Record>, StoreError> {
+        let Some(v) = self.entries.get(trace_id)? else {
+            return Ok(None);
+        };
+        self.decode(&v)
+            .map(Some)
+            .map_err(|e| StoreError::Undecodable {
+                trace_id: trace_id.into(),
+                reason: e.to_string(),
+            })
+    }
 }
 
 /// The time part of a time-keyed index's first key.
@@ -179,7 +231,7 @@ impl Syncer {
 
 pub struct Store {
     path: PathBuf,
-    pub(crate) trees: Trees,
+    trees: Trees,
     syncer: Arc<Syncer>,
     committer: committer::Committer,
     claims: claims::Claims,
@@ -212,6 +264,8 @@ impl Store {
                 fsync_dir(parent).map_err(prep)?;
             }
         }
+        format::check_and_mark(&db, dir)?;
+        let bodies = db.open_tree("bodies")?;
         let trees = Trees {
             entries: db.open_tree("entries")?,
             due: db.open_tree("due")?,
@@ -219,6 +273,8 @@ impl Store {
             counters: db.open_tree("counters")?,
             quarantine: db.open_tree("quarantine")?,
             done: db.open_tree("done")?,
+            next_body: Arc::new(AtomicU64::new(format::next_body_key(&bodies)?)),
+            bodies,
             gate: Arc::default(),
             dirty: Arc::default(),
         };
@@ -263,19 +319,19 @@ impl Store {
 
     /// The record under `trace_id`, shown as in flight while the delivery worker sends it.
     pub fn get(&self, trace_id: &str) -> Result<Option<Record>, StoreError> {
-        match self.trees.entries.get(trace_id)? {
-            None => Ok(None),
-            Some(v) => {
-                let mut r = record::decode(&v).map_err(|e| StoreError::Undecodable {
-                    trace_id: trace_id.into(),
-                    reason: e.to_string(),
-                })?;
-                if r.status == Status::Pending && self.is_claimed(trace_id) {
-                    r.status = Status::InFlight;
-                }
-                Ok(Some(r))
-            }
+        let Some(mut r) = self.trees.read(trace_id)? else {
+            return Ok(None);
+        };
+        if r.status == Status::Pending && self.is_claimed(trace_id) {
+            r.status = Status::InFlight;
         }
+        Ok(Some(r))
+    }
+
+    /// Decodes an `entries` value into the whole record, its body read from `bodies` (for
+    /// scans over `entries`).
+    pub fn decode_entry(&self, value: &[u8]) -> Result<Record, record::DecodeError> {
+        self.trees.decode(value)
     }
 
     /// The accounting counters. Claimed records are stored as pending and counted here as
@@ -385,8 +441,4 @@ pub(crate) fn dir_size(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }

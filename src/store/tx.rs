@@ -3,8 +3,10 @@
 use super::counters::{self, Counts, Deltas};
 use super::done::done_keys;
 use super::keys;
+use super::read::QuarantineEntry;
 use super::record::{self, Receipt, Record, Status};
-use super::{now_ms, Store, StoreError, Trees};
+use super::{Store, StoreError, Trees};
+use crate::time::now_ms;
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
 };
@@ -49,74 +51,157 @@ type TxTrees = (
     TransactionalTree,
     TransactionalTree,
     TransactionalTree,
+    TransactionalTree,
 );
 
-/// Writes `new` over `old` (either may be absent), keeping `due`, `queue`, `done` and the
-/// status counters in step. Only index entries that exist are removed, so a delivery writes
-/// the record (a tombstone), one `due` removal and one `done` key.
-fn write(
-    (entries, due, queue, _, done): &TxTrees,
-    old: Option<&Record>,
-    new: Option<&Record>,
-    deltas: &mut Deltas,
-) -> Result<(), UnabortableTransactionError> {
-    if let Some(o) = old {
-        deltas.status(o.status, -1);
-        if o.status.is_queued() {
-            due.remove(keys::time_key(o.next_attempt_at_ms, &o.trace_id))?;
-        }
-        if o.in_queue_index() {
-            queue.remove(keys::time_key(o.received_at_ms, &o.trace_id))?;
-        }
-        for k in done_keys(o) {
-            done.remove(k)?;
-        }
-    }
-    match new {
-        Some(n) => {
-            deltas.status(n.status, 1);
-            if n.status.is_queued() {
-                due.insert(
-                    keys::time_key(n.next_attempt_at_ms, &n.trace_id),
-                    &[keys::status_byte(n.status)],
-                )?;
-            }
-            if n.in_queue_index() {
-                queue.insert(keys::time_key(n.received_at_ms, &n.trace_id), &[])?;
-            }
-            for k in done_keys(n) {
-                done.insert(k, &[])?;
-            }
-            entries.insert(n.trace_id.as_bytes(), record::encode(n))?;
-        }
-        None => {
-            if let Some(o) = old {
-                entries.remove(o.trace_id.as_bytes())?;
-            }
-        }
-    }
-    Ok(())
+/// The trees of a record transaction, by name.
+struct Tx<'a> {
+    entries: &'a TransactionalTree,
+    due: &'a TransactionalTree,
+    queue: &'a TransactionalTree,
+    counters: &'a TransactionalTree,
+    done: &'a TransactionalTree,
+    bodies: &'a TransactionalTree,
+    trees: &'a Trees,
 }
 
-/// Carries out one decided change inside a transaction.
-fn apply(
-    tx: &TxTrees,
-    old: Record,
-    change: Change,
-    deltas: &mut Deltas,
-) -> Result<Updated, UnabortableTransactionError> {
-    Ok(match change {
-        Change::Keep => Updated::Kept(old),
-        Change::Put(new) => {
-            write(tx, Some(&old), Some(&new), deltas)?;
-            Updated::Put(new)
+/// A record as read inside a transaction, with the `bodies` key of its body.
+struct Stored {
+    record: Record,
+    body: Option<u64>,
+}
+
+impl Tx<'_> {
+    fn new<'a>(t: &'a TxTrees, trees: &'a Trees) -> Tx<'a> {
+        Tx {
+            entries: &t.0,
+            due: &t.1,
+            queue: &t.2,
+            counters: &t.3,
+            done: &t.4,
+            bodies: &t.5,
+            trees,
         }
-        Change::Purge => {
-            write(tx, Some(&old), None, deltas)?;
-            deltas.add(counters::PURGED, 1);
-            Updated::Purged
+    }
+
+    /// The whole record under `trace_id`; `Err(reason)` if it does not decode.
+    fn read(
+        &self,
+        trace_id: &str,
+    ) -> Result<Option<Result<Stored, String>>, UnabortableTransactionError> {
+        let Some(v) = self.entries.get(trace_id.as_bytes())? else {
+            return Ok(None);
+        };
+        let entry = match record::decode_entry(&v) {
+            Ok(e) => e,
+            Err(e) => return Ok(Some(Err(e.to_string()))),
+        };
+        let body = entry.body_key();
+        let bytes = match body {
+            Some(k) => self.bodies.get(record::body_key(k))?,
+            None => None,
+        };
+        Ok(Some(
+            entry
+                .complete(bytes.as_deref())
+                .map(|record| Stored { record, body })
+                .map_err(|e| e.to_string()),
+        ))
+    }
+
+    /// Writes `new` over `old` (either may be absent), keeping the body, `due`, `queue`,
+    /// `done` and the status counters in step. Only index entries that exist are removed,
+    /// and a body is written only when it is new or changed: a delivery writes the small
+    /// state, removes the body and one `due` key, and adds one `done` key.
+    fn write(
+        &self,
+        old: Option<&Stored>,
+        new: Option<&Record>,
+        deltas: &mut Deltas,
+    ) -> Result<(), UnabortableTransactionError> {
+        let mut keep_body = None;
+        if let Some(Stored { record: o, body }) = old {
+            deltas.status(o.status, -1);
+            if o.status.is_queued() {
+                self.due
+                    .remove(keys::time_key(o.next_attempt_at_ms, &o.trace_id))?;
+            }
+            if o.in_queue_index() {
+                self.queue
+                    .remove(keys::time_key(o.received_at_ms, &o.trace_id))?;
+            }
+            for k in done_keys(o) {
+                self.done.remove(k)?;
+            }
+            if let Some(b) = *body {
+                match new {
+                    Some(n) if record::has_body(n) && record::same_body(o, n) => {
+                        keep_body = Some(b)
+                    }
+                    _ => {
+                        self.bodies.remove(&record::body_key(b))?;
+                    }
+                }
+            }
         }
-    })
+        match new {
+            Some(n) => {
+                deltas.status(n.status, 1);
+                if n.status.is_queued() {
+                    self.due.insert(
+                        keys::time_key(n.next_attempt_at_ms, &n.trace_id),
+                        &[keys::status_byte(n.status)],
+                    )?;
+                }
+                if n.in_queue_index() {
+                    self.queue
+                        .insert(keys::time_key(n.received_at_ms, &n.trace_id), &[])?;
+                }
+                for k in done_keys(n) {
+                    self.done.insert(k, &[])?;
+                }
+                let body = match keep_body {
+                    Some(b) => Some(b),
+                    None if record::has_body(n) => {
+                        let b = self.trees.next_body_key();
+                        self.bodies
+                            .insert(&record::body_key(b), record::encode_body(n))?;
+                        Some(b)
+                    }
+                    None => None,
+                };
+                self.entries
+                    .insert(n.trace_id.as_bytes(), record::encode_state(n, body))?;
+            }
+            None => {
+                if let Some(o) = old {
+                    self.entries.remove(o.record.trace_id.as_bytes())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out one decided change.
+    fn apply(
+        &self,
+        old: Stored,
+        change: Change,
+        deltas: &mut Deltas,
+    ) -> Result<Updated, UnabortableTransactionError> {
+        Ok(match change {
+            Change::Keep => Updated::Kept(old.record),
+            Change::Put(new) => {
+                self.write(Some(&old), Some(&new), deltas)?;
+                Updated::Put(new)
+            }
+            Change::Purge => {
+                self.write(Some(&old), None, deltas)?;
+                deltas.add(counters::PURGED, 1);
+                Updated::Purged
+            }
+        })
+    }
 }
 
 fn flatten<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
@@ -126,21 +211,21 @@ fn flatten<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreErro
     })
 }
 
-fn undecodable(trace_id: &str, e: record::DecodeError) -> ConflictableTransactionError<StoreError> {
+fn undecodable(trace_id: &str, reason: String) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(StoreError::Undecodable {
         trace_id: trace_id.to_owned(),
-        reason: e.to_string(),
+        reason,
     })
 }
 
 impl Trees {
     /// Runs `f` as one transaction over the record trees (entries, due, queue, counters,
-    /// done), holding the write gate shared and marking `ids` dirty so a live backup re-copies
-    /// them. `f` may run more than once (sled retries conflicts).
+    /// done, bodies), holding the write gate shared and marking `ids` dirty so a live backup
+    /// re-copies them. `f` may run more than once (sled retries conflicts).
     fn record_transaction<'a, T>(
         &self,
         ids: impl IntoIterator<Item = &'a str>,
-        f: impl Fn(&TxTrees) -> Result<T, ConflictableTransactionError<StoreError>>,
+        f: impl Fn(&Tx) -> Result<T, ConflictableTransactionError<StoreError>>,
     ) -> Result<T, StoreError> {
         let t = (
             &self.entries,
@@ -148,10 +233,11 @@ impl Trees {
             &self.queue,
             &self.counters,
             &self.done,
+            &self.bodies,
         );
         let _gate = self.write_gate();
         self.mark_dirty(ids);
-        flatten(t.transaction(f))
+        flatten(t.transaction(|tx: &TxTrees| f(&Tx::new(tx, self))))
     }
 }
 
@@ -160,29 +246,29 @@ pub(super) fn submit_batch(
     trees: &Trees,
     batch: &[Record],
 ) -> Result<Vec<SubmitOutcome>, StoreError> {
-    trees.record_transaction(batch.iter().map(|r| r.trace_id.as_str()), |tx: &TxTrees| {
+    trees.record_transaction(batch.iter().map(|r| r.trace_id.as_str()), |tx| {
         let mut deltas = Deltas::default();
         let mut out = Vec::with_capacity(batch.len());
         for r in batch {
             // Reads see this transaction's own earlier writes, so a trace ID repeated
-            // within one batch is a duplicate too.
-            let outcome = match tx.0.get(r.trace_id.as_bytes())? {
-                Some(v) => match record::decode(&v) {
-                    Ok(old) if old.payload_hash == r.payload_hash => {
-                        SubmitOutcome::Duplicate(old.receipt())
+            // within one batch is a duplicate too. The state alone answers: no body read.
+            let outcome = match tx.entries.get(r.trace_id.as_bytes())? {
+                Some(v) => match record::decode_entry(&v) {
+                    Ok(old) if old.state().payload_hash == r.payload_hash => {
+                        SubmitOutcome::Duplicate(old.state().receipt())
                     }
-                    Ok(old) => SubmitOutcome::Conflict(old.receipt()),
-                    Err(e) => return Err(undecodable(&r.trace_id, e)),
+                    Ok(old) => SubmitOutcome::Conflict(old.state().receipt()),
+                    Err(e) => return Err(undecodable(&r.trace_id, e.to_string())),
                 },
                 None => {
-                    write(tx, None, Some(r), &mut deltas)?;
+                    tx.write(None, Some(r), &mut deltas)?;
                     deltas.add(counters::ACCEPTED, 1);
                     SubmitOutcome::Stored(r.receipt())
                 }
             };
             out.push(outcome);
         }
-        deltas.apply(&tx.3)?;
+        deltas.apply(tx.counters)?;
         Ok(out)
     })
 }
@@ -200,25 +286,21 @@ impl Store {
         let claims = self.claims.lock();
         if claims.contains(trace_id) {
             // Read as stored (`get` would take the claims lock again).
-            return Ok(match self.trees.entries.get(trace_id)? {
-                Some(v) => {
-                    Updated::Busy(record::decode(&v).map_err(|e| StoreError::Undecodable {
-                        trace_id: trace_id.into(),
-                        reason: e.to_string(),
-                    })?)
-                }
+            return Ok(match self.trees.read(trace_id)? {
+                Some(r) => Updated::Busy(r),
                 None => Updated::NotFound,
             });
         }
-        self.trees.record_transaction([trace_id], |tx: &TxTrees| {
-            let Some(v) = tx.0.get(trace_id.as_bytes())? else {
-                return Ok(Updated::NotFound);
+        self.trees.record_transaction([trace_id], |tx| {
+            let old = match tx.read(trace_id)? {
+                None => return Ok(Updated::NotFound),
+                Some(Err(reason)) => return Err(undecodable(trace_id, reason)),
+                Some(Ok(old)) => old,
             };
-            let old = record::decode(&v).map_err(|e| undecodable(trace_id, e))?;
             let mut deltas = Deltas::default();
-            let change = decide(&old);
-            let result = apply(tx, old, change, &mut deltas)?;
-            deltas.apply(&tx.3)?;
+            let change = decide(&old.record);
+            let result = tx.apply(old, change, &mut deltas)?;
+            deltas.apply(tx.counters)?;
             Ok(result)
         })
     }
@@ -253,28 +335,23 @@ impl Store {
         ids: &[&str],
         decide: F,
     ) -> Result<Vec<Result<Updated, String>>, StoreError> {
-        self.trees
-            .record_transaction(ids.iter().copied(), |tx: &TxTrees| {
-                let mut deltas = Deltas::default();
-                let mut out = Vec::with_capacity(ids.len());
-                for (i, id) in ids.iter().enumerate() {
-                    let Some(v) = tx.0.get(id.as_bytes())? else {
-                        out.push(Ok(Updated::NotFound));
-                        continue;
-                    };
-                    let old = match record::decode(&v) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            out.push(Err(e.to_string()));
-                            continue;
-                        }
-                    };
-                    let change = decide(i, &old);
-                    out.push(Ok(apply(tx, old, change, &mut deltas)?));
-                }
-                deltas.apply(&tx.3)?;
-                Ok(out)
-            })
+        self.trees.record_transaction(ids.iter().copied(), |tx| {
+            let mut deltas = Deltas::default();
+            let mut out = Vec::with_capacity(ids.len());
+            for (i, id) in ids.iter().enumerate() {
+                let old = match tx.read(id)? {
+                    None => Ok(Updated::NotFound),
+                    Some(Err(reason)) => Err(reason),
+                    Some(Ok(old)) => {
+                        let change = decide(i, &old.record);
+                        Ok(tx.apply(old, change, &mut deltas)?)
+                    }
+                };
+                out.push(old);
+            }
+            deltas.apply(tx.counters)?;
+            Ok(out)
+        })
     }
 
     /// Moves an undecodable entry to the `quarantine` tree with the reason, keeping the
@@ -293,6 +370,20 @@ impl Store {
         // Rare path: a scan of the two index trees finds the stale index entries.
         let due_hits = find(&self.trees.due)?;
         let queue_hits = find(&self.trees.queue)?;
+        // A state that does not decode cannot say where its body is; the body names its
+        // record, so a scan finds it.
+        let mut lost_body = None;
+        if let Some(v) = self.trees.entries.get(trace_id)? {
+            if record::decode_entry(&v).is_err() {
+                for item in self.trees.bodies.iter() {
+                    let (k, b) = item?;
+                    if record::decode_body(&b).is_ok_and(|b| b.trace_id == trace_id) {
+                        lost_body = Some(k);
+                        break;
+                    }
+                }
+            }
+        }
         let trees = &self.trees;
         let t = (
             &trees.entries,
@@ -300,13 +391,25 @@ impl Store {
             &trees.queue,
             &trees.counters,
             &trees.quarantine,
+            &trees.bodies,
         );
         let _gate = trees.write_gate();
         trees.mark_dirty([trace_id]);
         flatten(
-            t.transaction(|(entries, due, queue, counters, quarantine)| {
+            t.transaction(|(entries, due, queue, counters, quarantine, bodies)| {
                 let Some(raw) = entries.remove(trace_id.as_bytes())? else {
                     return Ok(());
+                };
+                // A state that decodes but whose body does not: the body goes along.
+                let body = match record::decode_entry(&raw) {
+                    Ok(e) => match e.body_key() {
+                        Some(k) => bodies.remove(&record::body_key(k))?,
+                        None => None,
+                    },
+                    Err(_) => match &lost_body {
+                        Some(k) => bodies.remove(k)?,
+                        None => None,
+                    },
                 };
                 let mut deltas = Deltas::default();
                 let mut status = None;
@@ -321,13 +424,9 @@ impl Store {
                     deltas.status(s, -1);
                 }
                 deltas.add(counters::QUARANTINED, 1);
-                let doc = serde_json::json!({
-                    "reason": reason,
-                    "quarantined_at_ms": now_ms(),
-                    "previous_status": status.map(Status::as_str),
-                    "original_hex": hex::encode(&raw),
-                });
-                quarantine.insert(trace_id.as_bytes(), serde_json::to_vec(&doc).expect("json"))?;
+                let mut entry = QuarantineEntry::new(reason, now_ms(), status, &raw);
+                entry.original_body_hex = body.as_deref().map(hex::encode);
+                quarantine.insert(trace_id.as_bytes(), entry.encode())?;
                 deltas.apply(counters)?;
                 Ok(())
             }),

@@ -372,7 +372,7 @@ fn a_full_disk_never_yields_a_2xx_for_unsynced_data_and_intake_recovers() {
             .filter(|id| store.get(id).unwrap().is_none())
             .collect();
         assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
-        let report = outbox::ops::verify::verify(&store, false);
+        let report = outbox::ops::commands::verify::verify(&store, false);
         assert!(report.problems.is_empty(), "{:?}", report.problems);
     }
     let port = harness::free_port();

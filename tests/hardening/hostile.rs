@@ -4,7 +4,7 @@
 //! stopped store passes `outbox verify`.
 
 use crate::harness::{raw_exchange, spawn_app};
-use outbox::ops::verify::verify;
+use outbox::ops::commands::verify::verify;
 use outbox::store::Store;
 use std::collections::BTreeMap;
 

@@ -60,11 +60,11 @@ pub fn outbox_env(dir: &Path, sub: &str, args: &[&str], env: &[(&str, &str)]) ->
 /// A pending record with this payload, received `age_ms` ago.
 pub fn record(trace_id: &str, payload: Value) -> Record {
     let fields = payload.as_object().expect("object").clone();
-    let now = outbox::store::now_ms();
+    let now = outbox::time::now_ms();
     Record::pending(
         fields,
         Enrichment {
-            received_at: outbox::ops::rfc3339(now),
+            received_at: outbox::time::rfc3339(now),
             client_ip: "203.0.113.9".into(),
             user_agent: Some("test".into()),
             trace_id: trace_id.into(),
@@ -133,7 +133,7 @@ pub fn make_dead(r: &mut Record, code: u16) {
     r.attempts = 7;
     r.last_status_code = Some(code);
     r.last_error = Some(format!("dashboard answered {code}"));
-    r.dead_at_ms = Some(outbox::store::now_ms());
+    r.dead_at_ms = Some(outbox::time::now_ms());
 }
 
 pub fn make_delivered(r: &mut Record, at_ms: i64) {

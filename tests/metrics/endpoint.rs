@@ -4,7 +4,7 @@
 //! before and after instead of expecting absolute counts.
 
 use crate::harness::{spawn_app, spawn_app_raw, turn, TestApp};
-use outbox::http::metrics::{names_in, METRICS};
+use outbox::telemetry::metrics::{names_in, METRICS};
 use serde_json::json;
 
 async fn scrape(base: &str) -> String {

@@ -6,7 +6,7 @@
 
 use crate::harness::{root, tools};
 use outbox::config::spec::{env_name, SPECS};
-use outbox::http::metrics::METRICS;
+use outbox::telemetry::metrics::METRICS;
 use std::collections::BTreeSet;
 use std::path::Path;
 

@@ -108,7 +108,7 @@ async fn replay_requeues_dead_letters_at_attempt_zero_and_guards_delivered_ones(
     change(&dir, "replay-dead-422", |r| make_dead(r, 422));
     change(&dir, "replay-dead-500", |r| make_dead(r, 500));
     change(&dir, "replay-delivered", |r| {
-        make_delivered(r, outbox::store::now_ms())
+        make_delivered(r, outbox::time::now_ms())
     });
 
     let app = harness::spawn_app_in(&dir, &[]).await;

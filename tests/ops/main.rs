@@ -1,6 +1,6 @@
 //! The operator's commands, run as the real binary against a running server and a stopped
 //! directory (inspect, replay, edit, verify, purge, backup, restore, import-legacy, top,
-//! config check, healthcheck), `ops/backup.sh`, and the assets in ops/ that must match the
+//! config check, healthcheck, upgrades of the data directory), `ops/backup.sh`, and the assets in ops/ that must match the
 //! code. One test binary; the shared harness is `tests/harness/` (`harness::ops` runs the
 //! commands and seeds stopped directories).
 
@@ -15,4 +15,5 @@ mod healthcheck;
 mod import;
 mod inspect;
 mod top;
+mod upgrade;
 mod verify_purge;

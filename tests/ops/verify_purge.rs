@@ -191,10 +191,10 @@ async fn old_delivered_tombstones_are_purged_offline_and_new_ones_kept() {
     );
     let day = 86_400_000;
     change(&dir, "tomb-old-00001", |r| {
-        make_delivered(r, outbox::store::now_ms() - 40 * day)
+        make_delivered(r, outbox::time::now_ms() - 40 * day)
     });
     change(&dir, "tomb-new-00001", |r| {
-        make_delivered(r, outbox::store::now_ms())
+        make_delivered(r, outbox::time::now_ms())
     });
     let dry = outbox(
         &dir,
@@ -221,7 +221,7 @@ fn purging_tombstones_inside_the_idempotency_window_needs_force() {
     let dir = tmp.path().join("data");
     seed(&dir, vec![record("tomb-fresh-0001", json!({"a": 1}))]);
     change(&dir, "tomb-fresh-0001", |r| {
-        make_delivered(r, outbox::store::now_ms() - 3_600_000)
+        make_delivered(r, outbox::time::now_ms() - 3_600_000)
     });
     let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
         .format("%Y-%m-%d")

@@ -1,0 +1,223 @@
+//! Retention, enforced by the periodic purge: delivered records keep a tombstone (trace ID, payload hash, receipt)
+//! for the idempotency window, so a late duplicate still gets its original receipt; after
+//! that they are removed. Payloads kept by a `payload-retention` are dropped when it ends.
+//!
+//! Both read the store's `done` index (delivery time order), so a pass touches only what has
+//! expired, and works in steps of [`STEP`] records, each in its own short transactions, so
+//! intake never waits long behind it.
+
+use crate::store::done::{HOLDS_PAYLOAD, TOMBSTONE};
+use crate::store::{Change, Status, Store, StoreError, Updated};
+use crate::time::now_ms;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Records handled per step.
+pub const STEP: usize = 500;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub window: Duration,
+    pub retention: Duration,
+    pub interval: Duration,
+}
+
+/// What one step did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    pub payloads_dropped: usize,
+    pub purged: usize,
+    /// Whether a limit was reached (more may be waiting).
+    pub more: bool,
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+/// One bounded step at time `now`: drops payloads past the retention, then purges
+/// tombstones past the window, up to `limit` of each.
+pub fn step(store: &Store, policy: Policy, now: i64, limit: usize) -> Result<Report, StoreError> {
+    let mut report = Report::default();
+    if policy.retention < policy.window {
+        let due = store.delivered_before(HOLDS_PAYLOAD, now - ms(policy.retention), limit)?;
+        report.more |= due.len() == limit;
+        for (at, id) in due {
+            let r = store.update(&id, |r| {
+                if r.status != Status::Delivered || r.payload.is_none() {
+                    return Change::Keep;
+                }
+                let mut n = r.clone();
+                n.payload = None;
+                Change::Put(n)
+            });
+            if let Some(Updated::Put(_)) = settle(store, r, HOLDS_PAYLOAD, at, &id)? {
+                report.payloads_dropped += 1;
+            }
+        }
+    }
+    let expired = store.delivered_before(TOMBSTONE, now - ms(policy.window), limit)?;
+    report.more |= expired.len() == limit;
+    // One transaction for the whole step: a purge of a drained backlog is many small removals.
+    let ids: Vec<&str> = expired.iter().map(|(_, id)| id.as_str()).collect();
+    let results = store.update_many(&ids, |_, r| match r.status {
+        Status::Delivered => Change::Purge,
+        _ => Change::Keep,
+    })?;
+    for ((at, id), r) in expired.iter().zip(results) {
+        let r = r.map_err(|reason| StoreError::Undecodable {
+            trace_id: id.clone(),
+            reason,
+        });
+        if let Some(Updated::Purged) = settle(store, r, TOMBSTONE, *at, id)? {
+            report.purged += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Handles the odd cases of one update: an index entry pointing at nothing is removed, and
+/// a record that does not decode is quarantined.
+fn settle(
+    store: &Store,
+    r: Result<Updated, StoreError>,
+    family: u8,
+    at: i64,
+    id: &str,
+) -> Result<Option<Updated>, StoreError> {
+    match r {
+        Ok(Updated::NotFound) => {
+            store.forget_delivered(family, at, id)?;
+            Ok(None)
+        }
+        Ok(u) => Ok(Some(u)),
+        Err(StoreError::Undecodable { reason, .. }) => {
+            store.quarantine(id, &reason)?;
+            store.forget_delivered(family, at, id)?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs a purge pass every `policy.interval` until `stop` says so.
+pub async fn run(store: Arc<Store>, policy: Policy, mut stop: watch::Receiver<Option<Duration>>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(policy.interval) => {}
+            _ = stop.changed() => return,
+        }
+        loop {
+            if stop.borrow().is_some() {
+                return;
+            }
+            let s = store.clone();
+            let r = tokio::task::spawn_blocking(move || step(&s, policy, now_ms(), STEP))
+                .await
+                .expect("purge step does not panic");
+            match r {
+                Ok(report) => {
+                    if report.purged > 0 {
+                        metrics::counter!("outbox_purged_total").increment(report.purged as u64);
+                    }
+                    if report.purged + report.payloads_dropped > 0 {
+                        tracing::info!(
+                            purged = report.purged,
+                            payloads_dropped = report.payloads_dropped,
+                            "purge: expired tombstones removed"
+                        );
+                    }
+                    if !report.more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "purge step failed; trying again next interval");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::sample;
+
+    const H: i64 = 3_600_000;
+
+    fn delivered(store: &Store, id: &str, at: i64, payload: bool) {
+        let mut r = sample(id);
+        r.received_at_ms = at;
+        r.next_attempt_at_ms = at;
+        futures_executor::block_on(store.submit(r)).unwrap();
+        store
+            .update(id, |r| {
+                let mut n = r.clone();
+                n.status = Status::Delivered;
+                n.delivered_at_ms = Some(at);
+                if !payload {
+                    n.payload = None;
+                }
+                Change::Put(n)
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn tombstones_go_after_the_window_and_payloads_after_the_retention_in_bounded_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("data")).unwrap();
+        let now = 100 * H;
+        for i in 0..5 {
+            delivered(&s, &format!("trace-old-{i}"), now - 30 * H, false);
+        }
+        delivered(&s, "trace-recent", now - 2 * H, true);
+        delivered(&s, "trace-fresh", now - 1000, true);
+        let policy = Policy {
+            window: Duration::from_secs(24 * 3600),
+            retention: Duration::from_secs(3600),
+            interval: Duration::from_secs(60),
+        };
+        let first = step(&s, policy, now, 3).unwrap();
+        assert_eq!(
+            (first.purged, first.payloads_dropped, first.more),
+            (3, 1, true)
+        );
+        let second = step(&s, policy, now, 3).unwrap();
+        assert_eq!(
+            (second.purged, second.payloads_dropped, second.more),
+            (2, 0, false)
+        );
+        assert_eq!(step(&s, policy, now, 3).unwrap(), Report::default());
+
+        assert!(s.get("trace-old-0").unwrap().is_none());
+        let recent = s.get("trace-recent").unwrap().unwrap();
+        assert_eq!((recent.status, recent.payload), (Status::Delivered, None));
+        assert!(s.get("trace-fresh").unwrap().unwrap().payload.is_some());
+        let c = s.counts().unwrap();
+        assert_eq!((c.purged, c.delivered, c.accepted), (5, 2, 7));
+        assert!(c.balanced());
+    }
+
+    #[test]
+    fn dead_letters_are_never_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("data")).unwrap();
+        let mut r = sample("trace-dead");
+        r.status = Status::Dead;
+        futures_executor::block_on(s.submit(r)).unwrap();
+        let policy = Policy {
+            window: Duration::ZERO,
+            retention: Duration::ZERO,
+            interval: Duration::from_secs(1),
+        };
+        assert_eq!(
+            step(&s, policy, i64::MAX / 2, 10).unwrap(),
+            Report::default()
+        );
+        assert!(s.get("trace-dead").unwrap().is_some());
+    }
+}

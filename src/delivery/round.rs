@@ -1,0 +1,247 @@
+//! The store work of one delivery step, done in one blocking call so that a busy worker pays
+//! one thread hand-off per step, not one per record: give back claims that will not be sent,
+//! write the outcomes of finished attempts (one store transaction per record), quarantine
+//! records that cannot be sent, claim due records, and find when the next one falls due.
+//! Then [`Done::outcomes`] counts and logs what was written.
+//!
+//! Logs carry the trace ID, status code and outcome, never the payload or the reply body.
+
+use super::classify::{Reply, Verdict};
+use super::client::Attempt;
+use super::outcome::{self, Limits};
+use crate::store::{Change, Record, Status, Store, StoreError, Updated};
+use std::time::Duration;
+
+/// A finished attempt on its way to the store.
+pub(super) struct Settle {
+    pub claimed: Record,
+    pub attempt: Attempt,
+    pub verdict: Verdict,
+    /// The backoff before a retry, drawn when the reply was handled.
+    pub delay: Duration,
+    pub now_ms: i64,
+}
+
+/// What one step asks of the store.
+#[derive(Default)]
+pub(super) struct Round {
+    /// Claims given back unsent (no attempt spent, nothing written).
+    pub release: Vec<String>,
+    pub settle: Vec<Settle>,
+    /// Claimed records no request can be built for, with the reason: quarantined.
+    pub unsendable: Vec<(String, String)>,
+    /// How many due records to claim.
+    pub claim: usize,
+}
+
+/// What the store answered.
+pub(super) struct Done {
+    settled: Vec<(Settle, Result<Updated, String>)>,
+    unsendable: Vec<(String, Result<(), StoreError>)>,
+    /// Claimed records, earliest due first (empty when nothing was asked).
+    pub claimed: Result<Vec<Record>, StoreError>,
+    /// When the next unclaimed record falls due; read only when the claim came back short.
+    pub next_due_ms: Option<Result<Option<i64>, StoreError>>,
+}
+
+/// What became of a record whose attempt was settled, as the `outcome` label of
+/// `outbox_delivery_attempts_total` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Delivered,
+    Retry,
+    Dead,
+    /// Credentials rejected: due again, no attempt spent.
+    Paused,
+    Quarantined,
+    /// Nothing written: the record changed meanwhile (an operator), or the write failed.
+    NotWritten,
+}
+
+impl Round {
+    pub fn is_empty(&self) -> bool {
+        self.release.is_empty()
+            && self.settle.is_empty()
+            && self.unsendable.is_empty()
+            && self.claim == 0
+    }
+
+    /// Does the work, in the order of the fields, at wall-clock time `now_ms`.
+    pub fn run(self, store: &Store, limits: Limits, now_ms: i64) -> Done {
+        store.release(self.release.iter().map(String::as_str));
+        let written = write(store, &self.settle, limits);
+        let settled = self.settle.into_iter().zip(written).collect();
+        // Released first: a quarantine while the claim is held would count the record twice.
+        let unsendable = self
+            .unsendable
+            .into_iter()
+            .map(|(id, reason)| {
+                store.release([id.as_str()]);
+                let r = quarantine(store, &id, &reason);
+                (id, r)
+            })
+            .collect();
+        let mut done = Done {
+            settled,
+            unsendable,
+            ..Done::default()
+        };
+        if self.claim > 0 {
+            done.claimed = claim(store, now_ms, self.claim);
+            if matches!(&done.claimed, Ok(r) if r.len() < self.claim) {
+                done.next_due_ms = Some(next_due_ms(store));
+            }
+        }
+        done
+    }
+}
+
+impl Default for Done {
+    fn default() -> Done {
+        Done {
+            settled: vec![],
+            unsendable: vec![],
+            claimed: Ok(vec![]),
+            next_due_ms: None,
+        }
+    }
+}
+
+impl Done {
+    /// Counts and logs each outcome written; what became of each record, in order.
+    pub fn outcomes(&self) -> Vec<(String, Settled)> {
+        let mut out: Vec<(String, Settled)> = self
+            .settled
+            .iter()
+            .map(|(s, r)| (s.claimed.trace_id.clone(), report(s, r)))
+            .collect();
+        for (trace_id, r) in &self.unsendable {
+            let settled = match r {
+                Ok(()) => Settled::Quarantined,
+                Err(e) => {
+                    tracing::error!(trace_id, error = %e, "quarantining an unsendable record failed");
+                    Settled::NotWritten
+                }
+            };
+            out.push((trace_id.clone(), settled));
+        }
+        out
+    }
+}
+
+/// Claims up to `want` due records, quarantining due entries that no longer decode.
+fn claim(store: &Store, now_ms: i64, want: usize) -> Result<Vec<Record>, StoreError> {
+    let claimed = store.claim_due(now_ms, want)?;
+    for (id, reason) in &claimed.undecodable {
+        if let Err(e) = quarantine(store, id, reason) {
+            // Claims nobody will send must not outlive this call.
+            store.release(claimed.records.iter().map(|r| r.trace_id.as_str()));
+            return Err(e);
+        }
+    }
+    Ok(claimed.records)
+}
+
+/// The earliest due time among records that are not claimed.
+fn next_due_ms(store: &Store) -> Result<Option<i64>, StoreError> {
+    let busy = store.claimed();
+    Ok(store
+        .due_until(i64::MAX, busy.len() + 1)?
+        .into_iter()
+        .find(|(_, id)| !busy.contains(id))
+        .map(|(t, _)| t))
+}
+
+/// Writes a batch of outcomes in one store call and releases their claims; a record that
+/// changed since its claim is left alone, one that no longer decodes is quarantined.
+fn write(store: &Store, batch: &[Settle], limits: Limits) -> Vec<Result<Updated, String>> {
+    if batch.is_empty() {
+        return vec![];
+    }
+    let ids: Vec<&str> = batch.iter().map(|s| s.claimed.trace_id.as_str()).collect();
+    let results = store.settle(&ids, |i, stored| {
+        let s = &batch[i];
+        if !outcome::unchanged_since_claim(stored, &s.claimed) {
+            return Change::Keep;
+        }
+        Change::Put(outcome::settle(
+            stored, &s.attempt, s.verdict, s.now_ms, s.delay, limits,
+        ))
+    });
+    match results {
+        Err(e) => batch.iter().map(|_| Err(e.to_string())).collect(),
+        Ok(results) => ids
+            .iter()
+            .zip(results)
+            .map(|(id, r)| {
+                r.map_err(|reason| match quarantine(store, id, &reason) {
+                    Ok(()) => format!("quarantined: {reason}"),
+                    Err(e) => format!("{reason}; quarantining it failed: {e}"),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Moves a record that cannot be decoded or sent to the quarantine tree (never deleted).
+fn quarantine(store: &Store, id: &str, reason: &str) -> Result<(), StoreError> {
+    store.quarantine(id, reason)?;
+    metrics::counter!("outbox_delivery_attempts_total", "outcome" => "quarantined").increment(1);
+    Ok(())
+}
+
+/// The status code of a reply, if the dashboard answered.
+pub(super) fn attempt_status(a: &Attempt) -> Option<u16> {
+    match a.reply {
+        Reply::Status(code) => Some(code),
+        Reply::Transport(_) => None,
+    }
+}
+
+/// Metrics and one log line for a written outcome.
+fn report(s: &Settle, written: &Result<Updated, String>) -> Settled {
+    let (trace_id, status) = (s.claimed.trace_id.as_str(), attempt_status(&s.attempt));
+    match written {
+        Ok(Updated::Put(n)) => {
+            let (settled, label) = match (n.status, s.verdict) {
+                (Status::Delivered, _) => (Settled::Delivered, "delivered"),
+                (Status::Dead, _) => (Settled::Dead, "dead"),
+                (_, Verdict::Pause) => (Settled::Paused, "paused"),
+                _ => (Settled::Retry, "retry"),
+            };
+            metrics::counter!("outbox_delivery_attempts_total", "outcome" => label).increment(1);
+            match n.status {
+                Status::Dead => tracing::warn!(
+                    trace_id,
+                    status,
+                    attempts = n.attempts,
+                    "dead letter: kept with its last status and reply for an operator"
+                ),
+                Status::Delivered => tracing::debug!(trace_id, status, "delivered"),
+                _ => tracing::debug!(
+                    trace_id,
+                    status,
+                    outcome = label,
+                    next_attempt_in_ms = (n.next_attempt_at_ms - s.now_ms).max(0),
+                    "not delivered"
+                ),
+            }
+            settled
+        }
+        Ok(_) => {
+            tracing::warn!(
+                trace_id,
+                "record changed or removed while in flight (operator action); its outcome was not written"
+            );
+            Settled::NotWritten
+        }
+        Err(e) => {
+            tracing::error!(
+                trace_id,
+                error = %e,
+                "writing a delivery outcome failed; the record is due again"
+            );
+            Settled::NotWritten
+        }
+    }
+}

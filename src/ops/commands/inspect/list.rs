@@ -1,0 +1,121 @@
+//! `outbox inspect --list`: records and quarantined entries, newest first, filtered.
+
+use super::record::imported_at;
+use crate::ops::operation::{Operation, OpsContext, Progress};
+use crate::store::record::{Record, Status};
+use crate::store::Store;
+use crate::time::rfc3339;
+use serde::{Deserialize, Serialize};
+
+/// Asks for a [`Listing`] (socket `op`: `list`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// `pending`, `in_flight`, `delivered`, `dead` or `quarantined`.
+    pub status: Option<String>,
+    pub form_type: Option<String>,
+    /// Only records received at or after this time (ms).
+    pub since_ms: Option<i64>,
+    pub limit: usize,
+}
+
+impl Operation for ListQuery {
+    const NAME: &'static str = "list";
+    const READ_ONLY: bool = true;
+    type Output = Listing;
+
+    fn run(self, ctx: &OpsContext, _: Progress) -> anyhow::Result<Listing> {
+        list(&ctx.store, &self)
+    }
+}
+
+/// One line of `inspect --list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    pub trace_id: String,
+    pub status: String,
+    pub form_type: String,
+    /// When the submission was received (for an imported record: by the old proxy).
+    pub received_at: String,
+    /// The record's own receipt time in this store: the list's order and what `--since`
+    /// compares (the import or the last replay for records that went through one).
+    pub received_at_ms: i64,
+    /// For a record imported from the old proxy: when it was imported.
+    #[serde(default)]
+    pub imported_at: Option<String>,
+    pub attempts: u32,
+    pub next_attempt_at: Option<String>,
+    /// The dashboard's last HTTP status for this record, if it answered.
+    #[serde(default)]
+    pub status_code: Option<u16>,
+    pub last_error: Option<String>,
+}
+
+/// The rows shown, and how many matched before `limit` cut the list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Listing {
+    pub rows: Vec<Row>,
+    pub matched: usize,
+}
+
+/// Newest first. A full scan of `entries`: fine for an operator's query, never on a hot path.
+pub fn list(store: &Store, q: &ListQuery) -> anyhow::Result<Listing> {
+    if let Some(s) = &q.status {
+        anyhow::ensure!(
+            s == "quarantined" || Status::parse(s).is_some(),
+            "unknown status {s:?}: use pending, in_flight, delivered, dead or quarantined"
+        );
+    }
+    let wants = |status: &str, form_type: &str, at: i64| {
+        q.status.as_deref().map_or(true, |s| s == status)
+            && q.form_type.as_deref().map_or(true, |f| f == form_type)
+            && q.since_ms.map_or(true, |t| at >= t)
+    };
+    let mut rows = Vec::new();
+    for r in store.records() {
+        let r = r?;
+        if wants(r.status.as_str(), &r.enrichment.form_type, r.received_at_ms) {
+            rows.push(row(&r));
+        }
+    }
+    for q in store.quarantined() {
+        let q = q?;
+        let at = q.entry.quarantined_at_ms;
+        if wants("quarantined", "", at) {
+            rows.push(Row {
+                trace_id: q.trace_id,
+                status: "quarantined".into(),
+                form_type: "?".into(),
+                received_at: rfc3339(at),
+                received_at_ms: at,
+                imported_at: None,
+                attempts: 0,
+                next_attempt_at: None,
+                status_code: None,
+                last_error: Some(q.entry.reason),
+            });
+        }
+    }
+    rows.sort_by(|a, b| {
+        b.received_at_ms
+            .cmp(&a.received_at_ms)
+            .then_with(|| a.trace_id.cmp(&b.trace_id))
+    });
+    let matched = rows.len();
+    rows.truncate(q.limit);
+    Ok(Listing { rows, matched })
+}
+
+fn row(r: &Record) -> Row {
+    Row {
+        trace_id: r.trace_id.clone(),
+        status: r.status.as_str().into(),
+        form_type: r.enrichment.form_type.clone(),
+        received_at: r.enrichment.received_at.clone(),
+        received_at_ms: r.received_at_ms,
+        imported_at: imported_at(r),
+        attempts: r.attempts,
+        next_attempt_at: r.status.is_queued().then(|| rfc3339(r.next_attempt_at_ms)),
+        status_code: r.last_status_code,
+        last_error: r.last_error.clone(),
+    }
+}

@@ -1,0 +1,266 @@
+//! `outbox purge --erase-email`: erase everything held about one email address (a privacy
+//! request).
+//!
+//! Erasure removes every record whose payload or enrichment mentions the address in any
+//! letter case, dead letters included; removes quarantined copies that mention it; and
+//! scrubs it from audit notes of records that are otherwise kept. Erased records count as
+//! purged, so the accounting identity still holds.
+
+use crate::ops::operation::Progress;
+use crate::store::record::{self, Record};
+use crate::store::{Change, Entry, Store, Updated};
+use serde_json::Value;
+
+/// What an audit note says where an erased address was.
+const ERASED: &str = "[erased]";
+
+/// Whether `haystack` contains `needle_lower` in any letter case.
+fn mentions(haystack: &str, needle_lower: &str) -> bool {
+    haystack.to_lowercase().contains(needle_lower)
+}
+
+fn value_mentions(v: &Value, needle: &str) -> bool {
+    match v {
+        Value::String(s) => mentions(s, needle),
+        Value::Array(a) => a.iter().any(|x| value_mentions(x, needle)),
+        Value::Object(m) => m
+            .iter()
+            .any(|(k, x)| mentions(k, needle) || value_mentions(x, needle)),
+        _ => false,
+    }
+}
+
+/// Whether a record holds the address in its payload or enrichment.
+pub fn record_mentions(r: &Record, needle_lower: &str) -> bool {
+    let payload = r.payload.as_deref().unwrap_or("");
+    let parsed = serde_json::from_str::<Value>(payload).unwrap_or(Value::Null);
+    let e = &r.enrichment;
+    mentions(payload, needle_lower)
+        || value_mentions(&parsed, needle_lower)
+        || [
+            &e.client_ip,
+            &e.trace_id,
+            &e.src,
+            &e.form_type,
+            &e.received_at,
+        ]
+        .iter()
+        .any(|s| mentions(s, needle_lower))
+        || e.user_agent
+            .as_deref()
+            .is_some_and(|ua| mentions(ua, needle_lower))
+}
+
+fn audit_mentions(r: &Record, needle: &str) -> bool {
+    r.audit
+        .iter()
+        .any(|a| a.note.as_deref().is_some_and(|n| mentions(n, needle)))
+}
+
+/// Replaces every case variant of `needle_lower` in `text` by [`ERASED`].
+fn scrub(text: &str, needle_lower: &str) -> String {
+    let lower = text.to_lowercase();
+    if lower.len() != text.len() {
+        // Lower-casing changed byte offsets (rare scripts): drop the whole note.
+        return ERASED.into();
+    }
+    let mut out = String::new();
+    let mut last = 0;
+    for (i, _) in lower.match_indices(needle_lower) {
+        out.push_str(&text[last..i]);
+        out.push_str(ERASED);
+        last = i + needle_lower.len();
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+/// How long an erasure waits for the delivery of a record it must erase to end.
+const ERASE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What an erasure removed (or, in a dry run, would).
+#[derive(Debug, Default)]
+pub struct Erased {
+    /// Trace IDs of the records erased.
+    pub records: Vec<String>,
+    pub quarantined_copies: u64,
+    pub audit_notes_scrubbed: u64,
+    /// Bodies holding the address whose record's state was lost.
+    pub orphan_bodies: u64,
+}
+
+/// Erases `needle` (an address, lower case) from the store.
+pub fn erase(
+    store: &Store,
+    needle: &str,
+    dry_run: bool,
+    progress: Progress,
+) -> anyhow::Result<Erased> {
+    let mut report = Erased::default();
+    anyhow::ensure!(
+        needle.len() >= 3 && needle.contains('@'),
+        "--erase-email needs a full email address"
+    );
+    let total = store.entry_count();
+    let mut erase_ids = Vec::new();
+    let mut scrub_ids = Vec::new();
+    let mut raw_ids = Vec::new();
+    for (i, entry) in store.entries().enumerate() {
+        let Entry {
+            trace_id: id,
+            record,
+        } = entry?;
+        match record {
+            Ok(r) if record_mentions(&r, needle) => erase_ids.push(id),
+            Ok(r) if audit_mentions(&r, needle) => scrub_ids.push(id),
+            Ok(_) => {}
+            Err(raw)
+                if mentions(&String::from_utf8_lossy(&raw.bytes), needle)
+                    || raw
+                        .body
+                        .as_deref()
+                        .is_some_and(|b| mentions(&String::from_utf8_lossy(b), needle)) =>
+            {
+                raw_ids.push(id)
+            }
+            Err(_) => {}
+        }
+        progress(i as u64 + 1, Some(total));
+    }
+    if dry_run {
+        report.records = erase_ids.into_iter().chain(raw_ids).collect();
+        report.audit_notes_scrubbed = scrub_ids.len() as u64;
+    } else {
+        // A record being delivered is erased as soon as its attempt ends.
+        let busy = |id: &str| {
+            anyhow::anyhow!("record {id} was being delivered for over {ERASE_PATIENCE:?}; run the erasure again")
+        };
+        for id in erase_ids {
+            let decide = |r: &record::Record| match record_mentions(r, needle) {
+                true => Change::Purge,
+                false => Change::Keep,
+            };
+            match store.update_when_settled(&id, decide, ERASE_PATIENCE)? {
+                Updated::Purged => report.records.push(id),
+                Updated::Busy(_) => return Err(busy(&id)),
+                _ => {}
+            }
+        }
+        for id in scrub_ids {
+            let decide = |r: &record::Record| {
+                let mut n = r.clone();
+                for a in &mut n.audit {
+                    a.note = a.note.as_deref().map(|t| scrub(t, needle));
+                }
+                Change::Put(n)
+            };
+            if let Updated::Busy(_) = store.update_when_settled(&id, decide, ERASE_PATIENCE)? {
+                return Err(busy(&id));
+            }
+            report.audit_notes_scrubbed += 1;
+        }
+        // An undecodable entry cannot be read to be sure; it holds the address in its raw
+        // bytes, so it goes: through quarantine, which keeps the accounting.
+        for id in raw_ids {
+            store.quarantine(&id, "erased on request")?;
+            store.drop_quarantined(id.as_bytes())?;
+            report.records.push(id);
+        }
+    }
+    let mut quarantined = Vec::new();
+    for q in store.quarantined() {
+        let q = q?;
+        let e = &q.entry;
+        if mentions(&e.reason, needle)
+            || e.previous_status
+                .as_deref()
+                .is_some_and(|s| mentions(s, needle))
+            || mentions(&String::from_utf8_lossy(&e.original()), needle)
+            || mentions(&String::from_utf8_lossy(&e.original_body()), needle)
+        {
+            quarantined.push(q.trace_id);
+        }
+    }
+    // A body whose record's state was lost holds the address with no record to erase.
+    for (key, bytes) in store.orphan_bodies()? {
+        if mentions(&String::from_utf8_lossy(&bytes), needle) {
+            if !dry_run {
+                store.drop_orphan_body(key)?;
+            }
+            report.orphan_bodies += 1;
+        }
+    }
+    for k in quarantined {
+        if dry_run || store.drop_quarantined(k.as_bytes())? {
+            report.quarantined_copies += 1;
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::sample;
+
+    #[test]
+    fn an_address_is_found_in_any_case_and_scrubbed_from_notes() {
+        let mut r = sample("trace-erase-1");
+        r.payload = Some(r#"{"email":"Jo.Doe@Example.com"}"#.into());
+        assert!(record_mentions(&r, "jo.doe@example.com"));
+        assert!(!record_mentions(&r, "jo@example.com"));
+        assert_eq!(
+            scrub("fixed JO.DOE@example.COM typo", "jo.doe@example.com"),
+            "fixed [erased] typo"
+        );
+    }
+
+    #[test]
+    fn an_erasure_reaches_the_bodies_of_records_that_do_not_decode() {
+        use crate::store::maintenance::open_raw;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        {
+            let store = Store::open(&dir).unwrap();
+            for id in ["trace-erase-3", "trace-erase-4"] {
+                let mut r = sample(id);
+                r.payload = Some(r#"{"email":"jo@example.com"}"#.into());
+                futures_executor::block_on(store.submit(r)).unwrap();
+            }
+        }
+        {
+            let db = open_raw(&dir).unwrap();
+            // The first record's body is cut short: its state is fine, the record is not.
+            let bodies = db.open_tree("bodies").unwrap();
+            let (key, body) = bodies.first().unwrap().unwrap();
+            bodies.insert(key, &body[..body.len() - 3]).unwrap();
+            // The second record's state is damaged (a bad status): it cannot say where its
+            // body is.
+            let entries = db.open_tree("entries").unwrap();
+            let mut v = entries.get("trace-erase-4").unwrap().unwrap().to_vec();
+            v[2 + "trace-erase-4".len()] = 9;
+            entries.insert("trace-erase-4", v).unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        assert!(store.get("trace-erase-3").is_err() && store.get("trace-erase-4").is_err());
+        let erased = erase(&store, "jo@example.com", false, &|_, _| {}).unwrap();
+        assert_eq!(erased.records, vec!["trace-erase-3".to_owned()]);
+        assert_eq!(erased.orphan_bodies, 1);
+        assert!(store.orphan_bodies().unwrap().is_empty());
+        let left: Vec<_> = store.entries().map(Result::unwrap).collect();
+        assert_eq!(left.len(), 1, "the damaged state without the address stays");
+        assert!(
+            left[0].record.as_ref().unwrap_err().body.is_none(),
+            "its body is gone"
+        );
+        assert_eq!(store.quarantined().count(), 0);
+    }
+
+    #[test]
+    fn escaped_json_still_matches() {
+        let mut r = sample("trace-erase-2");
+        r.payload = Some(r#"{"note":"jo\u0040example.com"}"#.into());
+        assert!(record_mentions(&r, "jo@example.com"));
+    }
+}

@@ -1,0 +1,155 @@
+//! `outbox verify`: checks that the store agrees with itself, and `--repair` makes it so.
+//!
+//! `entries` is the source of truth. Checked: every entry decodes and is stored under its own
+//! trace ID; every queued record has its `due` and `queue` entries and every delivered one
+//! its `done` entries, and every index entry points at a record in that state (both ways);
+//! the status counters match a recount, `quarantined` matches the quarantine tree, and the
+//! accounting identity holds. On a running server the scan runs beside live writes, so a
+//! scan that finds problems is repeated with writers held off and only what persists counts.
+//!
+//! The check itself is the store's ([`Store::check`]); it also reports bodies no record
+//! points to. Repair moves undecodable entries to quarantine, moves such bodies to their
+//! quarantined record, then rebuilds the indexes and counters from `entries` (see
+//! [`Store::rebuild_indexes`]).
+
+use crate::ops::operation::{Operation, OpsContext, Progress};
+use crate::ops::output::{print_json, status};
+use crate::ops::socket::route::call;
+use crate::ops::target::Target;
+use crate::ops::text;
+use crate::store::read::Check;
+use crate::store::{Store, StoreError};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Rebuild the indexes and counters; quarantine records that do not decode
+    #[arg(long)]
+    pub repair: bool,
+    /// Print JSON (shapes in the README, section Operations)
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let dir = a.target.dir()?;
+    let r = call(&dir, VerifyRequest { repair: a.repair }, "verifying")?;
+    if a.json {
+        print_json(&r);
+    } else {
+        for p in &r.problems {
+            println!("problem: {p}");
+        }
+        for p in &r.repaired {
+            println!("repaired: {p}");
+        }
+        for p in &r.remaining {
+            println!("still wrong: {p}");
+        }
+        println!(
+            "{} checked, {}",
+            text::count(r.records, "record", "records"),
+            text::count(r.problems.len() as u64, "problem", "problems")
+        );
+        if !r.problems.is_empty() && r.repaired.is_empty() {
+            println!("run `outbox verify --repair` to rebuild the indexes and counters");
+        }
+    }
+    Ok(status(!r.ok()))
+}
+
+/// Check, and with `repair` fix, the store (socket `op`: `verify`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    pub repair: bool,
+}
+
+impl Operation for VerifyRequest {
+    const NAME: &'static str = "verify";
+    type Output = VerifyReport;
+
+    fn run(self, ctx: &OpsContext, progress: Progress) -> anyhow::Result<VerifyReport> {
+        Ok(verify_with(&ctx.store, self.repair, progress))
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub records: u64,
+    pub problems: Vec<String>,
+    /// Set by `--repair`: what it did.
+    pub repaired: Vec<String>,
+    /// Problems left after a repair (empty when it worked).
+    pub remaining: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True when nothing is wrong now (no problems, or all repaired).
+    pub fn ok(&self) -> bool {
+        if self.repaired.is_empty() {
+            self.problems.is_empty()
+        } else {
+            self.remaining.is_empty()
+        }
+    }
+}
+
+/// Checks the store and, with `repair`, fixes it. Never panics on bad data.
+pub fn verify(store: &Store, repair: bool) -> VerifyReport {
+    verify_with(store, repair, &|_, _| {})
+}
+
+pub fn verify_with(store: &Store, repair: bool, progress: Progress) -> VerifyReport {
+    let mut report = VerifyReport::default();
+    let failed = |e: StoreError| Check {
+        problems: vec![format!("reading the store failed: {e}")],
+        ..Check::default()
+    };
+    let found = match store.check(progress) {
+        Ok(first) if first.problems.is_empty() => first,
+        Ok(_) => store
+            .exclusive(|| store.check(progress))
+            .unwrap_or_else(failed),
+        Err(e) => failed(e),
+    };
+    report.records = found.records;
+    report.problems = found.problems;
+    if !repair || report.problems.is_empty() {
+        return report;
+    }
+    for id in &found.undecodable {
+        match store.quarantine(id, "does not decode (found by verify --repair)") {
+            Ok(()) => report.repaired.push(format!("moved {id} to quarantine")),
+            Err(e) => report
+                .remaining
+                .push(format!("could not quarantine {id}: {e}")),
+        }
+    }
+    for (key, _) in store.orphan_bodies().unwrap_or_default() {
+        match store.attach_orphan_body(key) {
+            Ok(Some(id)) => report
+                .repaired
+                .push(format!("moved body {key} to the quarantined record {id}")),
+            Ok(None) => {}
+            Err(e) => report
+                .remaining
+                .push(format!("could not move body {key}: {e}")),
+        }
+    }
+    match store.rebuild_indexes() {
+        Ok((counts, _)) => report.repaired.push(format!(
+            "rebuilt the due, queue and done indexes and the counters: {}",
+            counts.describe()
+        )),
+        Err(e) => report.remaining.push(format!("rebuild failed: {e}")),
+    }
+    match store.check(&|_, _| {}) {
+        Ok(left) => report.remaining.extend(left.problems),
+        Err(e) => report.remaining.push(format!("re-check failed: {e}")),
+    }
+    report
+}

@@ -1,0 +1,106 @@
+//! Which data directory an ops command works on: every command flattens [`Target`] into its
+//! arguments, so each takes `--data-dir` (or `OUTBOX_DATA_DIR`, or `data_dir` from the
+//! `--config` file; default `./data`).
+
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// Data directory [default: data_dir from --config, else ./data]
+    #[arg(long, env = "OUTBOX_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file of the service (only its data_dir is read)
+    #[arg(long, env = "OUTBOX_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl Target {
+    /// Flag or environment, else the config file's `data_dir`, else `./data`.
+    pub fn dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(d) = &self.data_dir {
+            return Ok(d.clone());
+        }
+        if let Some(path) = &self.config {
+            return data_dir_from_config(path).map(|d| d.unwrap_or_else(|| "./data".into()));
+        }
+        Ok(PathBuf::from("./data"))
+    }
+}
+
+impl Target {
+    /// The service's idempotency window as the service would read it: `OUTBOX_IDEMPOTENCY_WINDOW`,
+    /// else `idempotency_window` of the `--config` file, else the default.
+    pub fn idempotency_window(&self) -> anyhow::Result<std::time::Duration> {
+        let spec = crate::config::spec::find("idempotency-window").expect("a setting");
+        let from_file = match &self.config {
+            Some(path) => match config_table(path)?.get("idempotency_window") {
+                Some(toml::Value::String(s)) => Some(s.clone()),
+                Some(_) => anyhow::bail!(
+                    "config file {}: idempotency_window must be a string like \"24h\"",
+                    path.display()
+                ),
+                None => None,
+            },
+            None => None,
+        };
+        let value = std::env::var("OUTBOX_IDEMPOTENCY_WINDOW")
+            .ok()
+            .or(from_file)
+            .unwrap_or_else(|| spec.default.expect("has a default").to_owned());
+        crate::config::duration(&value)
+            .map_err(|e| anyhow::anyhow!("invalid setting idempotency-window: {e}"))
+    }
+}
+
+fn config_table(path: &Path) -> anyhow::Result<toml::Table> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text)
+        .with_context(|| format!("config file {} is not valid TOML", path.display()))
+}
+
+fn data_dir_from_config(path: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let table = config_table(path)?;
+    match table.get("data_dir") {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(PathBuf::from(s))),
+        Some(_) => anyhow::bail!("config file {}: data_dir must be a string", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_dir_comes_from_the_flag_else_the_config_file_else_the_default() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("outbox.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/var/lib/outbox\"\nlisten = \"127.0.0.1:8001\"\n",
+        )
+        .unwrap();
+        let t = |data_dir: Option<&str>, config: Option<&Path>| Target {
+            data_dir: data_dir.map(PathBuf::from),
+            config: config.map(Path::to_path_buf),
+        };
+        assert_eq!(
+            t(Some("/d"), Some(&file)).dir().unwrap(),
+            PathBuf::from("/d")
+        );
+        assert_eq!(
+            t(None, Some(&file)).dir().unwrap(),
+            PathBuf::from("/var/lib/outbox")
+        );
+        assert_eq!(t(None, None).dir().unwrap(), PathBuf::from("./data"));
+        std::fs::write(&file, "listen = \"127.0.0.1:8001\"\n").unwrap();
+        assert_eq!(t(None, Some(&file)).dir().unwrap(), PathBuf::from("./data"));
+        let missing = t(None, Some(&tmp.path().join("nope.toml")))
+            .dir()
+            .unwrap_err();
+        assert!(format!("{missing:#}").contains("cannot read config file"));
+    }
+}
