@@ -195,13 +195,24 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_outbox"))
 }
 
-/// A free loopback port (bound and released; good enough for tests on one machine).
+/// A free loopback port for a server a test starts. Taken below the kernel's ephemeral range
+/// (32768-60999 by default), from which outgoing connections draw their local ports: a port
+/// released there can be taken by any connection before the server binds it, and the server
+/// then exits with "address in use". Each port is handed out once per process (from a start
+/// drawn from the process ID, so concurrent test processes spread out) and checked free.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id().wrapping_mul(7_919)) % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A child process that is killed when dropped, so a failing test leaves no server behind
