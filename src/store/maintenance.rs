@@ -297,10 +297,11 @@ impl Store {
     }
 
     /// Bodies no record points to, with their bytes. Transactions keep records and bodies in
-    /// step, so only a record quarantined because its state did not decode (which cannot say
-    /// where its body is) or a hand edit leaves one. Bodies written after the scan begins are
-    /// not considered: writers go on meanwhile, and a body is only ever added together with
-    /// the record that points to it, and removed together with that pointer.
+    /// step, so only a hand edit or a damaged record leaves one. Bodies whose key was handed
+    /// out after the scan began are not considered. Exact only with writers held off
+    /// ([`Store::exclusive`]): a transaction that took its body key before the scan began and
+    /// commits during it may show its body here. Keys are never handed out twice while the
+    /// store is open, so a body found here with writers held off stays without a record.
     pub fn orphan_bodies(&self) -> Result<Vec<(u64, sled::IVec)>, StoreError> {
         let last = self
             .trees

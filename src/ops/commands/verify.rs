@@ -129,7 +129,8 @@ pub fn verify_with(store: &Store, repair: bool, progress: Progress) -> VerifyRep
                 .push(format!("could not quarantine {id}: {e}")),
         }
     }
-    for (key, _) in store.orphan_bodies().unwrap_or_default() {
+    let orphans = store.exclusive(|| store.orphan_bodies());
+    for (key, _) in orphans.unwrap_or_default() {
         match store.attach_orphan_body(key) {
             Ok(Some(id)) => report
                 .repaired

@@ -182,7 +182,9 @@ pub fn erase(
         }
     }
     // A body whose record's state was lost holds the address with no record to erase.
-    for (key, bytes) in store.orphan_bodies()? {
+    // Found with writers held off: a body whose record is being committed is not taken for
+    // one without a record (see `Store::orphan_bodies`).
+    for (key, bytes) in store.exclusive(|| store.orphan_bodies())? {
         if mentions(&String::from_utf8_lossy(&bytes), needle) {
             if !dry_run {
                 store.drop_orphan_body(key)?;
