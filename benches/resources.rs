@@ -1,13 +1,17 @@
 //! Resource figures for a large backlog: RSS and disk bytes per pending record at 100k and
-//! 1M pending records, the time `outbox serve` takes to answer /health with 1M pending, and
-//! the disk use after 1M records went through (delivered) and were purged.
+//! 1M pending records, the time `outbox serve` takes to answer /health with 1M pending, the
+//! largest RSS of `outbox serve` while it delivers the 1M to a stub dashboard that answers
+//! 200 at once, and the disk use after they were delivered and purged.
 //!
-//! Run: `cargo bench --bench resources` (about 5 minutes on 2 cores; `OUTBOX_RESOURCE_SIZES`
+//! Run: `cargo bench --bench resources` (about 10 minutes on 2 cores; `OUTBOX_RESOURCE_SIZES`
 //! takes a comma-separated list of backlog sizes, default `100000,1000000`).
 //! Records are ~300-byte JSON forms stored through the same group committer intake uses.
 
+#[path = "../tests/harness/dashboard.rs"]
+mod dashboard;
+
 use outbox::intake::enrich::Enrichment;
-use outbox::store::{Change, Record, Status, Store};
+use outbox::store::{Change, Record, Store};
 use outbox::time::format_time;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -47,8 +51,14 @@ fn main() {
             idle_rss as f64 / 1048576.0,
         );
         if n == largest {
+            let (secs, peak) = rt.block_on(drain_rss(&dir, n));
+            println!(
+                "delivered all {n} through `outbox serve` in {secs:.1}s ({:.0}/s): RSS at most {:.1} MiB while draining",
+                n as f64 / secs,
+                peak as f64 / 1048576.0
+            );
             let purge = Instant::now();
-            let after = deliver_and_purge(&dir, n);
+            let after = purge_delivered(&dir, n);
             println!(
                 "after all {n} delivered and purged: disk {:.1} MiB (was {:.1} MiB; sled files only shrink when tail segments free up) in {:.1}s",
                 after as f64 / 1048576.0,
@@ -150,27 +160,68 @@ fn serve_rss(dir: &Path) -> (f64, u64) {
     (start_secs, rss_kib * 1024)
 }
 
-/// Marks every record delivered (payload dropped) and then purges every tombstone, through the
-/// store's own transactions; returns the directory size after a reopen.
-fn deliver_and_purge(dir: &Path, n: usize) -> u64 {
+/// Runs `outbox serve` on `dir` against a stub dashboard until it has delivered `n` records;
+/// returns the seconds that took and the largest RSS seen (sampled every 250 ms).
+async fn drain_rss(dir: &Path, n: usize) -> (f64, u64) {
+    let dash = dashboard::Dashboard::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outbox"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--data-dir", dir.to_str().unwrap()])
+        .args(["--dashboard-url", &dash.url()])
+        .args(["--ingest-key", "bench-ingest-key-0123456789"])
+        .args(["--log-level", "warn", "--max-pending", "100000000"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut peak = 0;
+    while dash.count() < n {
+        assert!(child.try_wait().unwrap().is_none(), "outbox exited");
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "not drained in 30 minutes"
+        );
+        peak = peak.max(rss(child.id()));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    peak = peak.max(rss(child.id()));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    (secs, peak)
+}
+
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    kib * 1024
+}
+
+/// Purges every delivered tombstone through the store's own transactions; returns the
+/// directory size after a reopen.
+fn purge_delivered(dir: &Path, n: usize) -> u64 {
     let store = Store::open(dir).unwrap();
     let ids: Vec<String> = store
-        .due_until(i64::MAX, n)
+        .delivered_before(outbox::store::done::TOMBSTONE, i64::MAX, n)
         .unwrap()
         .into_iter()
         .map(|(_, id)| id)
         .collect();
-    for id in &ids {
-        store
-            .update(id, |r| {
-                let mut d = r.clone();
-                d.status = Status::Delivered;
-                d.payload = None;
-                d.delivered_at_ms = Some(outbox::time::now_ms());
-                Change::Put(d)
-            })
-            .unwrap();
-    }
+    assert_eq!(ids.len(), n, "every record was delivered");
     for id in &ids {
         store.update(id, |_| Change::Purge).unwrap();
     }
