@@ -30,9 +30,10 @@
 //!   (see above); the body stays as it is;
 //! - purge after the idempotency window: the state and its `done` key removed.
 //!
-//! Bodies are keyed in arrival order, so they are added at one end of their tree and, as the
-//! backlog drains, removed from the other: sled drops whole pages of them rather than
-//! rewriting pages in which a few live records remain.
+//! Bodies are keyed in arrival order, so they are added at one end of their tree and removed
+//! from the other as the backlog drains. Against records kept whole (README, Benchmarks): a
+//! drain runs 17 to 22% faster, and the disk takes about 15% more bytes per record (two values
+//! with their own log headers instead of one).
 //!
 //! # Durability
 //! sled's `flush()` is not an fsync (it ends in `sync_file_range`). A submission is answered
@@ -326,12 +327,6 @@ impl Store {
             r.status = Status::InFlight;
         }
         Ok(Some(r))
-    }
-
-    /// Decodes an `entries` value into the whole record, its body read from `bodies` (for
-    /// scans over `entries`).
-    pub fn decode_entry(&self, value: &[u8]) -> Result<Record, record::DecodeError> {
-        self.trees.decode(value)
     }
 
     /// The accounting counters. Claimed records are stored as pending and counted here as
