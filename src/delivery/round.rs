@@ -1,6 +1,6 @@
 //! The store work of one delivery step, done in one blocking call so that a busy worker pays
 //! one thread hand-off per step, not one per record: give back claims that will not be sent,
-//! write the outcomes of finished attempts (one store transaction per record), quarantine
+//! write the outcomes of finished attempts (one store transaction for all of them), quarantine
 //! records that cannot be sent, claim due records, and find when the next one falls due.
 //! Then [`Done::outcomes`] counts and logs what was written.
 //!
