@@ -11,6 +11,13 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+/// How long the loop lets replies and new submissions gather after one wakes it, before it
+/// steps. Each step that settles or claims is one sled transaction, and a transaction holds
+/// sled's process-wide lock, which the intake's group commit needs too. Intake bench on a quiet
+/// machine, in turns: intake while delivering 0.84 and 0.81 of intake alone with it, 0.72 and
+/// 0.77 without.
+const COALESCE: Duration = Duration::from_millis(2);
+
 /// Longest idle sleep; the loop re-reads the store at least this often.
 const MAX_IDLE: Duration = Duration::from_secs(60);
 
@@ -39,12 +46,17 @@ pub(super) async fn run<S: Sender>(
         let latest = Instant::now() + MAX_IDLE;
         let until = until.map_or(latest, |t| t.min(latest));
         let sending = delivery.sending() > 0;
-        tokio::select! {
-            _ = &mut woken => {}
-            _ = &mut kicked => {}
-            _ = stop.changed() => {}
-            _ = delivery.send_finished(), if sending => {}
-            _ = tokio::time::sleep_until(until) => {}
+        let busy = tokio::select! {
+            _ = &mut woken => true,
+            _ = &mut kicked => false,
+            _ = stop.changed() => false,
+            _ = delivery.send_finished(), if sending => true,
+            _ = tokio::time::sleep_until(until) => false,
+        };
+        if busy {
+            // Let more replies and submissions arrive, so that one store round settles and
+            // claims them together instead of one transaction each.
+            tokio::time::sleep(COALESCE).await;
         }
     }
     let bound = stop.borrow().unwrap_or_default();
