@@ -112,26 +112,37 @@ async fn fill_store(dir: &Path, n: usize) {
     store.sync().unwrap();
 }
 
-/// Starts the real binary on `dir`, returns (seconds until /health answers, RSS after it settles).
-fn serve_rss(dir: &Path) -> (f64, u64) {
+/// `outbox serve` on `dir` with `extra` arguments, listening on a free loopback port.
+fn spawn_serve(dir: &Path, extra: &[&str]) -> (std::process::Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_outbox"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-            dir.to_str().unwrap(),
-        ])
+    let child = Command::new(env!("CARGO_BIN_EXE_outbox"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--data-dir", dir.to_str().unwrap()])
         .args(["--log-level", "warn", "--max-pending", "100000000"])
+        .args(extra)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    (child, port)
+}
+
+fn terminate(mut child: std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    child.wait().unwrap();
+}
+
+/// Starts the real binary on `dir`, returns (seconds until /health answers, RSS after it settles).
+fn serve_rss(dir: &Path) -> (f64, u64) {
+    let started = Instant::now();
+    let (child, port) = spawn_serve(dir, &[]);
     loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
@@ -144,41 +155,24 @@ fn serve_rss(dir: &Path) -> (f64, u64) {
     }
     let start_secs = started.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(2));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    child.wait().unwrap();
-    (start_secs, rss_kib * 1024)
+    let resident = rss(child.id());
+    terminate(child);
+    (start_secs, resident)
 }
 
 /// Runs `outbox serve` on `dir` against a stub dashboard until it has delivered `n` records;
 /// returns the seconds that took and the largest RSS seen (sampled every 250 ms).
 async fn drain_rss(dir: &Path, n: usize) -> (f64, u64) {
     let dash = dashboard::Dashboard::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_outbox"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--data-dir", dir.to_str().unwrap()])
-        .args(["--dashboard-url", &dash.url()])
-        .args(["--ingest-key", "bench-ingest-key-0123456789"])
-        .args(["--log-level", "warn", "--max-pending", "100000000"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let url = dash.url();
+    let extra = [
+        "--dashboard-url",
+        &url,
+        "--ingest-key",
+        "bench-ingest-key-0123456789",
+    ];
+    let (mut child, _) = spawn_serve(dir, &extra);
     let mut peak = 0;
     while dash.count() < n {
         assert!(child.try_wait().unwrap().is_none(), "outbox exited");
@@ -191,12 +185,7 @@ async fn drain_rss(dir: &Path, n: usize) -> (f64, u64) {
     }
     let secs = started.elapsed().as_secs_f64();
     peak = peak.max(rss(child.id()));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    child.wait().unwrap();
+    terminate(child);
     (secs, peak)
 }
 
