@@ -303,11 +303,7 @@ impl Store {
     /// commits during it may show its body here. Keys are never handed out twice while the
     /// store is open, so a body found here with writers held off stays without a record.
     pub fn orphan_bodies(&self) -> Result<Vec<(u64, sled::IVec)>, StoreError> {
-        let last = self
-            .trees
-            .next_body
-            .load(std::sync::atomic::Ordering::SeqCst)
-            .saturating_sub(1);
+        let last = self.last_body_key();
         let mut referenced = HashSet::new();
         for item in self.trees.entries.iter() {
             let (_, v) = item?;
@@ -315,6 +311,24 @@ impl Store {
                 referenced.extend(e.body_key());
             }
         }
+        self.bodies_not_in(&referenced, last)
+    }
+
+    /// The last `bodies` key handed out so far: the bound of an orphan scan that starts now.
+    pub(super) fn last_body_key(&self) -> u64 {
+        self.trees
+            .next_body
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .saturating_sub(1)
+    }
+
+    /// Bodies with keys up to `last` that are not in `referenced` (see
+    /// [`Store::orphan_bodies`]).
+    pub(super) fn bodies_not_in(
+        &self,
+        referenced: &HashSet<u64>,
+        last: u64,
+    ) -> Result<Vec<(u64, sled::IVec)>, StoreError> {
         let mut orphans = Vec::new();
         for item in self.trees.bodies.range(..=record::body_key(last)) {
             let (k, v) = item?;

@@ -151,7 +151,11 @@ impl Trees {
 
     /// Decodes an `entries` value into the whole record, reading its body if stored apart.
     pub(crate) fn decode(&self, value: &[u8]) -> Result<Record, record::DecodeError> {
-        let entry = record::decode_entry(value)?;
+        self.complete(record::decode_entry(value)?)
+    }
+
+    /// The whole record of a decoded `entries` value, its body read if stored apart.
+    pub(crate) fn complete(&self, entry: record::Entry) -> Result<Record, record::DecodeError> {
         let body = match entry.body_key() {
             Some(k) => self
                 .bodies

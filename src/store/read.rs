@@ -203,6 +203,8 @@ impl Store {
         let mut out = Check::default();
         let mut recount = Counts::default();
         let (mut due, mut queue, mut done) = (HashSet::new(), HashSet::new(), HashSet::new());
+        // Bodies the records point to, for the look for bodies without a record at the end.
+        let (last_body, mut bodies) = (self.last_body_key(), HashSet::new());
         for item in t.entries.iter() {
             let (k, v) = item?;
             out.records += 1;
@@ -210,7 +212,11 @@ impl Store {
                 progress(out.records, Some(total));
             }
             let key = lossy(&k);
-            let r = match t.decode(&v) {
+            let decoded = record::decode_entry(&v).and_then(|e| {
+                bodies.extend(e.body_key());
+                t.complete(e)
+            });
+            let r = match decoded {
                 Ok(r) => r,
                 Err(e) => {
                     out.problems
@@ -274,7 +280,7 @@ impl Store {
                 }
             }
         }
-        for (key, _) in self.orphan_bodies()? {
+        for (key, _) in self.bodies_not_in(&bodies, last_body)? {
             out.problems
                 .push(format!("body {key} belongs to no record"));
         }
