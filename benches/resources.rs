@@ -1,7 +1,9 @@
 //! Resource figures for a large backlog: RSS and disk bytes per pending record at 100k and
 //! 1M pending records, the time `outbox serve` takes to answer /health with 1M pending, the
 //! largest RSS of `outbox serve` while it delivers the 1M to a stub dashboard that answers
-//! 200 at once, and the disk use after they were delivered and purged.
+//! 200 at once, and the disk use after they were delivered and purged, then after `outbox
+//! compact` against the running server (with how long it held writes off; for the smaller
+//! sizes it compacts the full backlog, the hold's worst case).
 //!
 //! Run: `cargo bench --bench resources` (about 10 minutes on 2 cores; `OUTBOX_RESOURCE_SIZES`
 //! takes a comma-separated list of backlog sizes, default `100000,1000000`).
@@ -50,6 +52,12 @@ fn main() {
             (rss.saturating_sub(idle_rss)) as f64 / n as f64,
             idle_rss as f64 / 1048576.0,
         );
+        if n != largest {
+            println!(
+                "{}",
+                compact_served(&dir, &format!("{n} pending, all kept"))
+            );
+        }
         if n == largest {
             let (secs, peak) = rt.block_on(drain_rss(&dir, n));
             println!(
@@ -64,6 +72,11 @@ fn main() {
                 after as f64 / 1048576.0,
                 disk as f64 / 1048576.0,
                 purge.elapsed().as_secs_f64()
+            );
+            println!("{}", compact_served(&dir, "after the purge"));
+            println!(
+                "disk after compaction: {:.1}% of the peak",
+                dir_size(&dir) as f64 * 100.0 / disk as f64
             );
         }
     }
@@ -198,6 +211,32 @@ fn rss(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     kib * 1024
+}
+
+/// Runs `outbox compact` against `outbox serve` on `dir`; describes the outcome.
+fn compact_served(dir: &Path, what: &str) -> String {
+    let (child, port) = spawn_serve(dir, &[]);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_outbox"))
+        .args(["compact", "--json", "--data-dir", dir.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    terminate(child);
+    assert!(out.status.success(), "outbox compact failed");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mib = |k: &str| r[k].as_u64().unwrap() as f64 / 1048576.0;
+    format!(
+        "compaction of the running server ({what}): {:.1} -> {:.1} MiB in {secs:.1}s, {} records kept, writes held off {} ms",
+        mib("bytes_before"),
+        mib("bytes_after"),
+        r["records"],
+        r["writers_held_ms"]
+    )
 }
 
 /// Purges every delivered tombstone through the store's own transactions; returns the

@@ -51,10 +51,10 @@ impl Store {
                 if claims.contains(&id) {
                     continue;
                 }
-                let Some(v) = self.trees.entries.get(id.as_bytes())? else {
+                let Some(v) = self.gen().trees.entries.get(id.as_bytes())? else {
                     continue;
                 };
-                match self.trees.decode(&v) {
+                match self.gen().trees.decode(&v) {
                     Ok(r) if r.status.is_queued() && r.next_attempt_at_ms <= now_ms => {
                         claims.insert(id);
                         out.records.push(r);
@@ -134,13 +134,16 @@ mod tests {
     #[test]
     fn a_claim_writes_nothing_and_shows_as_in_flight() {
         let (_d, s) = open();
-        crate::store::tx::submit_batch(&s.trees, &[sample("trace-c001"), sample("trace-c002")])
-            .unwrap();
-        let before = s.trees.entries.get("trace-c001").unwrap();
+        crate::store::tx::submit_batch(
+            &s.gen().trees,
+            &[sample("trace-c001"), sample("trace-c002")],
+        )
+        .unwrap();
+        let before = s.gen().trees.entries.get("trace-c001").unwrap();
         let got = s.claim_due(i64::MAX, 1).unwrap();
         assert_eq!(got.records.len(), 1);
         assert_eq!(got.records[0].trace_id, "trace-c001");
-        assert_eq!(s.trees.entries.get("trace-c001").unwrap(), before);
+        assert_eq!(s.gen().trees.entries.get("trace-c001").unwrap(), before);
         let c = s.counts().unwrap();
         assert_eq!((c.pending, c.in_flight), (1, 1));
         assert!(c.balanced());
@@ -156,7 +159,7 @@ mod tests {
     #[test]
     fn an_operator_change_to_a_claimed_record_is_refused_until_it_settles() {
         let (_d, s) = open();
-        crate::store::tx::submit_batch(&s.trees, &[sample("trace-c003")]).unwrap();
+        crate::store::tx::submit_batch(&s.gen().trees, &[sample("trace-c003")]).unwrap();
         s.claim_due(i64::MAX, 1).unwrap();
         let dead = |r: &crate::store::Record| {
             let mut n = r.clone();
@@ -191,7 +194,7 @@ mod tests {
         let path = dir.path().join("data");
         {
             let s = Store::open(&path).unwrap();
-            crate::store::tx::submit_batch(&s.trees, &[sample("trace-c004")]).unwrap();
+            crate::store::tx::submit_batch(&s.gen().trees, &[sample("trace-c004")]).unwrap();
             assert_eq!(s.claim_due(i64::MAX, 1).unwrap().records.len(), 1);
             s.sync().unwrap();
         }

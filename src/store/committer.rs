@@ -24,7 +24,7 @@
 //! no power cut can erase a record the dashboard already has.
 
 use super::tx::{submit_batch, SubmitOutcome};
-use super::{Record, StoreError, Syncer, Trees};
+use super::{Current, Gen, Record, StoreError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
@@ -43,6 +43,8 @@ struct Stored {
     outcomes: Result<Vec<SubmitOutcome>, StoreError>,
     started: Instant,
     seq: u64,
+    /// The database it was written to: its log is the file to fdatasync.
+    gen: Arc<Gen>,
 }
 
 /// Which committed batches are durable (see the module doc).
@@ -93,7 +95,7 @@ pub(super) struct Committer {
 }
 
 impl Committer {
-    pub fn start(trees: Trees, syncer: Arc<Syncer>) -> Committer {
+    pub fn start(current: Current) -> Committer {
         let durable = Arc::new(Durable::default());
         let (tx, rx) = mpsc::channel::<(Record, Reply)>();
         // Unbounded, yet never long: the committer's own flush paces it to the disk, and the
@@ -102,15 +104,15 @@ impl Committer {
         let committer = std::thread::Builder::new()
             .name("outbox-committer".into())
             .spawn({
-                let (syncer, durable) = (syncer.clone(), durable.clone());
-                move || commit_loop(rx, &trees, &syncer, &durable, stored_tx)
+                let durable = durable.clone();
+                move || commit_loop(rx, &current, &durable, stored_tx)
             })
             .expect("spawn committer thread");
         let sync = std::thread::Builder::new()
             .name("outbox-sync".into())
             .spawn({
                 let durable = durable.clone();
-                move || sync_loop(stored_rx, &syncer, &durable)
+                move || sync_loop(stored_rx, &durable)
             })
             .expect("spawn sync thread");
         Committer {
@@ -146,8 +148,7 @@ impl Drop for Committer {
 
 fn commit_loop(
     rx: mpsc::Receiver<(Record, Reply)>,
-    trees: &Trees,
-    syncer: &Syncer,
+    current: &Current,
     durable: &Durable,
     out: mpsc::Sender<Stored>,
 ) {
@@ -166,24 +167,14 @@ fn commit_loop(
         }
         metrics::histogram!("outbox_commit_batch_size").record(records.len() as f64);
         let seq = durable.begin();
-        let outcomes = match syncer.failure() {
-            // Once failed, nothing reaches sled until a restart.
-            Some(e) => Err(StoreError::Sync(e)),
-            None => submit_batch(trees, &records)
-                .inspect_err(|e| {
-                    if let StoreError::Sled(sled::Error::Io(_) | sled::Error::Corruption { .. }) = e
-                    {
-                        syncer.fail(e.to_string());
-                    }
-                })
-                .and_then(|outcomes| syncer.flush().map(|()| outcomes)),
-        };
+        let (gen, outcomes) = commit(current, &records);
         if out
             .send(Stored {
                 replies,
                 outcomes,
                 started,
                 seq,
+                gen,
             })
             .is_err()
         {
@@ -192,12 +183,47 @@ fn commit_loop(
     }
 }
 
-fn sync_loop(rx: mpsc::Receiver<Stored>, syncer: &Syncer, durable: &Durable) {
+/// Stores `records` in one transaction on the current database and has sled write its log
+/// buffer; again on the next database if a compaction replaced it meanwhile. Returns the
+/// database written, whose log the sync thread then fdatasyncs.
+fn commit(
+    current: &Current,
+    records: &[Record],
+) -> (Arc<Gen>, Result<Vec<SubmitOutcome>, StoreError>) {
+    loop {
+        let gen = current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let syncer = &gen.syncer;
+        let outcomes = match syncer.failure() {
+            // Once failed, nothing reaches sled until a restart.
+            Some(e) => Err(StoreError::Sync(e)),
+            None => submit_batch(&gen.trees, records)
+                .inspect_err(|e| {
+                    if let StoreError::Sled(sled::Error::Io(_) | sled::Error::Corruption { .. }) = e
+                    {
+                        syncer.fail(e.to_string());
+                    }
+                })
+                .and_then(|outcomes| syncer.flush().map(|()| outcomes)),
+        };
+        if !matches!(outcomes, Err(StoreError::Moved)) {
+            return (gen, outcomes);
+        }
+    }
+}
+
+fn sync_loop(rx: mpsc::Receiver<Stored>, durable: &Durable) {
     while let Ok(first) = rx.recv() {
         let mut batches = vec![first];
         batches.extend(rx.try_iter());
         let sync_started = Instant::now();
-        let synced = syncer.sync_data();
+        // One database but for the batches around a compaction's swap.
+        let mut logs: Vec<&Arc<Gen>> = Vec::with_capacity(1);
+        for b in &batches {
+            if !logs.iter().any(|g| Arc::ptr_eq(g, &b.gen)) {
+                logs.push(&b.gen);
+            }
+        }
+        let synced = logs.iter().try_for_each(|g| g.syncer.sync_data());
         metrics::histogram!("outbox_sync_seconds").record(sync_started.elapsed().as_secs_f64());
         let last = batches.last().map_or(0, |b| b.seq);
         durable.synced(last, synced.is_ok());

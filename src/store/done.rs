@@ -50,7 +50,7 @@ impl Store {
         let start = key(family, 0, "");
         let end = key(family, before_ms, "");
         let mut out = Vec::new();
-        for item in self.trees.done.range(start..end).take(limit) {
+        for item in self.gen().trees.done.range(start..end).take(limit) {
             let (k, _) = item?;
             if let Some((t, id)) = keys::split_time_key(&k[1..]) {
                 out.push((t, id.to_owned()));
@@ -67,10 +67,13 @@ impl Store {
         delivered_at_ms: i64,
         trace_id: &str,
     ) -> Result<(), StoreError> {
-        self.trees
-            .done
-            .remove(key(family, delivered_at_ms, trace_id))?;
-        Ok(())
+        self.on_current(|g| {
+            let _gate = g.trees.write_gate()?;
+            g.trees
+                .done
+                .remove(key(family, delivered_at_ms, trace_id))?;
+            Ok(())
+        })
     }
 }
 
@@ -90,7 +93,7 @@ mod tests {
             r.status = Status::Delivered;
             r.delivered_at_ms = Some(at);
             r.payload = (id == "trace-late").then(|| "{}".into());
-            crate::store::tx::submit_batch(&s.trees, &[r]).unwrap();
+            crate::store::tx::submit_batch(&s.gen().trees, &[r]).unwrap();
         }
         assert_eq!(
             s.delivered_before(TOMBSTONE, 5_000, 10).unwrap(),

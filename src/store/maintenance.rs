@@ -20,11 +20,11 @@ use super::counters::{self, Counts};
 use super::done::done_keys;
 use super::keys;
 use super::record::{self, Record};
-use super::{fsync_dir, Store, StoreError, Trees, CACHE_CAPACITY, SEGMENT_SIZE};
+use super::{fsync_dir, Gen, Store, StoreError, Trees, CACHE_CAPACITY, SEGMENT_SIZE};
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::Path;
-use std::sync::{RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
 
 /// Trees a snapshot copies while writers run and then patches by trace ID.
 const TRACKED: [&str; 2] = ["entries", "quarantine"];
@@ -39,13 +39,26 @@ const INDEXES: [&str; 3] = ["due", "queue", "done"];
 const COPY_BATCH: usize = 4096;
 
 impl Trees {
-    /// Held shared by every write transaction.
-    pub(crate) fn write_gate(&self) -> RwLockReadGuard<'_, ()> {
-        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    /// Held shared by every write transaction. [`StoreError::Moved`] if a compaction put
+    /// another database in place of this one meanwhile: write to the current one instead.
+    pub(crate) fn write_gate(&self) -> Result<RwLockReadGuard<'_, ()>, StoreError> {
+        let gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        self.still_current()?;
+        Ok(gate)
     }
 
-    fn exclusive_gate(&self) -> RwLockWriteGuard<'_, ()> {
-        self.gate.write().unwrap_or_else(|e| e.into_inner())
+    /// Held by copies and rebuilds; [`StoreError::Moved`] as for [`Trees::write_gate`].
+    pub(crate) fn exclusive_gate(&self) -> Result<RwLockWriteGuard<'_, ()>, StoreError> {
+        let gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        self.still_current()?;
+        Ok(gate)
+    }
+
+    fn still_current(&self) -> Result<(), StoreError> {
+        match self.retired.load(std::sync::atomic::Ordering::Acquire) {
+            true => Err(StoreError::Moved),
+            false => Ok(()),
+        }
     }
 
     /// Notes trace IDs about to be written while a snapshot is being copied. Call it with
@@ -127,29 +140,51 @@ pub fn sync_raw(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
 impl Store {
     /// Runs `f` while no write can start or be in progress (see the module doc).
     pub fn exclusive<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _gate = self.trees.exclusive_gate();
-        f()
+        loop {
+            let g = self.gen();
+            // Moved: a compaction swapped databases while this waited; the gate is the same.
+            let Ok(_gate) = g.trees.exclusive_gate() else {
+                continue;
+            };
+            return f();
+        }
     }
 
     /// The names of every tree in the database, sled's default tree included.
     pub fn tree_names(&self) -> Vec<sled::IVec> {
-        self.syncer.db.tree_names()
+        self.gen().syncer.db.tree_names()
     }
 
     /// Opens a tree by name (for ops scans of every tree).
     pub fn open_tree(&self, name: &[u8]) -> Result<sled::Tree, StoreError> {
-        Ok(self.syncer.db.open_tree(name)?)
+        Ok(self.gen().syncer.db.open_tree(name)?)
     }
 
     /// Copies the store, as it is at one instant, into `dest` (open on an empty directory).
     /// Writers wait only for the final patch-up (see the module doc). `progress` gets the
     /// items copied so far.
     pub fn copy_into(&self, dest: &sled::Db, progress: &dyn Fn(u64)) -> Result<u64, StoreError> {
-        let src = &self.syncer.db;
+        let (copied, ()) = self.copy_at_instant(dest.clone(), progress, |_, _| Ok(()))?;
+        index_copy(dest)?;
+        Ok(copied)
+    }
+
+    /// The copy of [`Store::copy_into`] without its indexes. `at_instant` runs last, with
+    /// writers still held off, on the database copied and the copy (its only handle left):
+    /// what it does happens at the instant the copy shows. One copy runs at a time.
+    pub(super) fn copy_at_instant<R>(
+        &self,
+        dest: sled::Db,
+        progress: &dyn Fn(u64),
+        at_instant: impl FnOnce(&Arc<Gen>, sled::Db) -> Result<R, StoreError>,
+    ) -> Result<(u64, R), StoreError> {
+        let _one = self.copying.lock().unwrap_or_else(|e| e.into_inner());
+        let g = self.gen();
+        let src = &g.syncer.db;
         let tracking = {
-            let _gate = self.trees.exclusive_gate();
-            *self.trees.dirty.lock().unwrap_or_else(|e| e.into_inner()) = Some(HashSet::new());
-            Tracking(&self.trees)
+            let _gate = g.trees.exclusive_gate()?;
+            *g.trees.dirty.lock().unwrap_or_else(|e| e.into_inner()) = Some(HashSet::new());
+            Tracking(&g.trees)
         };
         let mut copied = 0u64;
         for name in TRACKED.into_iter().chain([BODIES]) {
@@ -160,21 +195,22 @@ impl Store {
                 &mut copied,
             )?;
         }
-        {
-            let _gate = self.trees.exclusive_gate();
-            let dirty = tracking.take();
-            for name in TRACKED {
-                let (from, to) = (src.open_tree(name)?, dest.open_tree(name)?);
-                for id in &dirty {
-                    match from.get(id)? {
-                        Some(v) => to.insert(id.as_bytes(), v)?,
-                        None => to.remove(id.as_bytes())?,
-                    };
-                }
+        // Copies never overlap and a compaction swaps only inside one, so `g` is current.
+        let _gate = g.trees.exclusive_gate()?;
+        let dirty = tracking.take();
+        for name in TRACKED {
+            let (from, to) = (src.open_tree(name)?, dest.open_tree(name)?);
+            for id in &dirty {
+                match from.get(id)? {
+                    Some(v) => to.insert(id.as_bytes(), v)?,
+                    None => to.remove(id.as_bytes())?,
+                };
             }
+        }
+        {
             let (from, to) = (src.open_tree(BODIES)?, dest.open_tree(BODIES)?);
             for id in &dirty {
-                let entry = self.trees.entries.get(id)?;
+                let entry = g.trees.entries.get(id)?;
                 let key = entry.and_then(|v| record::decode_entry(&v).ok()?.body_key());
                 if let Some(k) = key.map(record::body_key) {
                     if let Some(v) = from.get(k)? {
@@ -182,41 +218,23 @@ impl Store {
                     }
                 }
             }
-            for name in src.tree_names() {
-                let n = String::from_utf8_lossy(&name);
-                if !TRACKED.contains(&&*n) && !INDEXES.contains(&&*n) && n != BODIES {
-                    copy_tree(
-                        &src.open_tree(&name)?,
-                        &dest.open_tree(&name)?,
-                        progress,
-                        &mut copied,
-                    )?;
-                }
-            }
-            tracing::info!(
-                rewritten = dirty.len(),
-                "snapshot: records written during the copy re-copied"
-            );
         }
-        let [due, queue, done] = INDEXES.map(|n| dest.open_tree(n));
-        let (due, queue, done) = (due?, queue?, done?);
-        let mut referenced = HashSet::new();
-        for item in dest.open_tree("entries")?.iter() {
-            let (_, v) = item?;
-            if let Ok(e) = record::decode_entry(&v) {
-                index_into(&due, &queue, &done, e.state())?;
-                referenced.extend(e.body_key());
+        for name in src.tree_names() {
+            let n = String::from_utf8_lossy(&name);
+            if !TRACKED.contains(&&*n) && !INDEXES.contains(&&*n) && n != BODIES {
+                copy_tree(
+                    &src.open_tree(&name)?,
+                    &dest.open_tree(&name)?,
+                    progress,
+                    &mut copied,
+                )?;
             }
         }
-        let bodies = dest.open_tree(BODIES)?;
-        for k in bodies.iter().keys() {
-            let k = k?;
-            let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
-            if !referenced.contains(&seq) {
-                bodies.remove(k)?;
-            }
-        }
-        Ok(copied)
+        tracing::info!(
+            rewritten = dirty.len(),
+            "snapshot: records written during the copy re-copied"
+        );
+        Ok((copied, at_instant(&g, dest)?))
     }
 
     /// Rebuilds `due`, `queue`, `done` and the status counters from `entries`, writers held
@@ -225,49 +243,9 @@ impl Store {
     /// accounting identity is restored: a surplus of `accepted` counts as purged, a deficit
     /// raises `accepted`.
     pub fn rebuild_indexes(&self) -> Result<(Counts, Vec<String>), StoreError> {
-        let t = &self.trees;
-        let _gate = t.exclusive_gate();
-        t.due.clear()?;
-        t.queue.clear()?;
-        t.done.clear()?;
-        let mut recount = Counts::default();
-        let mut skipped = Vec::new();
-        for item in t.entries.iter() {
-            let (k, v) = item?;
-            let Ok(e) = record::decode_entry(&v) else {
-                skipped.push(String::from_utf8_lossy(&k).into_owned());
-                continue;
-            };
-            let r = e.state();
-            index_into(&t.due, &t.queue, &t.done, r)?;
-            match r.status.as_str() {
-                "pending" => recount.pending += 1,
-                "in_flight" => recount.in_flight += 1,
-                "delivered" => recount.delivered += 1,
-                _ => recount.dead += 1,
-            }
-        }
-        let old = Counts::from_tree(&t.counters)?;
-        recount.quarantined = t.quarantine.len() as u64;
-        recount.accepted = old.accepted;
-        recount.purged = old.purged;
-        let sum = recount.pending
-            + recount.in_flight
-            + recount.delivered
-            + recount.dead
-            + recount.quarantined
-            + recount.purged;
-        if recount.accepted >= sum {
-            recount.purged += recount.accepted - sum;
-        } else {
-            recount.accepted = sum;
-        }
-        for name in Counts::NAMES {
-            t.counters.insert(name, &recount.get(name).to_be_bytes())?;
-        }
-        drop(_gate);
+        let rebuilt = self.on_current(|g| rebuild_indexes_in(&g.trees))?;
         self.sync()?;
-        Ok((recount, skipped))
+        Ok(rebuilt)
     }
 
     /// Removes one quarantined copy (privacy erasure), moving it from the quarantined count
@@ -275,25 +253,27 @@ impl Store {
     pub fn drop_quarantined(&self, key: &[u8]) -> Result<bool, StoreError> {
         use sled::transaction::ConflictableTransactionError as E;
         use sled::Transactional;
-        let t = &self.trees;
-        let _gate = t.write_gate();
-        t.mark_dirty([String::from_utf8_lossy(key).as_ref()]);
-        let found = (&t.quarantine, &t.counters)
-            .transaction(|(q, c)| {
-                if q.remove(key)?.is_none() {
-                    return Ok(false);
-                }
-                let mut d = counters::Deltas::default();
-                d.add(counters::QUARANTINED, -1);
-                d.add(counters::PURGED, 1);
-                d.apply(c)?;
-                Ok::<_, E<()>>(true)
-            })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-                sled::transaction::TransactionError::Abort(()) => unreachable!("never aborts"),
-            })?;
-        Ok(found)
+        self.on_current(|g| {
+            let t = &g.trees;
+            let _gate = t.write_gate()?;
+            t.mark_dirty([String::from_utf8_lossy(key).as_ref()]);
+            let found = (&t.quarantine, &t.counters)
+                .transaction(|(q, c)| {
+                    if q.remove(key)?.is_none() {
+                        return Ok(false);
+                    }
+                    let mut d = counters::Deltas::default();
+                    d.add(counters::QUARANTINED, -1);
+                    d.add(counters::PURGED, 1);
+                    d.apply(c)?;
+                    Ok::<_, E<()>>(true)
+                })
+                .map_err(|e| match e {
+                    sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+                    sled::transaction::TransactionError::Abort(()) => unreachable!("never aborts"),
+                })?;
+            Ok(found)
+        })
     }
 
     /// Bodies no record points to, with their bytes. Transactions keep records and bodies in
@@ -305,7 +285,7 @@ impl Store {
     pub fn orphan_bodies(&self) -> Result<Vec<(u64, sled::IVec)>, StoreError> {
         let last = self.last_body_key();
         let mut referenced = HashSet::new();
-        for item in self.trees.entries.iter() {
+        for item in self.gen().trees.entries.iter() {
             let (_, v) = item?;
             if let Ok(e) = record::decode_entry(&v) {
                 referenced.extend(e.body_key());
@@ -316,7 +296,8 @@ impl Store {
 
     /// The last `bodies` key handed out so far: the bound of an orphan scan that starts now.
     pub(super) fn last_body_key(&self) -> u64 {
-        self.trees
+        self.gen()
+            .trees
             .next_body
             .load(std::sync::atomic::Ordering::SeqCst)
             .saturating_sub(1)
@@ -330,7 +311,7 @@ impl Store {
         last: u64,
     ) -> Result<Vec<(u64, sled::IVec)>, StoreError> {
         let mut orphans = Vec::new();
-        for item in self.trees.bodies.range(..=record::body_key(last)) {
+        for item in self.gen().trees.bodies.range(..=record::body_key(last)) {
             let (k, v) = item?;
             let key = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
             if !referenced.contains(&key) {
@@ -342,8 +323,10 @@ impl Store {
 
     /// Removes a body found by [`Store::orphan_bodies`] (erasure).
     pub fn drop_orphan_body(&self, key: u64) -> Result<bool, StoreError> {
-        let _gate = self.trees.write_gate();
-        Ok(self.trees.bodies.remove(record::body_key(key))?.is_some())
+        self.on_current(|g| {
+            let _gate = g.trees.write_gate()?;
+            Ok(g.trees.bodies.remove(record::body_key(key))?.is_some())
+        })
     }
 
     /// Moves a body found by [`Store::orphan_bodies`] into the quarantined copy of its record
@@ -353,37 +336,107 @@ impl Store {
     pub fn attach_orphan_body(&self, key: u64) -> Result<Option<String>, StoreError> {
         use sled::transaction::ConflictableTransactionError as E;
         use sled::Transactional;
-        let t = &self.trees;
-        let k = record::body_key(key);
-        let Some(bytes) = t.bodies.get(k)? else {
-            return Ok(None);
-        };
-        let Ok(body) = record::decode_body(&bytes) else {
-            return Ok(None);
-        };
-        let id = body.trace_id;
-        let _gate = t.write_gate();
-        t.mark_dirty([id.as_str()]);
-        let attached = (&t.quarantine, &t.bodies)
-            .transaction(|(q, b)| {
-                let Some(doc) = q.get(id.as_bytes())? else {
-                    return Ok(false);
-                };
-                let Some(raw) = b.remove(&k)? else {
-                    return Ok(false);
-                };
-                let mut doc: serde_json::Value =
-                    serde_json::from_slice(&doc).unwrap_or_else(|_| serde_json::json!({}));
-                doc["original_body_hex"] = hex::encode(&raw).into();
-                q.insert(id.as_bytes(), serde_json::to_vec(&doc).expect("json"))?;
-                Ok::<_, E<()>>(true)
-            })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-                sled::transaction::TransactionError::Abort(()) => unreachable!("never aborts"),
-            })?;
-        Ok(attached.then_some(id))
+        self.on_current(|g| {
+            let t = &g.trees;
+            let k = record::body_key(key);
+            let Some(bytes) = t.bodies.get(k)? else {
+                return Ok(None);
+            };
+            let Ok(body) = record::decode_body(&bytes) else {
+                return Ok(None);
+            };
+            let id = body.trace_id;
+            let _gate = t.write_gate()?;
+            t.mark_dirty([id.as_str()]);
+            let attached = (&t.quarantine, &t.bodies)
+                .transaction(|(q, b)| {
+                    let Some(doc) = q.get(id.as_bytes())? else {
+                        return Ok(false);
+                    };
+                    let Some(raw) = b.remove(&k)? else {
+                        return Ok(false);
+                    };
+                    let mut doc: serde_json::Value =
+                        serde_json::from_slice(&doc).unwrap_or_else(|_| serde_json::json!({}));
+                    doc["original_body_hex"] = hex::encode(&raw).into();
+                    q.insert(id.as_bytes(), serde_json::to_vec(&doc).expect("json"))?;
+                    Ok::<_, E<()>>(true)
+                })
+                .map_err(|e| match e {
+                    sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+                    sled::transaction::TransactionError::Abort(()) => unreachable!("never aborts"),
+                })?;
+            Ok(attached.then_some(id))
+        })
     }
+}
+
+/// [`Store::rebuild_indexes`] on one database.
+fn rebuild_indexes_in(t: &Trees) -> Result<(Counts, Vec<String>), StoreError> {
+    let _gate = t.exclusive_gate()?;
+    t.due.clear()?;
+    t.queue.clear()?;
+    t.done.clear()?;
+    let mut recount = Counts::default();
+    let mut skipped = Vec::new();
+    for item in t.entries.iter() {
+        let (k, v) = item?;
+        let Ok(e) = record::decode_entry(&v) else {
+            skipped.push(String::from_utf8_lossy(&k).into_owned());
+            continue;
+        };
+        let r = e.state();
+        index_into(&t.due, &t.queue, &t.done, r)?;
+        match r.status.as_str() {
+            "pending" => recount.pending += 1,
+            "in_flight" => recount.in_flight += 1,
+            "delivered" => recount.delivered += 1,
+            _ => recount.dead += 1,
+        }
+    }
+    let old = Counts::from_tree(&t.counters)?;
+    recount.quarantined = t.quarantine.len() as u64;
+    recount.accepted = old.accepted;
+    recount.purged = old.purged;
+    let sum = recount.pending
+        + recount.in_flight
+        + recount.delivered
+        + recount.dead
+        + recount.quarantined
+        + recount.purged;
+    if recount.accepted >= sum {
+        recount.purged += recount.accepted - sum;
+    } else {
+        recount.accepted = sum;
+    }
+    for name in Counts::NAMES {
+        t.counters.insert(name, &recount.get(name).to_be_bytes())?;
+    }
+    Ok((recount, skipped))
+}
+
+/// Builds the index trees of a copy from its records (they are a function of the records),
+/// and drops the bodies no record of the copy points to.
+pub(super) fn index_copy(dest: &sled::Db) -> Result<(), StoreError> {
+    let [due, queue, done] = INDEXES.map(|n| dest.open_tree(n));
+    let (due, queue, done) = (due?, queue?, done?);
+    let mut referenced = HashSet::new();
+    for item in dest.open_tree("entries")?.iter() {
+        let (_, v) = item?;
+        if let Ok(e) = record::decode_entry(&v) {
+            index_into(&due, &queue, &done, e.state())?;
+            referenced.extend(e.body_key());
+        }
+    }
+    let bodies = dest.open_tree(BODIES)?;
+    for k in bodies.iter().keys() {
+        let k = k?;
+        let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+        if !referenced.contains(&seq) {
+            bodies.remove(k)?;
+        }
+    }
+    Ok(())
 }
 
 /// The index entries a record owns, as `tx::write` makes them.
@@ -438,10 +491,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let s = Store::open(&tmp.path().join("data")).unwrap();
         let recs = [sample("trace-orph-1"), sample("trace-orph-2")];
-        super::super::tx::submit_batch(&s.trees, &recs).unwrap();
+        super::super::tx::submit_batch(&s.gen().trees, &recs).unwrap();
         assert!(s.orphan_bodies().unwrap().is_empty());
         // The first record's state is damaged: it can no longer say where its body is.
-        s.trees.entries.insert("trace-orph-1", &[3, 0xff]).unwrap();
+        s.gen()
+            .trees
+            .entries
+            .insert("trace-orph-1", &[3, 0xff])
+            .unwrap();
         let orphans = s.orphan_bodies().unwrap();
         assert_eq!(orphans.len(), 1);
         let (key, bytes) = orphans[0].clone();
@@ -458,8 +515,15 @@ mod tests {
         s.quarantine("trace-orph-1", "test").unwrap();
         assert!(s.orphan_bodies().unwrap().is_empty());
         let doc = |s: &Store| -> serde_json::Value {
-            serde_json::from_slice(&s.trees.quarantine.get("trace-orph-1").unwrap().unwrap())
-                .unwrap()
+            serde_json::from_slice(
+                &s.gen()
+                    .trees
+                    .quarantine
+                    .get("trace-orph-1")
+                    .unwrap()
+                    .unwrap(),
+            )
+            .unwrap()
         };
         assert_eq!(doc(&s)["original_body_hex"], hex::encode(&bytes));
         assert_eq!(doc(&s)["original_hex"], "03ff");
@@ -469,13 +533,18 @@ mod tests {
             "the other record is untouched"
         );
         // A stray body of a quarantined record (a hand edit) is moved to it by repair.
-        s.trees.bodies.insert(record::body_key(99), &bytes).unwrap();
+        s.gen()
+            .trees
+            .bodies
+            .insert(record::body_key(99), &bytes)
+            .unwrap();
         assert_eq!(
             s.orphan_bodies().unwrap().len(),
             0,
             "written after the scan's bound"
         );
-        s.trees
+        s.gen()
+            .trees
             .next_body
             .store(100, std::sync::atomic::Ordering::SeqCst);
         assert_eq!(s.orphan_bodies().unwrap()[0].0, 99);
@@ -511,14 +580,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let s = Store::open(&tmp.path().join("data")).unwrap();
         let recs: Vec<_> = (0..50).map(|i| sample(&format!("trace-{i:04}"))).collect();
-        super::super::tx::submit_batch(&s.trees, &recs).unwrap();
+        super::super::tx::submit_batch(&s.gen().trees, &recs).unwrap();
         let dest = open_raw(&tmp.path().join("copy")).unwrap();
         let first = Cell::new(true);
         // The first progress call comes after `entries` was read: everything written here
         // reaches the copy only through the dirty-ID patch-up.
         s.copy_into(&dest, &|_| {
             if first.replace(false) {
-                super::super::tx::submit_batch(&s.trees, &[sample("trace-late")]).unwrap();
+                super::super::tx::submit_batch(&s.gen().trees, &[sample("trace-late")]).unwrap();
                 s.update("trace-0001", |r| {
                     let mut n = r.clone();
                     n.status = Status::Dead;
@@ -526,19 +595,23 @@ mod tests {
                 })
                 .unwrap();
                 s.update("trace-0002", |_| Change::Purge).unwrap();
-                s.trees.entries.insert("trace-0003", &[1, 0xff]).unwrap();
+                s.gen()
+                    .trees
+                    .entries
+                    .insert("trace-0003", &[1, 0xff])
+                    .unwrap();
                 s.quarantine("trace-0003", "test").unwrap();
             }
         })
         .unwrap();
         assert!(!first.get(), "progress was reported");
         assert!(
-            s.trees.dirty.lock().unwrap().is_none(),
+            s.gen().trees.dirty.lock().unwrap().is_none(),
             "tracking is off again"
         );
         // The raw overwrite of trace-0003 left its body (the fourth) without a record: the
         // copy drops it and is otherwise equal.
-        let mut want = dump(&s.syncer.db);
+        let mut want = dump(&s.gen().syncer.db);
         for (name, items) in &mut want {
             if name.as_slice() == BODIES.as_bytes() {
                 items.retain(|(k, _)| k.as_slice() != record::body_key(4));

@@ -43,6 +43,7 @@
 
 pub mod claims;
 mod committer;
+pub mod compaction;
 pub mod counters;
 pub mod done;
 pub mod format;
@@ -97,6 +98,10 @@ pub enum StoreError {
     Undecodable { trace_id: String, reason: String },
     #[error("the store is shutting down")]
     Closed,
+    /// A writer got the gate after a compaction replaced its database; it goes again on the
+    /// new one and this never reaches a caller outside the store.
+    #[error("the store was compacted while this ran; run it again")]
+    Moved,
 }
 
 /// Whether the store can still make writes durable. Once a flush or fdatasync fails it stays
@@ -141,6 +146,9 @@ pub(crate) struct Trees {
     pub gate: Arc<RwLock<()>>,
     /// Trace IDs written while a snapshot is copied (see [`maintenance`]).
     pub dirty: Arc<Mutex<Option<std::collections::HashSet<String>>>>,
+    /// Set when a compaction has put a fresh database in place of this one; writers that
+    /// then get the gate go again on the current one (see [`compaction`]).
+    pub retired: Arc<AtomicBool>,
 }
 
 impl Trees {
@@ -234,18 +242,21 @@ impl Syncer {
     }
 }
 
-pub struct Store {
-    path: PathBuf,
-    trees: Trees,
-    syncer: Arc<Syncer>,
-    committer: committer::Committer,
-    claims: claims::Claims,
+/// The sled database the store runs on, and its handles. A compaction replaces it whole
+/// (see [`compaction`]); the write gate, dirty tracking, body keys and sync health carry over.
+pub(crate) struct Gen {
+    pub trees: Trees,
+    pub syncer: Syncer,
 }
 
-impl Store {
-    /// Opens (creating if needed) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let fresh = prepare_dir(dir)?;
+/// The current [`Gen`]. Read it for each use: a handle kept across a compaction reads the
+/// database it replaced, and a writer on it gets [`StoreError::Moved`].
+pub(crate) type Current = Arc<RwLock<Arc<Gen>>>;
+
+impl Gen {
+    /// Opens the sled database in `dir` with the store's settings. The shared parts come from
+    /// `like` (the database being replaced), or are new.
+    fn open(dir: &Path, like: Option<&Gen>) -> Result<Gen, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_CAPACITY)
@@ -257,20 +268,26 @@ impl Store {
                 }
                 other => StoreError::Sled(other),
             })?;
-        let prep = |source| StoreError::Prepare {
+        let log = File::open(dir.join("db")).map_err(|source| StoreError::Prepare {
             path: dir.to_path_buf(),
             source,
-        };
-        let log = File::open(dir.join("db")).map_err(prep)?;
-        if fresh {
-            // New directory entries (conf, db, the data directory itself) must be durable too.
-            fsync_dir(dir).map_err(prep)?;
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                fsync_dir(parent).map_err(prep)?;
-            }
-        }
+        })?;
         format::check_and_mark(&db, dir)?;
         let bodies = db.open_tree("bodies")?;
+        let (gate, dirty, next_body, health) = match like {
+            Some(g) => (
+                g.trees.gate.clone(),
+                g.trees.dirty.clone(),
+                g.trees.next_body.clone(),
+                g.syncer.health.clone(),
+            ),
+            None => (
+                Arc::default(),
+                Arc::default(),
+                Arc::new(AtomicU64::new(format::next_body_key(&bodies)?)),
+                Arc::default(),
+            ),
+        };
         let trees = Trees {
             entries: db.open_tree("entries")?,
             due: db.open_tree("due")?,
@@ -278,23 +295,52 @@ impl Store {
             counters: db.open_tree("counters")?,
             quarantine: db.open_tree("quarantine")?,
             done: db.open_tree("done")?,
-            next_body: Arc::new(AtomicU64::new(format::next_body_key(&bodies)?)),
+            next_body,
             bodies,
-            gate: Arc::default(),
-            dirty: Arc::default(),
+            gate,
+            dirty,
+            retired: Arc::default(),
         };
-        let syncer = Arc::new(Syncer {
-            db,
-            log,
-            health: Arc::default(),
-        });
-        let committer = committer::Committer::start(trees.clone(), syncer.clone());
+        Ok(Gen {
+            trees,
+            syncer: Syncer { db, log, health },
+        })
+    }
+}
+
+pub struct Store {
+    path: PathBuf,
+    current: Current,
+    committer: committer::Committer,
+    claims: claims::Claims,
+    /// Held by a point-in-time copy (backup, compaction) from start to end.
+    copying: Mutex<()>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let fresh = prepare_dir(dir)?;
+        let gen = Gen::open(dir, None)?;
+        let prep = |source| StoreError::Prepare {
+            path: dir.to_path_buf(),
+            source,
+        };
+        if fresh {
+            // New directory entries (conf, db, the data directory itself) must be durable too.
+            fsync_dir(dir).map_err(prep)?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fsync_dir(parent).map_err(prep)?;
+            }
+        }
+        let current: Current = Arc::new(RwLock::new(Arc::new(gen)));
+        let committer = committer::Committer::start(current.clone());
         let store = Store {
             path: dir.to_path_buf(),
-            trees,
-            syncer,
+            current,
             committer,
             claims: claims::Claims::default(),
+            copying: Mutex::default(),
         };
         let requeued = store.requeue_in_flight()?;
         if requeued > 0 {
@@ -307,8 +353,30 @@ impl Store {
         &self.path
     }
 
-    pub fn sync_health(&self) -> &SyncHealth {
-        &self.syncer.health
+    pub fn sync_health(&self) -> Arc<SyncHealth> {
+        self.gen().syncer.health.clone()
+    }
+
+    /// The database the store runs on now.
+    pub(crate) fn gen(&self) -> Arc<Gen> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Runs a write on the current database, again on the next one if a compaction replaced
+    /// it while the write waited for the gate ([`StoreError::Moved`] comes before any change).
+    pub(crate) fn on_current<R>(
+        &self,
+        write: impl Fn(&Gen) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        loop {
+            match write(&self.gen()) {
+                Err(StoreError::Moved) => continue,
+                r => return r,
+            }
+        }
     }
 
     /// Stores a new record durably, or reports the existing one under its trace ID.
@@ -319,12 +387,12 @@ impl Store {
 
     /// flush + fdatasync now (shutdown, backups, tests).
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.syncer.sync()
+        self.gen().syncer.sync()
     }
 
     /// The record under `trace_id`, shown as in flight while the delivery worker sends it.
     pub fn get(&self, trace_id: &str) -> Result<Option<Record>, StoreError> {
-        let Some(mut r) = self.trees.read(trace_id)? else {
+        let Some(mut r) = self.gen().trees.read(trace_id)? else {
             return Ok(None);
         };
         if r.status == Status::Pending && self.is_claimed(trace_id) {
@@ -337,7 +405,7 @@ impl Store {
     /// in flight (see [`claims`]).
     pub fn counts(&self) -> Result<Counts, StoreError> {
         let claims = self.claims.lock();
-        let mut c = Counts::from_tree(&self.trees.counters)?;
+        let mut c = Counts::from_tree(&self.gen().trees.counters)?;
         let claimed = claims.len() as u64;
         c.pending = c.pending.saturating_sub(claimed);
         c.in_flight += claimed;
@@ -353,8 +421,8 @@ impl Store {
     /// in `queue` with an earlier key. `due` is read first: a claim in between moves a record
     /// from fresh into `queue`, never out of both.
     pub fn oldest_queued_ms(&self) -> Result<Option<i64>, StoreError> {
-        let due = first_time(&self.trees.due)?;
-        let queue = first_time(&self.trees.queue)?;
+        let due = first_time(&self.gen().trees.due)?;
+        let queue = first_time(&self.gen().trees.queue)?;
         Ok(match (due, queue) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -363,14 +431,14 @@ impl Store {
 
     /// Time (ms) of the earliest next attempt, leases included.
     pub fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
-        Ok(first_time(&self.trees.due)?)
+        Ok(first_time(&self.gen().trees.due)?)
     }
 
     /// Up to `limit` trace IDs due at or before `now_ms`, earliest first.
     pub fn due_until(&self, now_ms: i64, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
         let end = keys::time_key(now_ms.saturating_add(1), "");
         let mut out = Vec::new();
-        for item in self.trees.due.range(..end).take(limit) {
+        for item in self.gen().trees.due.range(..end).take(limit) {
             let (k, _) = item?;
             if let Some((t, id)) = keys::split_time_key(&k) {
                 out.push((t, id.to_owned()));
@@ -413,6 +481,7 @@ fn prepare_dir(dir: &Path) -> Result<bool, StoreError> {
         .create(dir)
         .map_err(prep)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(prep)?;
+    compaction::remove_leftover(dir).map_err(prep)?;
     let fresh = !dir.join("db").exists();
     for entry in std::fs::read_dir(dir).map_err(prep)? {
         let name = entry.map_err(prep)?.file_name();

@@ -121,18 +121,18 @@ fn lossy(bytes: &[u8]) -> String {
 impl Store {
     /// How many entries `entries` holds (records, decodable or not): a scan's total.
     pub fn entry_count(&self) -> u64 {
-        self.trees.entries.len() as u64
+        self.gen().trees.entries.len() as u64
     }
 
     /// Every entry in trace ID order, exactly as stored (claims are not shown).
     pub fn entries(&self) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
-        self.trees.entries.iter().map(|item| {
+        self.gen().trees.entries.iter().map(|item| {
             let (k, v) = item?;
-            let record = match self.trees.decode(&v) {
+            let record = match self.gen().trees.decode(&v) {
                 Ok(r) => Ok(r),
                 Err(e) => {
                     let body = match record::decode_entry(&v).ok().and_then(|e| e.body_key()) {
-                        Some(key) => self.trees.bodies.get(record::body_key(key))?,
+                        Some(key) => self.gen().trees.bodies.get(record::body_key(key))?,
                         None => None,
                     };
                     Err(Undecodable {
@@ -169,7 +169,7 @@ impl Store {
 
     /// Whether an entry (decodable or not) is stored under `trace_id`.
     pub fn contains(&self, trace_id: &str) -> Result<bool, StoreError> {
-        Ok(self.trees.entries.contains_key(trace_id)?)
+        Ok(self.gen().trees.entries.contains_key(trace_id)?)
     }
 
     /// Up to `limit` stored trace IDs that start with `prefix`, in order.
@@ -178,13 +178,19 @@ impl Store {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let keys = self.trees.entries.scan_prefix(prefix).keys().take(limit);
+        let keys = self
+            .gen()
+            .trees
+            .entries
+            .scan_prefix(prefix)
+            .keys()
+            .take(limit);
         keys.map(|k| Ok(lossy(&k?))).collect()
     }
 
     /// Every quarantined entry, in trace ID order.
     pub fn quarantined(&self) -> impl Iterator<Item = Result<Quarantined, StoreError>> + '_ {
-        self.trees.quarantine.iter().map(|item| {
+        self.gen().trees.quarantine.iter().map(|item| {
             let (k, v) = item?;
             Ok(Quarantined {
                 trace_id: lossy(&k),
@@ -198,7 +204,8 @@ impl Store {
     /// every index entry points at such a record; the counters match a recount and the
     /// accounting identity holds. `progress` gets entries read and the total.
     pub fn check(&self, progress: &dyn Fn(u64, Option<u64>)) -> Result<Check, StoreError> {
-        let t = &self.trees;
+        let g = self.gen();
+        let t = &g.trees;
         let total = t.entries.len() as u64;
         let mut out = Check::default();
         let mut recount = Counts::default();
@@ -382,7 +389,11 @@ mod tests {
         let s = Store::open(&dir.path().join("data")).unwrap();
         futures_executor::block_on(s.submit(sample("trace-read-1"))).unwrap();
         futures_executor::block_on(s.submit(sample("trace-read-2"))).unwrap();
-        s.trees.entries.insert("trace-read-2", &[1, 0xff]).unwrap();
+        s.gen()
+            .trees
+            .entries
+            .insert("trace-read-2", &[1, 0xff])
+            .unwrap();
         let ids: Vec<_> = s.records().map(|r| r.unwrap().trace_id).collect();
         assert_eq!(ids, ["trace-read-1"]);
         let bad: Vec<_> = s

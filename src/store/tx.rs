@@ -235,7 +235,7 @@ impl Trees {
             &self.done,
             &self.bodies,
         );
-        let _gate = self.write_gate();
+        let _gate = self.write_gate()?;
         self.mark_dirty(ids);
         flatten(t.transaction(|tx: &TxTrees| f(&Tx::new(tx, self))))
     }
@@ -286,22 +286,24 @@ impl Store {
         let claims = self.claims.lock();
         if claims.contains(trace_id) {
             // Read as stored (`get` would take the claims lock again).
-            return Ok(match self.trees.read(trace_id)? {
+            return Ok(match self.gen().trees.read(trace_id)? {
                 Some(r) => Updated::Busy(r),
                 None => Updated::NotFound,
             });
         }
-        self.trees.record_transaction([trace_id], |tx| {
-            let old = match tx.read(trace_id)? {
-                None => return Ok(Updated::NotFound),
-                Some(Err(reason)) => return Err(undecodable(trace_id, reason)),
-                Some(Ok(old)) => old,
-            };
-            let mut deltas = Deltas::default();
-            let change = decide(&old.record);
-            let result = tx.apply(old, change, &mut deltas)?;
-            deltas.apply(tx.counters)?;
-            Ok(result)
+        self.on_current(|g| {
+            g.trees.record_transaction([trace_id], |tx| {
+                let old = match tx.read(trace_id)? {
+                    None => return Ok(Updated::NotFound),
+                    Some(Err(reason)) => return Err(undecodable(trace_id, reason)),
+                    Some(Ok(old)) => old,
+                };
+                let mut deltas = Deltas::default();
+                let change = decide(&old.record);
+                let result = tx.apply(old, change, &mut deltas)?;
+                deltas.apply(tx.counters)?;
+                Ok(result)
+            })
         })
     }
 
@@ -335,28 +337,36 @@ impl Store {
         ids: &[&str],
         decide: F,
     ) -> Result<Vec<Result<Updated, String>>, StoreError> {
-        self.trees.record_transaction(ids.iter().copied(), |tx| {
-            let mut deltas = Deltas::default();
-            let mut out = Vec::with_capacity(ids.len());
-            for (i, id) in ids.iter().enumerate() {
-                let old = match tx.read(id)? {
-                    None => Ok(Updated::NotFound),
-                    Some(Err(reason)) => Err(reason),
-                    Some(Ok(old)) => {
-                        let change = decide(i, &old.record);
-                        Ok(tx.apply(old, change, &mut deltas)?)
-                    }
-                };
-                out.push(old);
-            }
-            deltas.apply(tx.counters)?;
-            Ok(out)
+        self.on_current(|g| {
+            g.trees.record_transaction(ids.iter().copied(), |tx| {
+                let mut deltas = Deltas::default();
+                let mut out = Vec::with_capacity(ids.len());
+                for (i, id) in ids.iter().enumerate() {
+                    let old = match tx.read(id)? {
+                        None => Ok(Updated::NotFound),
+                        Some(Err(reason)) => Err(reason),
+                        Some(Ok(old)) => {
+                            let change = decide(i, &old.record);
+                            Ok(tx.apply(old, change, &mut deltas)?)
+                        }
+                    };
+                    out.push(old);
+                }
+                deltas.apply(tx.counters)?;
+                Ok(out)
+            })
         })
     }
 
     /// Moves an undecodable entry to the `quarantine` tree with the reason, keeping the
     /// accounting: the status it had is read from its index entries when it was queued.
     pub fn quarantine(&self, trace_id: &str, reason: &str) -> Result<(), StoreError> {
+        self.on_current(|g| Self::quarantine_in(&g.trees, trace_id, reason))?;
+        tracing::error!(trace_id, reason, "record quarantined: it does not decode");
+        Ok(())
+    }
+
+    fn quarantine_in(trees: &Trees, trace_id: &str, reason: &str) -> Result<(), StoreError> {
         let find = |tree: &sled::Tree| -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
             let mut hits = Vec::new();
             for item in tree.iter() {
@@ -368,14 +378,14 @@ impl Store {
             Ok(hits)
         };
         // Rare path: a scan of the two index trees finds the stale index entries.
-        let due_hits = find(&self.trees.due)?;
-        let queue_hits = find(&self.trees.queue)?;
+        let due_hits = find(&trees.due)?;
+        let queue_hits = find(&trees.queue)?;
         // A state that does not decode cannot say where its body is; the body names its
         // record, so a scan finds it.
         let mut lost_body = None;
-        if let Some(v) = self.trees.entries.get(trace_id)? {
+        if let Some(v) = trees.entries.get(trace_id)? {
             if record::decode_entry(&v).is_err() {
-                for item in self.trees.bodies.iter() {
+                for item in trees.bodies.iter() {
                     let (k, b) = item?;
                     if record::decode_body(&b).is_ok_and(|b| b.trace_id == trace_id) {
                         lost_body = Some(k);
@@ -384,7 +394,6 @@ impl Store {
                 }
             }
         }
-        let trees = &self.trees;
         let t = (
             &trees.entries,
             &trees.due,
@@ -393,7 +402,7 @@ impl Store {
             &trees.quarantine,
             &trees.bodies,
         );
-        let _gate = trees.write_gate();
+        let _gate = trees.write_gate()?;
         trees.mark_dirty([trace_id]);
         flatten(
             t.transaction(|(entries, due, queue, counters, quarantine, bodies)| {
@@ -430,20 +439,19 @@ impl Store {
                 deltas.apply(counters)?;
                 Ok(())
             }),
-        )?;
-        tracing::error!(trace_id, reason, "record quarantined: it does not decode");
-        Ok(())
+        )
     }
 
     /// Makes every in-flight record due now. Claims are no longer written, so only a store
     /// written by an earlier release (which persisted leases) can hold in-flight records; its
     /// `in_flight` counter says so, and a store without any is not scanned.
     pub(super) fn requeue_in_flight(&self) -> Result<usize, StoreError> {
-        if Counts::from_tree(&self.trees.counters)?.in_flight == 0 {
+        if Counts::from_tree(&self.gen().trees.counters)?.in_flight == 0 {
             return Ok(0);
         }
         let now = now_ms();
         let in_flight: Vec<String> = self
+            .gen()
             .trees
             .due
             .iter()
@@ -489,7 +497,7 @@ pub(crate) mod tests {
         let a = sample("trace-aaaa");
         let mut conflict = sample("trace-aaaa");
         conflict.payload_hash = [9; 32];
-        let out = submit_batch(&s.trees, &[a.clone(), a.clone(), conflict]).unwrap();
+        let out = submit_batch(&s.gen().trees, &[a.clone(), a.clone(), conflict]).unwrap();
         assert!(matches!(out[0], SubmitOutcome::Stored(_)));
         assert!(matches!(out[1], SubmitOutcome::Duplicate(_)));
         assert!(matches!(out[2], SubmitOutcome::Conflict(_)));
@@ -504,7 +512,7 @@ pub(crate) mod tests {
     #[test]
     fn updates_move_index_entries_and_counters_together() {
         let (_d, s) = open();
-        submit_batch(&s.trees, &[sample("trace-bbbb")]).unwrap();
+        submit_batch(&s.gen().trees, &[sample("trace-bbbb")]).unwrap();
         s.update("trace-bbbb", |r| {
             let mut n = r.clone();
             n.status = Status::Delivered;
@@ -544,7 +552,7 @@ pub(crate) mod tests {
             .unwrap();
         };
         submit_batch(
-            &s.trees,
+            &s.gen().trees,
             &[
                 at("trace-q001", 1_000),
                 at("trace-q002", 2_000),
@@ -553,21 +561,21 @@ pub(crate) mod tests {
         )
         .unwrap();
         // Fresh records are ordered by `due` alone: intake writes no `queue` entry.
-        assert_eq!(s.trees.queue.len(), 0);
+        assert_eq!(s.gen().trees.queue.len(), 0);
         assert_eq!(s.oldest_queued_ms().unwrap(), Some(1_000));
         // Claimed under a lease far ahead: `due` no longer shows its arrival, `queue` does.
         set("trace-q001", Status::InFlight, 50_000);
-        assert_eq!(s.trees.queue.len(), 1);
+        assert_eq!(s.gen().trees.queue.len(), 1);
         assert_eq!(s.oldest_queued_ms().unwrap(), Some(1_000));
         // A failed attempt: due again later, still the oldest.
         set("trace-q001", Status::Pending, 40_000);
         assert_eq!(s.oldest_queued_ms().unwrap(), Some(1_000));
         set("trace-q002", Status::InFlight, 60_000);
-        assert_eq!(s.trees.queue.len(), 2);
+        assert_eq!(s.gen().trees.queue.len(), 2);
         set("trace-q001", Status::Delivered, 40_000);
         assert_eq!(s.oldest_queued_ms().unwrap(), Some(2_000));
         set("trace-q002", Status::Dead, 60_000);
-        assert_eq!(s.trees.queue.len(), 0);
+        assert_eq!(s.gen().trees.queue.len(), 0);
         assert_eq!(s.oldest_queued_ms().unwrap(), Some(3_000));
         // A dead record replayed is due now, after its arrival: back in `queue`.
         set("trace-q002", Status::Pending, 70_000);
@@ -575,15 +583,19 @@ pub(crate) mod tests {
         s.update("trace-q003", |_| Change::Purge).unwrap();
         s.update("trace-q002", |_| Change::Purge).unwrap();
         assert_eq!(s.oldest_queued_ms().unwrap(), None);
-        assert_eq!((s.trees.queue.len(), s.trees.due.len()), (0, 0));
+        assert_eq!((s.gen().trees.queue.len(), s.gen().trees.due.len()), (0, 0));
     }
 
     #[test]
     fn update_many_changes_several_records_in_one_transaction_and_reports_bad_ones() {
         let (_d, s) = open();
         let ids = ["trace-m001", "trace-m002", "trace-m003"];
-        submit_batch(&s.trees, &ids.map(sample)).unwrap();
-        s.trees.entries.insert("trace-m002", &[1, 0xff]).unwrap();
+        submit_batch(&s.gen().trees, &ids.map(sample)).unwrap();
+        s.gen()
+            .trees
+            .entries
+            .insert("trace-m002", &[1, 0xff])
+            .unwrap();
         let out = s
             .update_many(
                 &["trace-m001", "trace-m002", "trace-m003", "trace-none"],
@@ -609,15 +621,22 @@ pub(crate) mod tests {
     #[test]
     fn an_undecodable_record_is_quarantined_not_deleted() {
         let (_d, s) = open();
-        submit_batch(&s.trees, &[sample("trace-cccc")]).unwrap();
-        s.trees
+        submit_batch(&s.gen().trees, &[sample("trace-cccc")]).unwrap();
+        s.gen()
+            .trees
             .entries
             .insert("trace-cccc", &[1, 0xff, 0xff])
             .unwrap();
         let err = s.update("trace-cccc", |_| Change::Keep).unwrap_err();
         assert!(matches!(err, StoreError::Undecodable { .. }));
         s.quarantine("trace-cccc", "test").unwrap();
-        assert!(s.trees.quarantine.get("trace-cccc").unwrap().is_some());
+        assert!(s
+            .gen()
+            .trees
+            .quarantine
+            .get("trace-cccc")
+            .unwrap()
+            .is_some());
         assert!(s.due_until(i64::MAX, 10).unwrap().is_empty());
         let c = s.counts().unwrap();
         assert_eq!((c.pending, c.quarantined), (0, 1));
@@ -630,7 +649,7 @@ pub(crate) mod tests {
         let path = dir.path().join("data");
         {
             let s = Store::open(&path).unwrap();
-            submit_batch(&s.trees, &[sample("trace-dddd")]).unwrap();
+            submit_batch(&s.gen().trees, &[sample("trace-dddd")]).unwrap();
             s.update("trace-dddd", |r| {
                 let mut n = r.clone();
                 n.status = Status::InFlight;

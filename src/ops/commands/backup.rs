@@ -192,11 +192,12 @@ fn private_modes(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Files never copied: a snapshot a crash left half-written, the admin socket, a manifest
-/// from an earlier backup.
+/// from an earlier backup, what an interrupted compaction left.
 fn skipped(name: &str) -> bool {
     (name.starts_with("snap.") && name.ends_with(".generating"))
         || name == SOCKET_NAME
         || name == MANIFEST_NAME
+        || name == crate::store::compaction::COMPACTING_DIR
 }
 
 /// Copies the directory tree `src` into `dest` (which exists), fsyncing every file and

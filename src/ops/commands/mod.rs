@@ -38,7 +38,7 @@ pub enum OpsCommand {
     Purge(purge::PurgeArgs),
     /// Live view of a running server: rates, depth, oldest pending, delivery state.
     Top(top::TopArgs),
-    /// Give disk space back: rewrite the stopped store into a fresh directory and swap it in.
+    /// Give disk space back: rewrite the store into a fresh copy and swap it in (server running or not).
     Compact(compact::CompactArgs),
 }
 
@@ -69,6 +69,7 @@ pub const OPERATIONS: &[Handler] = &[
     Handler::of::<backup::SnapshotRequest>(),
     Handler::of::<import_legacy::records::ImportRequest>(),
     Handler::of::<purge::PurgeQuery>(),
+    Handler::of::<compact::CompactRequest>(),
 ];
 
 #[cfg(test)]

@@ -1,0 +1,271 @@
+//! Compaction while the store runs: gives disk space back after a backlog drained.
+//!
+//! sled never shrinks its log file on its own accord once pages are spread over it, and it
+//! has no compaction call. A fresh copy holds only live data, so compaction writes one and
+//! puts it in place, without a restart and with writers held off only at the end:
+//!
+//! 1. a point-in-time copy into `<data-dir>/.compacting/` (the backup path: writers go on
+//!    while the trees are copied, then wait while the records they wrote are re-copied and
+//!    the copy's indexes are built; see [`super::maintenance`]);
+//! 2. still at that instant: the copy is synced and closed, the old snapshot files are
+//!    removed, and `renameat2(RENAME_EXCHANGE)` swaps the two `db` files (sled's log) in one
+//!    step; the copy's `db` is opened in the data directory and becomes the current database
+//!    ([`super::Gen`]); writers that were waiting go on on it ([`super::StoreError::Moved`]);
+//! 3. the old log, now in `.compacting/`, is deleted.
+//!
+//! The swap happens inside the data directory, so it works where only that directory is
+//! writable (systemd's `StateDirectory`, a container volume) and the admin socket stays. A
+//! crash at any point leaves a complete store in the data directory: before the exchange the
+//! old log (without snapshot files, so sled reads the whole log at the next start), after it
+//! the synced copy. `conf` is the same in both (the store's fixed sled settings). The next
+//! open deletes whatever `.compacting/` holds.
+//!
+//! sled writes files by path only when it opens (snapshots) and for blobs, which the store
+//! never makes (bodies are capped far below the blob threshold), so the old database, still
+//! open for readers that hold it, never writes into the data directory after the swap.
+
+use super::maintenance::{index_copy, open_raw, sync_raw};
+use super::{dir_size, fsync_dir, Gen, Store, StoreError};
+use nix::fcntl::{renameat2, RenameFlags};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where a compaction writes its copy, inside the data directory.
+pub const COMPACTING_DIR: &str = ".compacting";
+
+/// How long the old database may stay in use by readers before its files are deleted
+/// anyway (deleting open files is safe: they stay readable until closed).
+const OLD_USERS_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Compacted {
+    /// Bytes in the data directory before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// Records (entries) kept.
+    pub records: u64,
+    /// How long writers were held off at the end, in milliseconds.
+    pub writers_held_ms: u64,
+}
+
+impl Store {
+    /// Rewrites the store into a fresh copy and puts it in place (see the module doc).
+    /// `progress` gets the items copied so far.
+    pub fn compact(&self, progress: &dyn Fn(u64)) -> Result<Compacted, StoreError> {
+        let dir = self.path.clone();
+        let bytes_before = dir_size(&dir);
+        let fresh = dir.join(COMPACTING_DIR);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Prepare { path, source }
+        };
+        remove_leftover(&dir).map_err(io(&fresh))?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&fresh)
+            .map_err(io(&fresh))?;
+        let dest = open_raw(&fresh)?;
+        let mut held = Duration::ZERO;
+        let copied = self.copy_at_instant(dest, progress, |old, dest| {
+            let started = Instant::now();
+            let swapped = swap_in(&dir, &fresh, dest, old);
+            held = started.elapsed();
+            let new = swapped?;
+            old.trees
+                .retired
+                .store(true, std::sync::atomic::Ordering::Release);
+            let old = std::mem::replace(
+                &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
+                Arc::new(new),
+            );
+            Ok(old)
+        });
+        let old = match copied {
+            Ok((_, old)) => old,
+            Err(e) => {
+                // Nothing was swapped: the copy is only in the way.
+                let _ = fs::remove_dir_all(&fresh);
+                return Err(e);
+            }
+        };
+        // The committer may still fdatasync a batch it wrote to the old log; readers finish.
+        let deadline = Instant::now() + OLD_USERS_WAIT;
+        while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(old);
+        fs::remove_dir_all(&fresh).map_err(io(&fresh))?;
+        let records = self.gen().trees.entries.len() as u64;
+        tracing::info!(
+            bytes_before,
+            bytes_after = dir_size(&dir),
+            records,
+            writers_held_ms = held.as_millis() as u64,
+            "store compacted"
+        );
+        Ok(Compacted {
+            bytes_before,
+            bytes_after: dir_size(&dir),
+            records,
+            writers_held_ms: held.as_millis() as u64,
+        })
+    }
+}
+
+/// Removes what an interrupted compaction left in `dir`: never the live store (see the
+/// module doc).
+pub(super) fn remove_leftover(dir: &Path) -> std::io::Result<()> {
+    match fs::remove_dir_all(dir.join(COMPACTING_DIR)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// sled's snapshot files in `dir` (`snap.*`, finished or not).
+fn snapshot_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with("snap.") {
+            out.push(entry.path());
+        }
+    }
+    Ok(out)
+}
+
+/// Step 2 of the module doc, with writers held off: makes the copy in `fresh` durable,
+/// exchanges the two logs, and opens the copy in `dir`. Undoes the exchange if the copy does
+/// not open, so the old database stays in place and current.
+fn swap_in(dir: &Path, fresh: &Path, dest: sled::Db, old: &Gen) -> Result<Gen, StoreError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Prepare { path, source }
+    };
+    index_copy(&dest)?;
+    sync_raw(&dest, fresh)?;
+    drop(dest);
+    for f in walk_files(fresh).map_err(io(fresh))? {
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).map_err(io(&f))?;
+    }
+    // Without snapshot files the old log is still a whole store; a snapshot describes one
+    // log only, so none may outlive the exchange.
+    for snap in snapshot_files(dir).map_err(io(dir))? {
+        fs::remove_file(&snap).map_err(io(&snap))?;
+    }
+    fsync_dir(dir).map_err(io(dir))?;
+    let exchange = |what: &str| {
+        renameat2(
+            None,
+            &fresh.join("db"),
+            None,
+            &dir.join("db"),
+            RenameFlags::RENAME_EXCHANGE,
+        )
+        .map_err(|e| StoreError::Prepare {
+            path: dir.join("db"),
+            source: std::io::Error::other(format!("{what}: {e}")),
+        })?;
+        fsync_dir(dir).map_err(io(dir))?;
+        fsync_dir(fresh).map_err(io(fresh))
+    };
+    exchange("cannot put the compacted log in place")?;
+    match open_when_released(dir, old) {
+        Ok(new) => Ok(new),
+        Err(e) => {
+            tracing::error!(error = %e, "the compacted store does not open; the old one stays");
+            exchange("cannot put the old log back after a failed compaction")?;
+            Err(e)
+        }
+    }
+}
+
+/// Opens the store in `dir` once the copy's handles are gone: sled releases its lock on a
+/// closed database when its last background user lets go, which can take a moment.
+fn open_when_released(dir: &Path, like: &Gen) -> Result<Gen, StoreError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Gen::open(dir, Some(like)) {
+            Err(StoreError::InUse(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn walk_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            out.extend(walk_files(&entry.path())?);
+        } else {
+            out.push(entry.path());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::{sample, Status};
+    use crate::store::tx::submit_batch;
+    use crate::store::{Change, Updated};
+
+    #[test]
+    fn writes_after_a_compaction_reach_the_new_log_and_survive_a_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let s = Store::open(&dir).unwrap();
+        submit_batch(&s.gen().trees, &[sample("trace-k1"), sample("trace-k2")]).unwrap();
+        let old = s.gen();
+        let r = s.compact(&|_| {}).unwrap();
+        assert_eq!(r.records, 2);
+        assert!(!Arc::ptr_eq(&old, &s.gen()), "a new database is current");
+        assert!(
+            matches!(
+                submit_batch(&old.trees, &[sample("trace-k3")]),
+                Err(StoreError::Moved)
+            ),
+            "a writer holding the old database is sent to the new one"
+        );
+        drop(old);
+        let dead = s
+            .update("trace-k1", |r| {
+                let mut n = r.clone();
+                n.status = Status::Dead;
+                Change::Put(n)
+            })
+            .unwrap();
+        assert!(matches!(dead, Updated::Put(_)));
+        submit_batch(&s.gen().trees, &[sample("trace-k3")]).unwrap();
+        s.sync().unwrap();
+        assert!(!dir.join(COMPACTING_DIR).exists());
+        drop(s);
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.get("trace-k1").unwrap().unwrap().status, Status::Dead);
+        assert!(s.get("trace-k2").unwrap().is_some());
+        assert!(s.get("trace-k3").unwrap().is_some());
+        let c = s.counts().unwrap();
+        assert_eq!((c.accepted, c.pending, c.dead), (3, 2, 1));
+    }
+
+    #[test]
+    fn a_copy_left_by_an_interrupted_compaction_is_removed_at_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let s = Store::open(&dir).unwrap();
+        submit_batch(&s.gen().trees, &[sample("trace-k4")]).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        fs::create_dir(dir.join(COMPACTING_DIR)).unwrap();
+        fs::write(dir.join(COMPACTING_DIR).join("db"), b"half a copy").unwrap();
+        let s = Store::open(&dir).unwrap();
+        assert!(!dir.join(COMPACTING_DIR).exists());
+        assert!(s.get("trace-k4").unwrap().is_some());
+    }
+}
