@@ -254,6 +254,43 @@ mod tests {
         assert_eq!((c.accepted, c.pending, c.dead), (3, 2, 1));
     }
 
+    /// The crash window before the exchange: the old log without its snapshot files.
+    #[test]
+    fn a_log_without_its_snapshot_files_opens_with_every_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let s = Store::open(&dir).unwrap();
+        let recs: Vec<_> = (0..3000)
+            .map(|i| sample(&format!("trace-s{i:05}")))
+            .collect();
+        for chunk in recs.chunks(100) {
+            submit_batch(&s.gen().trees, chunk).unwrap();
+        }
+        let gone: Vec<String> = (0..3000)
+            .step_by(2)
+            .map(|i| format!("trace-s{i:05}"))
+            .collect();
+        let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+        s.update_many(&gone, |_, _| Change::Purge).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        // Opened twice: the second open writes a snapshot of the first's log.
+        drop(Store::open(&dir).unwrap());
+        let snaps = snapshot_files(&dir).unwrap();
+        assert!(!snaps.is_empty(), "sled wrote a snapshot");
+        for f in snaps {
+            fs::remove_file(f).unwrap();
+        }
+        let s = Store::open(&dir).unwrap();
+        let c = s.counts().unwrap();
+        assert_eq!((c.accepted, c.pending, c.purged), (3000, 1500, 1500));
+        for i in 0..3000 {
+            let id = format!("trace-s{i:05}");
+            assert_eq!(s.get(&id).unwrap().is_some(), i % 2 == 1, "{id}");
+        }
+        assert!(s.check(&|_, _| {}).unwrap().problems.is_empty());
+    }
+
     #[test]
     fn a_copy_left_by_an_interrupted_compaction_is_removed_at_open() {
         let tmp = tempfile::tempdir().unwrap();

@@ -18,10 +18,24 @@ pub async fn post_then_kill(
     prefix: &str,
     after: Duration,
 ) -> (std::collections::HashSet<String>, std::time::Instant) {
+    post_then_kill_during(dir, extra, clients, prefix, after, || {}).await
+}
+
+/// [`post_then_kill`], with `during` run on its own thread once the server answers (an ops
+/// command against it, say); the kill does not wait for it, the return does.
+pub async fn post_then_kill_during(
+    dir: &Path,
+    extra: &[&str],
+    clients: usize,
+    prefix: &str,
+    after: Duration,
+    during: impl FnOnce() + Send + 'static,
+) -> (std::collections::HashSet<String>, std::time::Instant) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let port = free_port();
     let child = spawn_binary_async(dir, port, extra).await;
+    let during = tokio::task::spawn_blocking(during);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()
@@ -64,6 +78,7 @@ pub async fn post_then_kill(
     for t in tasks {
         t.await.unwrap();
     }
+    during.await.unwrap();
     tokio::task::spawn_blocking(move || {
         let mut child = child;
         child.wait()

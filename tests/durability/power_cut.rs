@@ -5,6 +5,7 @@
 //! stored, once. A second run does the same with delivery on: after every cut, each trace ID
 //! the dashboard received is one the store still holds (the worker sends only durable
 //! records), the accounting balances, and in the end every acknowledged one is delivered.
+//! A third run starts `outbox compact` against the server before each cut.
 //! (The SIGKILL test in `crash` cannot see this: the kernel keeps a killed process's writes.)
 //!
 //! Needs root and `/dev/fuse`. Without them the test says SKIP loudly and passes, except under
@@ -153,6 +154,64 @@ async fn power_cuts_while_delivering_lose_nothing_and_the_dashboard_gets_only_st
     drop(last);
 }
 
+/// Power cuts while `outbox compact` runs against the server under intake: whichever step of
+/// the copy and swap a cut lands in, the store opens afterwards with every acknowledged
+/// submission, once, and without the copy's directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cuts_during_compaction_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let Some(fs) = mount_or_skip(&mnt) else {
+        return;
+    };
+    let dir = mnt.join("data");
+    let mut acked = HashSet::new();
+    let mut rng = rand::thread_rng();
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for cycle in 0..CYCLES {
+        let start = Duration::from_millis(rng.gen_range(50..400));
+        let after = start + Duration::from_millis(rng.gen_range(20..2500));
+        let prefix = format!("ccut-{cycle:02}");
+        let (d, done) = (dir.clone(), finished.clone());
+        let compact = move || {
+            std::thread::sleep(start);
+            let run = crate::harness::ops::outbox(&d, "compact", &["--json"]);
+            if run.code == 0 {
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        acked.extend(
+            // Two clients: the store, copied whole each time, grows slower.
+            kill::post_then_kill_during(&dir, &[], 2, &prefix, after, compact)
+                .await
+                .0,
+        );
+        let cut = fs.cut();
+        kill::assert_each_acked_stored_once(&dir, &acked);
+        assert!(
+            !dir.join(".compacting").exists(),
+            "cycle {cycle}: the open removes a half-made copy"
+        );
+        println!(
+            "cycle {cycle}: {} acknowledged so far; the cut took back writes to {:?}",
+            acked.len(),
+            cut.changed
+        );
+    }
+    let finished = finished.load(std::sync::atomic::Ordering::Relaxed);
+    println!("{finished} of {CYCLES} compactions finished before their cut");
+    assert!(
+        acked.len() > CYCLES * 10,
+        "load got through ({})",
+        acked.len()
+    );
+    assert!(
+        finished > 0 && finished < CYCLES,
+        "cuts should land both during and after compactions ({finished} of {CYCLES} finished)"
+    );
+}
+
 /// The harness itself, through the kernel: what was synced survives a cut, the rest does not,
 /// and a read after the cut sees the old bytes (no page cache serves the lost ones).
 #[test]
@@ -177,6 +236,20 @@ fn the_mount_keeps_synced_writes_and_forgets_the_rest_at_a_cut() {
     assert_eq!(cut.changed, ["conf", "log"]);
     assert_eq!(std::fs::read(&path).unwrap(), b"synced part|");
     assert_eq!(std::fs::read(&never_synced).unwrap(), b"");
+
+    // An exchange swaps the two names in one step; the file it pushed out, unlinked after,
+    // still takes a sync through the handle open on it, as compaction's old log does.
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::write(&a, b"first").unwrap();
+    std::fs::write(&b, b"second").unwrap();
+    let open_a = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
+    nix::fcntl::renameat2(None, &a, None, &b, nix::fcntl::RenameFlags::RENAME_EXCHANGE).unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), b"second");
+    assert_eq!(std::fs::read(&b).unwrap(), b"first");
+    std::fs::remove_file(&b).unwrap();
+    (&open_a).write_all(b", still there").unwrap();
+    open_a.sync_all().unwrap();
+    assert!(!b.exists());
 }
 
 fn mount_or_skip(at: &std::path::Path) -> Option<powerfs::Mounted> {

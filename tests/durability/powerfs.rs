@@ -4,7 +4,8 @@
 //! File contents live in memory. A write changes what readers see at once, but only an
 //! `fsync`/`fdatasync` of that file makes it durable; [`Mounted::cut`] turns every file back
 //! into its content at its last sync (a file never synced becomes empty). Directory changes
-//! (create, rename, unlink) are kept as if the disk had journalled them: the cut models lost
+//! (create, rename, a `renameat2` exchange, unlink; an unlinked file stays usable through
+//! the handles open on it) are kept as if the disk had journalled them: the cut models lost
 //! data, the failure a missing fdatasync causes. `sync_file_range` never reaches a FUSE
 //! filesystem, so sled's `flush()` alone makes nothing durable here, as on a real power loss.
 //!
@@ -164,8 +165,9 @@ impl State {
             Kind::File(_) | Kind::Socket if want_dir => return Err(Errno::ENOTDIR),
             _ => {}
         }
+        // The node stays: a process that has the file open goes on reading and syncing it,
+        // as on a disk, until it closes it (nodes are never freed; tests are short).
         self.dir(parent)?.remove(name);
-        self.nodes.remove(&ino);
         Ok(())
     }
 }
@@ -381,10 +383,31 @@ impl Filesystem for PowerFs {
         name: &OsStr,
         newparent: INodeNo,
         newname: &OsStr,
-        _flags: RenameFlags,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
         let mut s = self.state();
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            // Both names must exist; each then names the other's node, in one step.
+            let a = s.dir(parent.0).map(|d| d.get(name).copied());
+            let b = s.dir(newparent.0).map(|d| d.get(newname).copied());
+            return match (a, b) {
+                (Ok(Some(a)), Ok(Some(b))) => {
+                    s.dir(parent.0).expect("checked").insert(name.to_owned(), b);
+                    s.dir(newparent.0)
+                        .expect("checked")
+                        .insert(newname.to_owned(), a);
+                    reply.ok()
+                }
+                (Err(e), _) | (_, Err(e)) => reply.error(e),
+                _ => reply.error(Errno::ENOENT),
+            };
+        }
+        if flags.contains(RenameFlags::RENAME_NOREPLACE)
+            && s.dir(newparent.0).is_ok_and(|d| d.contains_key(newname))
+        {
+            return reply.error(Errno::EEXIST);
+        }
         let moved = match s.dir(parent.0).map(|d| d.remove(name)) {
             Ok(Some(ino)) => ino,
             Ok(None) => return reply.error(Errno::ENOENT),
@@ -392,9 +415,8 @@ impl Filesystem for PowerFs {
         };
         match s.dir(newparent.0) {
             Ok(d) => {
-                if let Some(replaced) = d.insert(newname.to_owned(), moved) {
-                    s.nodes.remove(&replaced);
-                }
+                // A replaced node stays for whoever has it open (see `remove`).
+                d.insert(newname.to_owned(), moved);
                 reply.ok()
             }
             Err(e) => {
