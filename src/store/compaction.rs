@@ -25,7 +25,7 @@
 //! open for readers that hold it, never writes into the data directory after the swap.
 
 use super::maintenance::{index_copy, open_raw, sync_raw};
-use super::{dir_size, fsync_dir, Gen, Store, StoreError};
+use super::{dir_size, fsync_dir, Gen, Store, StoreError, SEGMENT_SIZE};
 use nix::fcntl::{renameat2, RenameFlags};
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -42,6 +42,9 @@ const OLD_USERS_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Compacted {
+    /// Whether the copy was put in place: not when it came out no smaller than the log it
+    /// would replace (a store whose records are mostly still kept).
+    pub swapped: bool,
     /// Bytes in the data directory before and after.
     pub bytes_before: u64,
     pub bytes_after: u64,
@@ -73,7 +76,9 @@ impl Store {
             let started = Instant::now();
             let swapped = swap_in(&dir, &fresh, dest, old);
             held = started.elapsed();
-            let new = swapped?;
+            let Some(new) = swapped? else {
+                return Ok(None);
+            };
             old.trees
                 .retired
                 .store(true, std::sync::atomic::Ordering::Release);
@@ -81,7 +86,7 @@ impl Store {
                 &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
                 Arc::new(new),
             );
-            Ok(old)
+            Ok(Some(old))
         });
         let old = match copied {
             Ok((_, old)) => old,
@@ -91,22 +96,27 @@ impl Store {
                 return Err(e);
             }
         };
-        // The committer may still fdatasync a batch it wrote to the old log; readers finish.
-        let deadline = Instant::now() + OLD_USERS_WAIT;
-        while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
+        let swapped = old.is_some();
+        if let Some(old) = old {
+            // The committer may still fdatasync a batch it wrote to the old log; readers
+            // finish.
+            let deadline = Instant::now() + OLD_USERS_WAIT;
+            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
-        drop(old);
         fs::remove_dir_all(&fresh).map_err(io(&fresh))?;
         let records = self.gen().trees.entries.len() as u64;
         tracing::info!(
+            swapped,
             bytes_before,
             bytes_after = dir_size(&dir),
             records,
             writers_held_ms = held.as_millis() as u64,
-            "store compacted"
+            "store compaction done"
         );
         Ok(Compacted {
+            swapped,
             bytes_before,
             bytes_after: dir_size(&dir),
             records,
@@ -138,8 +148,9 @@ fn snapshot_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Step 2 of the module doc, with writers held off: makes the copy in `fresh` durable,
 /// exchanges the two logs, and opens the copy in `dir`. Undoes the exchange if the copy does
-/// not open, so the old database stays in place and current.
-fn swap_in(dir: &Path, fresh: &Path, dest: sled::Db, old: &Gen) -> Result<Gen, StoreError> {
+/// not open, so the old database stays in place and current. `None`: the copy is no smaller
+/// than the store, and nothing was changed.
+fn swap_in(dir: &Path, fresh: &Path, dest: sled::Db, old: &Gen) -> Result<Option<Gen>, StoreError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| StoreError::Prepare { path, source }
@@ -147,6 +158,21 @@ fn swap_in(dir: &Path, fresh: &Path, dest: sled::Db, old: &Gen) -> Result<Gen, S
     index_copy(&dest)?;
     sync_raw(&dest, fresh)?;
     drop(dest);
+    // sled writes a bulk load with garbage of its own (every leaf is rewritten as it fills),
+    // so a copy of a store that still keeps most of its records can come out larger. And
+    // sled opens a log into a new segment, so the copy takes one more once in use.
+    let (copy, live) = (
+        dir_size(fresh),
+        dir_size(dir).saturating_sub(dir_size(fresh)),
+    );
+    if copy + SEGMENT_SIZE as u64 >= live {
+        tracing::info!(
+            copy,
+            store = live,
+            "compaction: the copy is no smaller than the store; it is not used"
+        );
+        return Ok(None);
+    }
     for f in walk_files(fresh).map_err(io(fresh))? {
         fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).map_err(io(&f))?;
     }
@@ -173,7 +199,7 @@ fn swap_in(dir: &Path, fresh: &Path, dest: sled::Db, old: &Gen) -> Result<Gen, S
     };
     exchange("cannot put the compacted log in place")?;
     match open_when_released(dir, old) {
-        Ok(new) => Ok(new),
+        Ok(new) => Ok(Some(new)),
         Err(e) => {
             tracing::error!(error = %e, "the compacted store does not open; the old one stays");
             exchange("cannot put the old log back after a failed compaction")?;
@@ -214,7 +240,7 @@ mod tests {
     use super::*;
     use crate::store::record::{sample, Status};
     use crate::store::tx::submit_batch;
-    use crate::store::{Change, Updated};
+    use crate::store::{Change, Record, Updated};
 
     #[test]
     fn writes_after_a_compaction_reach_the_new_log_and_survive_a_reopen() {
@@ -222,8 +248,26 @@ mod tests {
         let dir = tmp.path().join("data");
         let s = Store::open(&dir).unwrap();
         submit_batch(&s.gen().trees, &[sample("trace-k1"), sample("trace-k2")]).unwrap();
+        // A drained backlog of 4,000 4-KB forms: the space the copy gives back. (A store
+        // opened again writes into a new 8 MiB segment, so the backlog must be larger.)
+        let gone: Vec<String> = (0..4000).map(|i| format!("trace-gone-{i:05}")).collect();
+        let big = format!(r#"{{"note":"{}"}}"#, "x".repeat(4000));
+        for chunk in gone.chunks(500) {
+            let recs: Vec<_> = chunk
+                .iter()
+                .map(|id| Record {
+                    payload: Some(big.clone()),
+                    ..sample(id)
+                })
+                .collect();
+            submit_batch(&s.gen().trees, &recs).unwrap();
+            let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            s.update_many(&ids, |_, _| Change::Purge).unwrap();
+        }
         let old = s.gen();
         let r = s.compact(&|_| {}).unwrap();
+        assert!(r.swapped, "{r:?}");
+        assert!(r.bytes_after < r.bytes_before, "{r:?}");
         assert_eq!(r.records, 2);
         assert!(!Arc::ptr_eq(&old, &s.gen()), "a new database is current");
         assert!(
@@ -251,7 +295,22 @@ mod tests {
         assert!(s.get("trace-k2").unwrap().is_some());
         assert!(s.get("trace-k3").unwrap().is_some());
         let c = s.counts().unwrap();
-        assert_eq!((c.accepted, c.pending, c.dead), (3, 2, 1));
+        assert_eq!((c.accepted, c.pending, c.dead), (4003, 2, 1));
+    }
+
+    #[test]
+    fn a_copy_that_would_not_be_smaller_is_not_used() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let s = Store::open(&dir).unwrap();
+        submit_batch(&s.gen().trees, &[sample("trace-n1")]).unwrap();
+        let before = s.gen();
+        let r = s.compact(&|_| {}).unwrap();
+        assert!(!r.swapped, "{r:?}");
+        assert!(Arc::ptr_eq(&before, &s.gen()), "the same database goes on");
+        assert!(!dir.join(COMPACTING_DIR).exists());
+        submit_batch(&s.gen().trees, &[sample("trace-n2")]).unwrap();
+        assert_eq!(s.counts().unwrap().pending, 2);
     }
 
     /// The crash window before the exchange: the old log without its snapshot files.

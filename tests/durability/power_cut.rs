@@ -25,13 +25,10 @@ const CLIENTS: usize = 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_power_cut_at_random_moments_loses_no_acknowledged_submission() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let Some(fs) = mount_or_skip(&mnt) else {
+    let Some(m) = mounted_data_dir() else {
         return;
     };
-    let dir = mnt.join("data");
+    let (fs, dir) = (&m.fs, m.dir.clone());
     let mut acked = HashSet::new();
     let mut log_cuts = 0;
     let mut rng = rand::thread_rng();
@@ -69,12 +66,10 @@ async fn a_power_cut_at_random_moments_loses_no_acknowledged_submission() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_cuts_while_delivering_lose_nothing_and_the_dashboard_gets_only_stored_records() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let Some(fs) = mount_or_skip(&mnt) else {
+    let Some(m) = mounted_data_dir() else {
         return;
     };
+    let (fs, dir) = (&m.fs, m.dir.clone());
     let dash = Dashboard::start().await;
     // A little latency keeps deliveries in flight when the cut lands.
     dash.set_reply(Reply::ok().delay(Duration::from_millis(2)));
@@ -87,7 +82,6 @@ async fn power_cuts_while_delivering_lose_nothing_and_the_dashboard_gets_only_st
         "--delivery-concurrency",
         "16",
     ];
-    let dir = mnt.join("data");
     let mut acked = HashSet::new();
     let mut rng = rand::thread_rng();
     for cycle in 0..CYCLES {
@@ -156,33 +150,37 @@ async fn power_cuts_while_delivering_lose_nothing_and_the_dashboard_gets_only_st
 
 /// Power cuts while `outbox compact` runs against the server under intake: whichever step of
 /// the copy and swap a cut lands in, the store opens afterwards with every acknowledged
-/// submission, once, and without the copy's directory.
+/// submission, once, and without the copy's directory. Before each cycle a drained backlog
+/// (stored, then purged) leaves dead space, so that each compaction has space to give back
+/// and swaps its copy in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_cuts_during_compaction_lose_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let Some(fs) = mount_or_skip(&mnt) else {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let Some(m) = mounted_data_dir() else {
         return;
     };
-    let dir = mnt.join("data");
+    let (fs, dir) = (&m.fs, m.dir.clone());
     let mut acked = HashSet::new();
     let mut rng = rand::thread_rng();
-    let finished = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (swapped, unfinished) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     for cycle in 0..CYCLES {
+        drained_backlog(&dir, cycle).await;
         let start = Duration::from_millis(rng.gen_range(50..400));
-        let after = start + Duration::from_millis(rng.gen_range(20..2500));
+        let after = start + Duration::from_millis(rng.gen_range(20..1500));
         let prefix = format!("ccut-{cycle:02}");
-        let (d, done) = (dir.clone(), finished.clone());
+        let (d, swapped_, unfinished_) = (dir.clone(), swapped.clone(), unfinished.clone());
         let compact = move || {
             std::thread::sleep(start);
             let run = crate::harness::ops::outbox(&d, "compact", &["--json"]);
-            if run.code == 0 {
-                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+            match run.code {
+                0 if run.json()["swapped"] == true => swapped_.fetch_add(1, Ordering::Relaxed),
+                0 => 0,
+                _ => unfinished_.fetch_add(1, Ordering::Relaxed),
+            };
         };
+        // Two clients: the records kept, copied whole each time, grow slower.
         acked.extend(
-            // Two clients: the store, copied whole each time, grows slower.
             kill::post_then_kill_during(&dir, &[], 2, &prefix, after, compact)
                 .await
                 .0,
@@ -199,17 +197,47 @@ async fn power_cuts_during_compaction_lose_nothing() {
             cut.changed
         );
     }
-    let finished = finished.load(std::sync::atomic::Ordering::Relaxed);
-    println!("{finished} of {CYCLES} compactions finished before their cut");
+    let (swapped, unfinished) = (
+        swapped.load(Ordering::Relaxed),
+        unfinished.load(Ordering::Relaxed),
+    );
+    println!(
+        "of {CYCLES} compactions, {swapped} swapped in their copy and {unfinished} were cut short"
+    );
     assert!(
         acked.len() > CYCLES * 10,
         "load got through ({})",
         acked.len()
     );
     assert!(
-        finished > 0 && finished < CYCLES,
-        "cuts should land both during and after compactions ({finished} of {CYCLES} finished)"
+        swapped > 0 && unfinished > 0,
+        "cuts should land both during and after compactions ({swapped} swapped, {unfinished} cut short)"
     );
+}
+
+/// Stores 3,000 forms of 4 KB in the stopped store in `dir` and purges them: dead space.
+async fn drained_backlog(dir: &std::path::Path, cycle: usize) {
+    let store = outbox::store::Store::open(dir).expect("the store opens");
+    let ids: Vec<String> = (0..3000)
+        .map(|i| format!("junk-{cycle:02}-{i:05}"))
+        .collect();
+    let note = "x".repeat(4000);
+    let submits = ids.iter().map(|id| {
+        store.submit(harness::ops::record(
+            id,
+            serde_json::json!({"email": "junk@example.com", "note": note}),
+        ))
+    });
+    for r in futures_util::future::join_all(submits).await {
+        r.unwrap();
+    }
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    for chunk in ids.chunks(500) {
+        store
+            .update_many(chunk, |_, _| outbox::store::Change::Purge)
+            .unwrap();
+    }
+    store.sync().unwrap();
 }
 
 /// The harness itself, through the kernel: what was synced survives a cut, the rest does not,
@@ -250,6 +278,26 @@ fn the_mount_keeps_synced_writes_and_forgets_the_rest_at_a_cut() {
     (&open_a).write_all(b", still there").unwrap();
     open_a.sync_all().unwrap();
     assert!(!b.exists());
+}
+
+/// A fresh mount and the path of a data directory on it (not created). Fields drop in
+/// order: the mount goes before the temporary directory it sits in.
+struct Mount {
+    fs: powerfs::Mounted,
+    dir: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+fn mounted_data_dir() -> Option<Mount> {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let fs = mount_or_skip(&mnt)?;
+    Some(Mount {
+        fs,
+        dir: mnt.join("data"),
+        _tmp: tmp,
+    })
 }
 
 fn mount_or_skip(at: &std::path::Path) -> Option<powerfs::Mounted> {

@@ -22,31 +22,69 @@ fn all_trace_ids(dir: &Path) -> HashSet<String> {
         .collect()
 }
 
+/// Four clients posting distinct submissions (`Idempotency-Key` `{prefix}-{client}-{n}`) to
+/// `app` until stopped, keeping the keys answered 202.
+struct Writers {
+    acked: Arc<Mutex<Vec<String>>>,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(app: &Arc<harness::TestApp>, prefix: &str) -> Writers {
+        let w = Writers {
+            acked: Arc::default(),
+            refused: Arc::default(),
+            stop: Arc::default(),
+            tasks: Vec::new(),
+        };
+        let tasks = (0..4)
+            .map(|c| {
+                let (app, acked, refused, stop) = (
+                    app.clone(),
+                    w.acked.clone(),
+                    w.refused.clone(),
+                    w.stop.clone(),
+                );
+                let prefix = prefix.to_owned();
+                tokio::spawn(async move {
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = format!("{prefix}-{c}-{i:06}");
+                        let r = app
+                            .post_json(
+                                &json!({"email": "load@example.com", "n": i}),
+                                &[("Idempotency-Key", &key)],
+                            )
+                            .await;
+                        match r.status().as_u16() {
+                            202 => acked.lock().unwrap().push(key),
+                            _ => _ = refused.fetch_add(1, Ordering::Relaxed),
+                        }
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        Writers { tasks, ..w }
+    }
+
+    /// Stops them; returns how many posts were not answered 202.
+    async fn stop(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_under_write_load_holds_every_submission_acknowledged_before_it_began() {
     let app = Arc::new(harness::spawn_app(&[]).await);
-    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop_writing = Arc::new(AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..4 {
-        let (app, acked, stop_writing) = (app.clone(), acked.clone(), stop_writing.clone());
-        writers.push(tokio::spawn(async move {
-            let mut i = 0;
-            while !stop_writing.load(Ordering::Relaxed) {
-                let key = format!("load-{w}-{i:06}");
-                let r = app
-                    .post_json(
-                        &json!({"email": "load@example.com", "n": i}),
-                        &[("Idempotency-Key", &key)],
-                    )
-                    .await;
-                if r.status() == 202 {
-                    acked.lock().unwrap().push(key);
-                }
-                i += 1;
-            }
-        }));
-    }
+    let writers = Writers::start(&app, "load");
+    let acked = writers.acked.clone();
     while acked.lock().unwrap().len() < 200 {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
@@ -60,12 +98,10 @@ async fn a_backup_under_write_load_holds_every_submission_acknowledged_before_it
     .await
     .unwrap();
     let acked_during = acked.lock().unwrap().len() - before.len();
-    stop_writing.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
+    let refused = writers.stop().await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.via_this_process(), "{}", run.stderr);
+    assert_eq!(refused, 0, "intake answers 202 all through a backup");
     assert!(acked_during > 0, "writes went on while the backup ran");
     let m = manifest(&dest);
     assert_eq!(run.json(), m);
@@ -230,27 +266,8 @@ async fn compaction_of_a_running_server_under_intake_loses_nothing() {
     let dir = tmp.path().join("data");
     let kept = drained_store(&dir).await;
     let app = Arc::new(harness::spawn_app_in(&dir, &[]).await);
-    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop_writing = Arc::new(AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..4 {
-        let (app, acked, stop_writing) = (app.clone(), acked.clone(), stop_writing.clone());
-        writers.push(tokio::spawn(async move {
-            let mut i = 0;
-            while !stop_writing.load(Ordering::Relaxed) {
-                let key = format!("during-{w}-{i:06}");
-                let r = app
-                    .post_json(
-                        &json!({"email": "load@example.com", "n": i}),
-                        &[("Idempotency-Key", &key)],
-                    )
-                    .await;
-                assert_eq!(r.status(), 202, "intake goes on through a compaction");
-                acked.lock().unwrap().push(key);
-                i += 1;
-            }
-        }));
-    }
+    let writers = Writers::start(&app, "during");
+    let acked = writers.acked.clone();
     let acked_count = || acked.lock().unwrap().len();
     while acked_count() < 100 {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -266,14 +283,13 @@ async fn compaction_of_a_running_server_under_intake_loses_nothing() {
     while acked_count() < after_swap + 100 {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    stop_writing.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
+    let refused = writers.stop().await;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(run.via_this_process(), "{}", run.stderr);
+    assert_eq!(refused, 0, "intake answers 202 all through a compaction");
     assert!(acked_during > 0, "writes went on while the compaction ran");
     let r = run.json();
+    assert_eq!(r["swapped"], true, "{r}");
     let (peak, compacted) = (
         r["bytes_before"].as_u64().unwrap(),
         r["bytes_after"].as_u64().unwrap(),

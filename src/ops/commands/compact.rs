@@ -45,6 +45,13 @@ pub fn run(a: CompactArgs) -> anyhow::Result<ExitCode> {
     let r = call(&dir, CompactRequest {}, "compacting")?;
     if a.json {
         print_json(&r);
+    } else if !r.swapped {
+        println!(
+            "not compacted: a fresh copy of {} would not be smaller ({} now, {} kept); nothing was changed",
+            dir.display(),
+            human(r.bytes_before),
+            crate::ops::text::count(r.records, "record", "records"),
+        );
     } else {
         println!(
             "compacted {}: {} -> {} ({} kept; writers held off {} ms)",
