@@ -72,7 +72,14 @@ impl Store {
             .map_err(io(&fresh))?;
         let dest = open_raw(&fresh)?;
         let mut held = Duration::ZERO;
-        let copied = self.copy_at_instant(dest, progress, |old, dest| {
+        // Records and bodies alone, before writers are held off: if they already make a copy
+        // no smaller than the store, the indexes would only add to it.
+        let worth_it = |dest: &sled::Db| {
+            dest.flush()?;
+            let copy = dir_size(&fresh);
+            Ok(gives_space_back(copy, dir_size(&dir).saturating_sub(copy)))
+        };
+        let copied = self.copy_at_instant(dest, progress, worth_it, |old, dest| {
             let started = Instant::now();
             let swapped = swap_in(&dir, &fresh, dest, old);
             held = started.elapsed();
@@ -89,7 +96,8 @@ impl Store {
             Ok(Some(old))
         });
         let old = match copied {
-            Ok((_, old)) => old,
+            Ok(Some((_, old))) => old,
+            Ok(None) => None,
             Err(e) => {
                 // Nothing was swapped: the copy is only in the way.
                 let _ = fs::remove_dir_all(&fresh);
@@ -125,6 +133,22 @@ impl Store {
     }
 }
 
+/// Whether a copy of `copy` bytes makes a store of `store` bytes smaller (logged when not).
+/// sled writes a bulk load with garbage of its own (every leaf is rewritten as it fills), so
+/// a copy of a store that still keeps most of its records can come out larger; and sled
+/// opens a log into a new segment, so the copy takes one more once in use.
+fn gives_space_back(copy: u64, store: u64) -> bool {
+    let smaller = copy + (SEGMENT_SIZE as u64) < store;
+    if !smaller {
+        tracing::info!(
+            copy,
+            store,
+            "compaction: a copy would be no smaller than the store; it is not used"
+        );
+    }
+    smaller
+}
+
 /// Removes what an interrupted compaction left in `dir`: never the live store (see the
 /// module doc).
 pub(super) fn remove_leftover(dir: &Path) -> std::io::Result<()> {
@@ -158,19 +182,8 @@ fn swap_in(dir: &Path, fresh: &Path, dest: sled::Db, old: &Gen) -> Result<Option
     index_copy(&dest)?;
     sync_raw(&dest, fresh)?;
     drop(dest);
-    // sled writes a bulk load with garbage of its own (every leaf is rewritten as it fills),
-    // so a copy of a store that still keeps most of its records can come out larger. And
-    // sled opens a log into a new segment, so the copy takes one more once in use.
-    let (copy, live) = (
-        dir_size(fresh),
-        dir_size(dir).saturating_sub(dir_size(fresh)),
-    );
-    if copy + SEGMENT_SIZE as u64 >= live {
-        tracing::info!(
-            copy,
-            store = live,
-            "compaction: the copy is no smaller than the store; it is not used"
-        );
+    let copy = dir_size(fresh);
+    if !gives_space_back(copy, dir_size(dir).saturating_sub(copy)) {
         return Ok(None);
     }
     for f in walk_files(fresh).map_err(io(fresh))? {
@@ -307,6 +320,7 @@ mod tests {
         let before = s.gen();
         let r = s.compact(&|_| {}).unwrap();
         assert!(!r.swapped, "{r:?}");
+        assert_eq!(r.writers_held_ms, 0, "known before writers were held off");
         assert!(Arc::ptr_eq(&before, &s.gen()), "the same database goes on");
         assert!(!dir.join(COMPACTING_DIR).exists());
         submit_batch(&s.gen().trees, &[sample("trace-n2")]).unwrap();

@@ -164,20 +164,24 @@ impl Store {
     /// Writers wait only for the final patch-up (see the module doc). `progress` gets the
     /// items copied so far.
     pub fn copy_into(&self, dest: &sled::Db, progress: &dyn Fn(u64)) -> Result<u64, StoreError> {
-        let (copied, ()) = self.copy_at_instant(dest.clone(), progress, |_, _| Ok(()))?;
+        let copy = self.copy_at_instant(dest.clone(), progress, |_| Ok(true), |_, _| Ok(()))?;
+        let (copied, ()) = copy.expect("a backup always goes on to the instant");
         index_copy(dest)?;
         Ok(copied)
     }
 
-    /// The copy of [`Store::copy_into`] without its indexes. `at_instant` runs last, with
-    /// writers still held off, on the database copied and the copy (its only handle left):
-    /// what it does happens at the instant the copy shows. One copy runs at a time.
+    /// The copy of [`Store::copy_into`] without its indexes. `go_on` runs once the bulk is
+    /// copied, before writers are held off, and can end the copy there (`None`). `at_instant`
+    /// runs last, with writers still held off, on the database copied and the copy (its only
+    /// handle left): what it does happens at the instant the copy shows. One copy runs at a
+    /// time.
     pub(super) fn copy_at_instant<R>(
         &self,
         dest: sled::Db,
         progress: &dyn Fn(u64),
+        go_on: impl FnOnce(&sled::Db) -> Result<bool, StoreError>,
         at_instant: impl FnOnce(&Arc<Gen>, sled::Db) -> Result<R, StoreError>,
-    ) -> Result<(u64, R), StoreError> {
+    ) -> Result<Option<(u64, R)>, StoreError> {
         let _one = self.copying.lock().unwrap_or_else(|e| e.into_inner());
         let g = self.gen();
         let src = &g.syncer.db;
@@ -194,6 +198,9 @@ impl Store {
                 progress,
                 &mut copied,
             )?;
+        }
+        if !go_on(&dest)? {
+            return Ok(None);
         }
         // Copies never overlap and a compaction swaps only inside one, so `g` is current.
         let _gate = g.trees.exclusive_gate()?;
@@ -234,7 +241,7 @@ impl Store {
             rewritten = dirty.len(),
             "snapshot: records written during the copy re-copied"
         );
-        Ok((copied, at_instant(&g, dest)?))
+        Ok(Some((copied, at_instant(&g, dest)?)))
     }
 
     /// Rebuilds `due`, `queue`, `done` and the status counters from `entries`, writers held
