@@ -18,7 +18,10 @@
 //! crash at any point leaves a complete store in the data directory: before the exchange the
 //! old log (without snapshot files, so sled reads the whole log at the next start), after it
 //! the synced copy. `conf` is the same in both (the store's fixed sled settings). The next
-//! open deletes whatever `.compacting/` holds.
+//! open deletes whatever `.compacting/` holds. If the directory cannot be synced after the
+//! exchange, or the exchange cannot be undone after the copy failed to open, the store stops
+//! acknowledging writes (as after a failed fsync): both logs hold everything acknowledged up
+//! to then, and a restart opens the one the data directory names.
 //!
 //! sled writes files by path only when it opens (snapshots) and for blobs, which the store
 //! never makes (bodies are capped far below the blob threshold), so the old database, still
@@ -207,15 +210,31 @@ fn swap_in(dir: &Path, fresh: &Path, dest: sled::Db, old: &Gen) -> Result<Option
             path: dir.join("db"),
             source: std::io::Error::other(format!("{what}: {e}")),
         })?;
-        fsync_dir(dir).map_err(io(dir))?;
-        fsync_dir(fresh).map_err(io(fresh))
+        // The names are exchanged now, durably or not: either log holds everything
+        // acknowledged so far (writers are held off), but once writes go on, only the one
+        // the data directory names at the next start counts. Unsure which, stop acknowledging.
+        if let Err(e) = fsync_dir(dir).and_then(|()| fsync_dir(fresh)) {
+            old.syncer.fail(format!(
+                "syncing {} after a compaction's swap failed ({e}); restart outbox",
+                dir.display()
+            ));
+        }
+        Ok::<(), StoreError>(())
     };
     exchange("cannot put the compacted log in place")?;
     match open_when_released(dir, old) {
         Ok(new) => Ok(Some(new)),
         Err(e) => {
             tracing::error!(error = %e, "the compacted store does not open; the old one stays");
-            exchange("cannot put the old log back after a failed compaction")?;
+            if let Err(undo) = exchange("cannot put the old log back after a failed compaction") {
+                // The data directory holds the copy, complete as of now (writers are held
+                // off); what the old log takes from here would not be there at the next
+                // start, so nothing more is acknowledged.
+                old.syncer.fail(format!(
+                    "{undo}; the data directory holds the compacted copy: restart outbox to open it"
+                ));
+                return Err(undo);
+            }
             Err(e)
         }
     }
