@@ -231,11 +231,15 @@ fn compact_served(dir: &Path, what: &str) -> String {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mib = |k: &str| r[k].as_u64().unwrap() as f64 / 1048576.0;
     format!(
-        "compaction of the running server ({what}): {:.1} -> {:.1} MiB in {secs:.1}s, {} records kept, writes held off {} ms",
+        "compaction of the running server ({what}): {:.1} -> {:.1} MiB in {secs:.1}s, {} records kept, writes held off {} ms{}",
         mib("bytes_before"),
         mib("bytes_after"),
         r["records"],
-        r["writers_held_ms"]
+        r["writers_held_ms"],
+        match r["swapped"].as_bool() {
+            Some(true) => "",
+            _ => " (the copy would not be smaller: not used)",
+        }
     )
 }
 
