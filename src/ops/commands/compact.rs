@@ -65,6 +65,20 @@ pub fn run(a: CompactArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Bytes in MiB, or in KiB under one MiB (a new store would show as 0.0 MiB).
 fn human(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    match bytes {
+        b if b < 1 << 20 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_under_a_mebibyte_are_given_in_kibibytes() {
+        assert_eq!(super::human(0), "0.0 KiB");
+        assert_eq!(super::human(20_480), "20.0 KiB");
+        assert_eq!(super::human(8_390_266), "8.0 MiB");
+    }
 }
