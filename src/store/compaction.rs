@@ -64,10 +64,6 @@ impl Store {
         let dir = self.path.clone();
         let bytes_before = dir_size(&dir);
         let fresh = dir.join(COMPACTING_DIR);
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Prepare { path, source }
-        };
         remove_leftover(&dir).map_err(io(&fresh))?;
         fs::DirBuilder::new()
             .mode(0o700)
@@ -118,10 +114,11 @@ impl Store {
         }
         fs::remove_dir_all(&fresh).map_err(io(&fresh))?;
         let records = self.gen().trees.entries.len() as u64;
+        let bytes_after = dir_size(&dir);
         tracing::info!(
             swapped,
             bytes_before,
-            bytes_after = dir_size(&dir),
+            bytes_after,
             records,
             writers_held_ms = held.as_millis() as u64,
             "store compaction done"
@@ -129,7 +126,7 @@ impl Store {
         Ok(Compacted {
             swapped,
             bytes_before,
-            bytes_after: dir_size(&dir),
+            bytes_after,
             records,
             writers_held_ms: held.as_millis() as u64,
         })
@@ -150,6 +147,12 @@ fn gives_space_back(copy: u64, store: u64) -> bool {
         );
     }
     smaller
+}
+
+/// The error for an I/O failure on `path`.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Prepare { path, source }
 }
 
 /// Removes what an interrupted compaction left in `dir`: never the live store (see the
@@ -178,10 +181,6 @@ fn snapshot_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// not open, so the old database stays in place and current. `None`: the copy is no smaller
 /// than the store, and nothing was changed.
 fn swap_in(dir: &Path, fresh: &Path, dest: sled::Db, old: &Gen) -> Result<Option<Gen>, StoreError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| StoreError::Prepare { path, source }
-    };
     index_copy(&dest)?;
     sync_raw(&dest, fresh)?;
     drop(dest);
