@@ -5,8 +5,8 @@
 //! puts it in place, without a restart and with writers held off only at the end:
 //!
 //! 1. a point-in-time copy into `<data-dir>/.compacting/` (the backup path: writers go on
-//!    while the trees are copied, then wait while the records they wrote are re-copied and
-//!    the copy's indexes are built; see [`super::maintenance`]);
+//!    while the trees are copied, the copy's indexes are built and the copy is synced, then
+//!    wait while the records they wrote meanwhile are re-copied; see [`super::maintenance`]);
 //! 2. still at that instant: the copy is synced and closed, the old snapshot files are
 //!    removed, and `renameat2(RENAME_EXCHANGE)` swaps the two `db` files (sled's log) in one
 //!    step; the copy's `db` is opened in the data directory and becomes the current database
@@ -27,7 +27,7 @@
 //! never makes (bodies are capped far below the blob threshold), so the old database, still
 //! open for readers that hold it, never writes into the data directory after the swap.
 
-use super::maintenance::{index_copy, open_raw, sync_raw};
+use super::maintenance::{open_raw, sync_raw};
 use super::{dir_size, fsync_dir, Gen, Store, StoreError, SEGMENT_SIZE};
 use nix::fcntl::{renameat2, RenameFlags};
 use std::fs;
@@ -71,10 +71,10 @@ impl Store {
             .map_err(io(&fresh))?;
         let dest = open_raw(&fresh)?;
         let mut held = Duration::ZERO;
-        // Records and bodies alone, before writers are held off: if they already make a copy
-        // no smaller than the store, the indexes would only add to it.
+        // Before writers are held off: the bulk of the copy goes to disk now, and a copy
+        // already no smaller than the store is not worth holding writers off for.
         let worth_it = |dest: &sled::Db| {
-            dest.flush()?;
+            sync_raw(dest, &fresh)?;
             let copy = dir_size(&fresh);
             Ok(gives_space_back(copy, dir_size(&dir).saturating_sub(copy)))
         };
@@ -181,7 +181,6 @@ fn snapshot_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// not open, so the old database stays in place and current. `None`: the copy is no smaller
 /// than the store, and nothing was changed.
 fn swap_in(dir: &Path, fresh: &Path, dest: sled::Db, old: &Gen) -> Result<Option<Gen>, StoreError> {
-    index_copy(&dest)?;
     sync_raw(&dest, fresh)?;
     drop(dest);
     let copy = dir_size(fresh);

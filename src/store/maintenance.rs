@@ -9,12 +9,13 @@
 //! only wait; reads never take the gate.
 //!
 //! # Snapshots without stopping intake for the whole copy
-//! A backup copies `entries` and `quarantine` while writers go on, with every writer noting
-//! the trace IDs it touches ([`Trees::mark_dirty`], called under the shared gate). Then, with
-//! the gate held exclusively, it re-copies just those IDs and copies the counters and small
-//! trees: the copy now equals the store at that instant. The index trees are rebuilt in the
-//! copy from its records afterwards (they are a function of the records). So intake waits for
-//! the writes made during the copy, not for the whole store.
+//! A backup copies `entries`, `quarantine` and `bodies` while writers go on, with every writer
+//! noting the trace IDs it touches ([`Trees::mark_dirty`], called under the shared gate), and
+//! builds the copy's index trees from the records it copied (they are a function of the
+//! records). Then, with the gate held exclusively, it re-copies just those IDs, undoing their
+//! earlier index entries and body in the copy and writing their current ones, and copies the
+//! counters and small trees: the copy now equals the store at that instant. So intake waits
+//! for the writes made during the copy, not for the whole store.
 
 use super::counters::{self, Counts};
 use super::done::done_keys;
@@ -32,7 +33,7 @@ const TRACKED: [&str; 2] = ["entries", "quarantine"];
 /// meanwhile (a body never changes under its key); bodies no entry of the copy points to
 /// are dropped from the copy at the end.
 const BODIES: &str = "bodies";
-/// Trees a snapshot rebuilds from the copied records instead of copying.
+/// Trees a snapshot builds from the copied records instead of copying.
 const INDEXES: [&str; 3] = ["due", "queue", "done"];
 
 /// Items per batch when copying trees: bounds memory while keeping sled's per-batch cost low.
@@ -166,12 +167,11 @@ impl Store {
     pub fn copy_into(&self, dest: &sled::Db, progress: &dyn Fn(u64)) -> Result<u64, StoreError> {
         let copy = self.copy_at_instant(dest.clone(), progress, |_| Ok(true), |_, _| Ok(()))?;
         let (copied, ()) = copy.expect("a backup always goes on to the instant");
-        index_copy(dest)?;
         Ok(copied)
     }
 
-    /// The copy of [`Store::copy_into`] without its indexes. `go_on` runs once the bulk is
-    /// copied, before writers are held off, and can end the copy there (`None`). `at_instant`
+    /// The copy of [`Store::copy_into`]. `go_on` runs once the bulk is copied and indexed,
+    /// before writers are held off, and can end the copy there (`None`). `at_instant`
     /// runs last, with writers still held off, on the database copied and the copy (its only
     /// handle left): what it does happens at the instant the copy shows. One copy runs at a
     /// time.
@@ -199,31 +199,25 @@ impl Store {
                 &mut copied,
             )?;
         }
+        // The indexes are built before writers are held off; under the gate only the records
+        // written meanwhile are patched, so the hold grows with those writes, not the store.
+        index_copy(&dest)?;
+        dest.flush()?;
         if !go_on(&dest)? {
             return Ok(None);
         }
         // Copies never overlap and a compaction swaps only inside one, so `g` is current.
         let _gate = g.trees.exclusive_gate()?;
         let dirty = tracking.take();
-        for name in TRACKED {
-            let (from, to) = (src.open_tree(name)?, dest.open_tree(name)?);
-            for id in &dirty {
-                match from.get(id)? {
-                    Some(v) => to.insert(id.as_bytes(), v)?,
-                    None => to.remove(id.as_bytes())?,
-                };
-            }
-        }
         {
-            let (from, to) = (src.open_tree(BODIES)?, dest.open_tree(BODIES)?);
+            // Scoped: a tree handle keeps the copy open, and `at_instant` gets its last one.
+            let copy = Patch::open(&dest)?;
             for id in &dirty {
-                let entry = g.trees.entries.get(id)?;
-                let key = entry.and_then(|v| record::decode_entry(&v).ok()?.body_key());
-                if let Some(k) = key.map(record::body_key) {
-                    if let Some(v) = from.get(k)? {
-                        to.insert(k, v)?;
-                    }
-                }
+                match g.trees.quarantine.get(id)? {
+                    Some(v) => copy.quarantine.insert(id.as_bytes(), v)?,
+                    None => copy.quarantine.remove(id.as_bytes())?,
+                };
+                copy.replace(id, g.trees.entries.get(id)?, &g.trees.bodies)?;
             }
         }
         for name in src.tree_names() {
@@ -392,9 +386,8 @@ fn rebuild_indexes_in(t: &Trees) -> Result<(Counts, Vec<String>), StoreError> {
             skipped.push(String::from_utf8_lossy(&k).into_owned());
             continue;
         };
-        let r = e.state();
-        index_into(&t.due, &t.queue, &t.done, r)?;
-        match r.status.as_str() {
+        index_into(&t.due, &t.queue, &t.done, &e)?;
+        match e.state().status.as_str() {
             "pending" => recount.pending += 1,
             "in_flight" => recount.in_flight += 1,
             "delivered" => recount.delivered += 1,
@@ -431,7 +424,7 @@ pub(super) fn index_copy(dest: &sled::Db) -> Result<(), StoreError> {
     for item in dest.open_tree("entries")?.iter() {
         let (_, v) = item?;
         if let Ok(e) = record::decode_entry(&v) {
-            index_into(&due, &queue, &done, e.state())?;
+            index_into(&due, &queue, &done, &e)?;
             referenced.extend(e.body_key());
         }
     }
@@ -446,16 +439,77 @@ pub(super) fn index_copy(dest: &sled::Db) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The index entries a record owns, as `tx::write` makes them.
+/// A copy's trees that follow `entries`, for patching one record at a time.
+struct Patch {
+    entries: sled::Tree,
+    quarantine: sled::Tree,
+    bodies: sled::Tree,
+    due: sled::Tree,
+    queue: sled::Tree,
+    done: sled::Tree,
+}
+
+impl Patch {
+    fn open(db: &sled::Db) -> Result<Patch, StoreError> {
+        Ok(Patch {
+            entries: db.open_tree("entries")?,
+            quarantine: db.open_tree("quarantine")?,
+            bodies: db.open_tree(BODIES)?,
+            due: db.open_tree("due")?,
+            queue: db.open_tree("queue")?,
+            done: db.open_tree("done")?,
+        })
+    }
+
+    /// Makes the record `id` what `now` is (`None`: gone), with its index entries and its
+    /// body (from `bodies`), undoing what the copy held for it.
+    fn replace(
+        &self,
+        id: &str,
+        now: Option<sled::IVec>,
+        bodies: &sled::Tree,
+    ) -> Result<(), StoreError> {
+        if let Some(before) = self.entries.get(id)? {
+            if let Ok(e) = record::decode_entry(&before) {
+                let (d, q, dn) = entry_index_keys(&e);
+                for (tree, keys) in [(&self.due, d), (&self.queue, q), (&self.done, dn)] {
+                    for k in keys {
+                        tree.remove(k)?;
+                    }
+                }
+                if let Some(k) = e.body_key() {
+                    self.bodies.remove(record::body_key(k))?;
+                }
+            }
+        }
+        let Some(now) = now else {
+            self.entries.remove(id)?;
+            return Ok(());
+        };
+        self.entries.insert(id, &now)?;
+        // An entry that does not decode is copied as it is, unindexed (as `index_copy` does).
+        if let Ok(e) = record::decode_entry(&now) {
+            index_into(&self.due, &self.queue, &self.done, &e)?;
+            if let Some(k) = e.body_key().map(record::body_key) {
+                if let Some(v) = bodies.get(k)? {
+                    self.bodies.insert(k, v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The index entries a stored record owns, as `tx::write` makes them.
 fn index_into(
     due: &sled::Tree,
     queue: &sled::Tree,
     done: &sled::Tree,
-    r: &Record,
+    e: &record::Entry,
 ) -> Result<(), StoreError> {
-    let (d, q, dn) = expected_index_keys(r);
+    let (d, q, dn) = entry_index_keys(e);
     for k in d {
-        due.insert(k, &[keys::status_byte(r.status)])?;
+        due.insert(k, &[keys::status_byte(e.state().status)])?;
     }
     for k in q {
         queue.insert(k, &[])?;
@@ -464,6 +518,21 @@ fn index_into(
         done.insert(k, &[])?;
     }
     Ok(())
+}
+
+/// The index keys of a stored record. Its state leaves the payload to the body, and a
+/// delivered record keeps a body only while it holds its payload ([`record::has_body`]), which
+/// its `done` keys say.
+fn entry_index_keys(e: &record::Entry) -> IndexKeys {
+    let r = e.state();
+    if r.status == record::Status::Delivered && r.payload.is_none() && e.body_key().is_some() {
+        let held = Record {
+            payload: Some(String::new()),
+            ..r.clone()
+        };
+        return expected_index_keys(&held);
+    }
+    expected_index_keys(r)
 }
 
 /// Keys of the `due`, `queue` and `done` trees, in that order.
@@ -625,5 +694,96 @@ mod tests {
             }
         }
         assert!(dump(&dest) == want, "the copy equals the store");
+    }
+
+    #[test]
+    fn writes_made_after_the_copy_was_indexed_move_its_index_entries() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(&tmp.path().join("data")).unwrap();
+        let recs: Vec<_> = (0..20).map(|i| sample(&format!("trace-{i:04}"))).collect();
+        super::super::tx::submit_batch(&s.gen().trees, &recs).unwrap();
+        let put = |id: &str, f: &dyn Fn(&mut Record)| {
+            s.update(id, |r| {
+                let mut n = r.clone();
+                f(&mut n);
+                Change::Put(n)
+            })
+            .unwrap();
+        };
+        // Delivered before the copy, payload kept: the copy's `done` index has a tombstone
+        // and a holds-payload entry for each.
+        for id in ["trace-0004", "trace-0006"] {
+            put(id, &|n| {
+                n.status = Status::Delivered;
+                n.delivered_at_ms = Some(1_700_000_100_000);
+            });
+        }
+        let dest = open_raw(&tmp.path().join("copy")).unwrap();
+        let indexed = Cell::new(false);
+        let copied = s.copy_at_instant(
+            dest,
+            &|_| {},
+            |dest| {
+                // The copy's indexes are built from the records as they were copied.
+                let due = dest.open_tree("due").unwrap();
+                indexed.set(due.len() == 18 && dest.open_tree("done").unwrap().len() == 4);
+                super::super::tx::submit_batch(&s.gen().trees, &[sample("trace-late")]).unwrap();
+                put("trace-0001", &|n| {
+                    n.status = Status::Delivered;
+                    n.delivered_at_ms = Some(1_700_000_200_000);
+                });
+                put("trace-0002", &|n| {
+                    n.attempts = 1;
+                    n.next_attempt_at_ms += 60_000;
+                });
+                put("trace-0003", &|n| n.status = Status::Dead);
+                s.update("trace-0004", |_| Change::Purge).unwrap();
+                s.update("trace-0005", |_| Change::Purge).unwrap();
+                Ok(true)
+            },
+            |_, dest| Ok(dump(&dest)),
+        );
+        let (_, copy) = copied.unwrap().unwrap();
+        assert!(
+            indexed.get(),
+            "indexes were built before writers were held off"
+        );
+        assert!(
+            copy == dump(&s.gen().syncer.db),
+            "the copy equals the store, indexes and bodies included"
+        );
+        let queue = s.gen().trees.queue.len();
+        assert_eq!(queue, 1, "the retried record is in the queue index");
+    }
+
+    #[test]
+    fn rebuilt_indexes_keep_a_delivered_record_that_holds_its_payload() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(&tmp.path().join("data")).unwrap();
+        super::super::tx::submit_batch(&s.gen().trees, &[sample("trace-kept")]).unwrap();
+        s.update("trace-kept", |r| {
+            let mut n = r.clone();
+            n.status = Status::Delivered;
+            n.delivered_at_ms = Some(1_700_000_100_000);
+            Change::Put(n)
+        })
+        .unwrap();
+        let before = dump(&s.gen().syncer.db);
+        s.rebuild_indexes().unwrap();
+        assert_eq!(
+            s.gen().trees.done.len(),
+            2,
+            "tombstone and holds-payload keys"
+        );
+        let indexes = |d: Dump| -> Dump {
+            d.into_iter()
+                .filter(|(n, _)| INDEXES.iter().any(|i| i.as_bytes() == n.as_slice()))
+                .collect()
+        };
+        assert!(
+            indexes(dump(&s.gen().syncer.db)) == indexes(before),
+            "a rebuild of sound indexes changes none"
+        );
+        assert_eq!(s.check(&|_, _| {}).unwrap().problems, Vec::<String>::new());
     }
 }
