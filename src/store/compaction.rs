@@ -5,19 +5,27 @@
 //! puts it in place, without a restart and with writers held off only at the end:
 //!
 //! 1. a point-in-time copy into `<data-dir>/.compacting/` (the backup path: writers go on
-//!    while the trees are copied, the copy's indexes are built and the copy is synced, then
-//!    wait while the records they wrote meanwhile are re-copied; see [`super::maintenance`]);
-//! 2. still at that instant: the copy is synced and closed, the old snapshot files are
-//!    removed, and `renameat2(RENAME_EXCHANGE)` swaps the two `db` files (sled's log) in one
-//!    step; the copy's `db` is opened in the data directory and becomes the current database
+//!    while the trees are copied and the copy's indexes are built; see
+//!    [`super::maintenance`]). The copy is synced and opened again, which has sled write a
+//!    snapshot of it (sled writes snapshots only when it opens a database);
+//! 2. writers wait while the records they wrote meanwhile are re-copied; still at that
+//!    instant, the copy is synced and closed, the old snapshot files are removed, and
+//!    `renameat2(RENAME_EXCHANGE)` swaps the two `db` files (sled's log) in one step; the
+//!    copy's snapshot follows its log, so opening the copy's `db` in the data directory reads
+//!    only what was written after the snapshot; the copy becomes the current database
 //!    ([`super::Gen`]); writers that were waiting go on on it ([`super::StoreError::Moved`]);
 //! 3. the old log, now in `.compacting/`, is deleted.
+//!
+//! So writers are held off for the writes made during the copy and the open, not for the
+//! records kept: 37 ms with 33,334 of 100,000 records kept (`cargo bench --bench resources`).
 //!
 //! The swap happens inside the data directory, so it works where only that directory is
 //! writable (systemd's `StateDirectory`, a container volume) and the admin socket stays. A
 //! crash at any point leaves a complete store in the data directory: before the exchange the
 //! old log (without snapshot files, so sled reads the whole log at the next start), after it
-//! the synced copy. `conf` is the same in both (the store's fixed sled settings). The next
+//! the synced copy (with its snapshot once that is moved, which happens only after the
+//! exchange is durable; without it until then). A snapshot never meets the other log: if
+//! the copy fails to open, its snapshot is removed before the exchange is undone. `conf` is the same in both (the store's fixed sled settings). The next
 //! open deletes whatever `.compacting/` holds. If the directory cannot be synced after the
 //! exchange, or the exchange cannot be undone after the copy failed to open, the store stops
 //! acknowledging writes (as after a failed fsync): both logs hold everything acknowledged up
@@ -72,16 +80,21 @@ impl Store {
         let dest = open_raw(&fresh)?;
         let mut held = Duration::ZERO;
         // Before writers are held off: the bulk of the copy goes to disk now, and a copy
-        // already no smaller than the store is not worth holding writers off for.
-        let worth_it = |dest: &sled::Db| {
-            sync_raw(dest, &fresh)?;
+        // already no smaller than the store is not worth holding writers off for. Opening
+        // the copy again makes sled write a snapshot of it, which goes with its log: the open
+        // at the swap then reads only what the hold adds.
+        let worth_it = |dest: sled::Db| {
+            sync_raw(&dest, &fresh)?;
             let copy = dir_size(&fresh);
-            Ok(gives_space_back(copy, dir_size(&dir).saturating_sub(copy)))
+            if !gives_space_back(copy, dir_size(&dir).saturating_sub(copy)) {
+                return Ok(None);
+            }
+            drop(dest);
+            when_released(|| open_raw(&fresh)).map(Some)
         };
-        let copied = self.copy_at_instant(dest, progress, worth_it, |old, dest| {
-            let started = Instant::now();
+        let copied = self.copy_at_instant(dest, progress, worth_it, |old, dest, held_from| {
             let swapped = swap_in(&dir, &fresh, dest, old);
-            held = started.elapsed();
+            held = held_from.elapsed();
             let Some(new) = swapped? else {
                 return Ok(None);
             };
@@ -220,11 +233,22 @@ fn swap_in(dir: &Path, fresh: &Path, dest: sled::Db, old: &Gen) -> Result<Option
         Ok::<(), StoreError>(())
     };
     exchange("cannot put the compacted log in place")?;
-    match open_when_released(dir, old) {
+    if old.syncer.failure().is_none() {
+        // Only once the exchange is durable: a snapshot must never meet the other log.
+        move_snapshots(fresh, dir);
+    }
+    match when_released(|| Gen::open(dir, Some(old))) {
         Ok(new) => Ok(Some(new)),
         Err(e) => {
             tracing::error!(error = %e, "the compacted store does not open; the old one stays");
-            if let Err(undo) = exchange("cannot put the old log back after a failed compaction") {
+            // They describe the copy's log, which goes back.
+            let removed = snapshot_files(dir)
+                .and_then(|snaps| snaps.iter().try_for_each(fs::remove_file))
+                .and_then(|()| fsync_dir(dir));
+            if let Err(undo) = removed
+                .map_err(io(dir))
+                .and_then(|()| exchange("cannot put the old log back after a failed compaction"))
+            {
                 // The data directory holds the copy, complete as of now (writers are held
                 // off); what the old log takes from here would not be there at the next
                 // start, so nothing more is acknowledged.
@@ -238,12 +262,29 @@ fn swap_in(dir: &Path, fresh: &Path, dest: sled::Db, old: &Gen) -> Result<Option
     }
 }
 
-/// Opens the store in `dir` once the copy's handles are gone: sled releases its lock on a
-/// closed database when its last background user lets go, which can take a moment.
-fn open_when_released(dir: &Path, like: &Gen) -> Result<Gen, StoreError> {
+/// Moves the copy's finished snapshot files from `fresh` into `dir`, whose log the copy's is
+/// now. One that cannot be moved only makes the next open read the whole log.
+fn move_snapshots(fresh: &Path, dir: &Path) {
+    let moved = snapshot_files(fresh).and_then(|snaps| {
+        for snap in snaps
+            .iter()
+            .filter(|s| s.extension() != Some("generating".as_ref()))
+        {
+            fs::rename(snap, dir.join(snap.file_name().unwrap_or_default()))?;
+        }
+        fsync_dir(dir)
+    });
+    if let Err(e) = moved {
+        tracing::warn!(error = %e, "compaction: the copy's snapshot stays behind; opening it reads its whole log");
+    }
+}
+
+/// Opens a database once the previous handles on its directory are gone: sled releases its
+/// lock on a closed database when its last background user lets go, which can take a moment.
+fn when_released<T>(open: impl Fn() -> Result<T, StoreError>) -> Result<T, StoreError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match Gen::open(dir, Some(like)) {
+        match open() {
             Err(StoreError::InUse(_)) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -300,6 +341,10 @@ mod tests {
         assert!(r.bytes_after < r.bytes_before, "{r:?}");
         assert_eq!(r.records, 2);
         assert!(!Arc::ptr_eq(&old, &s.gen()), "a new database is current");
+        assert!(
+            !snapshot_files(&dir).unwrap().is_empty(),
+            "the copy's snapshot came with its log"
+        );
         assert!(
             matches!(
                 submit_batch(&old.trees, &[sample("trace-k3")]),

@@ -21,11 +21,12 @@ use super::counters::{self, Counts};
 use super::done::done_keys;
 use super::keys;
 use super::record::{self, Record};
-use super::{fsync_dir, Gen, Store, StoreError, Trees, CACHE_CAPACITY, SEGMENT_SIZE};
+use super::{fsync_dir, Gen, Store, StoreError, Trees};
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
 
 /// Trees a snapshot copies while writers run and then patches by trace ID.
 const TRACKED: [&str; 2] = ["entries", "quarantine"];
@@ -118,11 +119,7 @@ fn copy_tree(
 /// committer, no requeue): for copies being written or checked. The settings must match the
 /// ones the directory was created with, or sled refuses to open it.
 pub fn open_raw(dir: &Path) -> Result<sled::Db, StoreError> {
-    Ok(sled::Config::new()
-        .path(dir)
-        .cache_capacity(CACHE_CAPACITY)
-        .segment_size(SEGMENT_SIZE)
-        .open()?)
+    super::open_sled(dir)
 }
 
 /// flush + fdatasync of `<dir>/db` and an fsync of the directory: makes a copy durable.
@@ -165,22 +162,24 @@ impl Store {
     /// Writers wait only for the final patch-up (see the module doc). `progress` gets the
     /// items copied so far.
     pub fn copy_into(&self, dest: &sled::Db, progress: &dyn Fn(u64)) -> Result<u64, StoreError> {
-        let copy = self.copy_at_instant(dest.clone(), progress, |_| Ok(true), |_, _| Ok(()))?;
+        let copy =
+            self.copy_at_instant(dest.clone(), progress, |d| Ok(Some(d)), |_, _, _| Ok(()))?;
         let (copied, ()) = copy.expect("a backup always goes on to the instant");
         Ok(copied)
     }
 
-    /// The copy of [`Store::copy_into`]. `go_on` runs once the bulk is copied and indexed,
-    /// before writers are held off, and can end the copy there (`None`). `at_instant`
-    /// runs last, with writers still held off, on the database copied and the copy (its only
-    /// handle left): what it does happens at the instant the copy shows. One copy runs at a
-    /// time.
+    /// The copy of [`Store::copy_into`]. `go_on` gets the copy once its bulk is copied and
+    /// indexed, before writers are held off, and gives back the copy to go on with (the same,
+    /// or reopened) or ends the copy there (`None`). `at_instant` runs last, with writers
+    /// still held off, on the database copied, the copy (its only handle left) and the moment
+    /// writers were held off: what it does happens at the instant the copy shows. One copy
+    /// runs at a time.
     pub(super) fn copy_at_instant<R>(
         &self,
         dest: sled::Db,
         progress: &dyn Fn(u64),
-        go_on: impl FnOnce(&sled::Db) -> Result<bool, StoreError>,
-        at_instant: impl FnOnce(&Arc<Gen>, sled::Db) -> Result<R, StoreError>,
+        go_on: impl FnOnce(sled::Db) -> Result<Option<sled::Db>, StoreError>,
+        at_instant: impl FnOnce(&Arc<Gen>, sled::Db, Instant) -> Result<R, StoreError>,
     ) -> Result<Option<(u64, R)>, StoreError> {
         let _one = self.copying.lock().unwrap_or_else(|e| e.into_inner());
         let g = self.gen();
@@ -203,11 +202,12 @@ impl Store {
         // written meanwhile are patched, so the hold grows with those writes, not the store.
         index_copy(&dest)?;
         dest.flush()?;
-        if !go_on(&dest)? {
+        let Some(dest) = go_on(dest)? else {
             return Ok(None);
-        }
+        };
         // Copies never overlap and a compaction swaps only inside one, so `g` is current.
         let _gate = g.trees.exclusive_gate()?;
+        let held_from = Instant::now();
         let dirty = tracking.take();
         {
             // Scoped: a tree handle keeps the copy open, and `at_instant` gets its last one.
@@ -235,7 +235,7 @@ impl Store {
             rewritten = dirty.len(),
             "snapshot: records written during the copy re-copied"
         );
-        Ok(Some((copied, at_instant(&g, dest)?)))
+        Ok(Some((copied, at_instant(&g, dest, held_from)?)))
     }
 
     /// Rebuilds `due`, `queue`, `done` and the status counters from `entries`, writers held
@@ -739,9 +739,9 @@ mod tests {
                 put("trace-0003", &|n| n.status = Status::Dead);
                 s.update("trace-0004", |_| Change::Purge).unwrap();
                 s.update("trace-0005", |_| Change::Purge).unwrap();
-                Ok(true)
+                Ok(Some(dest))
             },
-            |_, dest| Ok(dump(&dest)),
+            |_, dest, _| Ok(dump(&dest)),
         );
         let (_, copy) = copied.unwrap().unwrap();
         assert!(

@@ -253,21 +253,26 @@ pub(crate) struct Gen {
 /// database it replaced, and a writer on it gets [`StoreError::Moved`].
 pub(crate) type Current = Arc<RwLock<Arc<Gen>>>;
 
+/// Opens the sled database in `dir` with the store's fixed settings, and nothing else.
+fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(CACHE_CAPACITY)
+        .segment_size(SEGMENT_SIZE)
+        .open()
+        .map_err(|e| match e {
+            sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+                StoreError::InUse(dir.to_path_buf())
+            }
+            other => StoreError::Sled(other),
+        })
+}
+
 impl Gen {
     /// Opens the sled database in `dir` with the store's settings. The shared parts come from
     /// `like` (the database being replaced), or are new.
     fn open(dir: &Path, like: Option<&Gen>) -> Result<Gen, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_CAPACITY)
-            .segment_size(SEGMENT_SIZE)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-                    StoreError::InUse(dir.to_path_buf())
-                }
-                other => StoreError::Sled(other),
-            })?;
+        let db = open_sled(dir)?;
         let log = File::open(dir.join("db")).map_err(|source| StoreError::Prepare {
             path: dir.to_path_buf(),
             source,
