@@ -167,7 +167,10 @@ async fn power_cuts_during_compaction_lose_nothing() {
     for cycle in 0..CYCLES {
         drained_backlog(&dir, cycle).await;
         let start = Duration::from_millis(rng.gen_range(50..400));
-        let after = start + Duration::from_millis(rng.gen_range(20..1500));
+        // Every fourth cut comes late enough for a compaction to finish even on a slow
+        // machine, so that cuts also land after swaps.
+        let late = if cycle % 4 == 3 { 3000 } else { 0 };
+        let after = start + Duration::from_millis(late + rng.gen_range(20..1500));
         let prefix = format!("ccut-{cycle:02}");
         let (d, swapped_, unfinished_) = (dir.clone(), swapped.clone(), unfinished.clone());
         let compact = move || {
