@@ -32,7 +32,7 @@ use std::time::Instant;
 const TRACKED: [&str; 2] = ["entries", "quarantine"];
 /// Copied while writers run too, then patched through the entries of the trace IDs written
 /// meanwhile (a body never changes under its key); bodies no entry of the copy points to
-/// are dropped from the copy at the end.
+/// are dropped from the copy when it is indexed.
 const BODIES: &str = "bodies";
 /// Trees a snapshot builds from the copied records instead of copying.
 const INDEXES: [&str; 3] = ["due", "queue", "done"];

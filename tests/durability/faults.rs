@@ -404,7 +404,7 @@ fn rss_bytes(pid: u32) -> u64 {
 /// Mixed intake and delivery for `OUTBOX_SOAK_SECS` (default 30 minutes) with the dashboard
 /// failing for 20 s of every minute; prints RSS and disk use every 20 s and checks that both
 /// stay flat once steady: the last sample within 1.25x of the one at half the run. The first
-/// minutes are warm-up: sled's page cache fills to its bound (64 MiB of pages) and the log
+/// minutes are warm-up: sled's page cache fills to its bound (24 MiB of pages) and the log
 /// grows to its working set of segments.
 /// Run: `OUTBOX_SOAK=1 cargo test --release --test durability -- --ignored --nocapture soak`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
