@@ -651,12 +651,18 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn writes_made_while_a_snapshot_copies_are_in_it() {
+    /// A new store in a temporary directory with `n` pending records, `trace-0000` onwards.
+    fn store_with(n: usize) -> (tempfile::TempDir, Store) {
         let tmp = tempfile::tempdir().unwrap();
         let s = Store::open(&tmp.path().join("data")).unwrap();
-        let recs: Vec<_> = (0..50).map(|i| sample(&format!("trace-{i:04}"))).collect();
+        let recs: Vec<_> = (0..n).map(|i| sample(&format!("trace-{i:04}"))).collect();
         super::super::tx::submit_batch(&s.gen().trees, &recs).unwrap();
+        (tmp, s)
+    }
+
+    #[test]
+    fn writes_made_while_a_snapshot_copies_are_in_it() {
+        let (tmp, s) = store_with(50);
         let dest = open_raw(&tmp.path().join("copy")).unwrap();
         let first = Cell::new(true);
         // The first progress call comes after `entries` was read: everything written here
@@ -698,10 +704,7 @@ mod tests {
 
     #[test]
     fn writes_made_after_the_copy_was_indexed_move_its_index_entries() {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = Store::open(&tmp.path().join("data")).unwrap();
-        let recs: Vec<_> = (0..20).map(|i| sample(&format!("trace-{i:04}"))).collect();
-        super::super::tx::submit_batch(&s.gen().trees, &recs).unwrap();
+        let (tmp, s) = store_with(20);
         let put = |id: &str, f: &dyn Fn(&mut Record)| {
             s.update(id, |r| {
                 let mut n = r.clone();
