@@ -1,6 +1,6 @@
 //! Intake: everything between the HTTP body and a [`crate::store::Record`], as pure functions.
 //!
-//! - [`parse`]: content type + bytes -> [`Submission`] (no I/O, fuzzed).
+//! - [`mod@parse`]: content type + bytes -> [`Submission`] (no I/O, fuzzed).
 //! - [`trace_id`]: where a trace ID comes from and what it may look like.
 //! - [`form_type`]: explicit field, then configured presence rules, then `generic`.
 //! - [`client_ip`]: the client address, trusting forwarded headers only from configured proxies.

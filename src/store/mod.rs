@@ -10,7 +10,7 @@
 //! | `counters`   | counter name                           | u64 BE                                 |
 //! | `quarantine` | original key                           | JSON [`read::QuarantineEntry`]         |
 //! | `done`       | `t`/`p` ++ delivered ms (u64 BE) ++ ID | empty (see [`done`])                   |
-//! | `meta`       | `format`                              | store format (u64 BE, see [`format`])  |
+//! | `meta`       | `format`                              | store format (u64 BE, see [`mod@format`])  |
 //!
 //! `entries` is the source of truth. A record is in `due` exactly while its status is pending
 //! (or in flight, in stores from releases that wrote claims; see [`claims`]). `queue` orders by arrival the queued records that `due` cannot: those whose due

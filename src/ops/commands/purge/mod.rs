@@ -1,5 +1,5 @@
 //! `outbox purge`: drop delivered tombstones older than a date, or erase everything held
-//! about one email address ([`erase`]).
+//! about one email address ([`mod@erase`]).
 //!
 //! The CLI counts first (a dry run on the store), refuses to drop tombstones still inside the
 //! idempotency window without `--force`, confirms, then purges.
