@@ -205,10 +205,7 @@ fn swap_in(dir: &Path, fresh: &Path, dest: sled::Db, old: &Gen) -> Result<Option
     }
     // Without snapshot files the old log is still a whole store; a snapshot describes one
     // log only, so none may outlive the exchange.
-    for snap in snapshot_files(dir).map_err(io(dir))? {
-        fs::remove_file(&snap).map_err(io(&snap))?;
-    }
-    fsync_dir(dir).map_err(io(dir))?;
+    remove_snapshots(dir).map_err(io(dir))?;
     let exchange = |what: &str| {
         renameat2(
             None,
@@ -242,10 +239,7 @@ fn swap_in(dir: &Path, fresh: &Path, dest: sled::Db, old: &Gen) -> Result<Option
         Err(e) => {
             tracing::error!(error = %e, "the compacted store does not open; the old one stays");
             // They describe the copy's log, which goes back.
-            let removed = snapshot_files(dir)
-                .and_then(|snaps| snaps.iter().try_for_each(fs::remove_file))
-                .and_then(|()| fsync_dir(dir));
-            if let Err(undo) = removed
+            if let Err(undo) = remove_snapshots(dir)
                 .map_err(io(dir))
                 .and_then(|()| exchange("cannot put the old log back after a failed compaction"))
             {
@@ -260,6 +254,12 @@ fn swap_in(dir: &Path, fresh: &Path, dest: sled::Db, old: &Gen) -> Result<Option
             Err(e)
         }
     }
+}
+
+/// Removes sled's snapshot files from `dir`, durably.
+fn remove_snapshots(dir: &Path) -> std::io::Result<()> {
+    snapshot_files(dir)?.iter().try_for_each(fs::remove_file)?;
+    fsync_dir(dir)
 }
 
 /// Moves the copy's finished snapshot files from `fresh` into `dir`, whose log the copy's is

@@ -25,14 +25,15 @@ fn key(family: u8, ms: i64, trace_id: &str) -> Vec<u8> {
     k
 }
 
-/// The `done` keys a record in this state owns (none unless delivered).
-pub(super) fn done_keys(r: &Record) -> Vec<Vec<u8>> {
+/// The `done` keys a record in this state owns (none unless delivered); `holds_payload`:
+/// whether it still keeps its payload (a stored state leaves that to its body).
+pub(super) fn done_keys(r: &Record, holds_payload: bool) -> Vec<Vec<u8>> {
     if r.status != Status::Delivered {
         return Vec::new();
     }
     let at = r.delivered_at_ms.unwrap_or(r.received_at_ms);
     let mut out = vec![key(TOMBSTONE, at, &r.trace_id)];
-    if r.payload.is_some() {
+    if holds_payload {
         out.push(key(HOLDS_PAYLOAD, at, &r.trace_id));
     }
     out

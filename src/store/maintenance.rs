@@ -418,28 +418,26 @@ fn rebuild_indexes_in(t: &Trees) -> Result<(Counts, Vec<String>), StoreError> {
 /// Builds the index trees of a copy from its records (they are a function of the records),
 /// and drops the bodies no record of the copy points to.
 pub(super) fn index_copy(dest: &sled::Db) -> Result<(), StoreError> {
-    let [due, queue, done] = INDEXES.map(|n| dest.open_tree(n));
-    let (due, queue, done) = (due?, queue?, done?);
+    let copy = Patch::open(dest)?;
     let mut referenced = HashSet::new();
-    for item in dest.open_tree("entries")?.iter() {
+    for item in copy.entries.iter() {
         let (_, v) = item?;
         if let Ok(e) = record::decode_entry(&v) {
-            index_into(&due, &queue, &done, &e)?;
+            index_into(&copy.due, &copy.queue, &copy.done, &e)?;
             referenced.extend(e.body_key());
         }
     }
-    let bodies = dest.open_tree(BODIES)?;
-    for k in bodies.iter().keys() {
+    for k in copy.bodies.iter().keys() {
         let k = k?;
         let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
         if !referenced.contains(&seq) {
-            bodies.remove(k)?;
+            copy.bodies.remove(k)?;
         }
     }
     Ok(())
 }
 
-/// A copy's trees that follow `entries`, for patching one record at a time.
+/// A copy's trees that follow `entries`: indexed from it, and patched one record at a time.
 struct Patch {
     entries: sled::Tree,
     quarantine: sled::Tree,
@@ -521,18 +519,10 @@ fn index_into(
 }
 
 /// The index keys of a stored record. Its state leaves the payload to the body, and a
-/// delivered record keeps a body only while it holds its payload ([`record::has_body`]), which
-/// its `done` keys say.
+/// delivered record keeps a body only while it holds its payload ([`record::has_body`]).
 fn entry_index_keys(e: &record::Entry) -> IndexKeys {
     let r = e.state();
-    if r.status == record::Status::Delivered && r.payload.is_none() && e.body_key().is_some() {
-        let held = Record {
-            payload: Some(String::new()),
-            ..r.clone()
-        };
-        return expected_index_keys(&held);
-    }
-    expected_index_keys(r)
+    index_keys(r, r.payload.is_some() || e.body_key().is_some())
 }
 
 /// Keys of the `due`, `queue` and `done` trees, in that order.
@@ -540,8 +530,13 @@ pub type IndexKeys = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>);
 
 /// The index keys a record in this state must have, for checks.
 pub fn expected_index_keys(r: &Record) -> IndexKeys {
+    index_keys(r, r.payload.is_some())
+}
+
+fn index_keys(r: &Record, holds_payload: bool) -> IndexKeys {
+    let done = done_keys(r, holds_payload);
     if !r.status.is_queued() {
-        return (vec![], vec![], done_keys(r));
+        return (vec![], vec![], done);
     }
     let queue = if r.in_queue_index() {
         vec![keys::time_key(r.received_at_ms, &r.trace_id)]
@@ -551,7 +546,7 @@ pub fn expected_index_keys(r: &Record) -> IndexKeys {
     (
         vec![keys::time_key(r.next_attempt_at_ms, &r.trace_id)],
         queue,
-        done_keys(r),
+        done,
     )
 }
 

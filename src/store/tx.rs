@@ -130,7 +130,7 @@ impl Tx<'_> {
                 self.queue
                     .remove(keys::time_key(o.received_at_ms, &o.trace_id))?;
             }
-            for k in done_keys(o) {
+            for k in done_keys(o, o.payload.is_some()) {
                 self.done.remove(k)?;
             }
             if let Some(b) = *body {
@@ -157,7 +157,7 @@ impl Tx<'_> {
                     self.queue
                         .insert(keys::time_key(n.received_at_ms, &n.trace_id), &[])?;
                 }
-                for k in done_keys(n) {
+                for k in done_keys(n, n.payload.is_some()) {
                     self.done.insert(k, &[])?;
                 }
                 let body = match keep_body {
