@@ -198,7 +198,7 @@ mod tests {
             assert_eq!(s.claim_due(i64::MAX, 1).unwrap().records.len(), 1);
             s.sync().unwrap();
         }
-        let s = Store::open(&path).unwrap();
+        let s = crate::store::when_released(|| Store::open(&path)).unwrap();
         let c = s.counts().unwrap();
         assert_eq!((c.pending, c.in_flight), (1, 0));
         assert_eq!(s.claim_due(i64::MAX, 1).unwrap().records.len(), 1);

@@ -36,7 +36,7 @@
 //! open for readers that hold it, never writes into the data directory after the swap.
 
 use super::maintenance::{open_raw, sync_raw};
-use super::{dir_size, fsync_dir, Gen, Store, StoreError, SEGMENT_SIZE};
+use super::{dir_size, fsync_dir, when_released, Gen, Store, StoreError, SEGMENT_SIZE};
 use nix::fcntl::{renameat2, RenameFlags};
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -279,20 +279,6 @@ fn move_snapshots(fresh: &Path, dir: &Path) {
     }
 }
 
-/// Opens a database once the previous handles on its directory are gone: sled releases its
-/// lock on a closed database when its last background user lets go, which can take a moment.
-fn when_released<T>(open: impl Fn() -> Result<T, StoreError>) -> Result<T, StoreError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match open() {
-            Err(StoreError::InUse(_)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            r => return r,
-        }
-    }
-}
-
 fn walk_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -365,7 +351,7 @@ mod tests {
         s.sync().unwrap();
         assert!(!dir.join(COMPACTING_DIR).exists());
         drop(s);
-        let s = Store::open(&dir).unwrap();
+        let s = crate::store::when_released(|| Store::open(&dir)).unwrap();
         assert_eq!(s.get("trace-k1").unwrap().unwrap().status, Status::Dead);
         assert!(s.get("trace-k2").unwrap().is_some());
         assert!(s.get("trace-k3").unwrap().is_some());
@@ -410,13 +396,13 @@ mod tests {
         s.sync().unwrap();
         drop(s);
         // Opened twice: the second open writes a snapshot of the first's log.
-        drop(Store::open(&dir).unwrap());
+        drop(crate::store::when_released(|| Store::open(&dir)).unwrap());
         let snaps = snapshot_files(&dir).unwrap();
         assert!(!snaps.is_empty(), "sled wrote a snapshot");
         for f in snaps {
             fs::remove_file(f).unwrap();
         }
-        let s = Store::open(&dir).unwrap();
+        let s = crate::store::when_released(|| Store::open(&dir)).unwrap();
         let c = s.counts().unwrap();
         assert_eq!((c.accepted, c.pending, c.purged), (3000, 1500, 1500));
         for i in 0..3000 {
@@ -436,7 +422,7 @@ mod tests {
         drop(s);
         fs::create_dir(dir.join(COMPACTING_DIR)).unwrap();
         fs::write(dir.join(COMPACTING_DIR).join("db"), b"half a copy").unwrap();
-        let s = Store::open(&dir).unwrap();
+        let s = crate::store::when_released(|| Store::open(&dir)).unwrap();
         assert!(!dir.join(COMPACTING_DIR).exists());
         assert!(s.get("trace-k4").unwrap().is_some());
     }

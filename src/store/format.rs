@@ -66,7 +66,8 @@ mod tests {
         let path = dir.path().join("data");
         drop(Store::open(&path).unwrap());
         {
-            let db = crate::store::maintenance::open_raw(&path).unwrap();
+            let db =
+                crate::store::when_released(|| crate::store::maintenance::open_raw(&path)).unwrap();
             assert_eq!(stored_format(&db).unwrap(), STORE_FORMAT);
             db.open_tree("meta")
                 .unwrap()
@@ -74,14 +75,17 @@ mod tests {
                 .unwrap();
             db.flush().unwrap();
         }
-        let err = Store::open(&path).err().expect("refused");
+        let err = crate::store::when_released(|| Store::open(&path))
+            .err()
+            .expect("refused");
         let text = err.to_string();
         assert!(matches!(err, StoreError::NewerFormat { found, .. } if found == STORE_FORMAT + 1));
         assert!(
             text.contains("newer outbox") && text.contains("restore a backup"),
             "{text}"
         );
-        let db = crate::store::maintenance::open_raw(&path).unwrap();
+        let db =
+            crate::store::when_released(|| crate::store::maintenance::open_raw(&path)).unwrap();
         assert_eq!(
             stored_format(&db).unwrap(),
             STORE_FORMAT + 1,

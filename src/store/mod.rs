@@ -270,6 +270,20 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
         })
 }
 
+/// Opens a database once the previous handles on its directory are gone: sled releases its
+/// lock on a closed database when its last background user lets go, which can take a moment.
+pub(crate) fn when_released<T>(open: impl Fn() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(StoreError::InUse(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
 impl Gen {
     /// Opens the sled database in `dir` with the store's settings. The shared parts come from
     /// `like` (the database being replaced), or are new.

@@ -659,7 +659,7 @@ pub(crate) mod tests {
             .unwrap();
             s.sync().unwrap();
         }
-        let s = Store::open(&path).unwrap();
+        let s = crate::store::when_released(|| Store::open(&path)).unwrap();
         assert_eq!(
             s.get("trace-dddd").unwrap().unwrap().status,
             Status::Pending
