@@ -15,8 +15,18 @@ use tokio::time::Instant;
 /// steps. Each step that settles or claims is one sled transaction, and a transaction holds
 /// sled's process-wide lock, which the intake's group commit needs too. Intake bench on a quiet
 /// machine, in turns: intake while delivering 0.84 and 0.81 of intake alone with it, 0.72 and
-/// 0.77 without.
+/// 0.77 without. A reply cuts the wait short once no other send is running: waiting longer
+/// would gather nothing, and a fixed wait capped the drain at `delivery-concurrency` records
+/// per step (drain bench, 50,000 records, concurrency 8: 2,889/s with the fixed wait, 12,438/s
+/// with this one).
 const COALESCE: Duration = Duration::from_millis(2);
+
+/// What ended the wait between two steps.
+enum Woke {
+    Submission,
+    Reply,
+    Other,
+}
 
 /// Longest idle sleep; the loop re-reads the store at least this often.
 const MAX_IDLE: Duration = Duration::from_secs(60);
@@ -46,17 +56,31 @@ pub(super) async fn run<S: Sender>(
         let latest = Instant::now() + MAX_IDLE;
         let until = until.map_or(latest, |t| t.min(latest));
         let sending = delivery.sending() > 0;
-        let busy = tokio::select! {
-            _ = &mut woken => true,
-            _ = &mut kicked => false,
-            _ = stop.changed() => false,
-            _ = delivery.send_finished(), if sending => true,
-            _ = tokio::time::sleep_until(until) => false,
+        let woke = tokio::select! {
+            _ = &mut woken => Woke::Submission,
+            _ = &mut kicked => Woke::Other,
+            _ = stop.changed() => Woke::Other,
+            _ = delivery.send_finished(), if sending => Woke::Reply,
+            _ = tokio::time::sleep_until(until) => Woke::Other,
         };
-        if busy {
-            // Let more replies and submissions arrive, so that one store round settles and
-            // claims them together instead of one transaction each.
-            tokio::time::sleep(COALESCE).await;
+        // Let more replies and submissions arrive, so that one store round settles and
+        // claims them together instead of one transaction each.
+        let gather = Instant::now() + COALESCE;
+        match woke {
+            Woke::Submission => tokio::time::sleep_until(gather).await,
+            // The sends still running are the replies worth waiting for: once they are all
+            // in, waiting longer gathers nothing more.
+            Woke::Reply => {
+                while delivery.sending() > 0 {
+                    if tokio::time::timeout_at(gather, delivery.send_finished())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+            Woke::Other => {}
         }
     }
     let bound = stop.borrow().unwrap_or_default();
