@@ -189,30 +189,44 @@ async fn drain_rss(dir: &Path, n: usize) -> (f64, u64) {
     ];
     let (mut child, _) = spawn_serve(dir, &extra);
     let mut peak = 0;
+    // The RSS when each further tenth of the backlog has been delivered: does it level off or
+    // keep growing?
+    let mut tenths = Vec::new();
     while dash.count() < n {
         assert!(child.try_wait().unwrap().is_none(), "outbox exited");
         assert!(
             started.elapsed() < Duration::from_secs(1800),
             "not drained in 30 minutes"
         );
-        peak = peak.max(rss(child.id()));
+        let now = rss(child.id());
+        peak = peak.max(now);
+        if dash.count() * 10 >= n * (tenths.len() + 1) {
+            tenths.push(format!("{:.0}", now as f64 / 1048576.0));
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let secs = started.elapsed().as_secs_f64();
     peak = peak.max(rss(child.id()));
     terminate(child);
+    println!(
+        "RSS MiB while draining, at each tenth delivered: {}",
+        tenths.join(" ")
+    );
     (secs, peak)
 }
 
 fn rss(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:") * 1024
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: u64 = status
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    kib * 1024
+        .unwrap_or(0)
 }
 
 /// Runs `outbox compact` against `outbox serve` on `dir`; describes the outcome.
