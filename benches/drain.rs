@@ -17,7 +17,7 @@ mod support;
 
 use support::{write_bytes, write_bytes_source};
 
-// The same allocator as the `outbox` binary.
+// The same allocator as the `outbox` binary, set up as it is there (see `main`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -197,6 +197,7 @@ async fn outage(n: u64, concurrency: u64, outage: Duration) {
 }
 
 fn main() {
+    outbox::alloc::return_freed_memory_at_once();
     // `cargo bench` passes `--bench`; nothing else to parse.
     let n = env_num("OUTBOX_BENCH_RECORDS", 50_000);
     let outage_secs = env_num("OUTBOX_BENCH_OUTAGE_SECS", 60);

@@ -27,7 +27,8 @@ use std::process::Command as Proc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-// The same allocator as the `outbox` binary, for both servers.
+// The same allocator as the `outbox` binary, set up as it is there (see `main`), for both
+// servers.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -40,6 +41,7 @@ struct Figures {
 }
 
 fn main() {
+    outbox::alloc::return_freed_memory_at_once();
     if Proc::new("wrk").arg("--version").output().is_err() {
         eprintln!("wrk is not installed: apt-get install wrk");
         std::process::exit(1);

@@ -10,6 +10,7 @@
 //! [`config::Settings`]. [`telemetry`] holds logging and the table of metrics, [`time`] the
 //! clock and the one time format.
 
+pub mod alloc;
 pub mod app;
 pub mod cli;
 pub mod config;

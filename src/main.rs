@@ -10,31 +10,11 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in mimalloc 3's `mi_option_e` (the Rust bindings name only the
-/// stable options, and their numbering is mimalloc 2's).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Has mimalloc give freed memory back to the system at once. By default it waits a second,
-/// and the wait only ends when the thread that freed the memory allocates again, so memory
-/// freed by threads that then go quiet (sled's recovery at start, the committer between
-/// bursts) stays resident. With 1,000,000 pending records, RSS after start fell from 126.9 to
-/// 91.6 MiB and its peak while draining them from 235.6 to 207.8 MiB, at no cost to intake
-/// (`cargo bench --bench resources`, `cargo bench --bench intake`).
-/// `MIMALLOC_PURGE_DELAY` in the environment still wins.
-fn return_freed_memory_at_once() {
-    // mimalloc 3.x: the option index above is only right for that major version.
-    let major = unsafe { libmimalloc_sys::mi_version() } / 10_000;
-    if major == 3 && std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: mi_option_set only stores the value; it runs before any other thread starts.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
-    }
-}
-
 /// Exit code for usage and environment errors (bad settings, data directory in use).
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
-    return_freed_memory_at_once();
+    outbox::alloc::return_freed_memory_at_once();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { settings } => serve(settings),
@@ -121,28 +101,4 @@ fn serve(raw: RawSettings) -> anyhow::Result<ExitCode> {
         app.run_until_stopped(signals.shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_purge_delay_is_set_through_the_right_option() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-            return;
-        }
-        // mimalloc 3 purges after 1000 ms by default: reading that back shows the index is
-        // the purge delay's and not another option's.
-        assert_eq!(unsafe { libmimalloc_sys::mi_version() } / 10_000, 3);
-        assert_eq!(
-            unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) },
-            1000
-        );
-        return_freed_memory_at_once();
-        assert_eq!(
-            unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) },
-            0
-        );
-    }
 }
