@@ -189,6 +189,7 @@ async fn drain_rss(dir: &Path, n: usize) -> (f64, u64) {
     ];
     let (mut child, _) = spawn_serve(dir, &extra);
     let mut peak = 0;
+    let mut peak_at = (0.0, 0);
     // The RSS when each further tenth of the backlog has been delivered: does it level off or
     // keep growing?
     let mut tenths = Vec::new();
@@ -199,7 +200,10 @@ async fn drain_rss(dir: &Path, n: usize) -> (f64, u64) {
             "not drained in 30 minutes"
         );
         let now = rss(child.id());
-        peak = peak.max(now);
+        if now > peak {
+            peak = now;
+            peak_at = (started.elapsed().as_secs_f64(), dash.count());
+        }
         if dash.count() * 10 >= n * (tenths.len() + 1) {
             tenths.push(format!("{:.0}", now as f64 / 1048576.0));
         }
@@ -209,8 +213,10 @@ async fn drain_rss(dir: &Path, n: usize) -> (f64, u64) {
     peak = peak.max(rss(child.id()));
     terminate(child);
     println!(
-        "RSS MiB while draining, at each tenth delivered: {}",
-        tenths.join(" ")
+        "RSS MiB while draining, at each tenth delivered: {}; the most {:.1} s after the start, {} delivered",
+        tenths.join(" "),
+        peak_at.0,
+        peak_at.1
     );
     (secs, peak)
 }
