@@ -350,4 +350,4 @@ impl<S: Sender> Delivery<S> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -86,3 +86,39 @@ pub(super) async fn run<S: Sender>(
     let bound = stop.borrow().unwrap_or_default();
     delivery.stop(bound).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::step::tests::{bench, Fake};
+
+    /// On a paused clock, time moves only when every task waits on a timer. A dashboard
+    /// that answers at once has every reply in as soon as the sends ran, so the worker steps
+    /// again without waiting: the whole backlog goes on no time at all, where a fixed wait
+    /// between steps would take `COALESCE` for each step of `delivery-concurrency` records.
+    #[tokio::test(start_paused = true)]
+    async fn once_every_reply_is_in_the_next_step_runs_without_waiting() {
+        let ids: Vec<String> = (0..40).map(|i| format!("trace-w{i:03}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let b = bench(&ids, &[], Fake::new(&[], false)).await;
+        let store = b.store.clone();
+        let (stop, stopped) = watch::channel(None);
+        let started = Instant::now();
+        let worker = tokio::spawn(run(b.d, Arc::new(Notify::new()), stopped));
+        while store.counts().unwrap().delivered < 40 {
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "not delivered: {:?}",
+                store.counts().unwrap()
+            );
+            tokio::time::sleep(Duration::from_micros(100)).await;
+        }
+        let took = started.elapsed();
+        stop.send(Some(Duration::from_secs(1))).unwrap();
+        worker.await.unwrap();
+        assert!(
+            took < COALESCE,
+            "40 records at a concurrency of 8 took {took:?} of the paused clock"
+        );
+    }
+}

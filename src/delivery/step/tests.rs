@@ -20,7 +20,7 @@ const S: fn(u64) -> Duration = Duration::from_secs;
 /// `Retry-After` (200 once the script is spent) and keeps every request. A held one answers
 /// only as permits are given.
 #[derive(Clone)]
-struct Fake(Arc<Inner>);
+pub(in crate::delivery) struct Fake(Arc<Inner>);
 
 struct Inner {
     script: Mutex<VecDeque<(u16, Option<Duration>)>>,
@@ -29,7 +29,7 @@ struct Inner {
 }
 
 impl Fake {
-    fn new(script: &[(u16, Option<Duration>)], held: bool) -> Fake {
+    pub(in crate::delivery) fn new(script: &[(u16, Option<Duration>)], held: bool) -> Fake {
         Fake(Arc::new(Inner {
             script: Mutex::new(script.iter().copied().collect()),
             got: Mutex::default(),
@@ -68,16 +68,20 @@ impl Sender for Fake {
     }
 }
 
-struct Bench {
+pub(in crate::delivery) struct Bench {
     _dir: tempfile::TempDir,
-    store: Arc<Store>,
+    pub store: Arc<Store>,
     fake: Fake,
-    d: Delivery<Fake>,
+    pub d: Delivery<Fake>,
     t0: Now,
 }
 
 /// Stored records `ids`, due at `T0`, and delivery with the default settings but `extra`.
-async fn bench(ids: &[&str], extra: &[(&'static str, &str)], fake: Fake) -> Bench {
+pub(in crate::delivery) async fn bench(
+    ids: &[&str],
+    extra: &[(&'static str, &str)],
+    fake: Fake,
+) -> Bench {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("data")).unwrap());
     for id in ids {
