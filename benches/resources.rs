@@ -222,17 +222,14 @@ async fn drain_rss(dir: &Path, n: usize) -> (f64, u64) {
 }
 
 fn rss(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:") * 1024
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
+    let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix(field))
+        .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    kib * 1024
 }
 
 /// Runs `outbox compact` against `outbox serve` on `dir`; describes the outcome.
