@@ -1,6 +1,7 @@
 //! The store work of one delivery step, done in one blocking call so that a busy worker pays
 //! one thread hand-off per step, not one per record: give back claims that will not be sent,
-//! write the outcomes of finished attempts (one store transaction for all of them), quarantine
+//! write the outcomes of finished attempts (one store transaction for all of them, or a place
+//! in the committer's next one while intake runs: see `Store::settle`), quarantine
 //! records that cannot be sent, claim due records, and find when the next one falls due.
 //! Then [`Done::outcomes`] counts and logs what was written.
 //!
@@ -159,13 +160,26 @@ fn write(store: &Store, batch: &[Settle], limits: Limits) -> Vec<Result<Updated,
         return vec![];
     }
     let ids: Vec<&str> = batch.iter().map(|s| s.claimed.trace_id.as_str()).collect();
-    let results = store.settle(&ids, |i, stored| {
-        let s = &batch[i];
-        if !outcome::unchanged_since_claim(stored, &s.claimed) {
+    // The committer thread runs `decide`, so it holds its own copy of what it needs.
+    let owned: Vec<_> = batch
+        .iter()
+        .map(|s| {
+            (
+                s.claimed.clone(),
+                s.attempt.clone(),
+                s.verdict,
+                s.now_ms,
+                s.delay,
+            )
+        })
+        .collect();
+    let results = store.settle(&ids, move |i, stored| {
+        let (claimed, attempt, verdict, now_ms, delay) = &owned[i];
+        if !outcome::unchanged_since_claim(stored, claimed) {
             return Change::Keep;
         }
         Change::Put(outcome::settle(
-            stored, &s.attempt, s.verdict, s.now_ms, s.delay, limits,
+            stored, attempt, *verdict, *now_ms, *delay, limits,
         ))
     });
     match results {

@@ -12,8 +12,9 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 /// How long the loop lets replies and new submissions gather after one wakes it, before it
-/// steps. Each step that settles or claims is one sled transaction, and a transaction holds
-/// sled's process-wide lock, which the intake's group commit needs too. Intake bench on a quiet
+/// steps. The outcomes a step writes are one sled transaction (or join the committer's while
+/// intake runs), and a transaction holds sled's process-wide lock, which the intake's group
+/// commit needs too. Intake bench on a quiet
 /// machine, in turns: intake while delivering 0.84 and 0.81 of intake alone with it, 0.72 and
 /// 0.77 without. A reply cuts the wait short once no other send is running: waiting longer
 /// would gather nothing, and a fixed wait capped the drain at `delivery-concurrency` records

@@ -15,6 +15,7 @@
 //! covers every batch it could have read (see [`super::committer`]).
 
 use super::record::Record;
+use super::tx::SettleJob;
 use super::{Change, Store, StoreError, Updated};
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
@@ -79,16 +80,26 @@ impl Store {
         }
     }
 
-    /// Writes the outcomes of claimed records in one transaction and releases their claims.
-    /// `decide` gets each record's index in `ids` and the stored record; the results are as
-    /// for [`Store::update`], with `Err(reason)` for a record that does not decode.
-    pub fn settle<F: Fn(usize, &Record) -> Change>(
+    /// Writes the outcomes of claimed records and releases their claims. While submissions
+    /// are being committed, the outcomes go to the committer and ride the transaction of its
+    /// next group commit (one sled transaction instead of two); otherwise they are written
+    /// here, which spares a hand-off between threads. `decide` gets each record's index in
+    /// `ids` and the stored record; the results are as for [`Store::update`], with
+    /// `Err(reason)` for a record that does not decode.
+    pub fn settle<F: Fn(usize, &Record) -> Change + Send + 'static>(
         &self,
         ids: &[&str],
         decide: F,
     ) -> Result<Vec<Result<Updated, String>>, StoreError> {
         let mut claims = self.claims.lock();
-        let out = self.write_many(ids, decide);
+        let out = if self.committer.busy() {
+            self.committer.settle(SettleJob {
+                ids: ids.iter().map(|id| id.to_string()).collect(),
+                decide: Box::new(decide),
+            })
+        } else {
+            self.write_many(ids, decide)
+        };
         for id in ids {
             claims.remove(*id);
         }

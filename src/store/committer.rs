@@ -2,7 +2,14 @@
 //!
 //! 1. the committer thread takes every submission waiting, stores them in one sled
 //!    transaction (the idempotency check and the insert, atomically), then has sled write its
-//!    log buffer to the file (`flush()`);
+//!    log buffer to the file (`flush()`). While it is busy with submissions, the delivery
+//!    worker sends its outcomes here too, and they go in the same transaction: sled writes
+//!    its log buffer out twice for every transaction, each time waiting for the disk, and
+//!    holds its process-wide lock meanwhile, so a second transaction for them would cost as
+//!    much again. Outcomes need no fdatasync (a record whose outcome is lost is delivered
+//!    again), so they are answered once written, and outcomes alone get a transaction of
+//!    their own and neither flush nor fdatasync. When a batch fails, its submissions and its
+//!    outcomes go again apart, so that neither fails for the other;
 //! 2. the sync thread takes every batch flushed so far, makes them durable with one
 //!    `fdatasync` of `<data-dir>/db`, then answers them all.
 //!
@@ -23,9 +30,9 @@
 //! was called are fdatasynced. A record the worker has read was written by such a batch, so
 //! no power cut can erase a record the dashboard already has.
 
-use super::tx::{submit_batch, SubmitOutcome};
+use super::tx::{commit_batch, SettleJob, Settled, SubmitOutcome};
 use super::{Current, Gen, Record, StoreError};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
@@ -35,6 +42,15 @@ use tokio::sync::oneshot;
 const MAX_BATCH: usize = 1024;
 
 type Reply = oneshot::Sender<Result<SubmitOutcome, StoreError>>;
+
+/// What the committer is asked to write. Submissions are most of them, so they are not boxed.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    Submit(Record, Reply),
+    /// Delivery outcomes: written in the next transaction, answered once it is written (they
+    /// need no fdatasync: a record whose outcome is lost is delivered again).
+    Settle(SettleJob, mpsc::SyncSender<Result<Settled, StoreError>>),
+}
 
 /// A stored and flushed batch waiting for its fdatasync: the outcome for each reply, or the
 /// batch's error.
@@ -89,23 +105,26 @@ impl Durable {
 }
 
 pub(super) struct Committer {
-    tx: Mutex<Option<mpsc::Sender<(Record, Reply)>>>,
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     pub durable: Arc<Durable>,
+    /// Set while the committer works through submissions, cleared when it waits for work.
+    busy: Arc<AtomicBool>,
 }
 
 impl Committer {
     pub fn start(current: Current) -> Committer {
         let durable = Arc::new(Durable::default());
-        let (tx, rx) = mpsc::channel::<(Record, Reply)>();
+        let busy = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel::<Job>();
         // Unbounded, yet never long: the committer's own flush paces it to the disk, and the
         // sync thread takes every waiting batch for one fdatasync.
         let (stored_tx, stored_rx) = mpsc::channel::<Stored>();
         let committer = std::thread::Builder::new()
             .name("outbox-committer".into())
             .spawn({
-                let durable = durable.clone();
-                move || commit_loop(rx, &current, &durable, stored_tx)
+                let (durable, busy) = (durable.clone(), busy.clone());
+                move || commit_loop(rx, &current, &durable, &busy, stored_tx)
             })
             .expect("spawn committer thread");
         let sync = std::thread::Builder::new()
@@ -119,16 +138,32 @@ impl Committer {
             tx: Mutex::new(Some(tx)),
             threads: Mutex::new(vec![committer, sync]),
             durable,
+            busy,
         }
+    }
+
+    /// Whether submissions are being committed: outcomes sent now ride their transaction.
+    pub fn busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed)
     }
 
     pub async fn submit(&self, record: Record) -> Result<SubmitOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let sender = self.tx.lock().unwrap().clone().ok_or(StoreError::Closed)?;
-        sender
-            .send((record, reply))
-            .map_err(|_| StoreError::Closed)?;
+        self.send(Job::Submit(record, reply))?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Writes delivery outcomes in the committer's next transaction (see [`Job::Settle`]);
+    /// blocks until they are written.
+    pub fn settle(&self, job: SettleJob) -> Result<Settled, StoreError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(Job::Settle(job, reply))?;
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        let sender = self.tx.lock().unwrap().clone().ok_or(StoreError::Closed)?;
+        sender.send(job).map_err(|_| StoreError::Closed)
     }
 
     /// Stops taking submissions, answers those already queued, and waits for both threads.
@@ -147,27 +182,50 @@ impl Drop for Committer {
 }
 
 fn commit_loop(
-    rx: mpsc::Receiver<(Record, Reply)>,
+    rx: mpsc::Receiver<Job>,
     current: &Current,
     durable: &Durable,
+    busy: &AtomicBool,
     out: mpsc::Sender<Stored>,
 ) {
-    while let Ok((r, reply)) = rx.recv() {
+    loop {
+        let first = match rx.try_recv() {
+            Ok(job) => job,
+            Err(mpsc::TryRecvError::Empty) => {
+                busy.store(false, Ordering::Relaxed);
+                match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            }
+            Err(mpsc::TryRecvError::Disconnected) => return,
+        };
         let started = Instant::now();
-        let mut records = vec![r];
-        let mut replies = vec![reply];
-        while records.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok((r, reply)) => {
+        let (mut records, mut replies, mut settles) = (vec![], vec![], vec![]);
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Submit(r, reply) => {
                     records.push(r);
                     replies.push(reply);
                 }
-                Err(_) => break,
+                Job::Settle(job, reply) => settles.push((job, reply)),
             }
+            if records.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        busy.store(!records.is_empty(), Ordering::Relaxed);
+        if records.is_empty() {
+            // Outcomes only: nothing to make durable.
+            let gen = current.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let (jobs, answers): (Vec<_>, Vec<_>) = settles.into_iter().unzip();
+            answer_settles(answers, settle_alone(current, &gen, &jobs));
+            continue;
         }
         metrics::histogram!("outbox_commit_batch_size").record(records.len() as f64);
         let seq = durable.begin();
-        let (gen, outcomes) = commit(current, &records);
+        let (gen, outcomes) = commit(current, &records, settles);
         if out
             .send(Stored {
                 replies,
@@ -183,30 +241,84 @@ fn commit_loop(
     }
 }
 
-/// Stores `records` in one transaction on the current database and has sled write its log
-/// buffer; again on the next database if a compaction replaced it meanwhile. Returns the
-/// database written, whose log the sync thread then fdatasyncs.
+/// Stores `records` and writes `settles` in one transaction on the current database, then
+/// has sled write its log buffer; again on the next database if a compaction replaced it
+/// meanwhile. The settles are answered once written. Returns the database written, whose log
+/// the sync thread then fdatasyncs.
 fn commit(
     current: &Current,
     records: &[Record],
+    settles: Vec<(SettleJob, mpsc::SyncSender<Result<Settled, StoreError>>)>,
 ) -> (Arc<Gen>, Result<Vec<SubmitOutcome>, StoreError>) {
+    let (jobs, answers): (Vec<_>, Vec<_>) = settles.into_iter().unzip();
     loop {
         let gen = current.read().unwrap_or_else(|e| e.into_inner()).clone();
         let syncer = &gen.syncer;
-        let outcomes = match syncer.failure() {
+        let written = match syncer.failure() {
             // Once failed, nothing reaches sled until a restart.
             Some(e) => Err(StoreError::Sync(e)),
-            None => submit_batch(&gen.trees, records)
-                .inspect_err(|e| {
-                    if let StoreError::Sled(sled::Error::Io(_) | sled::Error::Corruption { .. }) = e
-                    {
-                        syncer.fail(e.to_string());
-                    }
-                })
-                .and_then(|outcomes| syncer.flush().map(|()| outcomes)),
+            None => commit_batch(&gen.trees, records, &jobs).inspect_err(|e| fail_on_io(&gen, e)),
         };
-        if !matches!(outcomes, Err(StoreError::Moved)) {
-            return (gen, outcomes);
+        let outcomes = match written {
+            Err(StoreError::Moved) => continue,
+            Ok((outcomes, settled)) => {
+                answer_settles(answers, Ok(settled));
+                Ok(outcomes)
+            }
+            // Neither half is held back by the other's failure: each goes again alone.
+            Err(_) if !jobs.is_empty() => {
+                answer_settles(answers, settle_alone(current, &gen, &jobs));
+                return commit(current, records, vec![]);
+            }
+            Err(e) => Err(e),
+        };
+        let outcomes = outcomes.and_then(|o| syncer.flush().map(|()| o));
+        return (gen, outcomes);
+    }
+}
+
+/// Writes `jobs` in one transaction of their own, on the current database.
+fn settle_alone(
+    current: &Current,
+    gen: &Arc<Gen>,
+    jobs: &[SettleJob],
+) -> Result<Vec<Settled>, StoreError> {
+    let mut gen = gen.clone();
+    loop {
+        if let Some(e) = gen.syncer.failure() {
+            return Err(StoreError::Sync(e));
+        }
+        match commit_batch(&gen.trees, &[], jobs) {
+            Err(StoreError::Moved) => {
+                gen = current.read().unwrap_or_else(|e| e.into_inner()).clone();
+            }
+            r => return r.inspect_err(|e| fail_on_io(&gen, e)).map(|(_, s)| s),
+        }
+    }
+}
+
+/// An I/O error or corruption from sled: the store stops acknowledging until a restart.
+fn fail_on_io(gen: &Gen, e: &StoreError) {
+    if let StoreError::Sled(sled::Error::Io(_) | sled::Error::Corruption { .. }) = e {
+        gen.syncer.fail(e.to_string());
+    }
+}
+
+fn answer_settles(
+    answers: Vec<mpsc::SyncSender<Result<Settled, StoreError>>>,
+    settled: Result<Vec<Settled>, StoreError>,
+) {
+    match settled {
+        Ok(settled) => {
+            for (answer, s) in answers.into_iter().zip(settled) {
+                let _ = answer.send(Ok(s));
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            for answer in answers {
+                let _ = answer.send(Err(StoreError::Commit(msg.clone())));
+            }
         }
     }
 }
@@ -260,5 +372,102 @@ fn answer(batch: Stored, synced: &Result<(), StoreError>) {
                 let _ = reply.send(Err(StoreError::Sync(msg.clone())));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::{sample, Status};
+    use crate::store::tx::submit_batch;
+    use crate::store::{Change, Store, Updated};
+
+    fn dead_letter(ids: &[&str]) -> SettleJob {
+        SettleJob {
+            ids: ids.iter().map(|id| id.to_string()).collect(),
+            decide: Box::new(|_, r: &Record| {
+                let mut n = r.clone();
+                n.status = Status::Dead;
+                Change::Put(n)
+            }),
+        }
+    }
+
+    /// Runs `commit` as the committer thread would, with `job` answered on a channel.
+    fn commit_with(
+        s: &Store,
+        records: &[Record],
+        job: SettleJob,
+    ) -> (
+        Result<Vec<SubmitOutcome>, StoreError>,
+        Result<Settled, StoreError>,
+    ) {
+        let (answer, settled) = mpsc::sync_channel(1);
+        let (_, outcomes) = commit(&s.current, records, vec![(job, answer)]);
+        (outcomes, settled.recv().unwrap())
+    }
+
+    #[test]
+    fn outcomes_sent_to_the_committer_are_written_and_answered() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(&tmp.path().join("data")).unwrap();
+        submit_batch(&s.gen().trees, &[sample("trace-cm0")]).unwrap();
+        let settled = s
+            .committer
+            .settle(dead_letter(&["trace-cm0", "trace-none"]));
+        assert!(matches!(
+            settled.unwrap()[..],
+            [Ok(Updated::Put(_)), Ok(Updated::NotFound)]
+        ));
+        assert_eq!(s.get("trace-cm0").unwrap().unwrap().status, Status::Dead);
+        assert!(!s.committer.busy(), "no submission is being committed");
+    }
+
+    #[test]
+    fn new_records_and_outcomes_are_written_in_one_batch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(&tmp.path().join("data")).unwrap();
+        submit_batch(&s.gen().trees, &[sample("trace-cm1")]).unwrap();
+        let (outcomes, settled) =
+            commit_with(&s, &[sample("trace-cm2")], dead_letter(&["trace-cm1"]));
+        assert!(matches!(outcomes.unwrap()[..], [SubmitOutcome::Stored(_)]));
+        assert!(matches!(settled.unwrap()[..], [Ok(Updated::Put(_))]));
+        assert_eq!(s.get("trace-cm1").unwrap().unwrap().status, Status::Dead);
+        let c = s.counts().unwrap();
+        assert_eq!((c.accepted, c.pending, c.dead), (2, 1, 1));
+        assert!(c.balanced());
+    }
+
+    /// A submission that fails the batch (its trace ID's entry does not decode) does not take
+    /// the outcomes written with it down too, nor the other way around.
+    #[test]
+    fn a_batch_that_fails_writes_each_half_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(&tmp.path().join("data")).unwrap();
+        submit_batch(&s.gen().trees, &[sample("trace-cm3")]).unwrap();
+        s.gen()
+            .trees
+            .entries
+            .insert("trace-cm4", &[3, 0xff])
+            .unwrap();
+        let (outcomes, settled) =
+            commit_with(&s, &[sample("trace-cm4")], dead_letter(&["trace-cm3"]));
+        assert!(
+            matches!(outcomes, Err(StoreError::Undecodable { ref trace_id, .. }) if trace_id == "trace-cm4"),
+            "{outcomes:?}"
+        );
+        assert!(matches!(settled.unwrap()[..], [Ok(Updated::Put(_))]));
+        assert_eq!(s.get("trace-cm3").unwrap().unwrap().status, Status::Dead);
+
+        // An outcome for a record that does not decode fails nothing: it is reported in its
+        // slot, and the new record beside it goes in.
+        let (outcomes, settled) =
+            commit_with(&s, &[sample("trace-cm5")], dead_letter(&["trace-cm4"]));
+        assert!(matches!(outcomes.unwrap()[..], [SubmitOutcome::Stored(_)]));
+        assert!(
+            matches!(settled.unwrap()[..], [Err(_)]),
+            "reported, not written"
+        );
+        assert!(s.get("trace-cm5").unwrap().is_some());
     }
 }

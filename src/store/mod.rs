@@ -25,7 +25,9 @@
 //!   (and the counters), in the committer's batch;
 //! - claim: nothing (claims are held in memory, see [`claims`]);
 //! - delivery: the state rewritten as delivered, the body removed, its `due` key removed and
-//!   one `done` key added, in the settler's batch;
+//!   one `done` key added, in one transaction for the worker's step; while intake runs, in
+//!   the committer's next transaction beside that group commit's submissions instead (every
+//!   sled transaction writes the log buffer out twice, whatever it carries);
 //! - a failed attempt: the state with its retry state, its `due` key moved and a `queue` key
 //!   (see above); the body stays as it is;
 //! - purge after the idempotency window: the state and its `done` key removed.

@@ -241,36 +241,103 @@ impl Trees {
     }
 }
 
-/// Stores a batch of new records in one transaction (the committer's unit of work).
+/// Stores a batch of new records in one transaction, as the committer does.
+#[cfg(test)]
 pub(super) fn submit_batch(
     trees: &Trees,
     batch: &[Record],
 ) -> Result<Vec<SubmitOutcome>, StoreError> {
-    trees.record_transaction(batch.iter().map(|r| r.trace_id.as_str()), |tx| {
+    commit_batch(trees, batch, &[]).map(|(outcomes, _)| outcomes)
+}
+
+/// What one settle of a [`commit_batch`] wrote: as for [`Store::update_many`].
+pub(super) type Settled = Vec<Result<Updated, String>>;
+
+/// A settle for [`commit_batch`]: records the delivery worker claimed, and what to make of
+/// each (by its index in `ids`). `decide` may run more than once.
+pub(super) struct SettleJob {
+    pub ids: Vec<String>,
+    pub decide: Decide,
+}
+
+/// What a settle makes of each record it names.
+pub(super) type Decide = Box<dyn Fn(usize, &Record) -> Change + Send>;
+
+/// The committer's unit of work: new records and delivery outcomes in ONE transaction, since
+/// every sled transaction costs two waits on the disk whatever it carries.
+pub(super) fn commit_batch(
+    trees: &Trees,
+    batch: &[Record],
+    settles: &[SettleJob],
+) -> Result<(Vec<SubmitOutcome>, Vec<Settled>), StoreError> {
+    let ids = batch.iter().map(|r| r.trace_id.as_str()).chain(
+        settles
+            .iter()
+            .flat_map(|s| s.ids.iter().map(String::as_str)),
+    );
+    trees.record_transaction(ids, |tx| {
         let mut deltas = Deltas::default();
-        let mut out = Vec::with_capacity(batch.len());
-        for r in batch {
-            // Reads see this transaction's own earlier writes, so a trace ID repeated
-            // within one batch is a duplicate too. The state alone answers: no body read.
-            let outcome = match tx.entries.get(r.trace_id.as_bytes())? {
-                Some(v) => match record::decode_entry(&v) {
-                    Ok(old) if old.state().payload_hash == r.payload_hash => {
-                        SubmitOutcome::Duplicate(old.state().receipt())
-                    }
-                    Ok(old) => SubmitOutcome::Conflict(old.state().receipt()),
-                    Err(e) => return Err(undecodable(&r.trace_id, e.to_string())),
-                },
-                None => {
-                    tx.write(None, Some(r), &mut deltas)?;
-                    deltas.add(counters::ACCEPTED, 1);
-                    SubmitOutcome::Stored(r.receipt())
-                }
-            };
-            out.push(outcome);
-        }
+        let outcomes = submit_in(tx, batch, &mut deltas)?;
+        let settled = settles
+            .iter()
+            .map(|s| {
+                let ids: Vec<&str> = s.ids.iter().map(String::as_str).collect();
+                write_in(tx, &ids, &s.decide, &mut deltas)
+            })
+            .collect::<Result<_, _>>()?;
         deltas.apply(tx.counters)?;
-        Ok(out)
+        Ok((outcomes, settled))
     })
+}
+
+fn submit_in(
+    tx: &Tx,
+    batch: &[Record],
+    deltas: &mut Deltas,
+) -> Result<Vec<SubmitOutcome>, ConflictableTransactionError<StoreError>> {
+    let mut out = Vec::with_capacity(batch.len());
+    for r in batch {
+        // Reads see this transaction's own earlier writes, so a trace ID repeated within one
+        // batch is a duplicate too. The state alone answers: no body read.
+        let outcome = match tx.entries.get(r.trace_id.as_bytes())? {
+            Some(v) => match record::decode_entry(&v) {
+                Ok(old) if old.state().payload_hash == r.payload_hash => {
+                    SubmitOutcome::Duplicate(old.state().receipt())
+                }
+                Ok(old) => SubmitOutcome::Conflict(old.state().receipt()),
+                Err(e) => return Err(undecodable(&r.trace_id, e.to_string())),
+            },
+            None => {
+                tx.write(None, Some(r), deltas)?;
+                deltas.add(counters::ACCEPTED, 1);
+                SubmitOutcome::Stored(r.receipt())
+            }
+        };
+        out.push(outcome);
+    }
+    Ok(out)
+}
+
+/// Reads, decides and writes each of `ids` inside `tx`; see [`Store::write_many`].
+fn write_in(
+    tx: &Tx,
+    ids: &[&str],
+    decide: &dyn Fn(usize, &Record) -> Change,
+    deltas: &mut Deltas,
+) -> Result<Settled, ConflictableTransactionError<StoreError>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        let old = match tx.read(id)? {
+            None => Ok(Updated::NotFound),
+            Some(Err(reason)) => Err(reason),
+            Some(Ok(old)) => {
+                let change = decide(i, &old.record);
+                Ok(tx.apply(old, change, deltas)?)
+            }
+        };
+        out.push(old);
+    }
+    Ok(out)
 }
 
 impl Store {
@@ -340,18 +407,7 @@ impl Store {
         self.on_current(|g| {
             g.trees.record_transaction(ids.iter().copied(), |tx| {
                 let mut deltas = Deltas::default();
-                let mut out = Vec::with_capacity(ids.len());
-                for (i, id) in ids.iter().enumerate() {
-                    let old = match tx.read(id)? {
-                        None => Ok(Updated::NotFound),
-                        Some(Err(reason)) => Err(reason),
-                        Some(Ok(old)) => {
-                            let change = decide(i, &old.record);
-                            Ok(tx.apply(old, change, &mut deltas)?)
-                        }
-                    };
-                    out.push(old);
-                }
+                let out = write_in(tx, ids, &decide, &mut deltas)?;
                 deltas.apply(tx.counters)?;
                 Ok(out)
             })
