@@ -160,7 +160,8 @@ fn write(store: &Store, batch: &[Settle], limits: Limits) -> Vec<Result<Updated,
         return vec![];
     }
     let ids: Vec<&str> = batch.iter().map(|s| s.claimed.trace_id.as_str()).collect();
-    // The committer thread runs `decide`, so it holds its own copy of what it needs.
+    // The committer thread may run `decide` (see `Store::settle`), so it holds its own copy
+    // of what it needs.
     let owned: Vec<_> = batch
         .iter()
         .map(|s| {
