@@ -33,7 +33,7 @@
 //! - purge after the idempotency window: the state and its `done` key removed.
 //!
 //! Bodies are keyed in arrival order, so they are added at one end of their tree and removed
-//! from the other as the backlog drains. Against records kept whole (README, Benchmarks): a
+//! from the other as the backlog drains. Against records kept whole (benches/README.md): a
 //! drain runs 17 to 22% faster, and the disk takes about 15% more bytes per record (two values
 //! with their own log headers instead of one).
 //!
