@@ -31,7 +31,7 @@
 //! no power cut can erase a record the dashboard already has.
 
 use super::tx::{commit_batch, SettleJob, Settled, SubmitOutcome};
-use super::{Current, Gen, Record, StoreError};
+use super::{gen_of, Current, Gen, Record, StoreError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
@@ -218,9 +218,8 @@ fn commit_loop(
         busy.store(!records.is_empty(), Ordering::Relaxed);
         if records.is_empty() {
             // Outcomes only: nothing to make durable.
-            let gen = current.read().unwrap_or_else(|e| e.into_inner()).clone();
             let (jobs, answers): (Vec<_>, Vec<_>) = settles.into_iter().unzip();
-            answer_settles(answers, settle_alone(current, &gen, &jobs));
+            answer_settles(answers, settle_alone(current, &jobs));
             continue;
         }
         metrics::histogram!("outbox_commit_batch_size").record(records.len() as f64);
@@ -252,7 +251,7 @@ fn commit(
 ) -> (Arc<Gen>, Result<Vec<SubmitOutcome>, StoreError>) {
     let (jobs, answers): (Vec<_>, Vec<_>) = settles.into_iter().unzip();
     loop {
-        let gen = current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let gen = gen_of(current);
         let syncer = &gen.syncer;
         let written = match syncer.failure() {
             // Once failed, nothing reaches sled until a restart.
@@ -267,7 +266,7 @@ fn commit(
             }
             // Neither half is held back by the other's failure: each goes again alone.
             Err(_) if !jobs.is_empty() => {
-                answer_settles(answers, settle_alone(current, &gen, &jobs));
+                answer_settles(answers, settle_alone(current, &jobs));
                 return commit(current, records, vec![]);
             }
             Err(e) => Err(e),
@@ -278,19 +277,15 @@ fn commit(
 }
 
 /// Writes `jobs` in one transaction of their own, on the current database.
-fn settle_alone(
-    current: &Current,
-    gen: &Arc<Gen>,
-    jobs: &[SettleJob],
-) -> Result<Vec<Settled>, StoreError> {
-    let mut gen = gen.clone();
+fn settle_alone(current: &Current, jobs: &[SettleJob]) -> Result<Vec<Settled>, StoreError> {
+    let mut gen = gen_of(current);
     loop {
         if let Some(e) = gen.syncer.failure() {
             return Err(StoreError::Sync(e));
         }
         match commit_batch(&gen.trees, &[], jobs) {
             Err(StoreError::Moved) => {
-                gen = current.read().unwrap_or_else(|e| e.into_inner()).clone();
+                gen = gen_of(current);
             }
             r => return r.inspect_err(|e| fail_on_io(&gen, e)).map(|(_, s)| s),
         }

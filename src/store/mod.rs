@@ -259,6 +259,11 @@ pub(crate) struct Gen {
 /// database it replaced, and a writer on it gets [`StoreError::Moved`].
 pub(crate) type Current = Arc<RwLock<Arc<Gen>>>;
 
+/// The database `current` holds now.
+pub(crate) fn gen_of(current: &Current) -> Arc<Gen> {
+    current.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// Opens the sled database in `dir` with the store's fixed settings, and nothing else.
 fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     sled::Config::new()
@@ -384,10 +389,7 @@ impl Store {
 
     /// The database the store runs on now.
     pub(crate) fn gen(&self) -> Arc<Gen> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        gen_of(&self.current)
     }
 
     /// Runs a write on the current database, again on the next one if a compaction replaced
