@@ -73,7 +73,7 @@ use std::sync::{Arc, Mutex, RwLock};
 /// with 64 MiB, 144.5 with 24 and 136.2 with 16, at 2,134, 2,110 and 2,043 deliveries/s: the
 /// records a drain reads are read once, and the OS page cache holds the log file anyway. Once
 /// the worker drained four times faster, 24 MiB gave 155.6 MiB at 8,474/s and 12 MiB 136.3 at
-/// 8,525/s (about 122 for most of the drain; the peak is sled writing its periodic snapshot).
+/// 8,525/s (about 122 for most of the drain). 4 and 6 MiB: see benches/README.md.
 const CACHE_CAPACITY: u64 = 12 << 20;
 /// Fixed at creation. Items over about a quarter segment go to unsynced blob files, so this
 /// must stay far above the largest record (bodies are capped at 1 MiB by configuration).
