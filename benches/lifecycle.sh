@@ -70,6 +70,7 @@ wait_for() {
 python3 "$here/support/stub_dashboard.py" >"$work/stub.port" &
 stub_pid=$!
 for _ in $(seq 50); do [ -s "$work/stub.port" ] && break; sleep 0.1; done
+[ -s "$work/stub.port" ] || { echo "lifecycle.sh: the stub dashboard did not start" >&2; exit 1; }
 dashboard=(--dashboard-url "http://127.0.0.1:$(cat "$work/stub.port")"
     --ingest-key bench-ingest-key-0123456789)
 
@@ -92,6 +93,11 @@ start
 wrk -t1 -c64 -d120s -s "$work/post.lua" "$base/api/collect" >"$work/wrk.txt"
 accepted=$(records_with pending)
 stop
+if [ "$accepted" -le 0 ]; then
+    echo "lifecycle.sh: no post was stored; wrk said:" >&2
+    cat "$work/wrk.txt" >&2
+    exit 1
+fi
 b1=$(device_bytes)
 
 start "${dashboard[@]}"
