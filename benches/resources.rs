@@ -110,12 +110,17 @@ fn record(i: usize) -> Record {
     )
 }
 
-/// Stores `n` records through the group committer, 256 submissions in flight at a time.
+/// Submissions in flight while filling: as many as the intake bench's connections, so the
+/// committer's groups are the size a backlog posted over HTTP gets (RSS after start depends on
+/// it: see benches/README.md).
+const FILL_IN_FLIGHT: usize = 64;
+
+/// Stores `n` records through the group committer, [`FILL_IN_FLIGHT`] at a time.
 async fn fill_store(dir: &Path, n: usize) {
     let store = Arc::new(Store::open(dir).unwrap());
     let mut set = tokio::task::JoinSet::new();
     for i in 0..n {
-        if set.len() >= 256 {
+        if set.len() >= FILL_IN_FLIGHT {
             set.join_next().await.unwrap().unwrap();
         }
         let s = store.clone();
