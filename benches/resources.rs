@@ -111,8 +111,8 @@ fn record(i: usize) -> Record {
 }
 
 /// Submissions in flight while filling: as many as the intake bench's connections, so the
-/// committer's groups are the size a backlog posted over HTTP gets (RSS after start depends on
-/// it: see benches/README.md).
+/// committer's groups are the size a backlog posted over HTTP gets (the RSS while draining
+/// depends on it: see benches/README.md).
 const FILL_IN_FLIGHT: usize = 64;
 
 /// Stores `n` records through the group committer, [`FILL_IN_FLIGHT`] at a time.
