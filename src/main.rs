@@ -46,7 +46,11 @@ fn config_check(raw: RawSettings) -> anyhow::Result<ExitCode> {
         );
     }
     print!("{}", config::render(&layers));
-    Settings::from_layers(&layers)?;
+    let settings = Settings::from_layers(&layers)?;
+    print!(
+        "{}",
+        outbox::intake::form_type::describe(&settings.form_rules)
+    );
     println!("configuration ok");
     Ok(ExitCode::SUCCESS)
 }

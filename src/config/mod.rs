@@ -118,7 +118,13 @@ pub struct Layers {
     pub values: BTreeMap<&'static str, (String, Source)>,
     /// Structured file-only sections (e.g. `[[form_type_rules]]`).
     pub file_rules: Option<toml::Value>,
+    /// `replace_builtin_form_type_rules = true` in the file: its rules replace the built-in
+    /// ones instead of coming before them.
+    pub replace_builtin_rules: bool,
 }
+
+/// File-only keys: structured values with no flag or variable.
+pub const FILE_ONLY_KEYS: &[&str] = &["form_type_rules", "replace_builtin_form_type_rules"];
 
 impl RawSettings {
     /// Merges defaults, the config file and the already-merged flags/env.
@@ -130,6 +136,7 @@ impl RawSettings {
             }
         }
         let mut file_rules = None;
+        let mut replace_builtin_rules = false;
         if let Some(path) = &self.config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config file {}", path.display()))?;
@@ -138,6 +145,15 @@ impl RawSettings {
             for (key, value) in table {
                 if key == "form_type_rules" {
                     file_rules = Some(value);
+                    continue;
+                }
+                if key == "replace_builtin_form_type_rules" {
+                    replace_builtin_rules = value.as_bool().with_context(|| {
+                        format!(
+                            "config file {}: replace_builtin_form_type_rules must be true or false",
+                            path.display()
+                        )
+                    })?;
                     continue;
                 }
                 let Some(spec) = SPECS.iter().find(|s| file_key(s.name) == key) else {
@@ -152,7 +168,11 @@ impl RawSettings {
         for (name, v) in &self.values {
             values.insert(name, v.clone());
         }
-        Ok(Layers { values, file_rules })
+        Ok(Layers {
+            values,
+            file_rules,
+            replace_builtin_rules,
+        })
     }
 }
 
@@ -194,9 +214,6 @@ pub fn render(layers: &Layers) -> String {
             value,
             source.describe(spec)
         ));
-    }
-    if layers.file_rules.is_some() {
-        out.push_str("form_type_rules        = (from the config file)\n");
     }
     out
 }

@@ -172,7 +172,12 @@ pub const SPECS: &[Spec] = &[
     s(
         "routes",
         Some(""),
-        "comma-separated form_type=/path routes to the dashboard",
+        "comma-separated form_type=/path routes to the dashboard; each form type must be one a form type rule produces or one of explicit-form-types",
+    ),
+    s(
+        "explicit-form-types",
+        Some(""),
+        "comma-separated form types the site's forms send themselves in a form_type field, so routes may name them without a rule",
     ),
     s(
         "default-route",

@@ -153,8 +153,8 @@ impl Settings {
             "pretty" => Ok(LogFormat::Pretty),
             _ => Err("must be auto, json or pretty".into()),
         })?;
-        let form_rules = match &layers.file_rules {
-            None => form_type::default_rules(),
+        let file_rules = match &layers.file_rules {
+            None => vec![],
             Some(v) => {
                 let rules: Vec<Rule> = v.clone().try_into().map_err(|e| {
                     anyhow!("config file: form_type_rules must be an array of tables with type, all, any, only: {e}")
@@ -171,6 +171,8 @@ impl Settings {
                 rules
             }
         };
+        let form_rules = form_type::effective(file_rules, layers.replace_builtin_rules);
+        let delivery = Self::delivery(&r, &cors_origins, &form_rules)?;
         let limits = LimitSettings {
             rate_limit: r.req("rate-limit", rate)?,
             rate_burst: r.req("rate-burst", positive)?,
@@ -199,12 +201,16 @@ impl Settings {
             honeypot_field: r.string("honeypot-field"),
             form_rules,
             limits,
-            delivery: Self::delivery(&r, &cors_origins)?,
+            delivery,
             cors_origins,
         })
     }
 
-    fn delivery(r: &Reader, cors_origins: &[String]) -> anyhow::Result<Option<DeliverySettings>> {
+    fn delivery(
+        r: &Reader,
+        cors_origins: &[String],
+        rules: &[Rule],
+    ) -> anyhow::Result<Option<DeliverySettings>> {
         let Some(url) = r.opt("dashboard-url", |v| {
             reqwest::Url::parse(v).map_err(|e| format!("not a URL: {e}"))
         })?
@@ -240,6 +246,7 @@ impl Settings {
                     .collect::<Result<BTreeMap<_, _>, String>>()
             })?
             .unwrap_or_default();
+        check_routes(r, &routes, rules)?;
         let site_origin = r
             .opt("site-origin", origin)?
             .or_else(|| cors_origins.first().cloned());
@@ -265,6 +272,33 @@ impl Settings {
             purge_interval: r.req("purge-interval", duration)?,
         }))
     }
+}
+
+/// Refuses a route no submission can take: its form type is produced by no rule and is not
+/// one the forms send themselves (`explicit-form-types`).
+fn check_routes(
+    r: &Reader,
+    routes: &BTreeMap<String, String>,
+    rules: &[Rule],
+) -> anyhow::Result<()> {
+    let explicit = r
+        .opt("explicit-form-types", |v| Ok(list(v)))?
+        .unwrap_or_default();
+    let reachable = |t: &str| {
+        t == form_type::GENERIC
+            || rules.iter().any(|rule| rule.form_type == t)
+            || explicit.iter().any(|e| e == t)
+    };
+    if let Some((t, path)) = routes.iter().find(|(t, _)| !reachable(t)) {
+        let (_, source, spec) = r.raw("routes").expect("routes are set");
+        let produced: Vec<&str> = rules.iter().map(|r| r.form_type.as_str()).collect();
+        bail!(
+            "invalid setting routes (from {}): route {t}={path} can never be used: no form type rule produces {t:?} (the rules produce {}); add a [[form_type_rules]] entry with type = {t:?} to the config file, or, if the forms send form_type={t} themselves, list it in explicit-form-types",
+            source.describe(spec),
+            produced.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn is_loopback_host(url: &reqwest::Url) -> bool {

@@ -7,6 +7,10 @@
 //! - `demo_request`: `company` plus one of `demo`, `demo_date`, `phone`;
 //! - `contact`: a `message`;
 //! - `newsletter`: an `email` and nothing else.
+//!
+//! Rules from the TOML file come first and the built-in ones follow, so an operator who adds
+//! a rule adds one; the file replaces the built-in rules only when it says so
+//! (`replace_builtin_form_type_rules = true`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -24,6 +28,9 @@ pub struct Rule {
     pub any: Vec<String>,
     #[serde(default)]
     pub only: bool,
+    /// One of [`default_rules`] (shown as such by `config check`), not read from the file.
+    #[serde(skip)]
+    pub builtin: bool,
 }
 
 pub fn default_rules() -> Vec<Rule> {
@@ -34,20 +41,56 @@ pub fn default_rules() -> Vec<Rule> {
             all: s(&["company"]),
             any: s(&["demo", "demo_date", "phone"]),
             only: false,
+            builtin: true,
         },
         Rule {
             form_type: "contact".into(),
             all: s(&["message"]),
             any: vec![],
             only: false,
+            builtin: true,
         },
         Rule {
             form_type: "newsletter".into(),
             all: s(&["email"]),
             any: vec![],
             only: true,
+            builtin: true,
         },
     ]
+}
+
+/// The rules in force: the file's first, then the built-in ones unless `replace`.
+pub fn effective(file: Vec<Rule>, replace: bool) -> Vec<Rule> {
+    let mut rules = file;
+    if !replace {
+        rules.extend(default_rules());
+    }
+    rules
+}
+
+/// The rules as `config check` prints them: numbered in the order they are tried.
+pub fn describe(rules: &[Rule]) -> String {
+    let mut out = String::from(
+        "form type rules, first match wins (a form_type or formType field wins over them all):\n",
+    );
+    for (i, r) in rules.iter().enumerate() {
+        let mut parts = vec![];
+        if !r.all.is_empty() {
+            parts.push(format!("all of {}", r.all.join(", ")));
+        }
+        if !r.any.is_empty() {
+            parts.push(format!("any of {}", r.any.join(", ")));
+        }
+        if r.only {
+            parts.push("no other field".to_owned());
+        }
+        let origin = if r.builtin { "built-in" } else { "config file" };
+        let line = format!("  {}. {:<14} {}", i + 1, r.form_type, parts.join("; "));
+        out.push_str(&format!("{line:<70} # {origin}\n"));
+    }
+    out.push_str(&format!("  otherwise {GENERIC}\n"));
+    out
 }
 
 /// A form type must be a short token: it becomes part of routes, metrics labels and logs.
@@ -153,6 +196,29 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(d(v.clone()), want, "{v}");
         }
+    }
+
+    #[test]
+    fn file_rules_come_before_the_built_in_ones_unless_they_replace_them() {
+        let quote: Rule =
+            toml::from_str("type = \"quote\"\nall = [\"company\", \"budget\"]").unwrap();
+        let types = |rules: Vec<Rule>| rules.into_iter().map(|r| r.form_type).collect::<Vec<_>>();
+        assert_eq!(
+            types(effective(vec![quote.clone()], false)),
+            ["quote", "demo_request", "contact", "newsletter"]
+        );
+        assert_eq!(types(effective(vec![quote.clone()], true)), ["quote"]);
+        let rules = effective(vec![quote], false);
+        let f = json!({"email": "a@b.c", "message": "hi"});
+        assert_eq!(
+            detect(f.as_object().unwrap(), &rules, &[]).unwrap(),
+            "contact"
+        );
+        let f = json!({"company": "ACME", "budget": "1k", "phone": "1"});
+        assert_eq!(
+            detect(f.as_object().unwrap(), &rules, &[]).unwrap(),
+            "quote"
+        );
     }
 
     #[test]

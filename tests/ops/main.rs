@@ -11,6 +11,7 @@ mod assets;
 mod backup;
 mod backup_script;
 mod config;
+mod config_rules;
 mod healthcheck;
 mod import;
 mod inspect;
