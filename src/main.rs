@@ -39,18 +39,28 @@ fn load(raw: &RawSettings) -> anyhow::Result<(config::Layers, Settings)> {
 
 fn config_check(raw: RawSettings) -> anyhow::Result<ExitCode> {
     let layers = raw.layers()?;
-    for u in config::env_check::unknown_in_env() {
-        eprintln!(
-            "warning: unknown environment variable {} is ignored (did you mean {}?)",
-            u.name, u.closest
-        );
-    }
     print!("{}", config::render(&layers));
     let settings = Settings::from_layers(&layers)?;
     print!(
         "{}",
         outbox::intake::form_type::describe(&settings.form_rules)
     );
+    // Last, so the verdict is not lost above the table: a mistyped variable is ignored by
+    // the service, which for the dashboard URL means delivery is off.
+    let unknown = config::env_check::unknown_in_env();
+    if !unknown.is_empty() {
+        let names: Vec<String> = unknown
+            .iter()
+            .map(|u| format!("{}{}", u.name, u.hint()))
+            .collect();
+        anyhow::bail!(
+            "unknown environment variable{} {}: the service ignores {}; remove or rename {}",
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", "),
+            if names.len() == 1 { "it" } else { "them" },
+            if names.len() == 1 { "it" } else { "them" },
+        );
+    }
     println!("configuration ok");
     Ok(ExitCode::SUCCESS)
 }
@@ -92,7 +102,7 @@ fn serve(raw: RawSettings) -> anyhow::Result<ExitCode> {
     for u in config::env_check::unknown_in_env() {
         tracing::warn!(
             variable = %u.name,
-            closest = %u.closest,
+            closest = u.closest.as_deref().unwrap_or("(none)"),
             "unknown environment variable ignored"
         );
     }

@@ -1,7 +1,8 @@
 //! Unknown `OUTBOX_*` environment variables. clap reads only the variables it knows, so a
 //! typo (`OUTBOX_DASHBORD_URL`) would otherwise be ignored in silence and, for the dashboard
 //! URL, turn delivery off. `serve` logs a warning for each and `config check` prints one,
-//! naming the closest known variable, as unknown keys of the TOML file are refused.
+//! naming the closest known variable, and `config check` fails on them, as unknown keys of
+//! the TOML file are refused. [`closest`] also names the key meant by an unknown TOML key.
 
 use super::spec::{env_name, SPECS};
 
@@ -17,11 +18,38 @@ const OTHER_KNOWN: &[&str] = &[
     "OUTBOX_BENCH_CONCURRENCY",
 ];
 
-/// One unknown variable and the known name closest to it.
+/// One unknown variable and the known name closest to it, if one is close.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unknown {
     pub name: String,
-    pub closest: String,
+    pub closest: Option<String>,
+}
+
+impl Unknown {
+    /// `" (did you mean OUTBOX_X?)"`, or nothing when no known name is close.
+    pub fn hint(&self) -> String {
+        did_you_mean(self.closest.as_deref())
+    }
+}
+
+/// `" (did you mean X?)"` or nothing.
+pub fn did_you_mean(closest: Option<&str>) -> String {
+    closest
+        .map(|c| format!(" (did you mean {c}?)"))
+        .unwrap_or_default()
+}
+
+/// The known name nearest to `name` by edit distance, when it is near enough to be a typo:
+/// at most a third of the name's length, and at least 3 edits allowed, so a short name with
+/// two slips is still recognised while an unrelated name gets no guess.
+pub fn closest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).max(3);
+    known
+        .into_iter()
+        .map(|k| (strsim::levenshtein(k, name), k))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, k)| k)
 }
 
 /// The unknown `OUTBOX_*` names among `names` (the process's environment in practice).
@@ -34,13 +62,9 @@ pub fn unknown(names: impl IntoIterator<Item = String>) -> Vec<Unknown> {
     let mut out: Vec<Unknown> = names
         .into_iter()
         .filter(|n| n.starts_with("OUTBOX_") && !known.contains(n))
-        .map(|name| {
-            let closest = known
-                .iter()
-                .min_by_key(|k| distance(k, &name))
-                .expect("settings exist")
-                .clone();
-            Unknown { name, closest }
+        .map(|name| Unknown {
+            closest: closest(&name, known.iter().map(String::as_str)).map(str::to_owned),
+            name,
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -56,21 +80,6 @@ pub fn unknown_in_env() -> Vec<Unknown> {
     )
 }
 
-/// Levenshtein distance (names are short ASCII).
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +93,7 @@ mod tests {
                 "OUTBOX_CONFIG",
                 "PATH",
                 "OUTBOX_INGEST_KEY_FLIE",
+                "OUTBOX_ZZZZZZZZZZZZZZZZ",
             ]
             .map(String::from),
         );
@@ -92,14 +102,19 @@ mod tests {
             vec![
                 Unknown {
                     name: "OUTBOX_DASHBORD_URL".into(),
-                    closest: "OUTBOX_DASHBOARD_URL".into()
+                    closest: Some("OUTBOX_DASHBOARD_URL".into())
                 },
                 Unknown {
                     name: "OUTBOX_INGEST_KEY_FLIE".into(),
-                    closest: "OUTBOX_INGEST_KEY_FILE".into()
+                    closest: Some("OUTBOX_INGEST_KEY_FILE".into())
+                },
+                Unknown {
+                    name: "OUTBOX_ZZZZZZZZZZZZZZZZ".into(),
+                    closest: None
                 },
             ]
         );
-        assert_eq!(distance("kitten", "sitting"), 3);
+        assert_eq!(closest("listne", ["data_dir", "listen"]), Some("listen"));
+        assert_eq!(closest("zzzzzz", ["data_dir", "listen"]), None);
     }
 }

@@ -157,9 +157,17 @@ impl RawSettings {
                     continue;
                 }
                 let Some(spec) = SPECS.iter().find(|s| file_key(s.name) == key) else {
+                    let keys: Vec<String> = SPECS.iter().map(|s| file_key(s.name)).collect();
+                    let near = env_check::closest(
+                        &key,
+                        keys.iter()
+                            .map(String::as_str)
+                            .chain(FILE_ONLY_KEYS.iter().copied()),
+                    );
                     bail!(
-                        "config file {}: unknown key {key:?} (keys are the flag names with _ for -, e.g. data_dir; see `outbox serve --help`)",
-                        path.display()
+                        "config file {}: unknown key {key:?}{} (keys are the flag names with _ for -, e.g. data_dir; see `outbox serve --help`)",
+                        path.display(),
+                        env_check::did_you_mean(near)
                     );
                 };
                 values.insert(spec.name, (toml_to_string(spec, &value)?, Source::File));

@@ -302,19 +302,15 @@ fn secrets_come_from_files_and_not_twice() {
 fn unknown_outbox_variables_are_named_with_the_closest_setting() {
     let env = [("OUTBOX_DASHBORD_URL", "https://dash.example.com")];
     let o = outbox(&["config", "check"], &env);
-    assert!(
-        o.status.success(),
-        "a warning, not an error: {}",
-        output_text(&o)
-    );
+    assert_eq!(o.status.code(), Some(2), "{}", output_text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains(
-            "warning: unknown environment variable OUTBOX_DASHBORD_URL is ignored (did you mean OUTBOX_DASHBOARD_URL?)"
+            "unknown environment variable OUTBOX_DASHBORD_URL (did you mean OUTBOX_DASHBOARD_URL?): the service ignores it"
         ),
         "{}",
         output_text(&o)
     );
-    // serve logs the same at start.
+    // serve only warns, at start.
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(harness::bin())
         .args([

@@ -12,6 +12,7 @@ mod backup;
 mod backup_script;
 mod config;
 mod config_rules;
+mod config_typos;
 mod healthcheck;
 mod import;
 mod inspect;
