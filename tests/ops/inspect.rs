@@ -281,7 +281,7 @@ fn the_list_shows_status_codes_and_errors_at_the_terminal_width_and_says_when_it
     assert!(!whole.stdout.contains(" shown"), "{}", whole.stdout);
 
     // Narrow: IDs are cut, and the cut form (with its ~) still finds a unique record.
-    let narrow = cols("80", &["--list", "--status", "dead"]);
+    let narrow = cols("70", &["--list", "--status", "dead"]);
     let shown_id = narrow
         .stdout
         .lines()

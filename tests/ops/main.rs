@@ -16,6 +16,7 @@ mod config_typos;
 mod healthcheck;
 mod import;
 mod inspect;
+mod inspect_lines;
 mod top;
 mod upgrade;
 mod verify_purge;

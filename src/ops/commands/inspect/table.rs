@@ -1,7 +1,9 @@
 //! The `inspect --list` table, as wide as the terminal: each column as wide as its longest
-//! value, the last error taking what is left. Trace IDs are cut (marked `~`) only when the
-//! line would not fit otherwise; a cut ID still finds its record, since every command that
-//! takes a trace ID accepts a unique prefix. `--json` bypasses all of it.
+//! value, the last error taking what is left. Trace IDs come first, since they are what an
+//! operator greps for and passes on: one is cut (marked `~`) only when the line could not
+//! hold it even with the error column at its narrowest; a cut ID still finds its record,
+//! since every command that takes a trace ID accepts a unique prefix. Footnotes wrap to the
+//! width. `--json` bypasses all of it.
 
 use super::list::{Listing, Row};
 use crate::ops::text::age;
@@ -10,8 +12,10 @@ use std::io::IsTerminal;
 
 /// Width when stdout is not a terminal and `COLUMNS` is not set (a pipe, a file, a test).
 pub const DEFAULT_WIDTH: usize = 100;
-/// The error column never gets narrower than this; the trace ID gives way first.
-const MIN_ERROR: usize = 16;
+/// The error column gives way to the trace ID down to this (the header `ERROR`); the CODE
+/// column still shows the dashboard's status, and `inspect ID` the whole error.
+const MIN_ERROR: usize = 5;
+/// A cut trace ID keeps this much: enough for a unique prefix among UUIDv7s of one day.
 const MIN_ID: usize = 20;
 
 /// The terminal's width, else `COLUMNS`, else [`DEFAULT_WIDTH`].
@@ -105,10 +109,9 @@ pub fn table(listing: &Listing, width: usize) -> String {
     }
     w[2] = w[2].min(16);
     let others: usize = w[1..7].iter().sum::<usize>() + 7;
-    let room = width.saturating_sub(others);
-    if room < w[0] + MIN_ERROR {
-        w[0] = room
-            .saturating_sub(MIN_ERROR)
+    if width < others + w[0] + MIN_ERROR {
+        w[0] = width
+            .saturating_sub(others + MIN_ERROR)
             .clamp(MIN_ID, w[0].max(MIN_ID));
     }
     w[7] = width.saturating_sub(others + w[0]).max(MIN_ERROR);
@@ -131,7 +134,12 @@ pub fn table(listing: &Listing, width: usize) -> String {
         out.push_str(&line(r));
     }
     if listing.rows.iter().any(|r| r.imported_at.is_some()) {
-        out.push_str("* imported from the old proxy: RECEIVED is when the old proxy got it; the order and --since use the import time (imported_at in `outbox inspect ID`)\n");
+        let note = "* imported from the old proxy: RECEIVED is when the old proxy got it; the order and --since use the import time (imported_at in `outbox inspect ID`)";
+        let options = textwrap::Options::new(width).subsequent_indent("  ");
+        for l in textwrap::wrap(note, options) {
+            out.push_str(&l);
+            out.push('\n');
+        }
     }
     if listing.matched > listing.rows.len() {
         out.push_str(&format!(
@@ -177,7 +185,7 @@ mod tests {
             for l in t.lines() {
                 assert!(l.chars().count() <= width.max(92), "{width}: {l:?}");
             }
-            assert!(t.contains("422  HTTP 422: email"), "{t}");
+            assert!(t.contains("422  HTTP"), "{t}");
             assert!(t.contains("2025-01-14 09:30"), "{t}");
         }
         let wide = table(&listing, 160);
@@ -186,6 +194,14 @@ mod tests {
             "{wide}"
         );
         assert!(!table(&listing, 160).contains("of 1 shown"));
+        // The whole ID and the error's start from 110 columns; the ID first from 99.
+        assert!(
+            table(&listing, 110).contains("1234567890ab dead"),
+            "ID kept"
+        );
+        assert!(table(&listing, 110).contains("HTTP 422: email"));
+        let narrow = table(&listing, 99);
+        assert!(narrow.contains("1234567890ab"), "{narrow}");
     }
 
     #[test]
