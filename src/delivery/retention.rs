@@ -7,6 +7,7 @@
 //! intake never waits long behind it.
 
 use crate::store::done::{HOLDS_PAYLOAD, TOMBSTONE};
+use crate::store::record::AuditEntry;
 use crate::store::{Change, Status, Store, StoreError, Updated};
 use crate::time::now_ms;
 use std::sync::Arc;
@@ -15,6 +16,10 @@ use tokio::sync::watch;
 
 /// Records handled per step.
 pub const STEP: usize = 500;
+
+/// The audit action that says when a payload kept by `payload-retention` was dropped (a
+/// payload dropped at delivery needs none: that is `delivered_at`).
+pub const PAYLOAD_DROPPED_ACTION: &str = "payload dropped (payload-retention)";
 
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
@@ -50,6 +55,12 @@ pub fn step(store: &Store, policy: Policy, now: i64, limit: usize) -> Result<Rep
                 }
                 let mut n = r.clone();
                 n.payload = None;
+                n.audit.push(AuditEntry {
+                    at_ms: now,
+                    action: PAYLOAD_DROPPED_ACTION.into(),
+                    previous_payload_hash: None,
+                    note: None,
+                });
                 Change::Put(n)
             });
             if let Some(Updated::Put(_)) = settle(store, r, HOLDS_PAYLOAD, at, &id)? {
@@ -196,6 +207,11 @@ mod tests {
         assert!(s.get("trace-old-0").unwrap().is_none());
         let recent = s.get("trace-recent").unwrap().unwrap();
         assert_eq!((recent.status, recent.payload), (Status::Delivered, None));
+        let said = recent.audit.last().expect("the drop is noted");
+        assert_eq!(
+            (said.action.as_str(), said.at_ms),
+            (PAYLOAD_DROPPED_ACTION, now)
+        );
         assert!(s.get("trace-fresh").unwrap().unwrap().payload.is_some());
         let c = s.counts().unwrap();
         assert_eq!((c.purged, c.delivered, c.accepted), (5, 2, 7));

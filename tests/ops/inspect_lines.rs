@@ -81,3 +81,122 @@ fn list_keeps_whole_ids_when_the_line_holds_them_and_wraps_the_footnote() {
         }
     }
 }
+
+/// Delivers one contact form through a running server with `extra` flags and returns the
+/// app (still running) with the record's trace ID.
+async fn delivered_through(
+    dash: &crate::harness::dashboard::Dashboard,
+    key: &str,
+    extra: &[&str],
+) -> crate::harness::TestApp {
+    let url = dash.url();
+    let mut args = vec![
+        "--dashboard-url",
+        &url,
+        "--ingest-key",
+        "test-ingest-key-0123456789",
+    ];
+    args.extend_from_slice(extra);
+    let app = crate::harness::spawn_app(&args).await;
+    let r = app
+        .post_json(
+            &json!({"email": "jo@example.com", "message": "Hi"}),
+            &[("Idempotency-Key", key), ("User-Agent", "Mozilla/5.0 test")],
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    dash.wait_for_requests(1).await;
+    app
+}
+
+/// Polls `inspect ID --json` until `pred` holds (delivery and the purge are in the background).
+async fn inspect_until(
+    dir: &std::path::Path,
+    id: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for _ in 0..200 {
+        let d = dir.to_path_buf();
+        let id = id.to_owned();
+        let run = tokio::task::spawn_blocking(move || outbox(&d, "inspect", &[&id, "--json"]))
+            .await
+            .unwrap();
+        if run.code == 0 && pred(&run.json()) {
+            return run.json();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("inspect {id} never showed what was waited for");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_record_says_its_payload_and_client_details_were_dropped_and_when() {
+    let dash = crate::harness::dashboard::Dashboard::start().await;
+    let app = delivered_through(&dash, "dropped-at-delivery-1", &[]).await;
+    let dir = app.data_dir.clone();
+    let v = inspect_until(&dir, "dropped-at-delivery-1", |v| {
+        v["status"] == "delivered"
+    })
+    .await;
+    let delivered_at = v["delivered_at"].as_str().unwrap().to_owned();
+    assert_eq!(v["payload"], serde_json::Value::Null);
+    assert_eq!(v["dropped"]["at"], delivered_at.as_str(), "{v}");
+    assert_eq!(
+        v["dropped"]["fields"],
+        json!(["payload", "client_ip", "user_agent"]),
+        "{v}"
+    );
+    assert!(
+        v["dropped"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("at delivery"),
+        "{v}"
+    );
+    // The fields that were always there are still there (JSON shapes only grow).
+    for key in ["payload_sha256", "enrichment", "delivered_at", "audit"] {
+        assert!(v.get(key).is_some(), "{key}: {v}");
+    }
+    let text =
+        tokio::task::spawn_blocking(move || outbox(&dir, "inspect", &["dropped-at-delivery-1"]))
+            .await
+            .unwrap();
+    assert!(
+        text.stdout.contains(&format!(
+            "payload, client_ip and user_agent: dropped at delivery, {delivered_at}"
+        )),
+        "{}",
+        text.stdout
+    );
+    assert!(!text.stdout.contains("payload:\nnull"), "{}", text.stdout);
+    app.stop().await;
+
+    // Kept for a while by --payload-retention: the purge drops them later, and says when.
+    let dash = crate::harness::dashboard::Dashboard::start().await;
+    let app = delivered_through(
+        &dash,
+        "dropped-by-retention-1",
+        &["--payload-retention", "300ms", "--purge-interval", "100ms"],
+    )
+    .await;
+    let dir = app.data_dir.clone();
+    let kept = inspect_until(&dir, "dropped-by-retention-1", |v| {
+        v["status"] == "delivered"
+    })
+    .await;
+    if kept["payload"].is_object() {
+        assert_eq!(kept["dropped"], serde_json::Value::Null, "{kept}");
+        assert_eq!(kept["enrichment"]["user_agent"], "Mozilla/5.0 test");
+    }
+    let v = inspect_until(&dir, "dropped-by-retention-1", |v| v["payload"].is_null()).await;
+    let at = v["dropped"]["at"].as_str().expect("dropped.at");
+    assert!(at > v["delivered_at"].as_str().unwrap(), "{v}");
+    assert!(
+        v["dropped"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("payload-retention"),
+        "{v}"
+    );
+    app.stop().await;
+}

@@ -58,7 +58,10 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
             let mut shown = serde_json::to_value(&r)?;
             shown.as_object_mut().expect("object").remove("payload");
             println!("{}", serde_json::to_string_pretty(&shown)?);
-            println!("payload:\n{}", serde_json::to_string_pretty(&r.payload)?);
+            match &r.dropped {
+                Some(d) => println!("{}", d.text()),
+                None => println!("payload:\n{}", serde_json::to_string_pretty(&r.payload)?),
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }

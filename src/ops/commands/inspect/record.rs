@@ -1,9 +1,10 @@
 //! `outbox inspect TRACE_ID`: one whole record, and the trace ID look-up (a unique prefix is
 //! enough) that every command taking a trace ID uses.
 
+use crate::delivery::retention::PAYLOAD_DROPPED_ACTION;
 use crate::ops::commands::import_legacy::records::IMPORT_ACTION;
 use crate::ops::operation::{Operation, OpsContext, Progress};
-use crate::store::record::Record;
+use crate::store::record::{Record, Status};
 use crate::store::Store;
 use crate::time::rfc3339;
 use serde::{Deserialize, Serialize};
@@ -92,6 +93,65 @@ pub struct RecordView {
     pub payload: Value,
     pub enrichment: crate::intake::enrich::Enrichment,
     pub audit: Vec<AuditView>,
+    /// Set once a delivered record no longer keeps its payload and client details, so an
+    /// empty `client_ip` and a `null` payload read as dropped, not lost. `null` while kept.
+    #[serde(default)]
+    pub dropped: Option<Dropped>,
+}
+
+/// What a delivered record no longer keeps, since when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub at: String,
+    pub fields: Vec<String>,
+    pub reason: String,
+}
+
+/// The body a delivered record keeps only for `payload-retention` (0s by default).
+const DROPPED_FIELDS: [&str; 3] = ["payload", "client_ip", "user_agent"];
+
+fn dropped(r: &Record) -> Option<Dropped> {
+    if r.status != Status::Delivered || r.payload.is_some() {
+        return None;
+    }
+    let by_retention = r
+        .audit
+        .iter()
+        .rev()
+        .find(|a| a.action == PAYLOAD_DROPPED_ACTION);
+    let (at_ms, reason) = match by_retention {
+        Some(a) => (
+            a.at_ms,
+            "dropped when payload-retention ended after delivery",
+        ),
+        None => (
+            r.delivered_at_ms.unwrap_or(r.received_at_ms),
+            "dropped at delivery (payload-retention 0s)",
+        ),
+    };
+    Some(Dropped {
+        at: rfc3339(at_ms),
+        fields: DROPPED_FIELDS.map(String::from).to_vec(),
+        reason: reason.into(),
+    })
+}
+
+impl Dropped {
+    /// One line for `inspect ID`: `payload, client_ip and user_agent: dropped at delivery, T`.
+    pub fn text(&self) -> String {
+        let what = match self.fields.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+            _ => self.fields.join(""),
+        };
+        let how = self
+            .reason
+            .split_once(" (")
+            .map_or(self.reason.as_str(), |(h, _)| h);
+        format!(
+            "{what}: {how}, {}; the tombstone keeps the trace ID, status, times and payload_sha256",
+            self.at
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +192,7 @@ pub fn view(r: &Record) -> RecordView {
                 note: a.note.clone(),
             })
             .collect(),
+        dropped: dropped(r),
     }
 }
 
