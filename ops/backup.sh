@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Nightly backup of the outbox data directory, for cron or a systemd timer:
-#   15 3 * * *  outbox  /usr/local/lib/outbox/backup.sh
+# Nightly backup of the outbox data directory, for cron or a systemd timer (the package
+# installs this script as /usr/lib/outbox/backup.sh):
+#   15 3 * * *  outbox  /usr/lib/outbox/backup.sh
 # With the server running, `outbox backup` asks it (over the admin socket) for a consistent
 # snapshot; with it stopped, it copies the directory. Each backup is a directory that works
 # as --data-dir and carries a manifest with counts and a checksum (`outbox restore` checks it).

@@ -26,19 +26,18 @@ pub struct Reloaded {
 /// environment read at start.
 pub fn reread(raw: &RawSettings) -> anyhow::Result<Reloaded> {
     let layers = raw.layers()?;
-    let key_source = key_origin(&layers);
     let settings = Settings::from_layers(&layers)?;
     let delivery = settings
         .delivery
         .context("dashboard-url is no longer set; delivery settings other than credentials change only on restart")?;
     Ok(Reloaded {
+        key_source: delivery.key_source.clone(),
         delivery,
-        key_source,
     })
 }
 
 /// What to edit to change the ingest key, given where it comes from.
-fn key_origin(layers: &Layers) -> String {
+pub(super) fn key_origin(layers: &Layers) -> String {
     let find = |name: &str| {
         layers
             .values

@@ -60,6 +60,8 @@ pub struct LimitSettings {
 pub struct DeliverySettings {
     pub dashboard_url: reqwest::Url,
     pub ingest_key: String,
+    /// What to edit to change the ingest key, for log lines that ask for a new one.
+    pub key_source: String,
     pub signing_secret: Option<String>,
     pub site_origin: Option<String>,
     pub routes: BTreeMap<String, String>,
@@ -253,6 +255,7 @@ impl Settings {
         Ok(Some(DeliverySettings {
             dashboard_url: url,
             ingest_key: key,
+            key_source: super::reload::key_origin(r.0),
             signing_secret: r.secret("signing-secret")?,
             site_origin,
             routes,

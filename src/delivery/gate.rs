@@ -39,6 +39,8 @@ pub struct SendGate {
     /// While paused: when the next credentials probe may go.
     next_auth_probe: Instant,
     auth_probe_interval: Duration,
+    /// Where the ingest key comes from, so the pause says what to edit.
+    key_source: String,
     state: Arc<DeliveryState>,
 }
 
@@ -52,6 +54,7 @@ impl SendGate {
             ),
             next_auth_probe: Instant::now(),
             auth_probe_interval: s.auth_probe_interval,
+            key_source: s.key_source.clone(),
             state,
         }
     }
@@ -122,7 +125,8 @@ impl SendGate {
                     tracing::error!(
                         status = attempt_status(attempt),
                         probe_every_s = self.auth_probe_interval.as_secs_f64(),
-                        "delivery paused: the dashboard rejected the credentials; fix ingest-key and send SIGHUP (delivery also resumes by itself when a probe succeeds)"
+                        key_source = %self.key_source,
+                        "delivery paused: the dashboard rejected the credentials (the ingest key comes from key_source; delivery also resumes by itself when a probe succeeds)"
                     );
                 }
             }

@@ -40,6 +40,17 @@ pub fn age(secs: i64) -> String {
     }
 }
 
+/// A duration as the settings write it (`24h`, `30m`, `90s`, `500ms`): its largest whole unit.
+pub fn span(d: std::time::Duration) -> String {
+    let (ms, s) = (d.as_millis(), d.as_secs());
+    match () {
+        _ if d.subsec_millis() != 0 || s == 0 => format!("{ms}ms"),
+        _ if s % 3600 == 0 => format!("{}h", s / 3600),
+        _ if s % 60 == 0 => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut v = bytes as f64;
@@ -58,6 +69,21 @@ pub fn size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_are_written_as_the_settings_are() {
+        use std::time::Duration;
+        let cases = [
+            (86_400_000, "24h"),
+            (1_800_000, "30m"),
+            (90_000, "90s"),
+            (500, "500ms"),
+            (0, "0ms"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(span(Duration::from_millis(ms)), want);
+        }
+    }
 
     #[test]
     fn times_parse_as_dates_instants_or_ages() {

@@ -189,8 +189,15 @@ async fn sighup_rereads_the_ingest_key_file_and_the_next_delivery_carries_the_ne
         d["next_attempt_in_seconds"].as_i64().unwrap() >= 3000,
         "{d}"
     );
-    let paused = log_lines(&log, "delivery paused: the dashboard rejected the credentials; fix ingest-key and send SIGHUP (delivery also resumes by itself when a probe succeeds)");
+    let paused = log_lines(&log, "delivery paused: the dashboard rejected the credentials (the ingest key comes from key_source; delivery also resumes by itself when a probe succeeds)");
     assert_eq!(paused.len(), 1, "the pause is logged once");
+    let key_source = paused[0]["key_source"].as_str().unwrap_or_default();
+    assert!(
+        key_source.contains(&format!("the file {}", key_file.display()))
+            && !key_source.contains("OUTBOX_INGEST_KEY "),
+        "the pause names the key file to edit: {}",
+        paused[0]
+    );
 
     // A reload that finds the same key says so, and where the key comes from.
     kill(pid, Signal::SIGHUP).unwrap();

@@ -165,3 +165,26 @@ async fn two_runs_in_one_second_both_back_up_and_pruning_keeps_what_it_should() 
         "the failed run removed its own incomplete directory"
     );
 }
+
+/// The script's own usage line names where the package installs it (Cargo.toml's
+/// `[package.metadata.deb]` assets), so an operator who copies it into cron runs the file.
+#[test]
+fn the_header_names_the_path_the_package_installs() {
+    let cargo: toml::Table =
+        toml::from_str(&std::fs::read_to_string(harness::root().join("Cargo.toml")).unwrap())
+            .unwrap();
+    let installed = cargo["package"]["metadata"]["deb"]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a[0].as_str() == Some("ops/backup.sh"))
+        .map(|a| format!("/{}", a[1].as_str().unwrap()))
+        .expect("the package installs ops/backup.sh");
+    let text = std::fs::read_to_string(script()).unwrap();
+    let header: Vec<&str> = text.lines().take_while(|l| l.starts_with('#')).collect();
+    let named: Vec<&&str> = header.iter().filter(|l| l.contains("backup.sh")).collect();
+    assert!(!named.is_empty(), "{header:?}");
+    for l in named {
+        assert!(l.contains(&installed), "{l:?} should name {installed}");
+    }
+}

@@ -230,7 +230,7 @@ fn purging_tombstones_inside_the_idempotency_window_needs_force() {
     assert_eq!(refused.code, 2, "{}", refused.stdout);
     assert!(
         refused.stderr.contains(
-            "purge refused: 1 tombstone was delivered within the idempotency window (1day"
+            "purge refused: 1 tombstone was delivered within the idempotency window (24h, since"
         ),
         "{}",
         refused.stderr
@@ -258,13 +258,8 @@ fn purging_tombstones_inside_the_idempotency_window_needs_force() {
         "{}",
         forced.stderr
     );
-    assert!(
-        forced
-            .stdout
-            .contains("purged: 1 delivered tombstone, 0 records holding the address"),
-        "{}",
-        forced.stdout
-    );
+    // A purge by date says what it purged, and nothing about erasure.
+    assert_eq!(forced.stdout, "purged: 1 delivered tombstone\n");
     assert_eq!(
         outbox(&dir, "inspect", &["tomb-fresh-0001"]).code,
         2,

@@ -71,7 +71,7 @@ pub fn run(a: PurgeArgs) -> anyhow::Result<ExitCode> {
         dry_run: true,
     };
     let plan = call(&dir, q.clone(), "counting")?;
-    let what = describe_purge(&plan);
+    let what = describe_purge(&q, &plan);
     if let Some(before) = before {
         check_window(&dir, &a, before, &plan)?;
     }
@@ -96,39 +96,49 @@ pub fn run(a: PurgeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     q.dry_run = false;
-    let done = call(&dir, q, "purging")?;
+    let done = call(&dir, q.clone(), "purging")?;
     if a.json {
         print_json(&done);
     } else {
-        println!("purged: {}", describe_purge(&done));
+        println!("purged: {}", describe_purge(&q, &done));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe_purge(r: &PurgeReport) -> String {
+/// What a purge removed (or would), naming only the parts the query asked for.
+fn describe_purge(q: &PurgeQuery, r: &PurgeReport) -> String {
     use text::count;
-    let orphans = match r.orphan_bodies_erased {
-        0 => String::new(),
-        n => format!(
-            ", {}",
-            count(n, "body without a record", "bodies without a record")
-        ),
-    };
-    format!(
-        "{}, {} holding the address, {}, {} scrubbed{orphans}",
-        count(
+    let mut parts = Vec::new();
+    if q.delivered_before_ms.is_some() {
+        parts.push(count(
             r.tombstones_purged,
             "delivered tombstone",
-            "delivered tombstones"
-        ),
-        count(r.erased.len() as u64, "record", "records"),
-        count(
+            "delivered tombstones",
+        ));
+    }
+    if q.erase_email.is_some() {
+        parts.push(format!(
+            "{} holding the address",
+            count(r.erased.len() as u64, "record", "records")
+        ));
+        parts.push(count(
             r.quarantined_copies_erased,
             "quarantined copy",
-            "quarantined copies"
-        ),
-        count(r.audit_notes_scrubbed, "audit note", "audit notes")
-    )
+            "quarantined copies",
+        ));
+        parts.push(format!(
+            "{} scrubbed",
+            count(r.audit_notes_scrubbed, "audit note", "audit notes")
+        ));
+        if r.orphan_bodies_erased > 0 {
+            parts.push(count(
+                r.orphan_bodies_erased,
+                "body without a record",
+                "bodies without a record",
+            ));
+        }
+    }
+    parts.join(", ")
 }
 
 /// Refuses (without `--force`) a purge that would drop tombstones delivered within the
@@ -154,7 +164,7 @@ fn check_window(dir: &Path, a: &PurgeArgs, before: i64, plan: &PurgeReport) -> a
     let what = format!(
         "{} delivered within the idempotency window ({}, since {}): a duplicate post of one of those would be stored and delivered again",
         text::count(inside, "tombstone was", "tombstones were"),
-        humantime::format_duration(window),
+        text::span(window),
         crate::time::rfc3339(window_start)
     );
     if !a.force && !a.dry_run {
