@@ -101,6 +101,9 @@ impl Application {
             version = env!("CARGO_PKG_VERSION"),
             "outbox serving"
         );
+        if let Some(why) = state.admission.disk_warning() {
+            tracing::warn!(why = %why, "min-free-disk cannot be met");
+        }
 
         let sampler = {
             let (store, admission) = (state.store.clone(), state.admission.clone());

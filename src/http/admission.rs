@@ -19,6 +19,8 @@ pub struct Admission {
     limits: LimitSettings,
     dir_bytes: AtomicU64,
     free_bytes: AtomicU64,
+    /// Size of the data directory's filesystem (0 until sampled).
+    fs_bytes: AtomicU64,
     /// Records waiting for delivery at the last sample.
     queued_sampled: AtomicU64,
     /// Submissions admitted since that sample. Counted whether or not they turn out to be
@@ -40,6 +42,7 @@ impl Admission {
             limits,
             dir_bytes: AtomicU64::new(0),
             free_bytes: AtomicU64::new(u64::MAX),
+            fs_bytes: AtomicU64::new(0),
             queued_sampled: AtomicU64::new(0),
             admitted_since: AtomicU64::new(0),
         }
@@ -53,9 +56,33 @@ impl Admission {
         let queued = store.counts().map(|c| c.pending + c.in_flight).unwrap_or(0);
         self.queued_sampled.store(queued, Ordering::Relaxed);
         self.dir_bytes.store(store.disk_bytes(), Ordering::Relaxed);
-        if let Some(free) = free_disk(store.path()) {
+        if let Some((free, total)) = disk_space(store.path()) {
             self.free_bytes.store(free, Ordering::Relaxed);
+            self.fs_bytes.store(total, Ordering::Relaxed);
         }
+    }
+
+    /// Why `min-free-disk` refuses every post, in words for the log and health: it is larger
+    /// than the whole filesystem (a setting to change), or more than is free now.
+    pub fn disk_warning(&self) -> Option<String> {
+        use crate::ops::text::size;
+        let (min, free) = (self.limits.min_free_disk, self.free_bytes());
+        let total = self.fs_bytes.load(Ordering::Relaxed);
+        if total > 0 && min > total {
+            return Some(format!(
+                "min-free-disk can never be met: {} is larger than the whole filesystem holding the data directory ({}), so every post is refused with 503 disk_low; lower min-free-disk or move the data directory",
+                size(min),
+                size(total)
+            ));
+        }
+        (free < min).then(|| {
+            format!(
+                "min-free-disk is not met now: {} free of the {} kept free on the filesystem holding the data directory ({} in all), so posts are refused with 503 disk_low until space is freed",
+                size(free),
+                size(min),
+                size(total)
+            )
+        })
     }
 
     pub fn dir_bytes(&self) -> u64 {
@@ -110,8 +137,12 @@ impl Refusal {
     }
 }
 
-/// Bytes available to unprivileged users on the filesystem holding `path`.
-pub fn free_disk(path: &Path) -> Option<u64> {
+/// Bytes available to unprivileged users, and the size, of the filesystem holding `path`.
+pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
     let st = nix::sys::statvfs::statvfs(path).ok()?;
-    Some((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+    let f = st.fragment_size() as u64;
+    Some((
+        (st.blocks_available() as u64).saturating_mul(f),
+        (st.blocks() as u64).saturating_mul(f),
+    ))
 }

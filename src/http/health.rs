@@ -38,12 +38,19 @@ fn not_ready(state: &AppState) -> Vec<String> {
     reasons
 }
 
+/// Problems worth a line that do not (by themselves) stop intake, or that explain a reason.
+fn warnings(state: &AppState) -> Vec<String> {
+    let mut w = state.delivery.warnings();
+    w.extend(state.admission.disk_warning());
+    w
+}
+
 /// 200 when intake can store and sync; 503 otherwise. Delivery problems (dashboard down,
 /// credentials rejected) are reported in `warnings` but do not fail readiness: intake keeps
 /// storing submissions while delivery is paused.
 pub async fn ready(State(state): State<AppState>) -> Response {
     let reasons = not_ready(&state);
-    let warnings = state.delivery.warnings();
+    let warnings = warnings(&state);
     let status = if reasons.is_empty() {
         StatusCode::OK
     } else {
@@ -75,7 +82,7 @@ pub async fn detailed(State(state): State<AppState>) -> Response {
     let body = json!({
         "status": if reasons.is_empty() { "ready" } else { "not_ready" },
         "reasons": reasons,
-        "warnings": state.delivery.warnings(),
+        "warnings": warnings(&state),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "counts": counts,

@@ -243,7 +243,7 @@ impl SmallDisk {
     }
 
     fn free(&self) -> u64 {
-        outbox::http::admission::free_disk(self.path()).unwrap()
+        outbox::http::admission::disk_space(self.path()).unwrap().0
     }
 
     /// Writes a filler file so that about `leave` bytes stay free.

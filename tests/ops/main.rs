@@ -13,6 +13,7 @@ mod backup_script;
 mod config;
 mod config_rules;
 mod config_typos;
+mod disk;
 mod healthcheck;
 mod import;
 mod inspect;
