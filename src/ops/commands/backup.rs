@@ -103,6 +103,10 @@ pub struct Manifest {
     /// SHA-256 over every `entries` item in key order, then every `bodies` item in key order:
     /// for each, the key length (u32 BE), the key, the value length (u32 BE), the value.
     pub records_sha256: String,
+    /// When an address was last erased from this backup (`outbox purge --erase-email` run on
+    /// it, which rewrites it); the address itself is never written down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased_at: Option<String>,
 }
 
 /// Creates `dest` (mode 0700) or accepts it empty; refuses anything else.
@@ -149,6 +153,7 @@ fn finish(db: sled::Db, dest: &Path, method: &str) -> anyhow::Result<Manifest> {
         counts: sum.counts,
         record_count: sum.records,
         records_sha256: sum.sha256,
+        erased_at: None,
     };
     write_durably(
         &dest.join(MANIFEST_NAME),
@@ -157,7 +162,7 @@ fn finish(db: sled::Db, dest: &Path, method: &str) -> anyhow::Result<Manifest> {
     Ok(manifest)
 }
 
-fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::OpenOptions::new()
         .write(true)

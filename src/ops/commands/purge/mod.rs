@@ -4,6 +4,7 @@
 //! The CLI counts first (a dry run on the store), refuses to drop tombstones still inside the
 //! idempotency window without `--force`, confirms, then purges.
 
+mod backup_dir;
 pub mod erase;
 
 use crate::ops::operation::{Operation, OpsContext, Progress};
@@ -97,6 +98,15 @@ pub fn run(a: PurgeArgs) -> anyhow::Result<ExitCode> {
     }
     q.dry_run = false;
     let done = call(&dir, q.clone(), "purging")?;
+    if q.erase_email.is_some() {
+        if let Some(m) = backup_dir::rewrite_if_backup(&dir)? {
+            eprintln!(
+                "outbox: backup rewritten without the address: {} ({}), restorable as before",
+                text::count(m.record_count, "record", "records"),
+                m.records_sha256
+            );
+        }
+    }
     if a.json {
         print_json(&done);
     } else {
