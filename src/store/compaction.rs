@@ -36,7 +36,9 @@
 //! open for readers that hold it, never writes into the data directory after the swap.
 
 use super::maintenance::{open_raw, sync_raw};
-use super::{dir_size, fsync_dir, when_released, Gen, Store, StoreError, SEGMENT_SIZE};
+use super::{
+    dir_size, fsync_dir, space, when_released, Gen, Store, StoreError, Trees, SEGMENT_SIZE,
+};
 use nix::fcntl::{renameat2, RenameFlags};
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -73,6 +75,9 @@ impl Store {
         let bytes_before = dir_size(&dir);
         let fresh = dir.join(COMPACTING_DIR);
         remove_leftover(&dir).map_err(io(&fresh))?;
+        // Said before anything is written: a copy that fills the disk half-way helps no one.
+        let (live, records) = live_bytes(&self.gen().trees)?;
+        space::room_to_compact(&dir, live, records)?;
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&fresh)
@@ -113,6 +118,13 @@ impl Store {
             Err(e) => {
                 // Nothing was swapped: the copy is only in the way.
                 let _ = fs::remove_dir_all(&fresh);
+                if e.to_string().contains("No space left on device") {
+                    return Err(StoreError::NoRoom(format!(
+                        "not compacted: the disk filled while the copy was written; nothing was changed and the copy was removed. It needs more than the estimated {} free beside the log in {}: free more there, or compact on a larger filesystem (ops/RUNBOOK.md, \"The disk fills\")",
+                        space::mib(space::compaction_needs(live)),
+                        dir.display()
+                    )));
+                }
                 return Err(e);
             }
         };
@@ -160,6 +172,20 @@ fn gives_space_back(copy: u64, store: u64) -> bool {
         );
     }
     smaller
+}
+
+/// Bytes of the records kept (keys and values of `entries` and `bodies`) and their number:
+/// what a copy holds, less sled's own overhead. A scan of what is kept, which after a drain
+/// is little.
+fn live_bytes(trees: &Trees) -> Result<(u64, u64), StoreError> {
+    let mut bytes = 0u64;
+    for tree in [&trees.entries, &trees.bodies] {
+        for item in tree.iter() {
+            let (k, v) = item?;
+            bytes += (k.len() + v.len()) as u64;
+        }
+    }
+    Ok((bytes, trees.entries.len() as u64))
 }
 
 /// The error for an I/O failure on `path`.

@@ -53,6 +53,7 @@ pub mod keys;
 pub mod maintenance;
 pub mod read;
 pub mod record;
+pub mod space;
 mod tx;
 
 pub use claims::Claimed;
@@ -108,6 +109,9 @@ pub enum StoreError {
     /// new one and this never reaches a caller outside the store.
     #[error("the store was compacted while this ran; run it again")]
     Moved,
+    /// The disk has too little free space for what was asked; the text says how much.
+    #[error("{0}")]
+    NoRoom(String),
 }
 
 /// Whether the store can still make writes durable. Once a flush or fdatasync fails it stays
@@ -351,6 +355,10 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let fresh = prepare_dir(dir)?;
+        space::check_room_to_open(dir).map_err(|source| StoreError::Prepare {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let gen = Gen::open(dir, None)?;
         let prep = |source| StoreError::Prepare {
             path: dir.to_path_buf(),

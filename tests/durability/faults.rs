@@ -3,6 +3,7 @@
 
 use crate::harness;
 use crate::harness::dashboard::{Dashboard, Reply};
+use crate::harness::small_disk::SmallDisk;
 use crate::harness::{spawn_app, tools};
 use crate::kill;
 use nix::sys::signal::{kill, Signal};
@@ -216,65 +217,6 @@ async fn sigkill_during_intake_and_delivery_loses_nothing_acknowledged() {
     );
 }
 
-/// A small tmpfs mounted for one test and unmounted when dropped.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    /// Mounts a tmpfs of `mib` MiB, or explains why not: a skip outside CI, a failure in CI.
-    fn mount(mib: u64) -> Option<SmallDisk> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(SmallDisk { dir });
-        }
-        let why = "it needs to mount a tmpfs (run as root)";
-        tools::runnable("the disk-full test", Some(why.into()));
-        None
-    }
-
-    fn path(&self) -> &std::path::Path {
-        self.dir.path()
-    }
-
-    fn free(&self) -> u64 {
-        outbox::http::admission::disk_space(self.path()).unwrap().0
-    }
-
-    /// Writes a filler file so that about `leave` bytes stay free.
-    fn fill_leaving(&self, leave: u64) -> std::path::PathBuf {
-        let filler = self.path().join("filler");
-        let size = self.free().saturating_sub(leave);
-        let f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0xAAu8; 1 << 20];
-        let mut w = std::io::BufWriter::new(f);
-        let mut left = size;
-        while left > 0 {
-            let n = left.min(chunk.len() as u64) as usize;
-            if std::io::Write::write_all(&mut w, &chunk[..n]).is_err() {
-                break;
-            }
-            left -= n as u64;
-        }
-        let _ = std::io::Write::flush(&mut w);
-        filler
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 fn post_blocking(port: u16, id: &str, padding: usize) -> u16 {
     let body =
         json!({"email": format!("{id}@example.com"), "message": "x".repeat(padding)}).to_string();
@@ -302,7 +244,7 @@ fn ready_body(port: u16) -> String {
 
 #[test]
 fn a_full_disk_never_yields_a_2xx_for_unsynced_data_and_intake_recovers() {
-    let Some(disk) = SmallDisk::mount(48) else {
+    let Some(disk) = SmallDisk::mount("the disk-full test", 48) else {
         return;
     };
     let data = disk.path().join("data");

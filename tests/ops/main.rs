@@ -14,6 +14,7 @@ mod config;
 mod config_rules;
 mod config_typos;
 mod disk;
+mod disk_full;
 mod erase_backups;
 mod healthcheck;
 mod import;
