@@ -3,7 +3,7 @@
 
 use crate::harness;
 use crate::harness::dashboard::{Dashboard, Reply};
-use crate::harness::small_disk::SmallDisk;
+use crate::harness::small_disk::{post_form, SmallDisk};
 use crate::harness::{spawn_app, tools};
 use crate::kill;
 use nix::sys::signal::{kill, Signal};
@@ -218,18 +218,7 @@ async fn sigkill_during_intake_and_delivery_loses_nothing_acknowledged() {
 }
 
 fn post_blocking(port: u16, id: &str, padding: usize) -> u16 {
-    let body =
-        json!({"email": format!("{id}@example.com"), "message": "x".repeat(padding)}).to_string();
-    let req = format!(
-        "POST /api/collect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key: {id}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    harness::status_of(&out)
+    post_form(port, id, padding).0
 }
 
 fn ready_body(port: u16) -> String {

@@ -59,3 +59,22 @@ impl Drop for SmallDisk {
             .status();
     }
 }
+
+/// One form post of `padding` bytes on a fresh connection, blocking: the status and the body
+/// (what a disk-full test needs, without a runtime).
+pub fn post_form(port: u16, id: &str, padding: usize) -> (u16, String) {
+    use std::io::{Read, Write};
+    let body =
+        serde_json::json!({"email": format!("{id}@example.com"), "message": "x".repeat(padding)})
+            .to_string();
+    let req = format!(
+        "POST /api/collect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key: {id}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (super::status_of(&out), body)
+}

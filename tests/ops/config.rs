@@ -4,7 +4,8 @@ use crate::harness;
 use crate::harness::tools::{self, output_text};
 use std::process::{Command, Output};
 
-fn outbox(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// `outbox <args>` with only the given `OUTBOX_*` variables set.
+pub fn outbox(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(harness::bin());
     cmd.args(args);
     // Start from a clean slate: no OUTBOX_* from the environment running the tests.

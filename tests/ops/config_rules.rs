@@ -7,22 +7,18 @@ use crate::harness::dashboard::Dashboard;
 use crate::harness::tools::output_text;
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 const KEY: &str = "test-ingest-key-0123456789";
 
 /// The README's own `[[form_type_rules]]` example.
 const README_RULE: &str = "[[form_type_rules]]\ntype = \"quote\"\nall = [\"company\", \"budget\"]\nany = []\nonly = false\n";
 
-/// `outbox config check` with only the given `OUTBOX_*` variables set.
+/// `outbox config check <args>` with only the given `OUTBOX_*` variables set.
 pub fn check(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(harness::bin());
-    cmd.args(["config", "check"]).args(args);
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OUTBOX_")) {
-        cmd.env_remove(k);
-    }
-    cmd.envs(env.iter().copied());
-    cmd.output().expect("run outbox")
+    let mut all = vec!["config", "check"];
+    all.extend_from_slice(args);
+    crate::config::outbox(&all, env)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {

@@ -9,7 +9,7 @@
 
 use crate::harness::dashboard::Dashboard;
 use crate::harness::ops::outbox;
-use crate::harness::small_disk::SmallDisk;
+use crate::harness::small_disk::{post_form, SmallDisk};
 use crate::harness::{self, free_port, spawn_binary_async, wait_detailed, KillOnDrop};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -45,30 +45,13 @@ fn serve_flags<'a>(dash: &'a str, min_free: &'a str) -> Vec<&'a str> {
     ]
 }
 
-/// One post on a fresh connection: the status and the body.
-fn post(port: u16, id: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let body =
-        serde_json::json!({"email": "jo@example.com", "message": "x".repeat(PADDING)}).to_string();
-    let req = format!(
-        "POST /api/collect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key: {id}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    (harness::status_of(&out), body)
-}
-
 /// Posts forms (`prefix-00000`, ...) until intake refuses 20 in a row; returns the
 /// acknowledged trace IDs and the error codes of the refusals.
 fn fill(port: u16, prefix: &str) -> (Vec<String>, HashSet<String>) {
     let (mut acked, mut codes, mut refused_in_a_row) = (vec![], HashSet::new(), 0);
     for i in 0..40_000 {
         let id = format!("{prefix}-{i:05}");
-        let (status, body) = post(port, &id);
+        let (status, body) = post_form(port, &id, PADDING);
         if status == 202 {
             acked.push(id);
             refused_in_a_row = 0;
