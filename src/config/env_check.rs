@@ -6,16 +6,29 @@
 
 use super::spec::{env_name, SPECS};
 
-/// Variables outside the settings table that outbox or its tests and benchmarks read.
+/// Variables outside the settings table that outbox, its scripts or its tests and
+/// benchmarks read: never reported as typos.
 const OTHER_KNOWN: &[&str] = &[
     "OUTBOX_CONFIG",
+    // ops/backup.sh, which an operator may run with the service's environment.
+    "OUTBOX_BACKUP_ROOT",
+    "OUTBOX_BACKUP_KEEP_DAYS",
+    "OUTBOX_BIN",
+    // Tests, benchmarks and build scripts.
     "OUTBOX_SOAK",
     "OUTBOX_SOAK_SECS",
     "OUTBOX_UPDATE_ASSETS",
+    "OUTBOX_WRITE_GOLDEN",
     "OUTBOX_RESOURCE_SIZES",
     "OUTBOX_BENCH_OUTAGE_SECS",
     "OUTBOX_BENCH_RECORDS",
     "OUTBOX_BENCH_CONCURRENCY",
+    "OUTBOX_BENCH_DEVICE",
+    "OUTBOX_BENCH_LOOP_SIZE",
+    "OUTBOX_BENCH_SECS",
+    "OUTBOX_LIFE_RECORDS",
+    "OUTBOX_DEB",
+    "OUTBOX_IMAGE",
 ];
 
 /// One unknown variable and the known name closest to it, if one is close.
