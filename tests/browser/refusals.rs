@@ -33,6 +33,11 @@ async fn refusals_are_not_sent_again_and_keep_the_text_and_a_503_waits_for_its_r
     let p = proxy.clone();
     let (bad, large, later) = with_browser(browser, async move {
         v.0.goto(&page).await;
+        v.record().await;
+        assert!(
+            p.posts().is_empty(),
+            "a page load with nothing waiting sends nothing"
+        );
         // 400 (canned at the proxy) and 413 (outbox's own: the body is over --max-body).
         p.queue([refusal(
             400,
