@@ -8,9 +8,8 @@
 //! test reproduces, so these need a browser (WebDriver in `support`).
 
 use crate::harness::spawn_app;
-use crate::queue::site;
 use crate::support::{browser_tools, serve_page, ChromeDriver, Session};
-use crate::visitor::{last_event, last_id, with_browser, Visitor};
+use crate::visitor::{last_event, last_id, site, with_browser, Visitor};
 use outbox::store::Store;
 use serde_json::{json, Value};
 

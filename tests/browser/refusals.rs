@@ -10,9 +10,8 @@
 
 use crate::harness::spawn_app;
 use crate::proxy::{refusal, start_proxy, Act};
-use crate::queue::site;
 use crate::support::{browser_tools, serve_page, ChromeDriver, Session};
-use crate::visitor::{last_event, last_id, payload, with_browser, Outbox, Visitor};
+use crate::visitor::{last_event, last_id, payload, site, with_browser, Outbox, Visitor};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::net::TcpListener;

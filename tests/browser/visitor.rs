@@ -126,6 +126,22 @@ impl Visitor {
         got
     }
 
+    /// Waits until the browser's queue is empty (its copy is removed just after "sent").
+    pub async fn queue_empties(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = self.waiting().await;
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still waiting after {limit:?}: {left:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The copies waiting in this browser's IndexedDB queue.
     pub async fn waiting(&self) -> Vec<Value> {
         let got = self.0.run(WAITING, json!(null)).await;
@@ -133,6 +149,13 @@ impl Visitor {
             .unwrap_or_else(|| panic!("the queue could not be read: {got}"))
             .clone()
     }
+}
+
+/// A listener for the site's pages, and its origin.
+pub async fn site() -> (tokio::net::TcpListener, String) {
+    let site = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", site.local_addr().unwrap());
+    (site, origin)
 }
 
 /// Runs `scenario` with the browser session, then ends the session whatever happened, and
