@@ -5,7 +5,9 @@
 //! - offline at submit (Chromium's own network emulation), reloaded while offline, back
 //!   online: stored once, delivered once;
 //! - outbox down (connection refused), then started: accepted once;
-//! - storage blocked: the direct send works, and a failed one is reported as not kept.
+//! - storage blocked: the direct send works, and a failed one is reported as not kept;
+//! - no IndexedDB (hidden before the page's first script): the copy is kept in localStorage
+//!   and sent on the next load.
 
 use crate::proxy::{refusal, start_proxy};
 use crate::support::{browser_tools, serve_page, serve_page_with_script_from, ChromeDriver};
@@ -187,4 +189,59 @@ try {
 const PAGE_SHOWN: &str = r#"
 const done = arguments[arguments.length - 1];
 done({ url: location.href, form: document.getElementById("contact") !== null });
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_only_local_storage_exists_a_copy_is_kept_there_and_sent_on_the_next_load() {
+    let Some(tools) = browser_tools().await else {
+        return;
+    };
+    let (site, origin) = site().await;
+    let outbox = Outbox::started(&origin, &[]).await;
+    serve_page(site, &outbox.base());
+    let driver = ChromeDriver::start(&tools);
+    let browser = driver.new_session(&tools).await;
+    let v = Visitor(browser.clone());
+    let page = format!("{origin}/");
+    let id = with_browser(browser, async move {
+        // A browser without IndexedDB, from the first script of every page on.
+        let hide =
+            json!({"source": "Object.defineProperty(window, 'indexedDB', {value: undefined});"});
+        v.0.cdp("Page.addScriptToEvaluateOnNewDocument", hide).await;
+        v.0.goto(&page).await;
+        v.0.set_offline(true).await;
+        v.submit("local@example.com", "Kept in localStorage", 1)
+            .await;
+        let queued = v.wait_for("queued", 1).await;
+        assert_eq!(last_event(&queued, "queued")["kept"], true, "{queued}");
+        let id = last_id(&queued, "queued");
+        let kept = v.0.run(LOCAL_QUEUE, json!(null)).await;
+        assert_eq!(kept.as_array().map(Vec::len), Some(1), "{kept}");
+        assert_eq!(kept[0]["id"], id.as_str());
+
+        v.0.try_goto(&page).await;
+        v.0.set_offline(false).await;
+        v.0.goto(&page).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while v.0.run(LOCAL_QUEUE, json!(null)).await != json!([]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the copy is still waiting"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        id
+    })
+    .await;
+
+    let records = outbox.records().await;
+    assert_eq!(records.len(), 1, "stored once");
+    assert_eq!(records[0].trace_id, id);
+    assert_eq!(payload(&records[0])["message"], "Kept in localStorage");
+}
+
+/// The copies outbox.js keeps in localStorage.
+const LOCAL_QUEUE: &str = r#"
+const done = arguments[arguments.length - 1];
+done(JSON.parse(localStorage.getItem("outbox-queue") || "[]"));
 "#;
