@@ -3,27 +3,17 @@
 //! (20 copies) keeps no more, which the page is told. Copies are written into the page's
 //! IndexedDB as outbox.js keeps them.
 
-use crate::proxy::{refusal, start_proxy};
-use crate::support::{browser_tools, serve_page, ChromeDriver};
-use crate::visitor::{last_event, site, with_browser, Outbox, Visitor};
+use crate::proxy::refusal;
+use crate::visitor::{last_event, Stage};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_past_the_window_is_dropped_unsent_and_a_full_queue_keeps_no_more() {
-    let Some(tools) = browser_tools().await else {
+    let Some(stage) = Stage::set(&[], None).await else {
         return;
     };
-    let (site, origin) = site().await;
-    let outbox = Outbox::started(&origin, &[]).await;
-    let proxy = start_proxy(([127, 0, 0, 1], outbox.port).into()).await;
-    serve_page(site, &proxy.base());
-    let driver = ChromeDriver::start(&tools);
-    let browser = driver.new_session(&tools).await;
-    let v = Visitor(browser.clone());
-    let page = format!("{origin}/");
-    let p = proxy.clone();
-    let endpoint = format!("{}/api/collect", proxy.base());
-    with_browser(browser, async move {
+    let endpoint = format!("{}/api/collect", stage.proxy.base());
+    stage.play(|v, page, p| async move {
         // A copy from a visit 25 hours ago, never sent: past outbox's 24 h window.
         v.0.goto(&page).await;
         let old = json!({"id": "expired-copy-0001", "url": endpoint, "body": "{}", "f": "contact",
@@ -56,14 +46,17 @@ async fn a_copy_past_the_window_is_dropped_unsent_and_a_full_queue_keeps_no_more
     })
     .await;
 
-    assert!(proxy.posts_of("expired-copy-0001").is_empty(), "never sent");
+    assert!(
+        stage.proxy.posts_of("expired-copy-0001").is_empty(),
+        "never sent"
+    );
     assert_eq!(
-        proxy.posts().len(),
+        stage.proxy.posts().len(),
         1,
         "only the submission that was not kept"
     );
-    assert_eq!(outbox.accepted().await, 0);
-    assert!(outbox.records().await.is_empty());
+    assert_eq!(stage.outbox.accepted().await, 0);
+    assert!(stage.outbox.records().await.is_empty());
 }
 
 /// Writes copies into the page's IndexedDB queue, as outbox.js keeps them.

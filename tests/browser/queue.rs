@@ -9,64 +9,58 @@
 //! - no IndexedDB (hidden before the page's first script): the copy is kept in localStorage
 //!   and sent on the next load.
 
-use crate::proxy::{refusal, start_proxy};
-use crate::support::{browser_tools, serve_page, serve_page_with_script_from, ChromeDriver};
-use crate::visitor::{last_event, last_id, payload, site, with_browser, Outbox, Visitor};
+use crate::proxy::refusal;
+use crate::support::{browser_tools, serve_page_with_script_from, ChromeDriver};
+use crate::visitor::{last_event, last_id, payload, site, with_browser, Outbox, Stage, Visitor};
 use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_at_submit_then_reloaded_offline_is_stored_and_delivered_once_when_back_online() {
-    let Some(tools) = browser_tools().await else {
+    let Some(stage) = Stage::set(&[], None).await else {
         return;
     };
-    let (site, origin) = site().await;
-    let outbox = Outbox::started(&origin, &[]).await;
-    serve_page(site, &outbox.base());
-    let driver = ChromeDriver::start(&tools);
-    let browser = driver.new_session(&tools).await;
-    let v = Visitor(browser.clone());
-    let page = format!("{origin}/");
-    let id = with_browser(browser, async move {
-        v.0.goto(&page).await;
-        v.0.set_offline(true).await;
-        v.submit("train@example.com", "Sent from a train", 1).await;
-        let queued = v.wait_for("queued", 1).await;
-        let id = last_id(&queued, "queued");
-        assert_eq!(last_event(&queued, "queued")["kept"], true, "{queued}");
-        assert_eq!(
-            last_event(&queued, "queued")["status"],
-            0,
-            "network error: {queued}"
-        );
-        assert_eq!(
-            queued["message"], "Sent from a train",
-            "text kept: {queued}"
-        );
-        assert!(queued["classes"]
-            .as_str()
-            .unwrap()
-            .contains("outbox-queued"));
-        let waiting = v.waiting().await;
-        assert_eq!(waiting.len(), 1, "{waiting:?}");
-        assert_eq!(waiting[0]["id"], id.as_str());
+    let id = stage
+        .play(|v, page, _| async move {
+            v.0.goto(&page).await;
+            v.0.set_offline(true).await;
+            v.submit("train@example.com", "Sent from a train", 1).await;
+            let queued = v.wait_for("queued", 1).await;
+            let id = last_id(&queued, "queued");
+            assert_eq!(last_event(&queued, "queued")["kept"], true, "{queued}");
+            assert_eq!(
+                last_event(&queued, "queued")["status"],
+                0,
+                "network error: {queued}"
+            );
+            assert_eq!(
+                queued["message"], "Sent from a train",
+                "text kept: {queued}"
+            );
+            assert!(queued["classes"]
+                .as_str()
+                .unwrap()
+                .contains("outbox-queued"));
+            let waiting = v.waiting().await;
+            assert_eq!(waiting.len(), 1, "{waiting:?}");
+            assert_eq!(waiting[0]["id"], id.as_str());
 
-        // Reloaded while offline: the browser's error page; nothing runs.
-        v.0.try_goto(&page).await;
-        let shown = v.0.run(PAGE_SHOWN, json!(null)).await;
-        assert_eq!(shown["form"], false, "the browser's error page: {shown}");
-        v.0.set_offline(false).await;
-        // The next successful load of the page sends what waits (or the earlier page, kept in
-        // the back-forward cache, does when the browser is back online: either way once).
-        v.0.goto(&page).await;
-        v.queue_empties(Duration::from_secs(10)).await;
-        id
-    })
-    .await;
+            // Reloaded while offline: the browser's error page; nothing runs.
+            v.0.try_goto(&page).await;
+            let shown = v.0.run(PAGE_SHOWN, json!(null)).await;
+            assert_eq!(shown["form"], false, "the browser's error page: {shown}");
+            v.0.set_offline(false).await;
+            // The next successful load of the page sends what waits (or the earlier page, kept in
+            // the back-forward cache, does when the browser is back online: either way once).
+            v.0.goto(&page).await;
+            v.queue_empties(Duration::from_secs(10)).await;
+            id
+        })
+        .await;
 
-    assert_eq!(outbox.accepted().await, 1);
-    assert_eq!(outbox.delivered(&id).await, 1, "delivered once");
-    let records = outbox.records().await;
+    assert_eq!(stage.outbox.accepted().await, 1);
+    assert_eq!(stage.outbox.delivered(&id).await, 1, "delivered once");
+    let records = stage.outbox.records().await;
     assert_eq!(records.len(), 1, "stored once");
     assert_eq!(records[0].trace_id, id);
     assert_eq!(payload(&records[0])["message"], "Sent from a train");
@@ -117,54 +111,46 @@ async fn a_submission_made_while_outbox_is_down_is_accepted_once_it_starts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_storage_blocked_the_direct_send_works_and_a_failed_one_is_reported_as_not_kept() {
-    let Some(tools) = browser_tools().await else {
-        return;
-    };
-    let (site, origin) = site().await;
-    let outbox = Outbox::started(&origin, &[]).await;
-    let proxy = start_proxy(([127, 0, 0, 1], outbox.port).into()).await;
-    serve_page(site, &proxy.base());
-    let driver = ChromeDriver::start(&tools);
     // "Block all cookies" blocks every kind of site storage too.
     let blocked = json!({"profile.default_content_setting_values.cookies": 2});
-    let browser = driver.new_session_with_prefs(&tools, blocked).await;
-    let v = Visitor(browser.clone());
-    let page = format!("{origin}/");
-    let p = proxy.clone();
-    let (direct, failed) = with_browser(browser, async move {
-        v.0.goto(&page).await;
-        let storage = v.0.run(STORAGE_STATE, json!(null)).await;
-        assert_eq!(
-            storage,
-            json!(["blocked", "blocked"]),
-            "the test blocks storage"
-        );
+    let Some(stage) = Stage::set(&[], Some(blocked)).await else {
+        return;
+    };
+    let (direct, failed) = stage
+        .play(|v, page, p| async move {
+            v.0.goto(&page).await;
+            let storage = v.0.run(STORAGE_STATE, json!(null)).await;
+            assert_eq!(
+                storage,
+                json!(["blocked", "blocked"]),
+                "the test blocks storage"
+            );
 
-        v.submit("direct@example.com", "No storage here", 1).await;
-        let sent = v.wait_for("sent", 1).await;
-        let direct = last_id(&sent, "sent");
+            v.submit("direct@example.com", "No storage here", 1).await;
+            let sent = v.wait_for("sent", 1).await;
+            let direct = last_id(&sent, "sent");
 
-        p.queue([refusal(503, "store_unavailable", "retry later", Some(1))]);
-        v.submit("unkept@example.com", "Cannot be kept", 1).await;
-        let queued = v.wait_for("queued", 1).await;
-        let event = &last_event(&queued, "queued");
-        assert_eq!(event["kept"], false, "reported as not kept: {queued}");
-        assert_eq!(event["why"], "unavailable", "{queued}");
-        assert!(
-            queued["status"]["text"]
-                .as_str()
-                .unwrap()
-                .contains("cannot keep"),
-            "the page says so: {queued}"
-        );
-        // While the page stays open it still sends again.
-        let sent = v.wait_for("sent", 2).await;
-        (direct, last_id(&sent, "sent"))
-    })
-    .await;
+            p.queue([refusal(503, "store_unavailable", "retry later", Some(1))]);
+            v.submit("unkept@example.com", "Cannot be kept", 1).await;
+            let queued = v.wait_for("queued", 1).await;
+            let event = &last_event(&queued, "queued");
+            assert_eq!(event["kept"], false, "reported as not kept: {queued}");
+            assert_eq!(event["why"], "unavailable", "{queued}");
+            assert!(
+                queued["status"]["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains("cannot keep"),
+                "the page says so: {queued}"
+            );
+            // While the page stays open it still sends again.
+            let sent = v.wait_for("sent", 2).await;
+            (direct, last_id(&sent, "sent"))
+        })
+        .await;
 
-    assert_eq!(outbox.accepted().await, 2);
-    let records = outbox.records().await;
+    assert_eq!(stage.outbox.accepted().await, 2);
+    let records = stage.outbox.records().await;
     let ids: Vec<&str> = records.iter().map(|r| r.trace_id.as_str()).collect();
     assert!(
         ids.contains(&direct.as_str()) && ids.contains(&failed.as_str()),
@@ -193,17 +179,10 @@ done({ url: location.href, form: document.getElementById("contact") !== null });
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn where_only_local_storage_exists_a_copy_is_kept_there_and_sent_on_the_next_load() {
-    let Some(tools) = browser_tools().await else {
+    let Some(stage) = Stage::set(&[], None).await else {
         return;
     };
-    let (site, origin) = site().await;
-    let outbox = Outbox::started(&origin, &[]).await;
-    serve_page(site, &outbox.base());
-    let driver = ChromeDriver::start(&tools);
-    let browser = driver.new_session(&tools).await;
-    let v = Visitor(browser.clone());
-    let page = format!("{origin}/");
-    let id = with_browser(browser, async move {
+    let id= stage.play(|v, page, _| async move {
         // A browser without IndexedDB, from the first script of every page on.
         let hide =
             json!({"source": "Object.defineProperty(window, 'indexedDB', {value: undefined});"});
@@ -234,7 +213,7 @@ async fn where_only_local_storage_exists_a_copy_is_kept_there_and_sent_on_the_ne
     })
     .await;
 
-    let records = outbox.records().await;
+    let records = stage.outbox.records().await;
     assert_eq!(records.len(), 1, "stored once");
     assert_eq!(records[0].trace_id, id);
     assert_eq!(payload(&records[0])["message"], "Kept in localStorage");

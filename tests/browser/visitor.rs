@@ -5,7 +5,8 @@
 
 use crate::harness::dashboard::Dashboard;
 use crate::harness::{free_port, spawn_binary_async, KillOnDrop};
-use crate::support::{Session, PATIENCE};
+use crate::proxy::{start_proxy, Proxy};
+use crate::support::{browser_tools, serve_page, ChromeDriver, Session, Tools, PATIENCE};
 use outbox::store::record::Record;
 use outbox::store::Store;
 use serde_json::{json, Value};
@@ -148,6 +149,54 @@ impl Visitor {
         got.as_array()
             .unwrap_or_else(|| panic!("the queue could not be read: {got}"))
             .clone()
+    }
+}
+
+/// One test's world: the example page on an origin of its own, the real binary allowing that
+/// origin (with a stub dashboard), the scripted proxy in front of outbox (the page's address
+/// for outbox: it forwards unless told otherwise, and counts the posts), and a browser.
+pub struct Stage {
+    pub outbox: Outbox,
+    pub proxy: Proxy,
+    pub visitor: Visitor,
+    /// The page's URL.
+    pub page: String,
+    _driver: ChromeDriver,
+    _tools: Tools,
+}
+
+impl Stage {
+    /// Sets the stage with these extra `outbox serve` flags and, when given, these Chromium
+    /// preferences; `None` after a loud SKIP when there is no browser.
+    pub async fn set(extra: &[&str], prefs: Option<Value>) -> Option<Stage> {
+        let tools = browser_tools().await?;
+        let (site, origin) = site().await;
+        let outbox = Outbox::started(&origin, extra).await;
+        let proxy = start_proxy(([127, 0, 0, 1], outbox.port).into()).await;
+        serve_page(site, &proxy.base());
+        let driver = ChromeDriver::start(&tools);
+        let browser = match prefs {
+            Some(prefs) => driver.new_session_with_prefs(&tools, prefs).await,
+            None => driver.new_session(&tools).await,
+        };
+        Some(Stage {
+            outbox,
+            proxy,
+            visitor: Visitor(browser),
+            page: format!("{origin}/"),
+            _driver: driver,
+            _tools: tools,
+        })
+    }
+
+    /// Runs `scenario` with the visitor, the page's URL and the proxy (see [`with_browser`]).
+    pub async fn play<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
+        &self,
+        scenario: impl FnOnce(Visitor, String, Proxy) -> F,
+    ) -> T {
+        let v = self.visitor.clone();
+        let run = scenario(v.clone(), self.page.clone(), self.proxy.clone());
+        with_browser(v.0, run).await
     }
 }
 
