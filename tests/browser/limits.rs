@@ -20,8 +20,8 @@ async fn a_copy_past_the_window_is_dropped_unsent_and_a_full_queue_keeps_no_more
             "at": 0, "until": 1, "tries": 3, "next": 0, "kept": 1});
         v.0.run(PUT_COPIES, json!([[old]])).await;
         v.0.goto(&page).await;
-        let status = v.0.run(STATUS_WHEN_SET, json!(null)).await;
-        assert_eq!(status, "dropped", "the page is told");
+        let status = v.status_when(&["dropped"]).await;
+        assert_eq!(status["traceId"], "expired-copy-0001", "the page is told: {status}");
         assert!(v.waiting().await.is_empty(), "and the copy is gone");
 
         // 20 copies waiting out a long Retry-After fill the queue: a failed send is not kept.
@@ -69,15 +69,4 @@ open.onsuccess = () => {
   for (const c of copies) t.objectStore("q").put(c);
   t.oncomplete = () => { open.result.close(); done(null); };
 };
-"#;
-
-/// The page's status once it says something (outbox.js acts on load, before a test can listen).
-const STATUS_WHEN_SET: &str = r#"
-const done = arguments[arguments.length - 1];
-const t0 = Date.now();
-(function poll() {
-  const result = document.getElementById("status").dataset.result;
-  if (result || Date.now() - t0 > 10000) return done(result || "nothing");
-  setTimeout(poll, 50);
-})();
 "#;

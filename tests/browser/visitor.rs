@@ -127,6 +127,17 @@ impl Visitor {
         got
     }
 
+    /// The page's status line once it shows one of `results` (outbox.js acts on load, before
+    /// a test can listen): `result` (the state), `traceId`, `text`. Fails after 10 s.
+    pub async fn status_when(&self, results: &[&str]) -> Value {
+        let got = self.0.run(STATUS_WHEN, json!(results)).await;
+        assert!(
+            got["timeout"] != true,
+            "waited for status {results:?}: {got}"
+        );
+        got
+    }
+
     /// Waits until the browser's queue is empty (its copy is removed just after "sent").
     pub async fn queue_empties(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
@@ -304,3 +315,16 @@ pub fn last_id(page: &Value, kind: &str) -> String {
     let event = last_event(page, kind);
     event["traceId"].as_str().expect("a trace ID").to_owned()
 }
+
+const STATUS_WHEN: &str = r#"
+const [results, done] = arguments;
+const line = document.getElementById("status");
+const t0 = Date.now();
+(function poll() {
+  const result = line.dataset.result || "";
+  const state = { result, traceId: line.dataset.traceId, text: line.textContent };
+  if (results.includes(result)) return done(state);
+  if (Date.now() - t0 > 10000) return done({ timeout: true, ...state });
+  setTimeout(poll, 50);
+})();
+"#;
