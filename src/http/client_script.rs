@@ -37,7 +37,10 @@ pub async fn serve(headers: HeaderMap) -> Response {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|tag| tag.trim() == ETAG.as_str() || tag.trim() == "*");
+        // Weak comparison (RFC 9110 13.1.2): a proxy that compresses the script, as nginx
+        // does, hands out the tag as W/"...".
+        .map(|tag| tag.trim())
+        .any(|tag| tag.trim_start_matches("W/") == ETAG.as_str() || tag == "*");
     let mut resp = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
