@@ -101,7 +101,7 @@
       headers: { "Content-Type": "application/json", "Idempotency-Key": c.id }
     }).then(function (r) {
       return r.json().catch(function () { return {}; }).then(function (answer) {
-        if (r.ok) return tell(c, "sent", { status: r.status, receipt: answer }), "sent";
+        if (r.ok) return (c.receipt = { status: r.status, receipt: answer }), "sent";
         if (r.status != 408 && r.status != 429 && r.status < 500) {
           if (c.form && r.status == 409) c.form.outbox.id = null;
           tell(c, "refused", { status: r.status, error: answer.error,
@@ -139,7 +139,11 @@
       if (!a.some(function (o) { return o.id == c.id; })) return void delete mem[c.id];
       if (c.tries) tell(c, "retrying", { attempt: c.tries + 1 });
       return send(c).then(function (r) {
-        if (typeof r == "string") return forget(c).then(function () { done(c, r); });
+        // told once the copy is gone and the form reset
+        if (typeof r == "string") return forget(c).then(function () {
+          done(c, r);
+          if (r == "sent") tell(c, r, c.receipt);
+        });
         c.tries++;
         var now = Date.now(), backoff = Math.min(1e3 * Math.pow(2, c.tries - 1), MAX_WAIT);
         c.hold = r >= 0 ? now + r : 0;

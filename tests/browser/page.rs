@@ -2,13 +2,14 @@
 //! ships in `ops/site-example/` from another origin, with outbox.js from outbox itself (its
 //! integrity value checked by the browser), and sends the form through the script (JSON, an
 //! Idempotency-Key, so a CORS preflight first); then a page from an origin that is not allowed
-//! tries to post and must not read the answer.
+//! tries to post and must not read the answer; and the page with the script loaded as an ES
+//! module sends too.
 //!
 //! CORS, preflights and Subresource Integrity are browser behaviour that no HTTP client in a
 //! test reproduces, so these need a browser (WebDriver in `support`).
 
 use crate::harness::spawn_app;
-use crate::support::{browser_tools, serve_page, ChromeDriver, Session};
+use crate::support::{browser_tools, serve_page, serve_page_as_module, ChromeDriver, Session};
 use crate::visitor::{last_event, last_id, site, with_browser, Visitor};
 use outbox::store::Store;
 use serde_json::{json, Value};
@@ -22,20 +23,34 @@ async fn a_page_on_an_allowed_origin_sends_through_the_script_and_other_origins_
 
     // Arrange: the page on one origin, the same page on a second origin, the service on a third.
     let (elsewhere, other_origin) = site().await;
+    let (module_site, module_origin) = site().await;
     let (site, site_origin) = site().await;
-    let app = spawn_app(&["--cors-origins", &site_origin]).await;
+    let allowed = format!("{site_origin},{module_origin}");
+    let app = spawn_app(&["--cors-origins", &allowed]).await;
     serve_page(site, &app.base);
     serve_page(elsewhere, &app.base);
+    serve_page_as_module(module_site, &app.base);
     let driver = ChromeDriver::start(&tools);
     let browser = driver.new_session(&tools).await;
 
     // Act
     let scenario = submit_from_both_origins(browser.clone(), site_origin, other_origin);
-    let (sent, refused) = with_browser(browser, scenario).await;
+    let module = Visitor(browser.clone());
+    let as_module = async move {
+        let sent = scenario.await;
+        // The same page with the script loaded as an ES module.
+        module.0.goto(&format!("{module_origin}/")).await;
+        module
+            .submit("module@example.com", "Sent by the module", 1)
+            .await;
+        let got = module.wait_for("sent", 1).await;
+        (sent, last_id(&got, "sent"))
+    };
+    let ((sent, refused), by_module) = with_browser(browser, as_module).await;
 
-    // Assert: the submission is stored, and nothing from the other origin is.
+    // Assert: the submissions are stored, and nothing from the other origin is.
     let (_, health) = app.get_json("/health/detailed").await;
-    assert_eq!(health["counts"]["accepted"], 1, "{health}");
+    assert_eq!(health["counts"]["accepted"], 2, "{health}");
     let tmp = app.stop().await;
     let store = Store::open(&tmp.as_ref().unwrap().path().join("data")).expect("store opens");
     let record = store
@@ -59,6 +74,12 @@ async fn a_page_on_an_allowed_origin_sends_through_the_script_and_other_origins_
         payload.get("website").is_none(),
         "the empty honeypot field is not sent on: {payload}"
     );
+    let record = store
+        .get(&by_module)
+        .unwrap()
+        .expect("the module's submission is stored");
+    let payload: Value = serde_json::from_str(record.payload.as_deref().unwrap()).unwrap();
+    assert_eq!(payload["message"], "Sent by the module", "{payload}");
     for trace_id in &refused {
         assert!(store.get(trace_id).unwrap().is_none(), "{trace_id} stored");
     }

@@ -39,6 +39,22 @@ pub fn serve_page_with_script_from(listener: tokio::net::TcpListener, outbox: &s
             &format!("{script}/outbox.js"),
         )
         .replace(PLACEHOLDER, outbox);
+    serve_html(listener, page);
+}
+
+/// [`serve_page`], the script loaded as an ES module (`<script type="module">`).
+pub fn serve_page_as_module(listener: tokio::net::TcpListener, outbox: &str) {
+    let classic = format!("<script src=\"{PLACEHOLDER}/outbox.js\"");
+    assert_eq!(PAGE.matches(&classic).count(), 1, "the page's script tag");
+    let module = format!("<script type=\"module\" src=\"{outbox}/outbox.js\"");
+    serve_html(
+        listener,
+        PAGE.replace(&classic, &module).replace(PLACEHOLDER, outbox),
+    );
+}
+
+/// Serves `page` at `/`, and the site's own copy of the script at `/outbox.js`.
+fn serve_html(listener: tokio::net::TcpListener, page: String) {
     let router = axum::Router::new()
         .route(
             "/",
