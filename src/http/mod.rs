@@ -1,6 +1,7 @@
 //! The HTTP API: `router(state)` builds every route; the app binds and serves it.
 
 pub mod admission;
+pub mod client_script;
 pub mod collect;
 pub mod cors;
 pub mod error;
@@ -62,6 +63,8 @@ pub fn router(state: AppState) -> Router {
     app = cors::apply(app, &state.settings);
     // The API's own description: not a submission, so never rate limited.
     app = app.route("/api/openapi.json", get(openapi::serve));
+    // The browser client, for pages on any origin: public code, cached, never rate limited.
+    app = app.route("/outbox.js", get(client_script::serve));
     if state.settings.admin_listen.is_none() {
         app = app.merge(health_router(state));
     }
@@ -79,16 +82,18 @@ pub fn common_layers(app: Router) -> Router {
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         ))
-        .layer(SetResponseHeaderLayer::overriding(
+        // Nothing is cached unless a route says otherwise (only /outbox.js does).
+        .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ))
 }
 
 /// The `route` label values of `outbox_http_requests_total`, besides `other`.
-const KNOWN_ROUTES: [&str; 6] = [
+const KNOWN_ROUTES: [&str; 7] = [
     "/api/collect",
     "/api/openapi.json",
+    "/outbox.js",
     "/health",
     "/health/ready",
     "/health/detailed",

@@ -2,7 +2,9 @@
 //!
 //! Taken from the `Idempotency-Key` header, else `X-Trace-Id`, else a `trace_id` body field;
 //! without any of them the service makes a UUIDv7 (time-ordered, so fresh keys cluster in the
-//! store's B-tree). A supplied ID must match `[A-Za-z0-9._:-]{8,128}`.
+//! store's B-tree). Every ID supplied must match `[A-Za-z0-9._:-]{8,128}`, the one that is used
+//! and those it outranks alike: a malformed one is a client's mistake, and the OpenAPI document
+//! promises a 400 for it, so it is never silently passed over.
 
 use serde_json::{Map, Value};
 
@@ -24,38 +26,45 @@ pub fn is_valid(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// Picks the trace ID for a request: the first source present wins, and an invalid value in it
-/// is an error (never silently replaced, or a retried post would not be recognised).
+/// Picks the trace ID for a request: the first source present wins. An invalid value in any
+/// source present is an error (never silently replaced or passed over, or a retried post
+/// would not be recognised).
 pub fn choose(
     idempotency_key: Option<&[u8]>,
     x_trace_id: Option<&[u8]>,
     fields: &Map<String, Value>,
 ) -> Result<Option<String>, InvalidTraceId> {
-    let body = fields.get("trace_id");
-    let (source_name, raw): (&'static str, Vec<u8>) = if let Some(v) = idempotency_key {
-        ("the Idempotency-Key header", v.to_vec())
-    } else if let Some(v) = x_trace_id {
-        ("the X-Trace-Id header", v.to_vec())
-    } else if let Some(v) = body {
-        match v {
-            Value::String(s) => ("the trace_id field", s.as_bytes().to_vec()),
-            other => {
+    let body = match fields.get("trace_id") {
+        None => None,
+        Some(Value::String(s)) => Some(s.as_bytes()),
+        Some(other) => {
+            return Err(InvalidTraceId {
+                source_name: "the trace_id field",
+                shown: format!("a JSON {}", json_kind(other)),
+            })
+        }
+    };
+    let sources = [
+        ("the Idempotency-Key header", idempotency_key),
+        ("the X-Trace-Id header", x_trace_id),
+        ("the trace_id field", body),
+    ];
+    let mut chosen = None;
+    for (source_name, raw) in sources {
+        let Some(raw) = raw else { continue };
+        match std::str::from_utf8(raw) {
+            Ok(s) if is_valid(s) => {
+                chosen.get_or_insert_with(|| s.to_owned());
+            }
+            _ => {
                 return Err(InvalidTraceId {
-                    source_name: "the trace_id field",
-                    shown: format!("a JSON {}", json_kind(other)),
+                    source_name,
+                    shown: describe(raw),
                 })
             }
         }
-    } else {
-        return Ok(None);
-    };
-    match std::str::from_utf8(&raw) {
-        Ok(s) if is_valid(s) => Ok(Some(s.to_owned())),
-        _ => Err(InvalidTraceId {
-            source_name,
-            shown: describe(&raw),
-        }),
     }
+    Ok(chosen)
 }
 
 /// A new time-ordered trace ID.
@@ -134,6 +143,21 @@ mod tests {
         assert!(err.to_string().contains("Idempotency-Key"), "{err}");
         let body = json!({"trace_id": 12345678});
         let err = choose(None, None, body.as_object().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("trace_id field"), "{err}");
+    }
+
+    /// Found by schemathesis: an empty X-Trace-Id beside a valid Idempotency-Key was passed
+    /// over, although the OpenAPI document's pattern forbids it.
+    #[test]
+    fn an_invalid_source_is_an_error_even_when_a_valid_one_outranks_it() {
+        let valid = json!({"trace_id": "body-trace-1"});
+        let err = choose(Some(b"idem-key-1"), Some(b""), valid.as_object().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("X-Trace-Id"), "{err}");
+        let bad = json!({"trace_id": "bad"});
+        let err = choose(Some(b"idem-key-1"), None, bad.as_object().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("trace_id field"), "{err}");
+        let number = json!({"trace_id": 12345678});
+        let err = choose(Some(b"idem-key-1"), None, number.as_object().unwrap()).unwrap_err();
         assert!(err.to_string().contains("trace_id field"), "{err}");
     }
 

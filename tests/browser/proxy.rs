@@ -4,12 +4,14 @@
 //! POST: a canned answer (outbox's JSON error with the CORS headers a browser needs, as a
 //! proxy in front of outbox would pass it on, or a proxy's HTML error page), or "store, then
 //! lose the answer" (forward to outbox, then close the connection unanswered: the post is
-//! stored while the page sees a network error). One request per connection.
+//! stored while the page sees a network error). One request per connection. Every POST is
+//! recorded ([`Post`]), so a test can tell how often and when the page sent.
 
 use serde_json::json;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -17,32 +19,91 @@ use tokio::net::{TcpListener, TcpStream};
 #[derive(Clone, Debug)]
 pub enum Act {
     Forward,
-    /// Answer this instead (status, content type, body); outbox never sees the post.
-    Answer(u16, &'static str, String),
+    /// Answer this instead (status, content type, body, Retry-After in seconds); outbox
+    /// never sees the post.
+    Answer(u16, &'static str, String, Option<u32>),
     /// Forward to outbox (which stores the post), then close the connection unanswered.
     ForwardThenDrop,
 }
 
 pub type Script = Arc<Mutex<VecDeque<Act>>>;
 
-pub fn refusal(status: u16, code: &str, message: &str) -> Act {
+/// outbox's JSON error, as outbox (or nginx passing it on) answers it.
+pub fn refusal(status: u16, code: &str, message: &str, retry_after: Option<u32>) -> Act {
     let body = json!({"error": code, "message": message}).to_string();
-    Act::Answer(status, "application/json", body)
+    Act::Answer(status, "application/json", body, retry_after)
+}
+
+/// One POST the proxy received.
+#[derive(Clone, Debug)]
+pub struct Post {
+    pub at: Instant,
+    /// The `Idempotency-Key` header, if any.
+    pub key: Option<String>,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Post {
+    /// The trace ID the post carried: its Idempotency-Key, else its body's `trace_id`.
+    pub fn trace_id(&self) -> String {
+        self.key.clone().unwrap_or_else(|| {
+            let body: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
+            body["trace_id"].as_str().unwrap_or_default().to_owned()
+        })
+    }
+}
+
+/// The proxy: its address, what it will do with the next POSTs, and the POSTs so far.
+#[derive(Clone)]
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub script: Script,
+    pub posts: Arc<Mutex<Vec<Post>>>,
+}
+
+impl Proxy {
+    /// Queues what to do with the next POSTs.
+    pub fn queue(&self, acts: impl IntoIterator<Item = Act>) {
+        self.script.lock().unwrap().extend(acts);
+    }
+
+    pub fn posts(&self) -> Vec<Post> {
+        self.posts.lock().unwrap().clone()
+    }
+
+    /// The POSTs carrying `trace_id`.
+    pub fn posts_of(&self, trace_id: &str) -> Vec<Post> {
+        let posts = self.posts();
+        posts
+            .into_iter()
+            .filter(|p| p.trace_id() == trace_id)
+            .collect()
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
 }
 
 /// The scripted proxy in front of outbox: one request per connection.
-pub async fn start_proxy(outbox: SocketAddr, script: Script) -> SocketAddr {
+pub async fn start_proxy(outbox: SocketAddr) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let proxy = Proxy {
+        addr: listener.local_addr().unwrap(),
+        script: Script::default(),
+        posts: Arc::default(),
+    };
+    let p = proxy.clone();
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
-            tokio::spawn(proxy_one(socket, outbox, script.clone()));
+            tokio::spawn(proxy_one(socket, outbox, p.clone()));
         }
     });
-    addr
+    proxy
 }
 
-async fn proxy_one(mut socket: TcpStream, outbox: SocketAddr, script: Script) {
+async fn proxy_one(mut socket: TcpStream, outbox: SocketAddr, proxy: Proxy) {
     let Some((head, body)) = read_request(&mut socket).await else {
         return;
     };
@@ -61,16 +122,33 @@ async fn proxy_one(mut socket: TcpStream, outbox: SocketAddr, script: Script) {
         .find(|(k, _)| k == "origin")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
+    let header = |name: &str| {
+        let found = headers.iter().find(|(k, _)| k == name);
+        found.map(|(_, v)| v.clone())
+    };
     let act = match method.as_str() {
-        "POST" => script.lock().unwrap().pop_front().unwrap_or(Act::Forward),
+        "POST" => {
+            let act = proxy.script.lock().unwrap().pop_front();
+            let act = act.unwrap_or(Act::Forward);
+            proxy.posts.lock().unwrap().push(Post {
+                at: Instant::now(),
+                key: header("idempotency-key"),
+                content_type: header("content-type").unwrap_or_default(),
+                body: body.clone(),
+            });
+            act
+        }
         _ => Act::Forward,
     };
     let reply = match act {
-        Act::Answer(status, content_type, body) => {
+        Act::Answer(status, content_type, body, retry_after) => {
+            let retry_after = retry_after
+                .map(|s| format!("retry-after: {s}\r\n"))
+                .unwrap_or_default();
             let head = format!(
                 "HTTP/1.1 {status} Refused\r\ncontent-type: {content_type}\r\n\
                  access-control-allow-origin: {origin}\r\naccess-control-expose-headers: retry-after\r\n\
-                 retry-after: 0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                 {retry_after}content-length: {}\r\nconnection: close\r\n\r\n",
                 body.len()
             );
             [head.into_bytes(), body.into_bytes()].concat()

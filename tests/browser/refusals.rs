@@ -1,234 +1,187 @@
-//! The example page when outbox refuses a post, or its answer is lost: a real Chromium, the
-//! page from `ops/site-example/`, the real service behind a scripted proxy on its own origin.
+//! outbox.js when outbox refuses a post, or answers "later", or its answer is lost: a real
+//! Chromium, the page from `ops/site-example/`, the real binary behind a scripted proxy on
+//! its own origin (`proxy`), which forwards each request unless the test queued a canned
+//! answer or "store, then lose the answer" for the next POST.
 //!
-//! The proxy forwards each request to outbox unless the test queued something else for the
-//! next POST: a canned refusal (outbox's JSON error, with the CORS headers a browser needs,
-//! as nginx in front of outbox would pass it), a proxy's HTML error page, or "store, then lose
-//! the answer" (forward to outbox, then close the connection without a reply: the post is
-//! stored while the page sees a network error). For each, the page must say what happened,
-//! keep the visitor's text after a refusal, and never turn a resend into a 409. And with
-//! JavaScript off, the plain post still works: it is stored and its receipt shows in the frame.
+//! Refusals (400, 413) are not sent again and leave the text in the form with outbox's reason;
+//! a 503 waits out its Retry-After; a post stored while its answer was lost is sent again and
+//! gets the original receipt (one record); an unchanged resend keeps its trace ID and an edited
+//! one gets a new one. And with JavaScript off, the plain post still works.
 
-use crate::harness::{spawn_app, TestApp};
-use crate::proxy::{refusal, start_proxy, Act, Script};
+use crate::harness::spawn_app;
+use crate::proxy::{refusal, Act};
 use crate::support::{browser_tools, serve_page, ChromeDriver, Session};
+use crate::visitor::{last_event, last_id, payload, Stage};
 use serde_json::{json, Value};
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refusals_keep_the_form_and_show_the_error_and_a_resend_after_a_lost_answer_succeeds() {
-    let Some(tools) = browser_tools().await else {
+async fn refusals_are_not_sent_again_and_keep_the_text_and_a_503_waits_for_its_retry_after() {
+    let Some(stage) = Stage::set(&["--max-body", "2048"], None).await else {
         return;
     };
-    let site = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let site_origin = format!("http://{}", site.local_addr().unwrap());
-    let app = spawn_app(&["--cors-origins", &site_origin]).await;
-    let script = Script::default();
-    let proxy = start_proxy(app.addr, script.clone()).await;
-    serve_page(site, &format!("http://{proxy}/api/collect"));
-    let driver = ChromeDriver::start(&tools);
-    let browser = driver.new_session(&tools).await;
-
-    let scenario = tokio::spawn(scenarios(browser.clone(), site_origin, script, app));
-    let outcome = scenario.await;
-    browser.quit().await;
-    drop(driver);
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
-}
-
-async fn scenarios(browser: Session, site: String, script: Script, app: TestApp) {
-    browser.goto(&format!("{site}/")).await;
-    let queue = |acts: Vec<Act>| script.lock().unwrap().extend(acts);
-
-    // A refusal is answered at once (400) or after the page's own retries (429, 503: the
-    // page tries three times); each leaves the form filled and shows outbox's message.
-    let cases = [
-        (
-            vec![refusal(400, "invalid_json", "the body is not valid JSON")],
-            "the body is not valid JSON",
-        ),
-        (
-            vec![refusal(429, "rate_limited", "too many posts from your address"); 3],
-            "too many posts",
-        ),
-        (
-            vec![refusal(503, "outbox_full", "the outbox is full; retry later"); 3],
-            "the outbox is full",
-        ),
-        (
-            vec![
-                Act::Answer(
-                    502,
-                    "text/html",
-                    "<html><body>502 Bad Gateway</body></html>".into()
-                );
-                3
-            ],
-            "The server answered 502.",
-        ),
-    ];
-    for (button, via) in [("button[type=submit]", "form"), ("#send-fetch", "fetch")] {
-        for (acts, shown) in &cases {
-            queue(acts.clone());
-            let got = send(&browser, button, Some(via)).await;
-            assert_eq!(got["result"], "error", "{via}, {shown}: {got}");
-            let text = got["text"].as_str().unwrap();
+    let (bad, large, later) = stage
+        .play(|v, page, p| async move {
+            v.0.goto(&page).await;
+            v.record().await;
             assert!(
-                text.contains(shown),
-                "{via}: the page shows the error: {got}"
+                p.posts().is_empty(),
+                "a page load with nothing waiting sends nothing"
             );
-            assert!(!text.contains("undefined"), "{via}: {got}");
+            // 400 (canned at the proxy) and 413 (outbox's own: the body is over --max-body).
+            p.queue([refusal(
+                400,
+                "invalid_json",
+                "the body is not valid JSON",
+                None,
+            )]);
+            v.submit("bad@example.com", "Refused as bad", 1).await;
+            let refused = v.wait_for("refused", 1).await;
+            let event = last_event(&refused, "refused");
             assert_eq!(
-                got["email"],
-                format!("{via}@example.com"),
-                "{via}: form kept: {got}"
+                (event["status"].as_u64(), event["error"].as_str()),
+                (Some(400), Some("invalid_json"))
             );
             assert_eq!(
-                got["message"],
-                format!("Hello by {via}"),
-                "{via}: form kept: {got}"
+                refused["message"], "Refused as bad",
+                "the text stays: {refused}"
             );
+            assert!(refused["classes"]
+                .as_str()
+                .unwrap()
+                .contains("outbox-refused"));
             assert!(
-                script.lock().unwrap().is_empty(),
-                "every scripted answer was used"
+                refused["status"]["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains("the body is not valid JSON"),
+                "the page tells why: {refused}"
             );
-        }
-    }
-    let (_, health) = app.get_json("/health/detailed").await;
-    assert_eq!(
-        health["counts"]["accepted"], 0,
-        "no refusal stored anything"
-    );
+            let bad = last_id(&refused, "refused");
 
-    // Stored, but the answer is lost: the page's own retry gets the original receipt (200).
-    let (stored_before, dup_before) = (
-        status_count(&app, "202").await,
-        status_count(&app, "200").await,
-    );
-    queue(vec![Act::ForwardThenDrop]);
-    let got = send(&browser, "button[type=submit]", Some("form")).await;
-    assert_eq!(got["result"], "ok", "{got}");
+            let long = "x".repeat(3000);
+            v.submit("large@example.com", &long, 1).await;
+            let refused = v.wait_for("refused", 2).await;
+            let event = last_event(&refused, "refused");
+            assert_eq!(
+                (event["status"].as_u64(), event["error"].as_str()),
+                (Some(413), Some("body_too_large"))
+            );
+            assert_eq!(refused["message"], long.as_str(), "the text stays");
+            let large = last_id(&refused, "refused");
+            assert!(v.waiting().await.is_empty(), "a refusal is not kept");
+
+            // A 503 with Retry-After: 3 s, then the copy goes again (outbox stores it).
+            p.queue([refusal(503, "outbox_full", "the outbox is full", Some(3))]);
+            v.submit("later@example.com", "Sent after the wait", 1)
+                .await;
+            let queued = v.wait_for("queued", 1).await;
+            assert_eq!(last_event(&queued, "queued")["status"], 503, "{queued}");
+            let sent = v.wait_for("sent", 1).await;
+            let later = last_id(&sent, "sent");
+            assert_eq!(later, last_id(&queued, "queued"), "the same trace ID");
+            assert_eq!(
+                last_event(&sent, "retrying")["traceId"],
+                later.as_str(),
+                "{sent}"
+            );
+            let refusals = sent["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["type"] == "retrying");
+            assert_eq!(refusals.count(), 1, "only the 503 was sent again: {sent}");
+            (bad, large, later)
+        })
+        .await;
+
+    assert_eq!(stage.proxy.posts_of(&bad).len(), 1, "400: sent once");
+    assert_eq!(stage.proxy.posts_of(&large).len(), 1, "413: sent once");
+    let posts = stage.proxy.posts_of(&later);
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    let gap = posts[1].at - posts[0].at;
     assert!(
-        got["text"].as_str().unwrap().contains("(reference "),
-        "{got}"
+        gap >= Duration::from_secs(3),
+        "Retry-After: 3 honoured: {gap:?}"
     );
-    assert_eq!(
-        got["email"], "",
-        "the form starts over after a success: {got}"
-    );
-    assert_eq!(
-        status_count(&app, "202").await,
-        stored_before + 1,
-        "stored once"
-    );
-    assert_eq!(
-        status_count(&app, "200").await,
-        dup_before + 1,
-        "the retry got the receipt"
-    );
+    assert!(gap < Duration::from_secs(6), "and not much longer: {gap:?}");
+    assert_eq!(stage.outbox.accepted().await, 1);
+    let records = stage.outbox.records().await;
+    assert_eq!(records.len(), 1, "only the 503's submission is stored");
+    assert_eq!(records[0].trace_id, later);
+    assert_eq!(payload(&records[0])["message"], "Sent after the wait");
+}
 
-    // Stored, and every answer lost: the page says so and keeps the text. Sent again as it
-    // is, it gets the original receipt; edited, it is a new submission with a new trace ID.
-    for (edit, resend_status) in [(false, "200"), (true, "202")] {
-        queue(vec![Act::ForwardThenDrop; 3]);
-        let lost = send(&browser, "#send-fetch", Some("fetch")).await;
-        assert_eq!(lost["result"], "error", "{lost}");
-        assert!(
-            lost["text"].as_str().unwrap().contains("Could not reach"),
-            "{lost}"
-        );
-        assert_eq!(lost["message"], "Hello by fetch", "form kept: {lost}");
-        let before = status_count(&app, resend_status).await;
-        if edit {
-            browser.run(EDIT_MESSAGE, json!(null)).await;
-        }
-        let again = send(&browser, "#send-fetch", None).await;
-        assert_eq!(again["result"], "ok", "edited: {edit}: {again}");
-        let first_id = lost["idAfter"].as_str().unwrap();
-        let reference = again["text"].as_str().unwrap();
-        assert_eq!(
-            reference.contains(first_id),
-            !edit,
-            "an unchanged resend keeps the trace ID, an edited one gets a new one: {again}"
-        );
-        assert_eq!(
-            status_count(&app, resend_status).await,
-            before + 1,
-            "edited: {edit}"
-        );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_stored_once_and_a_resend_keeps_its_trace_id_unless_the_text_was_edited() {
+    let Some(stage) = Stage::set(&[], None).await else {
+        return;
+    };
+    let (lost, kept, edited, replaced) = stage
+        .play(|v, page, p| async move {
+            v.0.goto(&page).await;
+            // Stored, but the answer is lost: sent again, outbox answers 200 with the receipt.
+            p.queue([Act::ForwardThenDrop]);
+            v.submit("lost@example.com", "Answer lost", 1).await;
+            let sent = v.wait_for("sent", 1).await;
+            let lost = last_id(&sent, "sent");
+            assert_eq!(
+                last_event(&sent, "sent")["status"],
+                200,
+                "a duplicate's receipt: {sent}"
+            );
+            assert_eq!(last_id(&sent, "queued"), lost);
+
+            // A failure, then the visitor presses Send again without editing: the same trace ID.
+            let later = || refusal(503, "outbox_full", "retry later", Some(30));
+            p.queue([later()]);
+            v.submit("same@example.com", "Unchanged", 1).await;
+            let queued = v.wait_for("queued", 2).await;
+            let kept = last_id(&queued, "queued");
+            v.press_again().await;
+            let sent = v.wait_for("sent", 2).await;
+            assert_eq!(
+                last_id(&sent, "sent"),
+                kept,
+                "an unchanged resend keeps its trace ID"
+            );
+
+            // A failure, then the visitor edits the text and presses Send: a new trace ID, and the
+            // copy of the earlier text is not sent any more.
+            p.queue([later()]);
+            v.submit("edit@example.com", "Before the edit", 1).await;
+            let queued = v.wait_for("queued", 3).await;
+            let replaced = last_id(&queued, "queued");
+            v.edit_message(" (edited)").await;
+            v.press_again().await;
+            let sent = v.wait_for("sent", 3).await;
+            let edited = last_id(&sent, "sent");
+            assert_ne!(edited, replaced, "an edited form gets a new trace ID");
+            assert!(v.waiting().await.is_empty(), "nothing left waiting");
+            (lost, kept, edited, replaced)
+        })
+        .await;
+
+    assert_eq!(
+        stage.proxy.posts_of(&lost).len(),
+        2,
+        "sent again after the lost answer"
+    );
+    assert_eq!(
+        stage.proxy.posts_of(&replaced).len(),
+        1,
+        "the replaced copy went once"
+    );
+    assert_eq!(stage.outbox.accepted().await, 3);
+    let records = stage.outbox.records().await;
+    let ids: Vec<&str> = records.iter().map(|r| r.trace_id.as_str()).collect();
+    for id in [&lost, &kept, &edited] {
+        assert!(ids.contains(&id.as_str()), "{id} stored: {ids:?}");
     }
-    assert_eq!(status_count(&app, "409").await, 0, "no resend met a 409");
-
-    // A 409 all the same (the ID was used elsewhere, say in another tab): the page takes a
-    // new trace ID and sends once more.
-    queue(vec![refusal(
-        409,
-        "idempotency_conflict",
-        "trace ID used for a different payload",
-    )]);
-    let got = send(&browser, "button[type=submit]", Some("form")).await;
-    assert_eq!(got["result"], "ok", "{got}");
-    let used = got["traceId"].as_str().unwrap();
-    assert!(
-        !got["text"].as_str().unwrap().contains(used),
-        "a new trace ID: {got}"
-    );
-    let (_, health) = app.get_json("/health/detailed").await;
-    assert_eq!(
-        health["counts"]["accepted"], 5,
-        "the lost form post, the two lost fetch posts, the edited resend, the post after the 409: {health}"
-    );
-    app.stop().await;
-}
-
-/// Fills the form (when `via` is given) and clicks `selector`; once the status line says
-/// "ok" or "error", answers it with the form's trace ID before and after (after an error,
-/// the one the page sent: it takes a new one when the content changed) and what the form
-/// then holds.
-const SEND: &str = r#"
-const [[selector, via], done] = arguments;
-const form = document.getElementById("contact");
-const status = document.getElementById("status");
-if (via) {
-  form.elements.email.value = via + "@example.com";
-  form.elements.message.value = "Hello by " + via;
-}
-status.dataset.result = "";
-const traceId = form.elements.trace_id.value;
-new MutationObserver((_, observer) => {
-  if (["ok", "error"].includes(status.dataset.result)) {
-    observer.disconnect();
-    done({ traceId, idAfter: form.elements.trace_id.value,
-           result: status.dataset.result, text: status.textContent,
-           email: form.elements.email.value, message: form.elements.message.value });
-  }
-}).observe(status, { attributes: true, childList: true, subtree: true });
-document.querySelector(selector).click();
-"#;
-
-const EDIT_MESSAGE: &str = r#"
-const done = arguments[arguments.length - 1];
-document.getElementById("contact").elements.message.value += " (edited)";
-done(null);
-"#;
-
-async fn send(browser: &Session, selector: &str, via: Option<&str>) -> Value {
-    browser.run(SEND, json!([selector, via])).await
-}
-
-/// `outbox_http_requests_total` for `/api/collect` and one status.
-async fn status_count(app: &TestApp, status: &str) -> u64 {
-    let text = app.client.get(app.url("/metrics")).send().await.unwrap();
-    let series =
-        format!("outbox_http_requests_total{{route=\"/api/collect\",status=\"{status}\"}} ");
-    text.text()
-        .await
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
-        .unwrap_or(0)
+    assert_eq!(records.len(), 3, "{ids:?}");
+    let edited = records.iter().find(|r| r.trace_id == edited).unwrap();
+    assert_eq!(payload(edited)["message"], "Before the edit (edited)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +192,7 @@ async fn without_javascript_the_plain_post_is_stored_and_its_answer_shows_in_the
     let site = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let site_origin = format!("http://{}", site.local_addr().unwrap());
     let app = spawn_app(&["--cors-origins", &site_origin]).await;
-    serve_page(site, &app.url("/api/collect"));
+    serve_page(site, &app.base);
     let driver = ChromeDriver::start(&tools);
     let browser = driver.new_session_with_javascript(&tools, false).await;
 
@@ -300,7 +253,7 @@ const done = arguments[arguments.length - 1];
 const form = document.getElementById("contact");
 form.elements.email.value = "nojs@example.com";
 form.elements.message.value = "Hello without scripts";
-const scriptRan = form.elements.trace_id.value !== "";
+const scriptRan = window.outbox !== undefined;
 const text = document.body.innerText;
 form.querySelector("button[type=submit]").click();
 done({ scriptRan, text });

@@ -12,25 +12,65 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The example page, with this placeholder as its form's action.
+/// The example page, with this placeholder as outbox's address (its script and form action).
 pub const PAGE: &str = include_str!("../../ops/site-example/index.html");
-pub const PLACEHOLDER_ENDPOINT: &str = "https://forms.example.com/api/collect";
+pub const PLACEHOLDER: &str = "https://forms.example.com";
 
 /// Bound on every wait in this file, so a broken browser fails the test instead of hanging it.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Serves the example page, its form pointed at `endpoint`, at `/` on `listener`.
-pub fn serve_page(listener: tokio::net::TcpListener, endpoint: &str) {
+/// Serves the example page at `/` on `listener`, its form posting to `{outbox}/api/collect`
+/// and its script loaded from `{outbox}/outbox.js`.
+pub fn serve_page(listener: tokio::net::TcpListener, outbox: &str) {
+    serve_page_with_script_from(listener, outbox, outbox)
+}
+
+/// [`serve_page`], the script loaded from `{script}/outbox.js` instead: the site also serves
+/// its own copy at `/outbox.js` (the same bytes, so the page's integrity value holds).
+pub fn serve_page_with_script_from(listener: tokio::net::TcpListener, outbox: &str, script: &str) {
     assert_eq!(
-        PAGE.matches(PLACEHOLDER_ENDPOINT).count(),
-        1,
-        "the example page's form action is the placeholder endpoint"
+        PAGE.matches(PLACEHOLDER).count(),
+        2,
+        "the example page names outbox's placeholder address twice: script and form action"
     );
-    let page = PAGE.replace(PLACEHOLDER_ENDPOINT, endpoint);
-    let router = axum::Router::new().route(
-        "/",
-        axum::routing::get(move || async move { axum::response::Html(page) }),
+    let page = PAGE
+        .replace(
+            &format!("{PLACEHOLDER}/outbox.js"),
+            &format!("{script}/outbox.js"),
+        )
+        .replace(PLACEHOLDER, outbox);
+    serve_html(listener, page);
+}
+
+/// [`serve_page`], the script loaded as an ES module (`<script type="module">`).
+pub fn serve_page_as_module(listener: tokio::net::TcpListener, outbox: &str) {
+    let classic = format!("<script src=\"{PLACEHOLDER}/outbox.js\"");
+    assert_eq!(PAGE.matches(&classic).count(), 1, "the page's script tag");
+    let module = format!("<script type=\"module\" src=\"{outbox}/outbox.js\"");
+    serve_html(
+        listener,
+        PAGE.replace(&classic, &module).replace(PLACEHOLDER, outbox),
     );
+}
+
+/// Serves `page` at `/`, and the site's own copy of the script at `/outbox.js`.
+fn serve_html(listener: tokio::net::TcpListener, page: String) {
+    let router = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || async move { axum::response::Html(page) }),
+        )
+        .route(
+            "/outbox.js",
+            axum::routing::get(|| async {
+                let mut resp = axum::response::IntoResponse::into_response(
+                    outbox::http::client_script::SCRIPT,
+                );
+                resp.headers_mut()
+                    .insert("content-type", "text/javascript".parse().unwrap());
+                resp
+            }),
+        );
     tokio::spawn(async move { axum::serve(listener, router).await });
 }
 
@@ -90,6 +130,16 @@ impl ChromeDriver {
     /// A session whose pages run their scripts, or not (a visitor with JavaScript off;
     /// WebDriver's own scripts still run).
     pub async fn new_session_with_javascript(&self, tools: &Tools, javascript: bool) -> Session {
+        let on = if javascript { 1 } else { 2 };
+        self.new_session_with_prefs(
+            tools,
+            json!({"profile.managed_default_content_settings.javascript": on}),
+        )
+        .await
+    }
+
+    /// A session with these Chromium preferences (content settings and the like).
+    pub async fn new_session_with_prefs(&self, tools: &Tools, prefs: Value) -> Session {
         let http = reqwest::Client::builder()
             .timeout(PATIENCE)
             .build()
@@ -110,9 +160,7 @@ impl ChromeDriver {
         let args = chromium_args(profile.path());
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {"binary": tools.chromium, "args": args, "prefs": {
-                "profile.managed_default_content_settings.javascript": if javascript { 1 } else { 2 },
-            }},
+            "goog:chromeOptions": {"binary": tools.chromium, "args": args, "prefs": prefs},
         }}});
         let created = command(
             &http,
@@ -211,6 +259,71 @@ impl Session {
         .await;
     }
 
+    /// Navigates, answering false when the page could not be loaded (the browser is offline).
+    pub async fn try_goto(&self, url: &str) -> bool {
+        let r = self
+            .http
+            .post(format!("{}/url", self.url))
+            .json(&json!({"url": url}))
+            .send()
+            .await;
+        r.is_ok_and(|r| r.status().is_success())
+    }
+
+    /// Runs a Chrome DevTools Protocol command on the current tab.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        let body = json!({"cmd": cmd, "params": params});
+        let url = format!("{}/goog/cdp/execute", self.url);
+        command(&self.http, reqwest::Method::POST, url, body).await
+    }
+
+    /// Takes the current tab off the network, or puts it back, with Chromium's own emulation
+    /// (every request of the tab fails, the page's own reloads included).
+    pub async fn set_offline(&self, offline: bool) {
+        self.cdp("Network.enable", json!({})).await;
+        let conditions = json!({"offline": offline, "latency": 0,
+            "downloadThroughput": -1, "uploadThroughput": -1});
+        self.cdp("Network.emulateNetworkConditions", conditions)
+            .await;
+    }
+
+    /// Opens a new tab and answers its handle (the current tab stays current).
+    pub async fn new_tab(&self) -> String {
+        let url = format!("{}/window/new", self.url);
+        let got = command(
+            &self.http,
+            reqwest::Method::POST,
+            url,
+            json!({"type": "tab"}),
+        )
+        .await;
+        got["handle"].as_str().expect("a window handle").to_owned()
+    }
+
+    /// The handle of the current tab.
+    pub async fn tab(&self) -> String {
+        let url = format!("{}/window", self.url);
+        let got = command(&self.http, reqwest::Method::GET, url, Value::Null).await;
+        got.as_str().expect("a window handle").to_owned()
+    }
+
+    pub async fn switch_to(&self, handle: &str) {
+        let url = format!("{}/window", self.url);
+        command(
+            &self.http,
+            reqwest::Method::POST,
+            url,
+            json!({"handle": handle}),
+        )
+        .await;
+    }
+
+    /// Closes the current tab, as a visitor does (the page gets pagehide).
+    pub async fn close_tab(&self) {
+        let url = format!("{}/window", self.url);
+        command(&self.http, reqwest::Method::DELETE, url, Value::Null).await;
+    }
+
     pub async fn quit(&self) {
         let _ = self.http.delete(&self.url).send().await;
     }
@@ -223,9 +336,13 @@ async fn command(
     url: String,
     body: Value,
 ) -> Value {
-    let response = http
-        .request(method, &url)
-        .json(&body)
+    let request = http.request(method, &url);
+    let request = if body.is_null() {
+        request
+    } else {
+        request.json(&body)
+    };
+    let response = request
         .send()
         .await
         .unwrap_or_else(|e| panic!("WebDriver {url}: {e}"));

@@ -6,7 +6,8 @@
 //! runs nginx in the foreground on a loopback port in front of the `outbox` binary, and
 //! checks what the snippet promises: the client's real address is stored; forged
 //! `X-Forwarded-For`, `Forwarded` and `X-Real-IP` change neither `client_ip` nor the
-//! rate-limit key; nginx's own errors (413, 502) are outbox-shaped JSON with CORS headers.
+//! rate-limit key; nginx's own errors (413, 502) are outbox-shaped JSON with CORS headers;
+//! `/outbox.js` passes, gzipped, and revalidates with the (weakened) ETag.
 //!
 //! On loopback the client and nginx would share 127.0.0.1, and a trusted client may forward
 //! for others. So nginx connects to outbox from 127.0.0.2 (`proxy_bind` at http level, from
@@ -228,6 +229,40 @@ async fn the_shipped_snippet_loads_and_keeps_the_client_address_honest() {
     assert_eq!(s, 413);
     assert_eq!(v["error"], "body_too_large");
     assert_page_readable_error(s, &h, &v);
+
+    // The browser client through the snippet: gzipped, its bytes and ETag from outbox.
+    let js = format!("http://127.0.0.1:{nginx_port}/outbox.js");
+    let r = client
+        .get(&js)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    assert_eq!(r.headers()["cache-control"], "public, max-age=3600");
+    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    let gzipped = r.bytes().await.unwrap();
+    assert_eq!(&gzipped[..2], [0x1f, 0x8b], "a gzip stream");
+    eprintln!("outbox.js through nginx: {} bytes gzipped", gzipped.len());
+    assert!(gzipped.len() <= 4096, "{} bytes", gzipped.len());
+    let plain = client.get(&js).send().await.unwrap();
+    assert_eq!(
+        plain.bytes().await.unwrap().as_ref(),
+        outbox::http::client_script::SCRIPT.as_bytes()
+    );
+    let again = client
+        .get(&js)
+        .header("accept-encoding", "gzip")
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.status(),
+        304,
+        "revalidated with the tag nginx handed out ({etag})"
+    );
 
     // outbox down: nginx's 502 is JSON a page can read too.
     outbox.0.kill().unwrap();

@@ -6,5 +6,6 @@
 mod harness;
 
 mod admission;
+mod client_script;
 mod collect;
 mod openapi;
