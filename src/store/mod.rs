@@ -264,6 +264,19 @@ pub(crate) fn gen_of(current: &Current) -> Arc<Gen> {
     current.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// [`Store::on_current`] for holders of `current` alone (the committer).
+pub(crate) fn on_current<R>(
+    current: &Current,
+    write: impl Fn(&Gen) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    loop {
+        match write(&gen_of(current)) {
+            Err(StoreError::Moved) => continue,
+            r => return r,
+        }
+    }
+}
+
 /// Opens the sled database in `dir` with the store's fixed settings, and nothing else.
 fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     sled::Config::new()
@@ -398,12 +411,7 @@ impl Store {
         &self,
         write: impl Fn(&Gen) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        loop {
-            match write(&self.gen()) {
-                Err(StoreError::Moved) => continue,
-                r => return r,
-            }
-        }
+        on_current(&self.current, write)
     }
 
     /// Stores a new record durably, or reports the existing one under its trace ID.

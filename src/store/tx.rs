@@ -5,7 +5,7 @@ use super::done::done_keys;
 use super::keys;
 use super::read::QuarantineEntry;
 use super::record::{self, Receipt, Record, Status};
-use super::{Store, StoreError, Trees};
+use super::{on_current, Current, Store, StoreError, Trees};
 use crate::time::now_ms;
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
@@ -260,14 +260,29 @@ impl Trees {
     }
 }
 
-/// Stores a batch of new records in one transaction, as the committer does.
+/// Stores a batch of new records in one transaction, as the committer does; the first
+/// submission whose stored entry does not decode is the error.
 #[cfg(test)]
 pub(super) fn submit_batch(
     trees: &Trees,
     batch: &[Record],
 ) -> Result<Vec<SubmitOutcome>, StoreError> {
-    commit_batch(trees, batch, &[]).map(|(outcomes, _)| outcomes)
+    let (outcomes, _) = commit_batch(trees, batch, &[])?;
+    let slots = batch.iter().zip(outcomes);
+    slots
+        .map(|(r, o)| {
+            o.map_err(|reason| StoreError::Undecodable {
+                trace_id: r.trace_id.clone(),
+                reason,
+            })
+        })
+        .collect()
 }
+
+/// What became of one submission of a [`commit_batch`]: `Err(reason)` when an entry that
+/// does not decode is stored under its trace ID (nothing was written for it; the caller
+/// quarantines that entry). One such entry fails its own submission, not the batch.
+pub(super) type Submitted = Result<SubmitOutcome, String>;
 
 /// What one settle of a [`commit_batch`] wrote: as for [`Store::update_many`].
 pub(super) type Settled = Vec<Result<Updated, String>>;
@@ -288,7 +303,7 @@ pub(super) fn commit_batch(
     trees: &Trees,
     batch: &[Record],
     settles: &[SettleJob],
-) -> Result<(Vec<SubmitOutcome>, Vec<Settled>), StoreError> {
+) -> Result<(Vec<Submitted>, Vec<Settled>), StoreError> {
     let ids = batch.iter().map(|r| r.trace_id.as_str()).chain(
         settles
             .iter()
@@ -313,7 +328,7 @@ fn submit_in(
     tx: &Tx,
     batch: &[Record],
     deltas: &mut Deltas,
-) -> Result<Vec<SubmitOutcome>, ConflictableTransactionError<StoreError>> {
+) -> Result<Vec<Submitted>, ConflictableTransactionError<StoreError>> {
     let mut out = Vec::with_capacity(batch.len());
     for r in batch {
         // Reads see this transaction's own earlier writes, so a trace ID repeated within one
@@ -321,15 +336,15 @@ fn submit_in(
         let outcome = match tx.entries.get(r.trace_id.as_bytes())? {
             Some(v) => match record::decode_entry(&v) {
                 Ok(old) if old.state().payload_hash == r.payload_hash => {
-                    SubmitOutcome::Duplicate(old.state().receipt())
+                    Ok(SubmitOutcome::Duplicate(old.state().receipt()))
                 }
-                Ok(old) => SubmitOutcome::Conflict(old.state().receipt()),
-                Err(e) => return Err(undecodable(&r.trace_id, e.to_string())),
+                Ok(old) => Ok(SubmitOutcome::Conflict(old.state().receipt())),
+                Err(e) => Err(e.to_string()),
             },
             None => {
                 tx.write(None, Some(r), deltas)?;
                 deltas.add(counters::ACCEPTED, 1);
-                SubmitOutcome::Stored(r.receipt())
+                Ok(SubmitOutcome::Stored(r.receipt()))
             }
         };
         out.push(outcome);
@@ -357,6 +372,19 @@ fn write_in(
         out.push(old);
     }
     Ok(out)
+}
+
+/// [`Store::quarantine`] on the database `current` holds.
+pub(super) fn quarantine_on(
+    current: &Current,
+    trace_id: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    on_current(current, |g| {
+        Store::quarantine_in(&g.trees, trace_id, reason)
+    })?;
+    tracing::error!(trace_id, reason, "record quarantined: it does not decode");
+    Ok(())
 }
 
 impl Store {
@@ -437,9 +465,7 @@ impl Store {
     /// accounting: the status it leaves is the one its state says where the state decodes
     /// (only its body does not), else the one its index entries say (see [`previous_status`]).
     pub fn quarantine(&self, trace_id: &str, reason: &str) -> Result<(), StoreError> {
-        self.on_current(|g| Self::quarantine_in(&g.trees, trace_id, reason))?;
-        tracing::error!(trace_id, reason, "record quarantined: it does not decode");
-        Ok(())
+        quarantine_on(&self.current, trace_id, reason)
     }
 
     fn quarantine_in(trees: &Trees, trace_id: &str, reason: &str) -> Result<(), StoreError> {
