@@ -40,31 +40,20 @@ pub struct Claimed {
 
 impl Store {
     /// Claims up to `want` records due at or before `now_ms` that are not claimed already,
-    /// earliest due first. Blocks until they are durable (at most one group commit).
+    /// earliest due first. Blocks until they are durable (at most one group commit). On an
+    /// error nothing stays claimed.
     pub fn claim_due(&self, now_ms: i64, want: usize) -> Result<Claimed, StoreError> {
-        let mut out = Claimed::default();
-        {
+        let out = {
             let mut claims = self.claims.lock();
-            for (_, id) in self.due_until(now_ms, want + claims.len())? {
-                if out.records.len() == want {
-                    break;
+            let due = self.due_until(now_ms, want + claims.len())?;
+            let g = self.gen();
+            claim_from(&mut claims, due, now_ms, want, |id| {
+                match g.trees.entries.get(id.as_bytes())? {
+                    Some(v) => Ok(Some(g.trees.decode(&v).map_err(|e| e.to_string()))),
+                    None => Ok(None),
                 }
-                if claims.contains(&id) {
-                    continue;
-                }
-                let Some(v) = self.gen().trees.entries.get(id.as_bytes())? else {
-                    continue;
-                };
-                match self.gen().trees.decode(&v) {
-                    Ok(r) if r.status.is_queued() && r.next_attempt_at_ms <= now_ms => {
-                        claims.insert(id);
-                        out.records.push(r);
-                    }
-                    Ok(_) => {}
-                    Err(e) => out.undecodable.push((id, e.to_string())),
-                }
-            }
-        }
+            })?
+        };
         if let Err(e) = self.committer.durable.wait() {
             self.release(out.records.iter().map(|r| r.trace_id.as_str()));
             return Err(e);
@@ -136,11 +125,68 @@ impl Store {
     }
 }
 
+/// A stored record as read for a claim: `None` if gone, `Err(reason)` if it does not decode.
+type Read = Option<Result<Record, String>>;
+
+/// Claims, in `claims`, up to `want` of the `due` candidates that are not claimed already and
+/// whose record (from `read`) is queued and due by `now_ms`. If `read` fails, the claims this
+/// call made are taken back before the error is returned.
+fn claim_from(
+    claims: &mut HashSet<String>,
+    due: Vec<(i64, String)>,
+    now_ms: i64,
+    want: usize,
+    mut read: impl FnMut(&str) -> Result<Read, StoreError>,
+) -> Result<Claimed, StoreError> {
+    let mut out = Claimed::default();
+    for (_, id) in due {
+        if out.records.len() == want {
+            break;
+        }
+        if claims.contains(&id) {
+            continue;
+        }
+        match read(&id) {
+            Ok(Some(Ok(r))) if r.status.is_queued() && r.next_attempt_at_ms <= now_ms => {
+                claims.insert(id);
+                out.records.push(r);
+            }
+            Ok(Some(Ok(_)) | None) => {}
+            Ok(Some(Err(reason))) => out.undecodable.push((id, reason)),
+            Err(e) => {
+                for r in &out.records {
+                    claims.remove(&r.trace_id);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::claim_from;
     use crate::store::record::{sample, Status};
     use crate::store::tx::tests::open;
-    use crate::store::{Change, Store, Updated};
+    use crate::store::{Change, Store, StoreError, Updated};
+    use std::collections::HashSet;
+
+    #[test]
+    fn a_read_error_after_some_claims_leaves_none_of_them_claimed() {
+        let mut claims = HashSet::from(["held-before".to_string()]);
+        let due = (0..4).map(|i| (0, format!("trace-e{i}"))).collect();
+        let mut reads = 0;
+        let r = claim_from(&mut claims, due, i64::MAX, 4, |id| {
+            reads += 1;
+            match reads {
+                3 => Err(StoreError::Closed),
+                _ => Ok(Some(Ok(sample(id)))),
+            }
+        });
+        assert!(matches!(r, Err(StoreError::Closed)));
+        assert_eq!(claims, HashSet::from(["held-before".to_string()]));
+    }
 
     #[test]
     fn a_claim_writes_nothing_and_shows_as_in_flight() {
