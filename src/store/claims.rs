@@ -15,7 +15,7 @@
 //! covers every batch it could have read (see [`super::committer`]).
 
 use super::record::Record;
-use super::tx::SettleJob;
+use super::tx::{write_many_in, SettleJob};
 use super::{Change, Store, StoreError, Updated};
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
@@ -80,18 +80,28 @@ impl Store {
         ids: &[&str],
         decide: F,
     ) -> Result<Vec<Result<Updated, String>>, StoreError> {
-        let mut claims = self.claims.lock();
-        let out = if self.committer.busy() {
-            self.committer.settle(SettleJob {
-                ids: ids.iter().map(|id| id.to_string()).collect(),
-                decide: Box::new(decide),
-            })
-        } else {
-            self.write_many(ids, decide)
+        let release = |claims: &mut HashSet<String>| {
+            for id in ids {
+                claims.remove(*id);
+            }
         };
-        for id in ids {
-            claims.remove(*id);
+        if !self.committer.busy() {
+            return self.on_current(|g| {
+                self.claims_and_gate(g, |claims, gate| {
+                    let out = write_many_in(g, gate, ids, &decide);
+                    release(claims);
+                    out
+                })
+            });
         }
+        // The committer's transaction waits for the gate on its thread, with the claims held
+        // here: a reader of the claims may wait for that (see `counts`), never for longer.
+        let mut claims = self.claims.lock();
+        let out = self.committer.settle(SettleJob {
+            ids: ids.iter().map(|id| id.to_string()).collect(),
+            decide: Box::new(decide),
+        });
+        release(&mut claims);
         out
     }
 
@@ -171,6 +181,36 @@ mod tests {
     use crate::store::tx::tests::open;
     use crate::store::{Change, Store, StoreError, Updated};
     use std::collections::HashSet;
+
+    /// An update waiting for the write gate (an ops command holds writers off) does not hold
+    /// the claims meanwhile, so the counts (what health and metrics read) still answer.
+    #[test]
+    fn counts_answer_while_an_update_waits_for_an_exclusive_hold() {
+        let (_d, s) = open();
+        crate::store::tx::submit_batch(&s.gen().trees, &[sample("trace-c005")]).unwrap();
+        let s = std::sync::Arc::new(s);
+        let held = &std::sync::Barrier::new(2);
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                s.exclusive(move || {
+                    held.wait();
+                    wait.recv().unwrap();
+                })
+            });
+            held.wait();
+            let writer = scope.spawn(|| s.update("trace-c005", |_| Change::Purge));
+            // Let the update reach the gate (a late one only makes this pass trivially).
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let (answer, counts) = std::sync::mpsc::channel();
+            let s = &s;
+            scope.spawn(move || answer.send(s.counts().map(|c| c.pending)));
+            let got = counts.recv_timeout(std::time::Duration::from_secs(10));
+            release.send(()).unwrap();
+            assert!(matches!(got, Ok(Ok(1))), "{got:?}");
+            assert_eq!(writer.join().unwrap().unwrap(), Updated::Purged);
+        });
+    }
 
     #[test]
     fn a_read_error_after_some_claims_leaves_none_of_them_claimed() {

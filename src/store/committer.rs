@@ -70,7 +70,21 @@ pub(super) struct Durable {
     started: AtomicU64,
     /// The last batch fdatasynced, and whether syncing failed.
     synced: Mutex<(u64, bool)>,
+    /// Set when the sync thread has ended (closed, or died): nothing more becomes durable.
+    closed: AtomicBool,
     changed: Condvar,
+}
+
+/// Held by the sync thread: when it ends, however it ends (a panic included), waiters on
+/// [`Durable::wait`] are woken and told, instead of waiting for a sync that never comes.
+struct Closes(Arc<Durable>);
+
+impl Drop for Closes {
+    fn drop(&mut self) {
+        let _s = self.0.synced.lock().unwrap_or_else(|e| e.into_inner());
+        self.0.closed.store(true, Ordering::SeqCst);
+        self.0.changed.notify_all();
+    }
 }
 
 impl Durable {
@@ -79,17 +93,18 @@ impl Durable {
     }
 
     fn synced(&self, seq: u64, ok: bool) {
-        let mut s = self.synced.lock().unwrap();
+        let mut s = self.synced.lock().unwrap_or_else(|e| e.into_inner());
         s.0 = s.0.max(seq);
         s.1 |= !ok;
         self.changed.notify_all();
     }
 
     /// Blocks until every batch that had begun when called is fdatasynced. Errs once syncing
-    /// has failed: nothing written since can be made durable.
+    /// has failed (nothing written since can be made durable), and once the sync thread has
+    /// ended with those batches not synced ([`StoreError::Closed`]).
     pub fn wait(&self) -> Result<(), StoreError> {
         let target = self.started.load(Ordering::SeqCst);
-        let mut s = self.synced.lock().unwrap();
+        let mut s = self.synced.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             match *s {
                 (_, true) => {
@@ -98,7 +113,8 @@ impl Durable {
                     ))
                 }
                 (synced, false) if synced >= target => return Ok(()),
-                _ => s = self.changed.wait(s).unwrap(),
+                _ if self.closed.load(Ordering::SeqCst) => return Err(StoreError::Closed),
+                _ => s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner()),
             }
         }
     }
@@ -131,7 +147,10 @@ impl Committer {
             .name("outbox-sync".into())
             .spawn({
                 let durable = durable.clone();
-                move || sync_loop(stored_rx, &durable)
+                move || {
+                    let _closes = Closes(durable.clone());
+                    sync_loop(stored_rx, &durable)
+                }
             })
             .expect("spawn sync thread");
         Committer {
@@ -434,6 +453,29 @@ mod tests {
         let (answer, settled) = mpsc::sync_channel(1);
         let (_, outcomes) = commit(&s.current, records, vec![(job, answer)]);
         (outcomes, settled.recv().unwrap())
+    }
+
+    #[test]
+    fn a_wait_for_durability_ends_when_the_sync_thread_dies() {
+        let durable = Arc::new(Durable::default());
+        durable.begin();
+        let (done, waited) = mpsc::channel();
+        std::thread::spawn({
+            let durable = durable.clone();
+            move || done.send(durable.wait())
+        });
+        let sync = std::thread::spawn({
+            let durable = durable.clone();
+            move || {
+                let _closes = Closes(durable);
+                panic!("the sync thread dies");
+            }
+        });
+        assert!(sync.join().is_err());
+        let r = waited.recv_timeout(std::time::Duration::from_secs(10));
+        assert!(matches!(r, Ok(Err(StoreError::Closed))), "{r:?}");
+        durable.synced(1, true);
+        assert!(durable.wait().is_ok(), "what was synced stays synced");
     }
 
     #[test]

@@ -49,6 +49,18 @@ impl Trees {
         Ok(gate)
     }
 
+    /// [`Trees::write_gate`] if it can be had now; `None` while an exclusive hold is held or
+    /// waited for.
+    pub(crate) fn try_write_gate(&self) -> Result<Option<RwLockReadGuard<'_, ()>>, StoreError> {
+        let gate = match self.gate.try_read() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        };
+        self.still_current()?;
+        Ok(Some(gate))
+    }
+
     /// Held by copies and rebuilds; [`StoreError::Moved`] as for [`Trees::write_gate`].
     pub(crate) fn exclusive_gate(&self) -> Result<RwLockWriteGuard<'_, ()>, StoreError> {
         let gate = self.gate.write().unwrap_or_else(|e| e.into_inner());

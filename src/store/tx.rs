@@ -5,12 +5,14 @@ use super::done::done_keys;
 use super::keys;
 use super::read::QuarantineEntry;
 use super::record::{self, Receipt, Record, Status};
-use super::{on_current, Current, Store, StoreError, Trees};
+use super::{on_current, Current, Gen, Store, StoreError, Trees};
 use crate::time::now_ms;
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
 };
 use sled::Transactional;
+use std::collections::HashSet;
+use std::sync::RwLockReadGuard;
 
 /// What `submit` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,6 +260,25 @@ impl Trees {
         self.mark_dirty(ids);
         flatten(t.transaction(|tx: &TxTrees| f(&Tx::new(tx, self))))
     }
+
+    /// [`Trees::record_transaction`] for a caller that holds the write gate already.
+    fn record_transaction_held<'a, T>(
+        &self,
+        _gate: &RwLockReadGuard<'_, ()>,
+        ids: impl IntoIterator<Item = &'a str>,
+        f: impl Fn(&Tx) -> Result<T, ConflictableTransactionError<StoreError>>,
+    ) -> Result<T, StoreError> {
+        let t = (
+            &self.entries,
+            &self.due,
+            &self.queue,
+            &self.counters,
+            &self.done,
+            &self.bodies,
+        );
+        self.mark_dirty(ids);
+        flatten(t.transaction(|tx: &TxTrees| f(&Tx::new(tx, self))))
+    }
 }
 
 /// Stores a batch of new records in one transaction, as the committer does; the first
@@ -352,7 +373,7 @@ fn submit_in(
     Ok(out)
 }
 
-/// Reads, decides and writes each of `ids` inside `tx`; see [`Store::write_many`].
+/// Reads, decides and writes each of `ids` inside `tx`; see [`write_many_in`].
 fn write_in(
     tx: &Tx,
     ids: &[&str],
@@ -372,6 +393,22 @@ fn write_in(
         out.push(old);
     }
     Ok(out)
+}
+
+/// [`Store::update_many`] without the claim check, on `g`, its write gate held.
+pub(super) fn write_many_in(
+    g: &Gen,
+    gate: &RwLockReadGuard<'_, ()>,
+    ids: &[&str],
+    decide: impl Fn(usize, &Record) -> Change,
+) -> Result<Vec<Result<Updated, String>>, StoreError> {
+    g.trees
+        .record_transaction_held(gate, ids.iter().copied(), |tx| {
+            let mut deltas = Deltas::default();
+            let out = write_in(tx, ids, &decide, &mut deltas)?;
+            deltas.apply(tx.counters)?;
+            Ok(out)
+        })
 }
 
 /// [`Store::quarantine`] on the database `current` holds.
@@ -396,29 +433,51 @@ impl Store {
         trace_id: &str,
         decide: F,
     ) -> Result<Updated, StoreError> {
-        // Held across the write, so a claim cannot slip in between the check and the change.
-        let claims = self.claims.lock();
-        if claims.contains(trace_id) {
-            // Read as stored (`get` would take the claims lock again).
-            return Ok(match self.gen().trees.read(trace_id)? {
-                Some(r) => Updated::Busy(r),
-                None => Updated::NotFound,
-            });
-        }
         self.on_current(|g| {
-            g.trees.record_transaction([trace_id], |tx| {
-                let old = match tx.read(trace_id)? {
-                    None => return Ok(Updated::NotFound),
-                    Some(Err(reason)) => return Err(undecodable(trace_id, reason)),
-                    Some(Ok(old)) => old,
-                };
-                let mut deltas = Deltas::default();
-                let change = decide(&old.record);
-                let result = tx.apply(old, change, &mut deltas)?;
-                deltas.apply(tx.counters)?;
-                Ok(result)
+            // Both held across the write, so a claim cannot slip in between the check and the change.
+            self.claims_and_gate(g, |claims, gate| {
+                if claims.contains(trace_id) {
+                    // Read as stored (`get` would take the claims lock again).
+                    return Ok(match g.trees.read(trace_id)? {
+                        Some(r) => Updated::Busy(r),
+                        None => Updated::NotFound,
+                    });
+                }
+                g.trees.record_transaction_held(gate, [trace_id], |tx| {
+                    let old = match tx.read(trace_id)? {
+                        None => return Ok(Updated::NotFound),
+                        Some(Err(reason)) => return Err(undecodable(trace_id, reason)),
+                        Some(Ok(old)) => old,
+                    };
+                    let mut deltas = Deltas::default();
+                    let change = decide(&old.record);
+                    let result = tx.apply(old, change, &mut deltas)?;
+                    deltas.apply(tx.counters)?;
+                    Ok(result)
+                })
             })
         })
+    }
+
+    /// Runs `f` with the claims locked and the write gate of `g` held shared, without ever
+    /// holding the claims while waiting for the gate: an exclusive hold (an ops command's
+    /// patch-up) then holds up writers only, never readers of the claims (counts, health).
+    pub(super) fn claims_and_gate<R>(
+        &self,
+        g: &Gen,
+        f: impl FnOnce(&mut HashSet<String>, &RwLockReadGuard<'_, ()>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        loop {
+            let mut claims = self.claims.lock();
+            match g.trees.try_write_gate()? {
+                Some(gate) => return f(&mut claims, &gate),
+                None => {
+                    drop(claims);
+                    // Waits out the exclusive hold, then tries again.
+                    drop(g.trees.write_gate()?);
+                }
+            }
+        }
     }
 
     /// [`Store::update`] for many records in ONE transaction (sled writes one log buffer per
@@ -430,32 +489,18 @@ impl Store {
         ids: &[&str],
         decide: F,
     ) -> Result<Vec<Result<Updated, String>>, StoreError> {
-        let claims = self.claims.lock();
-        let busy: Vec<bool> = ids.iter().map(|id| claims.contains(*id)).collect();
-        let mut out = self.write_many(ids, |i, r| match busy[i] {
-            true => Change::Keep,
-            false => decide(i, r),
-        })?;
-        for (slot, busy) in out.iter_mut().zip(busy) {
-            if let (true, Ok(Updated::Kept(r))) = (busy, &slot) {
-                *slot = Ok(Updated::Busy(r.clone()));
-            }
-        }
-        Ok(out)
-    }
-
-    /// [`Store::update_many`] without the claim check: for the settle, whose caller holds
-    /// the claims (see [`super::claims`]).
-    pub(super) fn write_many<F: Fn(usize, &Record) -> Change>(
-        &self,
-        ids: &[&str],
-        decide: F,
-    ) -> Result<Vec<Result<Updated, String>>, StoreError> {
         self.on_current(|g| {
-            g.trees.record_transaction(ids.iter().copied(), |tx| {
-                let mut deltas = Deltas::default();
-                let out = write_in(tx, ids, &decide, &mut deltas)?;
-                deltas.apply(tx.counters)?;
+            self.claims_and_gate(g, |claims, gate| {
+                let busy: Vec<bool> = ids.iter().map(|id| claims.contains(*id)).collect();
+                let mut out = write_many_in(g, gate, ids, |i, r| match busy[i] {
+                    true => Change::Keep,
+                    false => decide(i, r),
+                })?;
+                for (slot, busy) in out.iter_mut().zip(busy) {
+                    if let (true, Ok(Updated::Kept(r))) = (busy, &slot) {
+                        *slot = Ok(Updated::Busy(r.clone()));
+                    }
+                }
                 Ok(out)
             })
         })
