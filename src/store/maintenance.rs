@@ -87,10 +87,17 @@ impl Trees {
 }
 
 /// Turns dirty tracking off however a snapshot ends.
-struct Tracking<'a>(&'a Trees);
+pub(super) struct Tracking<'a>(&'a Trees);
 
 impl Tracking<'_> {
-    fn take(&self) -> HashSet<String> {
+    /// Starts noting the trace IDs writers touch. Call it with the exclusive gate held.
+    pub(super) fn start(trees: &Trees) -> Tracking<'_> {
+        *trees.dirty.lock().unwrap_or_else(|e| e.into_inner()) = Some(HashSet::new());
+        Tracking(trees)
+    }
+
+    /// Ends tracking and gives the trace IDs written since it started.
+    pub(super) fn take(&self) -> HashSet<String> {
         let mut dirty = self.0.dirty.lock().unwrap_or_else(|e| e.into_inner());
         dirty.take().unwrap_or_default()
     }
@@ -198,8 +205,7 @@ impl Store {
         let src = &g.syncer.db;
         let tracking = {
             let _gate = g.trees.exclusive_gate()?;
-            *g.trees.dirty.lock().unwrap_or_else(|e| e.into_inner()) = Some(HashSet::new());
-            Tracking(&g.trees)
+            Tracking::start(&g.trees)
         };
         let mut copied = 0u64;
         for name in TRACKED.into_iter().chain([BODIES]) {

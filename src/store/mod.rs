@@ -43,6 +43,7 @@
 //! `<data-dir>/db`, the file sled writes its log into. Segments are 8 MiB and bodies are
 //! capped well below 2 MiB so that no value ever goes to sled's never-fsynced `blobs/` files.
 
+pub mod check;
 pub mod claims;
 mod committer;
 pub mod compaction;
