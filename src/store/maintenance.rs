@@ -1,5 +1,5 @@
-//! Store-level helpers for the ops commands: the write gate, point-in-time copies, index and
-//! counter rebuilds, and raw access for checks.
+//! Store-level helpers for the ops commands: the write gate, point-in-time copies, and raw
+//! access for checks (index and counter rebuilds are in [`super::rebuild`]).
 //!
 //! # Write gate
 //! sled has no snapshot isolation across trees, and a transaction cannot scan. So every write
@@ -17,7 +17,7 @@
 //! counters and small trees: the copy now equals the store at that instant. So intake waits
 //! for the writes made during the copy, not for the whole store.
 
-use super::counters::{self, Counts};
+use super::counters;
 use super::done::done_keys;
 use super::keys;
 use super::record::{self, Record};
@@ -256,17 +256,6 @@ impl Store {
         Ok(Some((copied, at_instant(&g, dest, held_from)?)))
     }
 
-    /// Rebuilds `due`, `queue`, `done` and the status counters from `entries`, writers held
-    /// off. Undecodable entries must have been quarantined first; any left are skipped and
-    /// returned. Counters that record history (accepted, purged) are kept, except that the
-    /// accounting identity is restored: a surplus of `accepted` counts as purged, a deficit
-    /// raises `accepted`.
-    pub fn rebuild_indexes(&self) -> Result<(Counts, Vec<String>), StoreError> {
-        let rebuilt = self.on_current(|g| rebuild_indexes_in(&g.trees))?;
-        self.sync()?;
-        Ok(rebuilt)
-    }
-
     /// Removes one quarantined copy (privacy erasure), moving it from the quarantined count
     /// to the purged count in the same transaction. Returns whether it existed.
     pub fn drop_quarantined(&self, key: &[u8]) -> Result<bool, StoreError> {
@@ -390,49 +379,6 @@ impl Store {
     }
 }
 
-/// [`Store::rebuild_indexes`] on one database.
-fn rebuild_indexes_in(t: &Trees) -> Result<(Counts, Vec<String>), StoreError> {
-    let _gate = t.exclusive_gate()?;
-    t.due.clear()?;
-    t.queue.clear()?;
-    t.done.clear()?;
-    let mut recount = Counts::default();
-    let mut skipped = Vec::new();
-    for item in t.entries.iter() {
-        let (k, v) = item?;
-        let Ok(e) = record::decode_entry(&v) else {
-            skipped.push(String::from_utf8_lossy(&k).into_owned());
-            continue;
-        };
-        index_into(&t.due, &t.queue, &t.done, &e)?;
-        match e.state().status.as_str() {
-            "pending" => recount.pending += 1,
-            "in_flight" => recount.in_flight += 1,
-            "delivered" => recount.delivered += 1,
-            _ => recount.dead += 1,
-        }
-    }
-    let old = Counts::from_tree(&t.counters)?;
-    recount.quarantined = t.quarantine.len() as u64;
-    recount.accepted = old.accepted;
-    recount.purged = old.purged;
-    let sum = recount.pending
-        + recount.in_flight
-        + recount.delivered
-        + recount.dead
-        + recount.quarantined
-        + recount.purged;
-    if recount.accepted >= sum {
-        recount.purged += recount.accepted - sum;
-    } else {
-        recount.accepted = sum;
-    }
-    for name in Counts::NAMES {
-        t.counters.insert(name, &recount.get(name).to_be_bytes())?;
-    }
-    Ok((recount, skipped))
-}
-
 /// Builds the index trees of a copy from its records (they are a function of the records),
 /// and drops the bodies no record of the copy points to.
 pub(super) fn index_copy(dest: &sled::Db) -> Result<(), StoreError> {
@@ -517,7 +463,7 @@ impl Patch {
 }
 
 /// The index entries a stored record owns, as `tx::write` makes them.
-fn index_into(
+pub(super) fn index_into(
     due: &sled::Tree,
     queue: &sled::Tree,
     done: &sled::Tree,

@@ -11,6 +11,7 @@
 //! | `quarantine` | original key                           | JSON [`read::QuarantineEntry`]         |
 //! | `done`       | `t`/`p` ++ delivered ms (u64 BE) ++ ID | empty (see [`done`])                   |
 //! | `meta`       | `format`                              | store format (u64 BE, see [`mod@format`])  |
+//! | `meta`       | `rebuilding`                          | present while indexes are rebuilt (see [`rebuild`]) |
 //!
 //! `entries` is the source of truth. A record is in `due` exactly while its status is pending
 //! (or in flight, in stores from releases that wrote claims; see [`claims`]). `queue` orders by arrival the queued records that `due` cannot: those whose due
@@ -53,6 +54,7 @@ pub mod format;
 pub mod keys;
 pub mod maintenance;
 pub mod read;
+mod rebuild;
 pub mod record;
 mod tx;
 
@@ -386,6 +388,7 @@ impl Store {
             claims: claims::Claims::default(),
             copying: Mutex::default(),
         };
+        store.finish_interrupted_rebuild()?;
         let requeued = store.requeue_in_flight()?;
         if requeued > 0 {
             tracing::warn!(requeued, "records in flight at the last stop are due again");
