@@ -248,17 +248,7 @@ impl Trees {
         ids: impl IntoIterator<Item = &'a str>,
         f: impl Fn(&Tx) -> Result<T, ConflictableTransactionError<StoreError>>,
     ) -> Result<T, StoreError> {
-        let t = (
-            &self.entries,
-            &self.due,
-            &self.queue,
-            &self.counters,
-            &self.done,
-            &self.bodies,
-        );
-        let _gate = self.write_gate()?;
-        self.mark_dirty(ids);
-        flatten(t.transaction(|tx: &TxTrees| f(&Tx::new(tx, self))))
+        self.record_transaction_held(&self.write_gate()?, ids, f)
     }
 
     /// [`Trees::record_transaction`] for a caller that holds the write gate already.
