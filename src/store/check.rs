@@ -3,14 +3,17 @@
 //! A check reads the whole store, which takes seconds at a million records; writers must not
 //! wait that long (every post would). So it works as a live backup does (see
 //! [`super::maintenance`]): the scan runs without the write gate while every writer notes the
-//! trace IDs it touches, and then, with writers held off, only those records are checked
-//! again, by point reads. A record no writer touched during the scan is what the scan saw;
-//! for the others the scan's findings are dropped and replaced by what holds at that instant.
-//! The status recount is corrected the same way: the scan remembers, per record, the status
-//! it counted (a 128-bit hash of the trace ID to one byte, so about 32 bytes a record while it
-//! runs), and the hold takes off what the scan counted for the touched records and adds what
-//! they are now. The counters are compared at that instant too. So the hold grows with the
-//! writes made during the scan, not with the store.
+//! trace IDs it touches. Then the records touched are checked again by point reads, still
+//! beside writers, and the ones touched meanwhile again, for a few rounds while they get
+//! fewer; the last round runs with writers held off, and the counters are compared then. A
+//! record no writer touched since a round checked it is what that round saw; the findings
+//! of earlier rounds for it are replaced. The status recount is corrected the same way: the
+//! scan remembers, per record, the status it counted (a 128-bit hash of the trace ID to one
+//! byte, so about 32 bytes a record while it runs), and each round takes off what was counted
+//! for the records it checks and adds what they are now. Between rounds the list of touched
+//! records is swapped for a fresh one under the exclusive gate, which only waits for the
+//! transactions under way. So the hold grows with the writes made during the last round, not
+//! with the store.
 
 use super::counters::Counts;
 use super::keys;
@@ -57,6 +60,13 @@ struct RecordCheck {
 }
 
 const INDEXES: [&str; 3] = ["due", "queue", "done"];
+
+/// Records touched during a round, at most, for the next round to run with writers held off.
+/// A round checks a few thousand records in some milliseconds.
+const FEW: usize = 256;
+/// Rounds beside writers, at most, before the last one (a steady stream of writes to the
+/// same records would otherwise keep them going).
+const ROUNDS: usize = 4;
 
 fn index_trees(t: &Trees) -> [&sled::Tree; 3] {
     [&t.due, &t.queue, &t.done]
@@ -149,6 +159,36 @@ struct Scan {
     /// The status counted for each record, by [`IdHash`].
     counted: HashMap<u128, u8>,
     orphans: Vec<u64>,
+    /// The latest check of each record touched since the scan read it (`None`: gone).
+    rechecked: HashMap<String, Option<RecordCheck>>,
+}
+
+impl Scan {
+    /// Checks `touched` again as they are now, in place of what was found for them before,
+    /// the recount corrected.
+    fn recheck(
+        &mut self,
+        t: &Trees,
+        hash: &IdHash,
+        touched: HashSet<String>,
+    ) -> Result<(), StoreError> {
+        for id in touched {
+            let h = hash.of(id.as_bytes());
+            if let Some(code) = self.counted.remove(&h) {
+                self.recount.count(code, -1);
+            }
+            let now = match t.entries.get(&id)? {
+                Some(v) => Some(check_record(t, id.as_bytes(), &v)?),
+                None => None,
+            };
+            if let Some(c) = &now {
+                self.recount.count(status_code(c.status), 1);
+                self.counted.insert(h, status_code(c.status));
+            }
+            self.rechecked.insert(id, now);
+        }
+        Ok(())
+    }
 }
 
 impl Counts {
@@ -183,10 +223,21 @@ impl Store {
             (Tracking::start(t), self.last_body_key())
         };
         let hash = IdHash(RandomState::new(), RandomState::new());
-        let scan = self.scan(t, &hash, last_body, progress)?;
+        let mut scan = self.scan(t, &hash, last_body, progress)?;
+        for _ in 0..ROUNDS {
+            let touched = {
+                let _gate = t.exclusive_gate()?;
+                tracking.renew()
+            };
+            let few = touched.len() <= FEW;
+            scan.recheck(t, &hash, touched)?;
+            if few {
+                break;
+            }
+        }
         let _gate = t.exclusive_gate()?;
-        let written = tracking.take();
-        finish(t, scan, &hash, &written)
+        scan.recheck(t, &hash, tracking.take())?;
+        finish(t, scan)
     }
 
     fn scan(
@@ -242,19 +293,16 @@ impl Store {
     }
 }
 
-/// With writers held off: the scan's findings for the records written meanwhile are
-/// replaced by what holds now, and the counters compared (see the module doc).
-fn finish(
-    t: &Trees,
-    scan: Scan,
-    hash: &IdHash,
-    written: &HashSet<String>,
-) -> Result<Check, StoreError> {
+/// With writers held off, after the last round: the findings for the records touched since
+/// the scan are those of their latest check, and the counters are compared (see the module
+/// doc).
+fn finish(t: &Trees, scan: Scan) -> Result<Check, StoreError> {
     let mut out = Check {
         records: scan.records,
         ..Check::default()
     };
-    let untouched = |id: &String| !written.contains(id);
+    let now = &scan.rechecked;
+    let untouched = |id: &String| !now.contains_key(id);
     out.problems = scan
         .of_record
         .into_iter()
@@ -262,29 +310,19 @@ fn finish(
         .map(|(_, p)| p)
         .collect();
     out.undecodable = scan.undecodable.into_iter().filter(untouched).collect();
-    let mut recount = scan.recount;
-    let mut now: HashMap<&str, RecordCheck> = HashMap::new();
-    for id in written {
-        if let Some(code) = scan.counted.get(&hash.of(id.as_bytes())) {
-            recount.count(*code, -1);
-        }
-        let Some(v) = t.entries.get(id)? else {
-            continue;
-        };
-        let c = check_record(t, id.as_bytes(), &v)?;
-        recount.count(status_code(c.status), 1);
+    for (id, c) in now {
+        let Some(c) = c else { continue };
         if c.status.is_none() {
             out.undecodable.push(id.clone());
         }
         out.problems.extend(c.problems.iter().cloned());
-        now.insert(id, c);
     }
     for (id, tree, k) in scan.strays {
         // Gone meanwhile (the purge drops index entries of records already gone), or now
         // called for by its record as written during the scan: not a problem.
-        let expected = |c: &RecordCheck| c.expected[tree].contains(&k);
-        let called_for = !untouched(&id) && now.get(&*id).is_some_and(expected);
-        if !called_for && index_trees(t)[tree].get(&k)?.is_some() {
+        let expected =
+            |c: &Option<RecordCheck>| c.as_ref().is_some_and(|c| c.expected[tree].contains(&k));
+        if !now.get(&id).is_some_and(expected) && index_trees(t)[tree].get(&k)?.is_some() {
             out.problems.push(stray(tree, &k));
         }
     }
@@ -294,13 +332,15 @@ fn finish(
             continue;
         };
         let owner = record::decode_body(&bytes).ok().map(|b| b.trace_id);
-        if owner.is_some_and(|id| now.get(&*id).is_some_and(|c| c.body == Some(key))) {
+        let points_here = |c: &Option<RecordCheck>| c.as_ref().is_some_and(|c| c.body == Some(key));
+        if owner.is_some_and(|id| now.get(&id).is_some_and(points_here)) {
             continue;
         }
         out.problems
             .push(format!("body {key} belongs to no record"));
         out.orphan_bodies.push(key);
     }
+    let mut recount = scan.recount;
     let stored = Counts::from_tree(&t.counters)?;
     recount.quarantined = t.quarantine.len() as u64;
     for name in ["pending", "in_flight", "delivered", "dead", "quarantined"] {
@@ -345,7 +385,10 @@ mod tests {
         put(&at(1), Status::Delivered);
         put(&at(2), Status::Dead);
         s.update(&at(3), |_| Change::Purge).unwrap();
-        let late = [sample(&format!("trace-late-{round}"))];
+        // More records touched than one round with writers held off takes.
+        let late: Vec<_> = (0..super::FEW as u64 + 50)
+            .map(|i| sample(&format!("trace-late-{round}-{i}")))
+            .collect();
         submit_batch(&s.gen().trees, &late).unwrap();
     }
 

@@ -96,6 +96,14 @@ impl Tracking<'_> {
         Tracking(trees)
     }
 
+    /// Gives the trace IDs written since tracking started (or was last renewed) and goes on
+    /// with an empty set. Call it with the exclusive gate held, so that every writer that
+    /// noted an ID given here has committed.
+    pub(super) fn renew(&self) -> HashSet<String> {
+        let mut dirty = self.0.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        dirty.replace(HashSet::new()).unwrap_or_default()
+    }
+
     /// Ends tracking and gives the trace IDs written since it started.
     pub(super) fn take(&self) -> HashSet<String> {
         let mut dirty = self.0.dirty.lock().unwrap_or_else(|e| e.into_inner());
