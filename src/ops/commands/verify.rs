@@ -5,8 +5,8 @@
 //! its `done` entries, and every index entry points at a record in that state (both ways);
 //! the status counters match a recount, `quarantined` matches the quarantine tree, and the
 //! accounting identity holds. On a running server the scan runs beside live writes, and
-//! writers are held off only for a moment at its end, while the records written during the
-//! scan are checked again (see [`crate::store::check`]).
+//! writers are held off only for a moment at its end, while the last of the records written
+//! during it are checked again (see [`crate::store::check`]).
 //!
 //! The check itself is the store's ([`Store::check`]); it also reports bodies no record
 //! points to. Repair moves undecodable entries to quarantine, moves such bodies to their
