@@ -30,7 +30,8 @@
 //! was called are fdatasynced. A record the worker has read was written by such a batch, so
 //! no power cut can erase a record the dashboard already has.
 
-use super::tx::{commit_batch, quarantine_on, SettleJob, Settled, SubmitOutcome, Submitted};
+use super::quarantine::quarantine_on;
+use super::tx::{commit_batch, SettleJob, Settled, SubmitOutcome, Submitted};
 use super::{gen_of, Current, Gen, Record, StoreError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
