@@ -11,13 +11,12 @@
 
 #[path = "../tests/harness/dashboard.rs"]
 mod dashboard;
+#[path = "support/fill.rs"]
+mod fill;
 
-use outbox::intake::enrich::Enrichment;
-use outbox::store::{Change, Record, Store};
-use outbox::time::format_time;
+use outbox::store::{Change, Store};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -39,7 +38,7 @@ fn main() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
         let fill = Instant::now();
-        rt.block_on(fill_store(&dir, n));
+        rt.block_on(fill::fill_store(&dir, n));
         let fill_secs = fill.elapsed().as_secs_f64();
         let idle_rss = serve_rss(&tempfile::tempdir().unwrap().path().join("empty")).1;
         let disk = dir_size(&dir);
@@ -82,54 +81,6 @@ fn main() {
             );
         }
     }
-}
-
-fn record(i: usize) -> Record {
-    let now = chrono::Utc::now();
-    let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
-        "name": format!("Visitor {i}"), "email": format!("visitor{i}@example.com"),
-        "company": "Northwind Health", "message": "We would like a demo for our support team of about forty agents, ideally next week.",
-        "page": "/pricing", "consent": true
-    }))
-    .unwrap();
-    let trace_id = uuid::Uuid::now_v7().to_string();
-    Record::pending(
-        fields,
-        Enrichment {
-            received_at: format_time(now),
-            client_ip: "203.0.113.7".into(),
-            user_agent: Some(
-                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36"
-                    .into(),
-            ),
-            trace_id,
-            src: "site-proxy".into(),
-            form_type: "demo_request".into(),
-        },
-        now.timestamp_millis(),
-    )
-}
-
-/// Submissions in flight while filling: as many as the intake bench's connections, so the
-/// committer's groups are the size a backlog posted over HTTP gets (the RSS while draining
-/// depends on it: see benches/README.md).
-const FILL_IN_FLIGHT: usize = 64;
-
-/// Stores `n` records through the group committer, [`FILL_IN_FLIGHT`] at a time.
-async fn fill_store(dir: &Path, n: usize) {
-    let store = Arc::new(Store::open(dir).unwrap());
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..n {
-        if set.len() >= FILL_IN_FLIGHT {
-            set.join_next().await.unwrap().unwrap();
-        }
-        let s = store.clone();
-        set.spawn(async move { s.submit(record(i)).await.unwrap() });
-    }
-    while let Some(r) = set.join_next().await {
-        r.unwrap();
-    }
-    store.sync().unwrap();
 }
 
 /// `outbox serve` on `dir` with `extra` arguments, listening on a free loopback port.

@@ -27,10 +27,12 @@ use super::state::{DeliveryState, Mode};
 use crate::config::DeliverySettings;
 use crate::store::{Record, Store};
 use crate::time::Now;
-use std::collections::VecDeque;
+use futures_util::FutureExt;
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::task::{JoinError, JoinSet};
+use tokio::task::{Id, JoinError, JoinSet};
 use tracing::Instrument;
 
 /// Pause after a store error before the next step (a failing disk must not spin).
@@ -70,12 +72,44 @@ fn span(record: &Record) -> tracing::Span {
     tracing::info_span!("delivery", trace_id = %record.trace_id, attempt = record.attempts + 1)
 }
 
-/// Keeps a finished send for the next step (a send cut off at shutdown has nothing to keep).
-fn collect(finished: &mut Vec<Sent>, r: Result<Sent, JoinError>) {
-    match r {
-        Ok(sent) => finished.push(sent),
-        Err(e) if e.is_cancelled() => {}
-        Err(e) => tracing::error!(error = %e, "a delivery task failed"),
+/// Sends running now, and the trace ID each carries.
+#[derive(Default)]
+struct Running {
+    set: JoinSet<Sent>,
+    ids: HashMap<Id, String>,
+    /// Claims of tasks that ended without a result (cut off at shutdown): given back by the
+    /// next store round, so that no claim outlives its send.
+    lost: Vec<String>,
+}
+
+impl Running {
+    /// Keeps a finished send for the next step; a task that ended without one has its
+    /// claim noted for release.
+    fn collect(&mut self, finished: &mut Vec<Sent>, r: Result<(Id, Sent), JoinError>) {
+        match r {
+            Ok((id, sent)) => {
+                self.ids.remove(&id);
+                finished.push(sent);
+            }
+            Err(e) => {
+                if !e.is_cancelled() {
+                    tracing::error!(error = %e, "a delivery task failed");
+                }
+                self.lost.extend(self.ids.remove(&e.id()));
+            }
+        }
+    }
+}
+
+/// The attempt of a send whose task panicked: the request may have gone out, so it counts as
+/// a failed attempt and is retried after the backoff (a release would send it again at once).
+fn panicked() -> Attempt {
+    tracing::error!("a delivery task panicked; its record is retried after the backoff");
+    Attempt {
+        reply: Reply::Transport(Transport::Other),
+        retry_after: None,
+        detail: "the delivery task panicked; see the outbox log".into(),
+        elapsed: Duration::ZERO,
     }
 }
 
@@ -89,7 +123,7 @@ pub struct Delivery<S: Sender> {
     gate: SendGate,
     /// Claimed, not yet sent.
     ready: VecDeque<Record>,
-    sending: JoinSet<Sent>,
+    sending: Running,
     /// Sends that finished, settled by the next step.
     finished: Vec<Sent>,
 }
@@ -110,7 +144,7 @@ impl<S: Sender> Delivery<S> {
             sender: Arc::new(sender),
             settings,
             ready: VecDeque::new(),
-            sending: JoinSet::new(),
+            sending: Running::default(),
             finished: vec![],
         })
     }
@@ -121,31 +155,34 @@ impl<S: Sender> Delivery<S> {
 
     /// Sends running now.
     pub fn sending(&self) -> usize {
-        self.sending.len()
+        self.sending.set.len()
     }
 
     /// Waits until a running send finishes (at once when none runs); the next step settles
     /// it. Cancel-safe, so the worker can wait on it beside other wake-ups.
     pub async fn send_finished(&mut self) {
-        if let Some(r) = self.sending.join_next().await {
-            collect(&mut self.finished, r);
+        if let Some(r) = self.sending.set.join_next_with_id().await {
+            self.sending.collect(&mut self.finished, r);
         }
     }
 
     /// One step at `now`: settles the sends that finished, then claims and starts as many
     /// as may be sent now.
     pub async fn step(&mut self, now: Now) -> StepReport {
-        while let Some(r) = self.sending.try_join_next() {
-            collect(&mut self.finished, r);
+        while let Some(r) = self.sending.set.try_join_next_with_id() {
+            self.sending.collect(&mut self.finished, r);
         }
-        let mut round = Round::default();
+        let mut round = Round {
+            release: std::mem::take(&mut self.sending.lost),
+            ..Round::default()
+        };
         for sent in std::mem::take(&mut self.finished) {
             self.handle(sent, now, &mut round);
         }
         let concurrency = self.settings.concurrency;
         let plan = self
             .gate
-            .plan(now, concurrency.saturating_sub(self.sending.len()));
+            .plan(now, concurrency.saturating_sub(self.sending()));
         let (want, probe) = match plan {
             Plan::Hold(_) => {
                 // Paused or circuit open: what was claimed for sending goes back unsent.
@@ -225,29 +262,30 @@ impl<S: Sender> Delivery<S> {
         round
             .release
             .extend(self.ready.drain(..).map(|r| r.trace_id));
-        if !self.sending.is_empty() {
+        if self.sending() > 0 {
             tracing::info!(
-                in_flight = self.sending.len(),
+                in_flight = self.sending(),
                 "shutdown: delivery stopped claiming; waiting for in-flight deliveries"
             );
         }
         let (sending, finished) = (&mut self.sending, &mut self.finished);
         let waited = tokio::time::timeout(bound, async {
-            while let Some(r) = sending.join_next().await {
-                collect(finished, r);
+            while let Some(r) = sending.set.join_next_with_id().await {
+                sending.collect(finished, r);
             }
         })
         .await;
         if waited.is_err() {
             tracing::warn!(
-                cut_off = self.sending.len(),
+                cut_off = self.sending(),
                 "shutdown: deliveries still running at the bound were cut off; they are due again at the next start"
             );
-            self.sending.abort_all();
-            while let Some(r) = self.sending.join_next().await {
-                collect(&mut self.finished, r);
+            self.sending.set.abort_all();
+            while let Some(r) = self.sending.set.join_next_with_id().await {
+                self.sending.collect(&mut self.finished, r);
             }
         }
+        round.release.append(&mut self.sending.lost);
         let now = Now::read();
         for sent in std::mem::take(&mut self.finished) {
             self.handle(sent, now, &mut round);
@@ -270,12 +308,19 @@ impl<S: Sender> Delivery<S> {
         let (sender, target) = (self.sender.clone(), self.target.clone());
         let span = span(&record);
         let timestamp = now.wall_ms.div_euclid(1000);
-        self.sending.spawn(
+        let trace_id = record.trace_id.clone();
+        let task = self.sending.set.spawn(
             async move {
-                let result = match request::build(&record, &creds, &target, timestamp) {
-                    Ok(req) => Ok(sender.send(req).await),
-                    Err(e) => Err(e),
+                let send = async {
+                    match request::build(&record, &creds, &target, timestamp) {
+                        Ok(req) => Ok(sender.send(req).await),
+                        Err(e) => Err(e),
+                    }
                 };
+                let result = AssertUnwindSafe(send)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Ok(panicked()));
                 Sent {
                     record,
                     probe,
@@ -284,6 +329,7 @@ impl<S: Sender> Delivery<S> {
             }
             .instrument(span),
         );
+        self.sending.ids.insert(task.id(), trace_id);
     }
 
     /// Classifies a finished send, moves the circuit and the pause at once, and adds the

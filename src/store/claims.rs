@@ -15,7 +15,7 @@
 //! covers every batch it could have read (see [`super::committer`]).
 
 use super::record::Record;
-use super::tx::SettleJob;
+use super::tx::{write_many_in, SettleJob};
 use super::{Change, Store, StoreError, Updated};
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
@@ -40,31 +40,20 @@ pub struct Claimed {
 
 impl Store {
     /// Claims up to `want` records due at or before `now_ms` that are not claimed already,
-    /// earliest due first. Blocks until they are durable (at most one group commit).
+    /// earliest due first. Blocks until they are durable (at most one group commit). On an
+    /// error nothing stays claimed.
     pub fn claim_due(&self, now_ms: i64, want: usize) -> Result<Claimed, StoreError> {
-        let mut out = Claimed::default();
-        {
+        let out = {
             let mut claims = self.claims.lock();
-            for (_, id) in self.due_until(now_ms, want + claims.len())? {
-                if out.records.len() == want {
-                    break;
+            let due = self.due_until(now_ms, want + claims.len())?;
+            let g = self.gen();
+            claim_from(&mut claims, due, now_ms, want, |id| {
+                match g.trees.entries.get(id.as_bytes())? {
+                    Some(v) => Ok(Some(g.trees.decode(&v).map_err(|e| e.to_string()))),
+                    None => Ok(None),
                 }
-                if claims.contains(&id) {
-                    continue;
-                }
-                let Some(v) = self.gen().trees.entries.get(id.as_bytes())? else {
-                    continue;
-                };
-                match self.gen().trees.decode(&v) {
-                    Ok(r) if r.status.is_queued() && r.next_attempt_at_ms <= now_ms => {
-                        claims.insert(id);
-                        out.records.push(r);
-                    }
-                    Ok(_) => {}
-                    Err(e) => out.undecodable.push((id, e.to_string())),
-                }
-            }
-        }
+            })?
+        };
         if let Err(e) = self.committer.durable.wait() {
             self.release(out.records.iter().map(|r| r.trace_id.as_str()));
             return Err(e);
@@ -91,18 +80,28 @@ impl Store {
         ids: &[&str],
         decide: F,
     ) -> Result<Vec<Result<Updated, String>>, StoreError> {
-        let mut claims = self.claims.lock();
-        let out = if self.committer.busy() {
-            self.committer.settle(SettleJob {
-                ids: ids.iter().map(|id| id.to_string()).collect(),
-                decide: Box::new(decide),
-            })
-        } else {
-            self.write_many(ids, decide)
+        let release = |claims: &mut HashSet<String>| {
+            for id in ids {
+                claims.remove(*id);
+            }
         };
-        for id in ids {
-            claims.remove(*id);
+        if !self.committer.busy() {
+            return self.on_current(|g| {
+                self.claims_and_gate(g, |claims, gate| {
+                    let out = write_many_in(g, gate, ids, &decide);
+                    release(claims);
+                    out
+                })
+            });
         }
+        // The committer's transaction waits for the gate on its thread, with the claims held
+        // here: a reader of the claims may wait for that (see `counts`), never for longer.
+        let mut claims = self.claims.lock();
+        let out = self.committer.settle(SettleJob {
+            ids: ids.iter().map(|id| id.to_string()).collect(),
+            decide: Box::new(decide),
+        });
+        release(&mut claims);
         out
     }
 
@@ -136,11 +135,98 @@ impl Store {
     }
 }
 
+/// A stored record as read for a claim: `None` if gone, `Err(reason)` if it does not decode.
+type Read = Option<Result<Record, String>>;
+
+/// Claims, in `claims`, up to `want` of the `due` candidates that are not claimed already and
+/// whose record (from `read`) is queued and due by `now_ms`. If `read` fails, the claims this
+/// call made are taken back before the error is returned.
+fn claim_from(
+    claims: &mut HashSet<String>,
+    due: Vec<(i64, String)>,
+    now_ms: i64,
+    want: usize,
+    mut read: impl FnMut(&str) -> Result<Read, StoreError>,
+) -> Result<Claimed, StoreError> {
+    let mut out = Claimed::default();
+    for (_, id) in due {
+        if out.records.len() == want {
+            break;
+        }
+        if claims.contains(&id) {
+            continue;
+        }
+        match read(&id) {
+            Ok(Some(Ok(r))) if r.status.is_queued() && r.next_attempt_at_ms <= now_ms => {
+                claims.insert(id);
+                out.records.push(r);
+            }
+            Ok(Some(Ok(_)) | None) => {}
+            Ok(Some(Err(reason))) => out.undecodable.push((id, reason)),
+            Err(e) => {
+                for r in &out.records {
+                    claims.remove(&r.trace_id);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::claim_from;
     use crate::store::record::{sample, Status};
     use crate::store::tx::tests::open;
-    use crate::store::{Change, Store, Updated};
+    use crate::store::{Change, Store, StoreError, Updated};
+    use std::collections::HashSet;
+
+    /// An update waiting for the write gate (an ops command holds writers off) does not hold
+    /// the claims meanwhile, so the counts (what health and metrics read) still answer.
+    #[test]
+    fn counts_answer_while_an_update_waits_for_an_exclusive_hold() {
+        let (_d, s) = open();
+        crate::store::tx::submit_batch(&s.gen().trees, &[sample("trace-c005")]).unwrap();
+        let s = std::sync::Arc::new(s);
+        let held = &std::sync::Barrier::new(2);
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                s.exclusive(move || {
+                    held.wait();
+                    wait.recv().unwrap();
+                })
+            });
+            held.wait();
+            let writer = scope.spawn(|| s.update("trace-c005", |_| Change::Purge));
+            // Let the update reach the gate (a late one only makes this pass trivially).
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let (answer, counts) = std::sync::mpsc::channel();
+            let s = &s;
+            scope.spawn(move || answer.send(s.counts().map(|c| c.pending)));
+            let got = counts.recv_timeout(std::time::Duration::from_secs(10));
+            release.send(()).unwrap();
+            assert!(matches!(got, Ok(Ok(1))), "{got:?}");
+            assert_eq!(writer.join().unwrap().unwrap(), Updated::Purged);
+        });
+    }
+
+    #[test]
+    fn a_read_error_after_some_claims_leaves_none_of_them_claimed() {
+        let mut claims = HashSet::from(["held-before".to_string()]);
+        let due = (0..4).map(|i| (0, format!("trace-e{i}"))).collect();
+        let mut reads = 0;
+        let r = claim_from(&mut claims, due, i64::MAX, 4, |id| {
+            reads += 1;
+            match reads {
+                3 => Err(StoreError::Closed),
+                _ => Ok(Some(Ok(sample(id)))),
+            }
+        });
+        assert!(matches!(r, Err(StoreError::Closed)));
+        assert_eq!(claims, HashSet::from(["held-before".to_string()]));
+    }
 
     #[test]
     fn a_claim_writes_nothing_and_shows_as_in_flight() {

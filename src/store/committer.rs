@@ -30,7 +30,8 @@
 //! was called are fdatasynced. A record the worker has read was written by such a batch, so
 //! no power cut can erase a record the dashboard already has.
 
-use super::tx::{commit_batch, SettleJob, Settled, SubmitOutcome};
+use super::quarantine::quarantine_on;
+use super::tx::{commit_batch, SettleJob, Settled, SubmitOutcome, Submitted};
 use super::{gen_of, Current, Gen, Record, StoreError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -56,7 +57,7 @@ enum Job {
 /// batch's error.
 struct Stored {
     replies: Vec<Reply>,
-    outcomes: Result<Vec<SubmitOutcome>, StoreError>,
+    outcomes: Result<Vec<Submitted>, StoreError>,
     started: Instant,
     seq: u64,
     /// The database it was written to: its log is the file to fdatasync.
@@ -70,7 +71,21 @@ pub(super) struct Durable {
     started: AtomicU64,
     /// The last batch fdatasynced, and whether syncing failed.
     synced: Mutex<(u64, bool)>,
+    /// Set when the sync thread has ended (closed, or died): nothing more becomes durable.
+    closed: AtomicBool,
     changed: Condvar,
+}
+
+/// Held by the sync thread: when it ends, however it ends (a panic included), waiters on
+/// [`Durable::wait`] are woken and told, instead of waiting for a sync that never comes.
+struct Closes(Arc<Durable>);
+
+impl Drop for Closes {
+    fn drop(&mut self) {
+        let _s = self.0.synced.lock().unwrap_or_else(|e| e.into_inner());
+        self.0.closed.store(true, Ordering::SeqCst);
+        self.0.changed.notify_all();
+    }
 }
 
 impl Durable {
@@ -79,17 +94,18 @@ impl Durable {
     }
 
     fn synced(&self, seq: u64, ok: bool) {
-        let mut s = self.synced.lock().unwrap();
+        let mut s = self.synced.lock().unwrap_or_else(|e| e.into_inner());
         s.0 = s.0.max(seq);
         s.1 |= !ok;
         self.changed.notify_all();
     }
 
     /// Blocks until every batch that had begun when called is fdatasynced. Errs once syncing
-    /// has failed: nothing written since can be made durable.
+    /// has failed (nothing written since can be made durable), and once the sync thread has
+    /// ended with those batches not synced ([`StoreError::Closed`]).
     pub fn wait(&self) -> Result<(), StoreError> {
         let target = self.started.load(Ordering::SeqCst);
-        let mut s = self.synced.lock().unwrap();
+        let mut s = self.synced.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             match *s {
                 (_, true) => {
@@ -98,7 +114,8 @@ impl Durable {
                     ))
                 }
                 (synced, false) if synced >= target => return Ok(()),
-                _ => s = self.changed.wait(s).unwrap(),
+                _ if self.closed.load(Ordering::SeqCst) => return Err(StoreError::Closed),
+                _ => s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner()),
             }
         }
     }
@@ -131,7 +148,10 @@ impl Committer {
             .name("outbox-sync".into())
             .spawn({
                 let durable = durable.clone();
-                move || sync_loop(stored_rx, &durable)
+                move || {
+                    let _closes = Closes(durable.clone());
+                    sync_loop(stored_rx, &durable)
+                }
             })
             .expect("spawn sync thread");
         Committer {
@@ -243,12 +263,13 @@ fn commit_loop(
 /// Stores `records` and writes `settles` in one transaction on the current database, then
 /// has sled write its log buffer; again on the next database if a compaction replaced it
 /// meanwhile. The settles are answered once written. Returns the database written, whose log
-/// the sync thread then fdatasyncs.
+/// the sync thread then fdatasyncs. Entries found not to decode under a submission's trace
+/// ID are quarantined (see [`quarantine_apart`]).
 fn commit(
     current: &Current,
     records: &[Record],
     settles: Vec<(SettleJob, mpsc::SyncSender<Result<Settled, StoreError>>)>,
-) -> (Arc<Gen>, Result<Vec<SubmitOutcome>, StoreError>) {
+) -> (Arc<Gen>, Result<Vec<Submitted>, StoreError>) {
     let (jobs, answers): (Vec<_>, Vec<_>) = settles.into_iter().unzip();
     loop {
         let gen = gen_of(current);
@@ -262,6 +283,7 @@ fn commit(
             Err(StoreError::Moved) => continue,
             Ok((outcomes, settled)) => {
                 answer_settles(answers, Ok(settled));
+                quarantine_apart(current, records, &outcomes);
                 Ok(outcomes)
             }
             // Neither half is held back by the other's failure: each goes again alone.
@@ -273,6 +295,34 @@ fn commit(
         };
         let outcomes = outcomes.and_then(|o| syncer.flush().map(|()| o));
         return (gen, outcomes);
+    }
+}
+
+/// Quarantines, on a thread of its own, each stored entry that did not decode under the trace
+/// ID of a submission in `records` (by its slot in `outcomes`): that takes scans of the index
+/// trees, which must not hold up the group commits behind this one. The submission itself is
+/// answered with a retry; once the entry is gone, a retry stores it.
+fn quarantine_apart(current: &Current, records: &[Record], outcomes: &[Submitted]) {
+    let bad: Vec<(String, String)> = records
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(r, o)| o.as_ref().err().map(|e| (r.trace_id.clone(), e.clone())))
+        .collect();
+    if bad.is_empty() {
+        return;
+    }
+    let current = current.clone();
+    let spawned = std::thread::Builder::new()
+        .name("outbox-quarantine".into())
+        .spawn(move || {
+            for (id, reason) in bad {
+                if let Err(e) = quarantine_on(&current, &id, &reason) {
+                    tracing::error!(trace_id = %id, error = %e, "quarantining an entry that does not decode failed");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start quarantining entries that do not decode");
     }
 }
 
@@ -346,7 +396,11 @@ fn answer(batch: Stored, synced: &Result<(), StoreError>) {
     match (batch.outcomes, synced) {
         (Ok(outcomes), Ok(())) => {
             for (reply, outcome) in batch.replies.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
+                let _ = reply.send(outcome.map_err(|reason| {
+                    StoreError::Commit(format!(
+                        "the entry stored under this trace ID does not decode ({reason}) and is being quarantined"
+                    ))
+                }));
             }
         }
         (Err(StoreError::Sync(msg)), _) => {
@@ -394,12 +448,35 @@ mod tests {
         records: &[Record],
         job: SettleJob,
     ) -> (
-        Result<Vec<SubmitOutcome>, StoreError>,
+        Result<Vec<Submitted>, StoreError>,
         Result<Settled, StoreError>,
     ) {
         let (answer, settled) = mpsc::sync_channel(1);
         let (_, outcomes) = commit(&s.current, records, vec![(job, answer)]);
         (outcomes, settled.recv().unwrap())
+    }
+
+    #[test]
+    fn a_wait_for_durability_ends_when_the_sync_thread_dies() {
+        let durable = Arc::new(Durable::default());
+        durable.begin();
+        let (done, waited) = mpsc::channel();
+        std::thread::spawn({
+            let durable = durable.clone();
+            move || done.send(durable.wait())
+        });
+        let sync = std::thread::spawn({
+            let durable = durable.clone();
+            move || {
+                let _closes = Closes(durable);
+                panic!("the sync thread dies");
+            }
+        });
+        assert!(sync.join().is_err());
+        let r = waited.recv_timeout(std::time::Duration::from_secs(10));
+        assert!(matches!(r, Ok(Err(StoreError::Closed))), "{r:?}");
+        durable.synced(1, true);
+        assert!(durable.wait().is_ok(), "what was synced stays synced");
     }
 
     #[test]
@@ -425,7 +502,10 @@ mod tests {
         submit_batch(&s.gen().trees, &[sample("trace-cm1")]).unwrap();
         let (outcomes, settled) =
             commit_with(&s, &[sample("trace-cm2")], dead_letter(&["trace-cm1"]));
-        assert!(matches!(outcomes.unwrap()[..], [SubmitOutcome::Stored(_)]));
+        assert!(matches!(
+            outcomes.unwrap()[..],
+            [Ok(SubmitOutcome::Stored(_))]
+        ));
         assert!(matches!(settled.unwrap()[..], [Ok(Updated::Put(_))]));
         assert_eq!(s.get("trace-cm1").unwrap().unwrap().status, Status::Dead);
         let c = s.counts().unwrap();
@@ -433,10 +513,11 @@ mod tests {
         assert!(c.balanced());
     }
 
-    /// A submission that fails the batch (its trace ID's entry does not decode) does not take
-    /// the outcomes written with it down too, nor the other way around.
+    /// A submission whose trace ID's stored entry does not decode fails alone: the other
+    /// submissions and the outcomes written with it go in, and the bad entry is quarantined,
+    /// after which a retry of that submission is stored.
     #[test]
-    fn a_batch_that_fails_writes_each_half_alone() {
+    fn an_undecodable_entry_fails_only_its_own_submission_and_is_quarantined() {
         let tmp = tempfile::tempdir().unwrap();
         let s = Store::open(&tmp.path().join("data")).unwrap();
         submit_batch(&s.gen().trees, &[sample("trace-cm3")]).unwrap();
@@ -445,20 +526,53 @@ mod tests {
             .entries
             .insert("trace-cm4", &[3, 0xff])
             .unwrap();
-        let (outcomes, settled) =
-            commit_with(&s, &[sample("trace-cm4")], dead_letter(&["trace-cm3"]));
+        let batch = [
+            sample("trace-cm6"),
+            sample("trace-cm4"),
+            sample("trace-cm7"),
+        ];
+        let (outcomes, settled) = commit_with(&s, &batch, dead_letter(&["trace-cm3"]));
+        let outcomes = outcomes.unwrap();
         assert!(
-            matches!(outcomes, Err(StoreError::Undecodable { ref trace_id, .. }) if trace_id == "trace-cm4"),
+            matches!(
+                outcomes[..],
+                [
+                    Ok(SubmitOutcome::Stored(_)),
+                    Err(_),
+                    Ok(SubmitOutcome::Stored(_))
+                ]
+            ),
             "{outcomes:?}"
         );
         assert!(matches!(settled.unwrap()[..], [Ok(Updated::Put(_))]));
         assert_eq!(s.get("trace-cm3").unwrap().unwrap().status, Status::Dead);
+        assert!(s.get("trace-cm6").unwrap().is_some() && s.get("trace-cm7").unwrap().is_some());
+        let until = Instant::now() + std::time::Duration::from_secs(10);
+        while s.gen().trees.quarantine.get("trace-cm4").unwrap().is_none() {
+            assert!(Instant::now() < until, "the bad entry was not quarantined");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let retried = futures_executor::block_on(s.submit(sample("trace-cm4")));
+        assert!(
+            matches!(retried, Ok(SubmitOutcome::Stored(_))),
+            "{retried:?}"
+        );
+        let c = s.counts().unwrap();
+        assert_eq!((c.accepted, c.quarantined), (4, 1));
 
         // An outcome for a record that does not decode fails nothing: it is reported in its
         // slot, and the new record beside it goes in.
+        s.gen()
+            .trees
+            .entries
+            .insert("trace-cm8", &[3, 0xff])
+            .unwrap();
         let (outcomes, settled) =
-            commit_with(&s, &[sample("trace-cm5")], dead_letter(&["trace-cm4"]));
-        assert!(matches!(outcomes.unwrap()[..], [SubmitOutcome::Stored(_)]));
+            commit_with(&s, &[sample("trace-cm5")], dead_letter(&["trace-cm8"]));
+        assert!(matches!(
+            outcomes.unwrap()[..],
+            [Ok(SubmitOutcome::Stored(_))]
+        ));
         assert!(
             matches!(settled.unwrap()[..], [Err(_)]),
             "reported, not written"

@@ -1,5 +1,5 @@
-//! Store-level helpers for the ops commands: the write gate, point-in-time copies, index and
-//! counter rebuilds, and raw access for checks.
+//! Store-level helpers for the ops commands: the write gate, point-in-time copies, and raw
+//! access for checks (index and counter rebuilds are in [`super::rebuild`]).
 //!
 //! # Write gate
 //! sled has no snapshot isolation across trees, and a transaction cannot scan. So every write
@@ -17,7 +17,7 @@
 //! counters and small trees: the copy now equals the store at that instant. So intake waits
 //! for the writes made during the copy, not for the whole store.
 
-use super::counters::{self, Counts};
+use super::counters;
 use super::done::done_keys;
 use super::keys;
 use super::record::{self, Record};
@@ -49,6 +49,18 @@ impl Trees {
         Ok(gate)
     }
 
+    /// [`Trees::write_gate`] if it can be had now; `None` while an exclusive hold is held or
+    /// waited for.
+    pub(crate) fn try_write_gate(&self) -> Result<Option<RwLockReadGuard<'_, ()>>, StoreError> {
+        let gate = match self.gate.try_read() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        };
+        self.still_current()?;
+        Ok(Some(gate))
+    }
+
     /// Held by copies and rebuilds; [`StoreError::Moved`] as for [`Trees::write_gate`].
     pub(crate) fn exclusive_gate(&self) -> Result<RwLockWriteGuard<'_, ()>, StoreError> {
         let gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
@@ -75,10 +87,25 @@ impl Trees {
 }
 
 /// Turns dirty tracking off however a snapshot ends.
-struct Tracking<'a>(&'a Trees);
+pub(super) struct Tracking<'a>(&'a Trees);
 
 impl Tracking<'_> {
-    fn take(&self) -> HashSet<String> {
+    /// Starts noting the trace IDs writers touch. Call it with the exclusive gate held.
+    pub(super) fn start(trees: &Trees) -> Tracking<'_> {
+        *trees.dirty.lock().unwrap_or_else(|e| e.into_inner()) = Some(HashSet::new());
+        Tracking(trees)
+    }
+
+    /// Gives the trace IDs written since tracking started (or was last renewed) and goes on
+    /// with an empty set. Call it with the exclusive gate held, so that every writer that
+    /// noted an ID given here has committed.
+    pub(super) fn renew(&self) -> HashSet<String> {
+        let mut dirty = self.0.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        dirty.replace(HashSet::new()).unwrap_or_default()
+    }
+
+    /// Ends tracking and gives the trace IDs written since it started.
+    pub(super) fn take(&self) -> HashSet<String> {
         let mut dirty = self.0.dirty.lock().unwrap_or_else(|e| e.into_inner());
         dirty.take().unwrap_or_default()
     }
@@ -186,8 +213,7 @@ impl Store {
         let src = &g.syncer.db;
         let tracking = {
             let _gate = g.trees.exclusive_gate()?;
-            *g.trees.dirty.lock().unwrap_or_else(|e| e.into_inner()) = Some(HashSet::new());
-            Tracking(&g.trees)
+            Tracking::start(&g.trees)
         };
         let mut copied = 0u64;
         for name in TRACKED.into_iter().chain([BODIES]) {
@@ -236,17 +262,6 @@ impl Store {
             "snapshot: records written during the copy re-copied"
         );
         Ok(Some((copied, at_instant(&g, dest, held_from)?)))
-    }
-
-    /// Rebuilds `due`, `queue`, `done` and the status counters from `entries`, writers held
-    /// off. Undecodable entries must have been quarantined first; any left are skipped and
-    /// returned. Counters that record history (accepted, purged) are kept, except that the
-    /// accounting identity is restored: a surplus of `accepted` counts as purged, a deficit
-    /// raises `accepted`.
-    pub fn rebuild_indexes(&self) -> Result<(Counts, Vec<String>), StoreError> {
-        let rebuilt = self.on_current(|g| rebuild_indexes_in(&g.trees))?;
-        self.sync()?;
-        Ok(rebuilt)
     }
 
     /// Removes one quarantined copy (privacy erasure), moving it from the quarantined count
@@ -372,49 +387,6 @@ impl Store {
     }
 }
 
-/// [`Store::rebuild_indexes`] on one database.
-fn rebuild_indexes_in(t: &Trees) -> Result<(Counts, Vec<String>), StoreError> {
-    let _gate = t.exclusive_gate()?;
-    t.due.clear()?;
-    t.queue.clear()?;
-    t.done.clear()?;
-    let mut recount = Counts::default();
-    let mut skipped = Vec::new();
-    for item in t.entries.iter() {
-        let (k, v) = item?;
-        let Ok(e) = record::decode_entry(&v) else {
-            skipped.push(String::from_utf8_lossy(&k).into_owned());
-            continue;
-        };
-        index_into(&t.due, &t.queue, &t.done, &e)?;
-        match e.state().status.as_str() {
-            "pending" => recount.pending += 1,
-            "in_flight" => recount.in_flight += 1,
-            "delivered" => recount.delivered += 1,
-            _ => recount.dead += 1,
-        }
-    }
-    let old = Counts::from_tree(&t.counters)?;
-    recount.quarantined = t.quarantine.len() as u64;
-    recount.accepted = old.accepted;
-    recount.purged = old.purged;
-    let sum = recount.pending
-        + recount.in_flight
-        + recount.delivered
-        + recount.dead
-        + recount.quarantined
-        + recount.purged;
-    if recount.accepted >= sum {
-        recount.purged += recount.accepted - sum;
-    } else {
-        recount.accepted = sum;
-    }
-    for name in Counts::NAMES {
-        t.counters.insert(name, &recount.get(name).to_be_bytes())?;
-    }
-    Ok((recount, skipped))
-}
-
 /// Builds the index trees of a copy from its records (they are a function of the records),
 /// and drops the bodies no record of the copy points to.
 pub(super) fn index_copy(dest: &sled::Db) -> Result<(), StoreError> {
@@ -499,7 +471,7 @@ impl Patch {
 }
 
 /// The index entries a stored record owns, as `tx::write` makes them.
-fn index_into(
+pub(super) fn index_into(
     due: &sled::Tree,
     queue: &sled::Tree,
     done: &sled::Tree,

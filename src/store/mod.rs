@@ -11,6 +11,7 @@
 //! | `quarantine` | original key                           | JSON [`read::QuarantineEntry`]         |
 //! | `done`       | `t`/`p` ++ delivered ms (u64 BE) ++ ID | empty (see [`done`])                   |
 //! | `meta`       | `format`                              | store format (u64 BE, see [`mod@format`])  |
+//! | `meta`       | `rebuilding`                          | present while indexes are rebuilt (see [`rebuild`]) |
 //!
 //! `entries` is the source of truth. A record is in `due` exactly while its status is pending
 //! (or in flight, in stores from releases that wrote claims; see [`claims`]). `queue` orders by arrival the queued records that `due` cannot: those whose due
@@ -43,6 +44,7 @@
 //! `<data-dir>/db`, the file sled writes its log into. Segments are 8 MiB and bodies are
 //! capped well below 2 MiB so that no value ever goes to sled's never-fsynced `blobs/` files.
 
+pub mod check;
 pub mod claims;
 mod committer;
 pub mod compaction;
@@ -51,7 +53,9 @@ pub mod done;
 pub mod format;
 pub mod keys;
 pub mod maintenance;
+mod quarantine;
 pub mod read;
+mod rebuild;
 pub mod record;
 pub mod space;
 mod tx;
@@ -268,6 +272,19 @@ pub(crate) fn gen_of(current: &Current) -> Arc<Gen> {
     current.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// [`Store::on_current`] for holders of `current` alone (the committer).
+pub(crate) fn on_current<R>(
+    current: &Current,
+    write: impl Fn(&Gen) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    loop {
+        match write(&gen_of(current)) {
+            Err(StoreError::Moved) => continue,
+            r => return r,
+        }
+    }
+}
+
 /// Opens the sled database in `dir` with the store's fixed settings, and nothing else.
 fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     sled::Config::new()
@@ -380,6 +397,7 @@ impl Store {
             claims: claims::Claims::default(),
             copying: Mutex::default(),
         };
+        store.finish_interrupted_rebuild()?;
         let requeued = store.requeue_in_flight()?;
         if requeued > 0 {
             tracing::warn!(requeued, "records in flight at the last stop are due again");
@@ -406,12 +424,7 @@ impl Store {
         &self,
         write: impl Fn(&Gen) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        loop {
-            match write(&self.gen()) {
-                Err(StoreError::Moved) => continue,
-                r => return r,
-            }
-        }
+        on_current(&self.current, write)
     }
 
     /// Stores a new record durably, or reports the existing one under its trace ID.

@@ -1,18 +1,16 @@
 //! Reads for the ops commands, so that nothing outside the store touches a tree or decodes a
-//! value: records and quarantine entries as types, trace ID look-ups, the consistency check
-//! behind `outbox verify`, and the checksum a backup manifest carries.
+//! value: records and quarantine entries as types, trace ID look-ups, and the checksum a
+//! backup manifest carries (the consistency check behind `outbox verify` is [`super::check`]).
 //!
 //! Every read here is a scan without the write gate: fine for an operator's query, never on a
 //! hot path. Whoever changes the tree layout or the value encoding adapts this file.
 
 use super::counters::Counts;
 use super::keys;
-use super::maintenance::expected_index_keys;
 use super::record::{self, Record, Status};
 use super::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use std::collections::HashSet;
 
 /// A value of the `quarantine` tree: a record that could not be decoded or sent, kept with
 /// why. Stored as JSON; the fields are declared in the order earlier releases wrote them
@@ -91,15 +89,6 @@ pub struct Undecodable {
     /// The body the state points to, as stored, if it names one that exists.
     pub body: Option<Vec<u8>>,
     pub error: String,
-}
-
-/// What [`Store::check`] found: the entries it read, each problem in words, and the trace
-/// IDs of entries that do not decode (what a repair quarantines).
-#[derive(Debug, Clone, Default)]
-pub struct Check {
-    pub records: u64,
-    pub problems: Vec<String>,
-    pub undecodable: Vec<String>,
 }
 
 /// Counts and checksum of the records in a data directory, for a backup manifest.
@@ -198,119 +187,6 @@ impl Store {
             })
         })
     }
-
-    /// Checks that the store agrees with itself: every entry decodes and is stored under its
-    /// own trace ID; every record has exactly the index entries its state calls for, and
-    /// every index entry points at such a record; the counters match a recount and the
-    /// accounting identity holds. `progress` gets entries read and the total.
-    pub fn check(&self, progress: &dyn Fn(u64, Option<u64>)) -> Result<Check, StoreError> {
-        let g = self.gen();
-        let t = &g.trees;
-        let total = t.entries.len() as u64;
-        let mut out = Check::default();
-        let mut recount = Counts::default();
-        let (mut due, mut queue, mut done) = (HashSet::new(), HashSet::new(), HashSet::new());
-        // Bodies the records point to, for the look for bodies without a record at the end.
-        let (last_body, mut bodies) = (self.last_body_key(), HashSet::new());
-        for item in t.entries.iter() {
-            let (k, v) = item?;
-            out.records += 1;
-            if out.records % 1024 == 0 {
-                progress(out.records, Some(total));
-            }
-            let key = lossy(&k);
-            let decoded = record::decode_entry(&v).and_then(|e| {
-                bodies.extend(e.body_key());
-                t.complete(e)
-            });
-            let r = match decoded {
-                Ok(r) => r,
-                Err(e) => {
-                    out.problems
-                        .push(format!("record {key} does not decode: {e}"));
-                    out.undecodable.push(key);
-                    continue;
-                }
-            };
-            if r.trace_id.as_bytes() != &*k {
-                out.problems.push(format!(
-                    "record stored under {key} says its trace ID is {}",
-                    r.trace_id
-                ));
-            }
-            match r.status {
-                Status::Pending => recount.pending += 1,
-                Status::InFlight => recount.in_flight += 1,
-                Status::Delivered => recount.delivered += 1,
-                Status::Dead => recount.dead += 1,
-            }
-            let (d, q, dn) = expected_index_keys(&r);
-            for (tree, name, want, seen) in [
-                (&t.due, "due", d, &mut due),
-                (&t.queue, "queue", q, &mut queue),
-                (&t.done, "done", dn, &mut done),
-            ] {
-                for key in want {
-                    if tree.get(&key)?.is_none() {
-                        out.problems.push(format!(
-                            "{} record {} has no {name} index entry",
-                            r.status.as_str(),
-                            r.trace_id
-                        ));
-                    }
-                    seen.insert(key);
-                }
-            }
-            if r.status.is_queued() {
-                let byte = t
-                    .due
-                    .get(keys::time_key(r.next_attempt_at_ms, &r.trace_id))?;
-                if byte.is_some_and(|b| b.first() != Some(&keys::status_byte(r.status))) {
-                    out.problems
-                        .push(format!("due entry of {} has the wrong status", r.trace_id));
-                }
-            }
-        }
-        progress(out.records, Some(total));
-        for (tree, name, seen) in [
-            (&t.due, "due", &due),
-            (&t.queue, "queue", &queue),
-            (&t.done, "done", &done),
-        ] {
-            for item in tree.iter() {
-                let (k, _) = item?;
-                if !seen.contains(k.as_ref()) {
-                    let shown = show_index_key(name, &k);
-                    out.problems.push(format!(
-                        "{name} index entry {shown} points at no matching record"
-                    ));
-                }
-            }
-        }
-        for (key, _) in self.bodies_not_in(&bodies, last_body)? {
-            out.problems
-                .push(format!("body {key} belongs to no record"));
-        }
-        let stored = Counts::from_tree(&t.counters)?;
-        recount.quarantined = t.quarantine.len() as u64;
-        for name in ["pending", "in_flight", "delivered", "dead", "quarantined"] {
-            if stored.get(name) != recount.get(name) {
-                out.problems.push(format!(
-                    "counter {name} is {} but {} records are {name}",
-                    stored.get(name),
-                    recount.get(name)
-                ));
-            }
-        }
-        if !stored.balanced() {
-            out.problems.push(format!(
-                "accounting identity broken: accepted={} but the status counts sum differently ({})",
-                stored.accepted,
-                stored.describe()
-            ));
-        }
-        Ok(out)
-    }
 }
 
 impl Counts {
@@ -325,7 +201,7 @@ impl Counts {
 }
 
 /// An index key for people: `(time, trace ID)`, else its bytes in hex.
-fn show_index_key(tree: &str, k: &[u8]) -> String {
+pub(super) fn show_index_key(tree: &str, k: &[u8]) -> String {
     let k = if tree == "done" && !k.is_empty() {
         &k[1..]
     } else {

@@ -3,14 +3,16 @@
 use super::counters::{self, Counts, Deltas};
 use super::done::done_keys;
 use super::keys;
-use super::read::QuarantineEntry;
+
 use super::record::{self, Receipt, Record, Status};
-use super::{Store, StoreError, Trees};
+use super::{Gen, Store, StoreError, Trees};
 use crate::time::now_ms;
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
 };
 use sled::Transactional;
+use std::collections::HashSet;
+use std::sync::RwLockReadGuard;
 
 /// What `submit` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +206,7 @@ impl Tx<'_> {
     }
 }
 
-fn flatten<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
+pub(super) fn flatten<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
     r.map_err(|e| match e {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => StoreError::Sled(e),
@@ -227,6 +229,16 @@ impl Trees {
         ids: impl IntoIterator<Item = &'a str>,
         f: impl Fn(&Tx) -> Result<T, ConflictableTransactionError<StoreError>>,
     ) -> Result<T, StoreError> {
+        self.record_transaction_held(&self.write_gate()?, ids, f)
+    }
+
+    /// [`Trees::record_transaction`] for a caller that holds the write gate already.
+    fn record_transaction_held<'a, T>(
+        &self,
+        _gate: &RwLockReadGuard<'_, ()>,
+        ids: impl IntoIterator<Item = &'a str>,
+        f: impl Fn(&Tx) -> Result<T, ConflictableTransactionError<StoreError>>,
+    ) -> Result<T, StoreError> {
         let t = (
             &self.entries,
             &self.due,
@@ -235,20 +247,34 @@ impl Trees {
             &self.done,
             &self.bodies,
         );
-        let _gate = self.write_gate()?;
         self.mark_dirty(ids);
         flatten(t.transaction(|tx: &TxTrees| f(&Tx::new(tx, self))))
     }
 }
 
-/// Stores a batch of new records in one transaction, as the committer does.
+/// Stores a batch of new records in one transaction, as the committer does; the first
+/// submission whose stored entry does not decode is the error.
 #[cfg(test)]
 pub(super) fn submit_batch(
     trees: &Trees,
     batch: &[Record],
 ) -> Result<Vec<SubmitOutcome>, StoreError> {
-    commit_batch(trees, batch, &[]).map(|(outcomes, _)| outcomes)
+    let (outcomes, _) = commit_batch(trees, batch, &[])?;
+    let slots = batch.iter().zip(outcomes);
+    slots
+        .map(|(r, o)| {
+            o.map_err(|reason| StoreError::Undecodable {
+                trace_id: r.trace_id.clone(),
+                reason,
+            })
+        })
+        .collect()
 }
+
+/// What became of one submission of a [`commit_batch`]: `Err(reason)` when an entry that
+/// does not decode is stored under its trace ID (nothing was written for it; the caller
+/// quarantines that entry). One such entry fails its own submission, not the batch.
+pub(super) type Submitted = Result<SubmitOutcome, String>;
 
 /// What one settle of a [`commit_batch`] wrote: as for [`Store::update_many`].
 pub(super) type Settled = Vec<Result<Updated, String>>;
@@ -269,7 +295,7 @@ pub(super) fn commit_batch(
     trees: &Trees,
     batch: &[Record],
     settles: &[SettleJob],
-) -> Result<(Vec<SubmitOutcome>, Vec<Settled>), StoreError> {
+) -> Result<(Vec<Submitted>, Vec<Settled>), StoreError> {
     let ids = batch.iter().map(|r| r.trace_id.as_str()).chain(
         settles
             .iter()
@@ -294,7 +320,7 @@ fn submit_in(
     tx: &Tx,
     batch: &[Record],
     deltas: &mut Deltas,
-) -> Result<Vec<SubmitOutcome>, ConflictableTransactionError<StoreError>> {
+) -> Result<Vec<Submitted>, ConflictableTransactionError<StoreError>> {
     let mut out = Vec::with_capacity(batch.len());
     for r in batch {
         // Reads see this transaction's own earlier writes, so a trace ID repeated within one
@@ -302,15 +328,15 @@ fn submit_in(
         let outcome = match tx.entries.get(r.trace_id.as_bytes())? {
             Some(v) => match record::decode_entry(&v) {
                 Ok(old) if old.state().payload_hash == r.payload_hash => {
-                    SubmitOutcome::Duplicate(old.state().receipt())
+                    Ok(SubmitOutcome::Duplicate(old.state().receipt()))
                 }
-                Ok(old) => SubmitOutcome::Conflict(old.state().receipt()),
-                Err(e) => return Err(undecodable(&r.trace_id, e.to_string())),
+                Ok(old) => Ok(SubmitOutcome::Conflict(old.state().receipt())),
+                Err(e) => Err(e.to_string()),
             },
             None => {
                 tx.write(None, Some(r), deltas)?;
                 deltas.add(counters::ACCEPTED, 1);
-                SubmitOutcome::Stored(r.receipt())
+                Ok(SubmitOutcome::Stored(r.receipt()))
             }
         };
         out.push(outcome);
@@ -318,7 +344,7 @@ fn submit_in(
     Ok(out)
 }
 
-/// Reads, decides and writes each of `ids` inside `tx`; see [`Store::write_many`].
+/// Reads, decides and writes each of `ids` inside `tx`; see [`write_many_in`].
 fn write_in(
     tx: &Tx,
     ids: &[&str],
@@ -340,6 +366,22 @@ fn write_in(
     Ok(out)
 }
 
+/// [`Store::update_many`] without the claim check, on `g`, its write gate held.
+pub(super) fn write_many_in(
+    g: &Gen,
+    gate: &RwLockReadGuard<'_, ()>,
+    ids: &[&str],
+    decide: impl Fn(usize, &Record) -> Change,
+) -> Result<Vec<Result<Updated, String>>, StoreError> {
+    g.trees
+        .record_transaction_held(gate, ids.iter().copied(), |tx| {
+            let mut deltas = Deltas::default();
+            let out = write_in(tx, ids, &decide, &mut deltas)?;
+            deltas.apply(tx.counters)?;
+            Ok(out)
+        })
+}
+
 impl Store {
     /// Reads, decides and writes one record atomically. `decide` may run more than once
     /// (sled retries conflicting transactions), so it must not have side effects. A record
@@ -349,29 +391,51 @@ impl Store {
         trace_id: &str,
         decide: F,
     ) -> Result<Updated, StoreError> {
-        // Held across the write, so a claim cannot slip in between the check and the change.
-        let claims = self.claims.lock();
-        if claims.contains(trace_id) {
-            // Read as stored (`get` would take the claims lock again).
-            return Ok(match self.gen().trees.read(trace_id)? {
-                Some(r) => Updated::Busy(r),
-                None => Updated::NotFound,
-            });
-        }
         self.on_current(|g| {
-            g.trees.record_transaction([trace_id], |tx| {
-                let old = match tx.read(trace_id)? {
-                    None => return Ok(Updated::NotFound),
-                    Some(Err(reason)) => return Err(undecodable(trace_id, reason)),
-                    Some(Ok(old)) => old,
-                };
-                let mut deltas = Deltas::default();
-                let change = decide(&old.record);
-                let result = tx.apply(old, change, &mut deltas)?;
-                deltas.apply(tx.counters)?;
-                Ok(result)
+            // Both held across the write, so a claim cannot slip in between the check and the change.
+            self.claims_and_gate(g, |claims, gate| {
+                if claims.contains(trace_id) {
+                    // Read as stored (`get` would take the claims lock again).
+                    return Ok(match g.trees.read(trace_id)? {
+                        Some(r) => Updated::Busy(r),
+                        None => Updated::NotFound,
+                    });
+                }
+                g.trees.record_transaction_held(gate, [trace_id], |tx| {
+                    let old = match tx.read(trace_id)? {
+                        None => return Ok(Updated::NotFound),
+                        Some(Err(reason)) => return Err(undecodable(trace_id, reason)),
+                        Some(Ok(old)) => old,
+                    };
+                    let mut deltas = Deltas::default();
+                    let change = decide(&old.record);
+                    let result = tx.apply(old, change, &mut deltas)?;
+                    deltas.apply(tx.counters)?;
+                    Ok(result)
+                })
             })
         })
+    }
+
+    /// Runs `f` with the claims locked and the write gate of `g` held shared, without ever
+    /// holding the claims while waiting for the gate: an exclusive hold (an ops command's
+    /// patch-up) then holds up writers only, never readers of the claims (counts, health).
+    pub(super) fn claims_and_gate<R>(
+        &self,
+        g: &Gen,
+        f: impl FnOnce(&mut HashSet<String>, &RwLockReadGuard<'_, ()>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        loop {
+            let mut claims = self.claims.lock();
+            match g.trees.try_write_gate()? {
+                Some(gate) => return f(&mut claims, &gate),
+                None => {
+                    drop(claims);
+                    // Waits out the exclusive hold, then tries again.
+                    drop(g.trees.write_gate()?);
+                }
+            }
+        }
     }
 
     /// [`Store::update`] for many records in ONE transaction (sled writes one log buffer per
@@ -383,119 +447,21 @@ impl Store {
         ids: &[&str],
         decide: F,
     ) -> Result<Vec<Result<Updated, String>>, StoreError> {
-        let claims = self.claims.lock();
-        let busy: Vec<bool> = ids.iter().map(|id| claims.contains(*id)).collect();
-        let mut out = self.write_many(ids, |i, r| match busy[i] {
-            true => Change::Keep,
-            false => decide(i, r),
-        })?;
-        for (slot, busy) in out.iter_mut().zip(busy) {
-            if let (true, Ok(Updated::Kept(r))) = (busy, &slot) {
-                *slot = Ok(Updated::Busy(r.clone()));
-            }
-        }
-        Ok(out)
-    }
-
-    /// [`Store::update_many`] without the claim check: for the settle, whose caller holds
-    /// the claims (see [`super::claims`]).
-    pub(super) fn write_many<F: Fn(usize, &Record) -> Change>(
-        &self,
-        ids: &[&str],
-        decide: F,
-    ) -> Result<Vec<Result<Updated, String>>, StoreError> {
         self.on_current(|g| {
-            g.trees.record_transaction(ids.iter().copied(), |tx| {
-                let mut deltas = Deltas::default();
-                let out = write_in(tx, ids, &decide, &mut deltas)?;
-                deltas.apply(tx.counters)?;
+            self.claims_and_gate(g, |claims, gate| {
+                let busy: Vec<bool> = ids.iter().map(|id| claims.contains(*id)).collect();
+                let mut out = write_many_in(g, gate, ids, |i, r| match busy[i] {
+                    true => Change::Keep,
+                    false => decide(i, r),
+                })?;
+                for (slot, busy) in out.iter_mut().zip(busy) {
+                    if let (true, Ok(Updated::Kept(r))) = (busy, &slot) {
+                        *slot = Ok(Updated::Busy(r.clone()));
+                    }
+                }
                 Ok(out)
             })
         })
-    }
-
-    /// Moves an undecodable entry to the `quarantine` tree with the reason, keeping the
-    /// accounting: the status it had is read from its index entries when it was queued.
-    pub fn quarantine(&self, trace_id: &str, reason: &str) -> Result<(), StoreError> {
-        self.on_current(|g| Self::quarantine_in(&g.trees, trace_id, reason))?;
-        tracing::error!(trace_id, reason, "record quarantined: it does not decode");
-        Ok(())
-    }
-
-    fn quarantine_in(trees: &Trees, trace_id: &str, reason: &str) -> Result<(), StoreError> {
-        let find = |tree: &sled::Tree| -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-            let mut hits = Vec::new();
-            for item in tree.iter() {
-                let (k, v) = item?;
-                if keys::split_time_key(&k).is_some_and(|(_, id)| id == trace_id) {
-                    hits.push((k.to_vec(), v.to_vec()));
-                }
-            }
-            Ok(hits)
-        };
-        // Rare path: a scan of the two index trees finds the stale index entries.
-        let due_hits = find(&trees.due)?;
-        let queue_hits = find(&trees.queue)?;
-        // A state that does not decode cannot say where its body is; the body names its
-        // record, so a scan finds it.
-        let mut lost_body = None;
-        if let Some(v) = trees.entries.get(trace_id)? {
-            if record::decode_entry(&v).is_err() {
-                for item in trees.bodies.iter() {
-                    let (k, b) = item?;
-                    if record::decode_body(&b).is_ok_and(|b| b.trace_id == trace_id) {
-                        lost_body = Some(k);
-                        break;
-                    }
-                }
-            }
-        }
-        let t = (
-            &trees.entries,
-            &trees.due,
-            &trees.queue,
-            &trees.counters,
-            &trees.quarantine,
-            &trees.bodies,
-        );
-        let _gate = trees.write_gate()?;
-        trees.mark_dirty([trace_id]);
-        flatten(
-            t.transaction(|(entries, due, queue, counters, quarantine, bodies)| {
-                let Some(raw) = entries.remove(trace_id.as_bytes())? else {
-                    return Ok(());
-                };
-                // A state that decodes but whose body does not: the body goes along.
-                let body = match record::decode_entry(&raw) {
-                    Ok(e) => match e.body_key() {
-                        Some(k) => bodies.remove(&record::body_key(k))?,
-                        None => None,
-                    },
-                    Err(_) => match &lost_body {
-                        Some(k) => bodies.remove(k)?,
-                        None => None,
-                    },
-                };
-                let mut deltas = Deltas::default();
-                let mut status = None;
-                for (k, v) in &due_hits {
-                    due.remove(k.as_slice())?;
-                    status = status.or(v.first().and_then(|b| keys::status_from_byte(*b)));
-                }
-                for (k, _) in &queue_hits {
-                    queue.remove(k.as_slice())?;
-                }
-                if let Some(s) = status {
-                    deltas.status(s, -1);
-                }
-                deltas.add(counters::QUARANTINED, 1);
-                let mut entry = QuarantineEntry::new(reason, now_ms(), status, &raw);
-                entry.original_body_hex = body.as_deref().map(hex::encode);
-                quarantine.insert(trace_id.as_bytes(), entry.encode())?;
-                deltas.apply(counters)?;
-                Ok(())
-            }),
-        )
     }
 
     /// Makes every in-flight record due now. Claims are no longer written, so only a store

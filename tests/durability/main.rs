@@ -11,3 +11,4 @@ mod faults;
 mod kill;
 mod power_cut;
 mod powerfs;
+mod repair;

@@ -15,6 +15,8 @@ const KEY: &str = "step-test-ingest-key";
 /// When `sample` records were received and first fall due.
 const T0: i64 = 1_700_000_000_000;
 const S: fn(u64) -> Duration = Duration::from_secs;
+/// A scripted status that makes the send panic instead of answering.
+const PANIC: u16 = 999;
 
 /// A dashboard in memory: answers each request with the next scripted status and
 /// `Retry-After` (200 once the script is spent) and keeps every request. A held one answers
@@ -56,6 +58,7 @@ impl Sender for Fake {
             .pop_front()
             .unwrap_or((200, None));
         self.0.got.lock().unwrap().push(request);
+        assert_ne!(status, PANIC, "scripted: the send task panics");
         if let Some(hold) = &self.0.hold {
             hold.acquire().await.expect("open").forget();
         }
@@ -315,4 +318,28 @@ async fn stopping_gives_back_unsent_claims_and_writes_the_outcomes_that_came_bac
     let c = b.store.counts().unwrap();
     assert_eq!((c.delivered, c.pending, c.in_flight), (1, 1, 0));
     assert_eq!(state.mode(), Mode::Stopped);
+}
+
+#[tokio::test]
+async fn a_send_that_panics_leaves_no_claim_and_counts_as_a_failed_attempt() {
+    let fake = Fake::new(&[(PANIC, None)], false);
+    let mut b = bench(&["step-panic-1"], &[], fake).await;
+    let (settled, _) = run_at(&mut b.d, b.t0).await;
+    assert_eq!(settled, all(&["step-panic-1"], Settled::Retry));
+    assert!(b.store.claimed().is_empty(), "no claim outlives its send");
+    let r = b.store.get("step-panic-1").unwrap().unwrap();
+    assert_eq!((r.status, r.attempts), (Status::Pending, 1));
+    assert!(r.next_attempt_at_ms > T0, "retried after the backoff");
+}
+
+#[tokio::test]
+async fn a_send_cut_off_at_shutdown_gives_its_claim_back() {
+    let ids = ["step-cut-1", "step-cut-2"];
+    let fake = Fake::new(&[], true);
+    let mut b = bench(&ids, &[("delivery-concurrency", "1")], fake).await;
+    assert_eq!(b.d.step(b.t0).await.started, 1);
+    b.d.stop(Duration::from_millis(50)).await;
+    assert!(b.store.claimed().is_empty(), "{:?}", b.store.claimed());
+    let c = b.store.counts().unwrap();
+    assert_eq!((c.pending, c.in_flight), (2, 0));
 }
