@@ -51,6 +51,7 @@ pub mod done;
 pub mod format;
 pub mod keys;
 pub mod maintenance;
+pub mod postgres;
 pub mod read;
 pub mod record;
 mod tx;

@@ -1,0 +1,364 @@
+//! The store URL, the durability level, and TLS.
+//!
+//! The URL is libpq's (`postgres://user@host:port/db?sslmode=verify-full&sslrootcert=ca.pem`,
+//! several hosts and `target_session_attrs=read-write` included). tokio-postgres understands
+//! `sslmode` only up to `require`, so `sslmode` and `sslrootcert` are taken out here and turned
+//! into a rustls configuration (the TLS stack reqwest already uses) with libpq's meaning:
+//!
+//! | `sslmode`     | encrypted | server certificate checked against | host name checked |
+//! |---------------|-----------|------------------------------------|-------------------|
+//! | `disable`     | no        | -                                  | -                 |
+//! | `prefer`      | if offered| nothing (as libpq without a root file) | no            |
+//! | `require`     | yes       | nothing, or `sslrootcert` if given (libpq does the same) | no |
+//! | `verify-ca`   | yes       | `sslrootcert`                      | no                |
+//! | `verify-full` | yes       | `sslrootcert`                      | yes               |
+//!
+//! `synchronous_commit` is sent as a startup option (`options=-c synchronous_commit=...`) on
+//! every connection, never with a session `SET`, so it holds through PgBouncer in transaction
+//! mode and no client default or role setting can lower it; each new connection checks it.
+
+use super::PgStoreError;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a COMMIT waits for before it returns. `off` and `local` are not offered: with them
+/// an acknowledged submission can be lost (a crash, or a failover).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncCommit {
+    /// Flushed on the primary and on every synchronous standby (local flush without one).
+    On,
+    /// As `on`, and applied on the synchronous standbys: readable there at once.
+    RemoteApply,
+}
+
+impl SyncCommit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncCommit::On => "on",
+            SyncCommit::RemoteApply => "remote_apply",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<SyncCommit, PgStoreError> {
+        match s {
+            "on" => Ok(SyncCommit::On),
+            "remote_apply" => Ok(SyncCommit::RemoteApply),
+            other => Err(PgStoreError::Config(format!(
+                "synchronous_commit {other:?} is not accepted: use \"on\" or \"remote_apply\" \
+                 (\"off\", \"local\" and \"remote_write\" can lose acknowledged submissions)"
+            ))),
+        }
+    }
+}
+
+/// How the store connects and how long it waits.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    pub url: String,
+    pub synchronous_commit: SyncCommit,
+    /// Connections in the pool, the committer's included.
+    pub pool_size: usize,
+    /// Longest wait for a TCP connection and the startup handshake of one server.
+    pub connect_timeout: Duration,
+    /// Longest wait for a free connection from the pool.
+    pub pool_wait: Duration,
+    /// Longest wait for one group commit. Past it the group is answered as not stored
+    /// (503) and its connection closed; the COMMIT itself is never cancelled.
+    pub commit_timeout: Duration,
+    /// How long a claim holds a record before another instance may take it.
+    pub lease: Duration,
+}
+
+impl PgOptions {
+    /// Defaults for `url`: every wait bounded well inside a client's patience.
+    pub fn new(url: impl Into<String>) -> PgOptions {
+        PgOptions {
+            url: url.into(),
+            synchronous_commit: SyncCommit::On,
+            // Two committers and room for the delivery worker, the purge and ops reads; a
+            // PostgreSQL server's default max_connections (100) holds several instances.
+            pool_size: 8,
+            // A server that is down refuses at once; this bounds a host that does not answer.
+            connect_timeout: Duration::from_secs(3),
+            pool_wait: Duration::from_secs(5),
+            commit_timeout: Duration::from_secs(10),
+            // Far above a delivery's own timeout, so a live instance keeps what it sends.
+            lease: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A parsed URL: the tokio-postgres configuration and the TLS connector it needs.
+pub(super) struct Target {
+    pub config: tokio_postgres::Config,
+    pub tls: tokio_postgres_rustls::MakeRustlsConnect,
+}
+
+/// What libpq's `sslmode` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+pub(super) fn target(o: &PgOptions) -> Result<Target, PgStoreError> {
+    let bad = |what: String| PgStoreError::Config(what);
+    let mut url = url::Url::parse(&o.url).map_err(|e| bad(format!("{e}")))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(bad(format!(
+            "the scheme is {:?}; use postgres://",
+            url.scheme()
+        )));
+    }
+    let (mut mode, mut root) = (SslMode::Prefer, None);
+    let mut kept = Vec::new();
+    for (k, v) in url.query_pairs() {
+        match &*k {
+            "sslmode" => {
+                mode = match &*v {
+                    "disable" => SslMode::Disable,
+                    "prefer" | "allow" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
+                    other => return Err(bad(format!("sslmode={other} is not known"))),
+                }
+            }
+            "sslrootcert" => root = Some(v.into_owned()),
+            _ => kept.push((k.into_owned(), v.into_owned())),
+        }
+    }
+    url.set_query(None);
+    if !kept.is_empty() {
+        url.query_pairs_mut().extend_pairs(kept);
+    }
+    let mut config: tokio_postgres::Config =
+        url.as_str().parse().map_err(|e| bad(format!("{e}")))?;
+    config.ssl_mode(match mode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        _ => tokio_postgres::config::SslMode::Require,
+    });
+    let roots = match (&root, mode) {
+        (None, SslMode::VerifyCa | SslMode::VerifyFull) => {
+            return Err(bad(
+                "sslmode=verify-ca and verify-full need sslrootcert=<CA file (PEM)>".into(),
+            ))
+        }
+        (Some(path), _) => Some(load_roots(path)?),
+        (None, _) => None,
+    };
+    let verifier: Arc<dyn ServerCertVerifier> = match (roots, mode) {
+        (Some(roots), m) => Arc::new(CaVerifier {
+            inner: rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| bad(format!("sslrootcert: {e}")))?,
+            check_name: m == SslMode::VerifyFull,
+        }),
+        (None, _) => Arc::new(NoVerifier(provider())),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(format!("TLS: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config
+        .options(format!(
+            "-c synchronous_commit={}",
+            o.synchronous_commit.as_str()
+        ))
+        .connect_timeout(o.connect_timeout)
+        .keepalives(true)
+        // A peer that vanished (its machine gone) is noticed in about 20 s, not 2 hours.
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(2);
+    if config.get_application_name().is_none() {
+        config.application_name("outbox");
+    }
+    Ok(Target {
+        config,
+        tls: tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+    })
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn load_roots(path: &str) -> Result<RootCertStore, PgStoreError> {
+    let bad = |e: String| PgStoreError::Config(format!("sslrootcert {path}: {e}"));
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in the file".into()));
+    }
+    Ok(roots)
+}
+
+/// Checks the chain against the CA file, and the host name for `verify-full` only.
+#[derive(Debug)]
+struct CaVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    check_name: bool,
+}
+
+impl ServerCertVerifier for CaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            r => r,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `sslmode=require` without a CA file: encrypted, the certificate not checked (libpq's
+/// meaning). The handshake's signatures are still verified.
+#[derive(Debug)]
+struct NoVerifier(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerifier {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> Result<Target, PgStoreError> {
+        target(&PgOptions::new(url))
+    }
+
+    #[test]
+    fn libpq_ssl_modes_are_understood_and_verification_needs_a_ca_file() {
+        let t = parse("postgres://outbox@db1:5432,db2:5432/outbox?sslmode=require&target_session_attrs=read-write").unwrap();
+        assert_eq!(
+            t.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        assert_eq!(t.config.get_hosts().len(), 2);
+        assert_eq!(
+            t.config.get_options(),
+            Some("-c synchronous_commit=on"),
+            "durability is a startup option, not a session SET"
+        );
+        let e = parse("postgres://h/db?sslmode=verify-full").err().unwrap();
+        assert!(e.to_string().contains("sslrootcert"), "{e}");
+        let e = parse("postgres://h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        let e = parse("postgres://h/db?sslmode=sometimes").err().unwrap();
+        assert!(e.to_string().contains("sslmode=sometimes"), "{e}");
+        assert!(parse("mysql://h/db").is_err());
+        assert_eq!(
+            parse("postgres://h/db?sslmode=disable")
+                .unwrap()
+                .config
+                .get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
+        );
+    }
+
+    #[test]
+    fn only_durable_commit_levels_are_accepted() {
+        assert_eq!(SyncCommit::parse("on").unwrap(), SyncCommit::On);
+        assert_eq!(
+            SyncCommit::parse("remote_apply").unwrap(),
+            SyncCommit::RemoteApply
+        );
+        for weak in ["off", "local", "remote_write"] {
+            assert!(SyncCommit::parse(weak).is_err(), "{weak}");
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! What PostgreSQL can do to an acknowledgement: a cancelled wait for the synchronous
+//! standby, the server stopped (`-m immediate`) and started again, a server without fsync.
+
+use super::harness::postgres::Postgres;
+use super::{open, options, record, sql};
+use outbox::store::postgres::{PgStore, PgStoreError};
+use outbox::store::SubmitOutcome;
+use std::time::{Duration, Instant};
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// Sets a server setting for every new transaction (ALTER SYSTEM and a reload).
+async fn set_system(client: &tokio_postgres::Client, setting: &str, value: Option<&str>) {
+    let sql = match value {
+        Some(v) => format!("ALTER SYSTEM SET {setting} = '{v}'"),
+        None => format!("ALTER SYSTEM RESET {setting}"),
+    };
+    client.batch_execute(&sql).await.unwrap();
+    client
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    // Backends read the reloaded file when they next start a command.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// Waits for a backend waiting for a synchronous standby and cancels its wait, as a
+/// statement timeout or an operator's `pg_cancel_backend` would.
+async fn cancel_the_wait(client: &tokio_postgres::Client) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = client
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = rows.first() {
+            let pid: i32 = row.get(0);
+            client
+                .execute("SELECT pg_cancel_backend($1)", &[&pid])
+                .await
+                .unwrap();
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no commit waited for the standby"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_wait_for_the_standby_was_cancelled_is_not_acknowledged() {
+    let Some(pg) = Postgres::start("postgres cancelled synchronous replication wait") else {
+        return;
+    };
+    let client = sql(&pg).await;
+    drop(open(&pg, LEASE).await); // the schema, while commits need no standby
+    set_system(
+        &client,
+        "synchronous_standby_names",
+        Some("missing_standby"),
+    )
+    .await;
+    let store = open(&pg, LEASE).await;
+    assert!(!store.durability().on_one_server());
+
+    let r = record("trace-syncrep", r#"{"email":"a@example.com"}"#);
+    let pending = tokio::spawn({
+        let (store, r) = (store.clone(), r.clone());
+        async move { store.submit(r).await }
+    });
+    cancel_the_wait(&client).await;
+    let err = pending.await.unwrap().expect_err("not acknowledged");
+    assert!(matches!(err, PgStoreError::NotReplicated(_)), "{err:?}");
+    assert!(err.is_unavailable(), "answered 503");
+    // PostgreSQL did commit it locally.
+    let here = client
+        .query_one(
+            "SELECT count(*) FROM outbox_records WHERE trace_id = $1",
+            &[&r.trace_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(here.get::<_, i64>(0), 1);
+
+    // The client's retry is not told "already stored" while the original is not replicated.
+    let retry = tokio::spawn({
+        let (store, r) = (store.clone(), r.clone());
+        async move { store.submit(r).await }
+    });
+    cancel_the_wait(&client).await;
+    let err = retry.await.unwrap().expect_err("still not acknowledged");
+    assert!(matches!(err, PgStoreError::NotReplicated(_)), "{err:?}");
+
+    // Once commits are durable again (here: no standby required), the retry gets 200.
+    set_system(&client, "synchronous_standby_names", None).await;
+    assert!(matches!(
+        store.submit(r.clone()).await.unwrap(),
+        SubmitOutcome::Duplicate(receipt) if receipt == r.receipt()
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_is_a_bounded_error_and_the_store_carries_on_when_it_is_back() {
+    let Some(mut pg) = Postgres::start("postgres stopped and started") else {
+        return;
+    };
+    let store = open(&pg, LEASE).await;
+    let before = record("trace-before-stop", r#"{"x":1}"#);
+    assert!(matches!(
+        store.submit(before.clone()).await.unwrap(),
+        SubmitOutcome::Stored(_)
+    ));
+
+    pg.stop_immediate();
+    let started = Instant::now();
+    let err = store
+        .submit(record("trace-during-stop", r#"{"x":2}"#))
+        .await
+        .expect_err("nothing is acknowledged while PostgreSQL is down");
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered in {:?}",
+        started.elapsed()
+    );
+    assert!(store.claim_due(i64::MAX, 10).await.is_err());
+    assert!(store.counts().await.unwrap_err().is_unavailable());
+
+    pg.run();
+    let after = record("trace-after-start", r#"{"x":3}"#);
+    assert!(matches!(
+        store.submit(after).await.unwrap(),
+        SubmitOutcome::Stored(_)
+    ));
+    assert!(
+        store.get(&before.trace_id).await.unwrap().is_some(),
+        "acknowledged before the stop, kept"
+    );
+    let c = store.counts().await.unwrap();
+    assert!(c.balanced());
+    assert_eq!(c.accepted, 2, "the post during the outage was not stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_fsync_is_refused_with_the_fix() {
+    let Some(pg) = Postgres::start("postgres fsync off") else {
+        return;
+    };
+    set_system(&sql(&pg).await, "fsync", Some("off")).await;
+    let err = PgStore::open(&options(&pg, LEASE))
+        .await
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(text.contains("fsync = on"), "{text}");
+}
