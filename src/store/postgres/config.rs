@@ -110,16 +110,17 @@ enum SslMode {
 
 pub(super) fn target(o: &PgOptions) -> Result<Target, PgStoreError> {
     let bad = |what: String| PgStoreError::Config(what);
-    let mut url = url::Url::parse(&o.url).map_err(|e| bad(format!("{e}")))?;
-    if !matches!(url.scheme(), "postgres" | "postgresql") {
+    // Not through a URL parser: libpq's URLs may name several hosts (`h1:5432,h2:5432`).
+    let (base, query) = o.url.split_once('?').unwrap_or((&o.url, ""));
+    let scheme = base.split_once("://").map_or("", |(s, _)| s);
+    if !matches!(scheme, "postgres" | "postgresql") {
         return Err(bad(format!(
-            "the scheme is {:?}; use postgres://",
-            url.scheme()
+            "the URL must start with postgres:// (found {scheme:?})"
         )));
     }
     let (mut mode, mut root) = (SslMode::Prefer, None);
-    let mut kept = Vec::new();
-    for (k, v) in url.query_pairs() {
+    let mut kept = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match &*k {
             "sslmode" => {
                 mode = match &*v {
@@ -132,15 +133,17 @@ pub(super) fn target(o: &PgOptions) -> Result<Target, PgStoreError> {
                 }
             }
             "sslrootcert" => root = Some(v.into_owned()),
-            _ => kept.push((k.into_owned(), v.into_owned())),
+            _ => {
+                kept.append_pair(&k, &v);
+            }
         }
     }
-    url.set_query(None);
-    if !kept.is_empty() {
-        url.query_pairs_mut().extend_pairs(kept);
-    }
-    let mut config: tokio_postgres::Config =
-        url.as_str().parse().map_err(|e| bad(format!("{e}")))?;
+    let kept = kept.finish();
+    let url = match kept.is_empty() {
+        true => base.to_owned(),
+        false => format!("{base}?{kept}"),
+    };
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| bad(format!("{e}")))?;
     config.ssl_mode(match mode {
         SslMode::Disable => tokio_postgres::config::SslMode::Disable,
         SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
