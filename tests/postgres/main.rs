@@ -9,6 +9,7 @@ mod harness;
 
 mod core;
 mod failures;
+mod tls;
 
 use outbox::intake::enrich::Enrichment;
 use outbox::store::postgres::{PgOptions, PgStore};
