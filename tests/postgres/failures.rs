@@ -159,3 +159,43 @@ async fn a_server_without_fsync_is_refused_with_the_fix() {
     let text = err.to_string();
     assert!(text.contains("fsync = on"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_waits_too_long_is_answered_unavailable_in_bounded_time() {
+    let Some(pg) = Postgres::start("postgres commit timeout") else {
+        return;
+    };
+    let client = sql(&pg).await;
+    drop(open(&pg, LEASE).await); // the schema, while commits need no standby
+    set_system(
+        &client,
+        "synchronous_standby_names",
+        Some("missing_standby"),
+    )
+    .await;
+    let mut o = options(&pg, LEASE);
+    o.commit_timeout = Duration::from_secs(1);
+    let store = PgStore::open(&o).await.unwrap();
+
+    // The standby never answers: the commit waits, the client does not.
+    let started = Instant::now();
+    let err = store
+        .submit(record("trace-slow-commit", r#"{"x":1}"#))
+        .await
+        .expect_err("not acknowledged");
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered in {:?}",
+        started.elapsed()
+    );
+
+    set_system(&client, "synchronous_standby_names", None).await;
+    assert!(matches!(
+        store
+            .submit(record("trace-after-slow", r#"{"x":2}"#))
+            .await
+            .unwrap(),
+        SubmitOutcome::Stored(_)
+    ));
+}

@@ -115,7 +115,7 @@ impl PgStore {
                 "SELECT r.* FROM outbox_records r \
                  JOIN unnest($1::text[], $2::uuid[]) AS c(trace_id, token) \
                    ON r.trace_id = c.trace_id AND r.claim_token = c.token \
-                 FOR UPDATE OF r",
+                 ORDER BY r.trace_id FOR UPDATE OF r",
                 &[(&held, Type::TEXT_ARRAY), (&tokens, Type::UUID_ARRAY)],
             )
             .await?;

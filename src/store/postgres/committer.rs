@@ -90,12 +90,7 @@ async fn commit(pool: &Pool, group: Vec<(Record, Reply)>, timeout: Duration) {
     metrics::histogram!("outbox_commit_batch_size").record(group.len() as f64);
     let started = std::time::Instant::now();
     let (records, replies): (Vec<Record>, Vec<Reply>) = group.into_iter().unzip();
-    let outcomes = match tokio::time::timeout(timeout, store(pool, &records)).await {
-        Ok(r) => r,
-        Err(_) => Err(PgStoreError::Unavailable(format!(
-            "the group commit took longer than {timeout:?}"
-        ))),
-    };
+    let outcomes = store(pool, &records, timeout).await;
     metrics::histogram!("outbox_commit_seconds").record(started.elapsed().as_secs_f64());
     match outcomes {
         Ok(outcomes) => {
@@ -117,16 +112,22 @@ async fn commit(pool: &Pool, group: Vec<(Record, Reply)>, timeout: Duration) {
 async fn store(
     pool: &Pool,
     records: &[Record],
+    timeout: Duration,
 ) -> Result<Vec<Result<SubmitOutcome, PgStoreError>>, PgStoreError> {
     // The first of each trace ID goes to the database; later ones in the group are answered
     // against it, as repeats within one sled transaction are.
     let mut first: HashMap<&str, usize> = HashMap::new();
-    let mut cols = Columns::default();
     for (i, r) in records.iter().enumerate() {
-        if let std::collections::hash_map::Entry::Vacant(e) = first.entry(&r.trace_id) {
-            e.insert(i);
-            cols.push(r);
-        }
+        first.entry(&r.trace_id).or_insert(i);
+    }
+    // Inserted in trace ID order: two instances inserting the same keys then wait for one
+    // another in one order, never in a cycle (a deadlock PostgreSQL would break by failing
+    // one group).
+    let mut order: Vec<usize> = first.values().copied().collect();
+    order.sort_by(|a, b| records[*a].trace_id.cmp(&records[*b].trace_id));
+    let mut cols = Columns::default();
+    for i in order {
+        cols.push(&records[i]);
     }
     let sql = format!(
         "INSERT INTO outbox_records ({}) SELECT * FROM {} \
@@ -136,15 +137,25 @@ async fn store(
     );
     let mut conn = pool::get(pool).await?;
     let before = conn.warnings();
-    let inserted = conn.client.query_typed(&sql, &cols.params()).await;
+    let params = cols.params();
+    let inserted = tokio::time::timeout(timeout, conn.client.query_typed(&sql, &params)).await;
+    drop(params);
     let inserted = match inserted {
-        Ok(rows) => rows,
-        Err(e) => {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => {
             let e = super::classify(e);
             if matches!(e, PgStoreError::Unavailable(_)) {
                 let _ = managed_take(conn);
             }
             return Err(e);
+        }
+        // Still committing (a standby that does not answer): closed, not reused, so no one
+        // queues behind it; the server ends the wait when it sees the socket close.
+        Err(_) => {
+            let _ = managed_take(conn);
+            return Err(PgStoreError::Unavailable(format!(
+                "the group commit took longer than {timeout:?}"
+            )));
         }
     };
     if conn.warnings() != before {
@@ -162,7 +173,15 @@ async fn store(
         .collect();
     let existing = match others.is_empty() {
         true => HashMap::new(),
-        false => read_back(&mut conn, &others).await?,
+        false => match tokio::time::timeout(timeout, read_back(&mut conn, &others)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                let _ = managed_take(conn);
+                return Err(PgStoreError::Unavailable(format!(
+                    "reading back stored submissions took longer than {timeout:?}"
+                )));
+            }
+        },
     };
     Ok(records
         .iter()
@@ -208,7 +227,7 @@ async fn read_back(
     let rows = tx
         .query_typed(
             "SELECT trace_id, payload_hash, received_at FROM outbox_records \
-             WHERE trace_id = ANY($1) FOR KEY SHARE",
+             WHERE trace_id = ANY($1) ORDER BY trace_id FOR KEY SHARE",
             &[(&ids, tokio_postgres::types::Type::TEXT_ARRAY)],
         )
         .await?;

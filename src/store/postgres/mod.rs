@@ -55,6 +55,7 @@ pub mod maintenance;
 pub mod pool;
 mod row;
 pub mod schema;
+mod tls;
 
 pub use config::{PgOptions, SyncCommit};
 
