@@ -24,6 +24,20 @@ async fn set_system(client: &tokio_postgres::Client, setting: &str, value: Optio
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
+/// Applies the schema, then makes every commit wait for a synchronous standby that does not
+/// exist; returns the operator's connection.
+async fn require_a_missing_standby(pg: &Postgres) -> tokio_postgres::Client {
+    let client = sql(pg).await;
+    drop(open(pg, LEASE).await); // the schema, while commits need no standby
+    set_system(
+        &client,
+        "synchronous_standby_names",
+        Some("missing_standby"),
+    )
+    .await;
+    client
+}
+
 /// Waits for a backend waiting for a synchronous standby and cancels its wait, as a
 /// statement timeout or an operator's `pg_cancel_backend` would.
 async fn cancel_the_wait(client: &tokio_postgres::Client) {
@@ -57,14 +71,7 @@ async fn a_commit_whose_wait_for_the_standby_was_cancelled_is_not_acknowledged()
     let Some(pg) = Postgres::start("postgres cancelled synchronous replication wait") else {
         return;
     };
-    let client = sql(&pg).await;
-    drop(open(&pg, LEASE).await); // the schema, while commits need no standby
-    set_system(
-        &client,
-        "synchronous_standby_names",
-        Some("missing_standby"),
-    )
-    .await;
+    let client = require_a_missing_standby(&pg).await;
     let store = open(&pg, LEASE).await;
     assert!(!store.durability().on_one_server());
 
@@ -165,14 +172,7 @@ async fn a_commit_that_waits_too_long_is_answered_unavailable_in_bounded_time() 
     let Some(pg) = Postgres::start("postgres commit timeout") else {
         return;
     };
-    let client = sql(&pg).await;
-    drop(open(&pg, LEASE).await); // the schema, while commits need no standby
-    set_system(
-        &client,
-        "synchronous_standby_names",
-        Some("missing_standby"),
-    )
-    .await;
+    let client = require_a_missing_standby(&pg).await;
     let mut o = options(&pg, LEASE);
     o.commit_timeout = Duration::from_secs(1);
     let store = PgStore::open(&o).await.unwrap();
