@@ -43,6 +43,19 @@ async fn the_same_key_on_two_instances_is_stored_once_then_200_with_the_original
         b.submit(first.clone()).await.unwrap(),
         SubmitOutcome::Duplicate(receipt)
     );
+    // A third instance asking for remote_apply (each new connection checks that the server
+    // took the startup option) shares the same window.
+    let mut o = super::options(&pg, LEASE);
+    o.synchronous_commit = outbox::store::postgres::SyncCommit::RemoteApply;
+    let c = PgStore::open(&o).await.unwrap();
+    assert!(
+        c.durability().on_one_server(),
+        "no synchronous standby here"
+    );
+    assert!(matches!(
+        c.submit(first.clone()).await.unwrap(),
+        SubmitOutcome::Duplicate(_)
+    ));
     let tomb = b.get("trace-idem-1").await.unwrap().unwrap();
     assert_eq!(
         (

@@ -107,7 +107,20 @@ pub(crate) fn classify(e: tokio_postgres::Error) -> PgStoreError {
             // too many connections; 40001/40P01 are retryable too.
             c.starts_with("08") || c.starts_with("57P") || c == "53300" || c.starts_with("40")
         })
-        || e.code().is_none() && e.as_db_error().is_none();
+        // The driver's own errors name their kind only in their text: reaching the server
+        // failed (I/O, connect, timeout, TLS), as opposed to a row or type mismatch.
+        || e.as_db_error().is_none() && {
+            let text = e.to_string();
+            [
+                "error communicating with the server",
+                "error connecting to server",
+                "timeout waiting for server",
+                "error performing TLS handshake",
+                "connection closed",
+            ]
+            .iter()
+            .any(|k| text.starts_with(k))
+        };
     let text = match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => e.to_string(),
