@@ -181,6 +181,11 @@ impl Postgres {
         self.signal(nix::sys::signal::Signal::SIGQUIT);
     }
 
+    /// Kills the postmaster with SIGKILL (its backends then exit on their own) and waits.
+    pub fn kill_postmaster(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+    }
+
     fn signal(&mut self, sig: nix::sys::signal::Signal) {
         let Some(mut child) = self.child.take() else {
             return;

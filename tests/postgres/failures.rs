@@ -199,3 +199,97 @@ async fn a_commit_that_waits_too_long_is_answered_unavailable_in_bounded_time() 
         SubmitOutcome::Stored(_)
     ));
 }
+
+/// Submitters post without pause while `outage` takes PostgreSQL down and brings it back:
+/// every submission acknowledged (202 or 200) is in the table afterwards, every other one
+/// was refused as unavailable, and the store serves again without a restart.
+async fn nothing_acknowledged_is_lost_across(test: &str, outage: fn(&mut Postgres)) {
+    let Some(mut pg) = Postgres::start(test) else {
+        return;
+    };
+    let store = open(&pg, LEASE).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let submitters: Vec<_> = (0..16)
+        .map(|t| {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut acked, mut refused) = (Vec::new(), 0);
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = format!("trace-load-{t:02}-{n:06}");
+                    n += 1;
+                    match store.submit(record(&id, r#"{"x":1}"#)).await {
+                        Ok(SubmitOutcome::Stored(_)) => acked.push(id),
+                        Ok(other) => panic!("{id}: {other:?}"),
+                        Err(e) => {
+                            assert!(e.is_unavailable(), "{id}: {e:?}");
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+                (acked, refused)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    outage(&mut pg);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pg.run();
+    // Serving again by itself: a fresh submission is stored within a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store
+        .submit(record(
+            &format!("trace-probe-{}", Instant::now().elapsed().as_nanos()),
+            "{}",
+        ))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the store did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut acked, mut refused) = (Vec::new(), 0);
+    for s in submitters {
+        let (a, r) = s.await.unwrap();
+        acked.extend(a);
+        refused += r;
+    }
+    println!(
+        "{} acknowledged, {refused} refused during the outage",
+        acked.len()
+    );
+    assert!(refused > 0, "the outage was noticed");
+    let client = sql(&pg).await;
+    let found = client
+        .query_one(
+            "SELECT count(*) FROM outbox_records WHERE trace_id = ANY($1)",
+            &[&acked],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        found.get::<_, i64>(0) as usize,
+        acked.len(),
+        "every acknowledged submission survived"
+    );
+    assert!(store.counts().await.unwrap().balanced());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acknowledged_is_lost_when_postgres_stops_immediately_under_load() {
+    nothing_acknowledged_is_lost_across("postgres stop -m immediate under load", |pg| {
+        pg.stop_immediate()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acknowledged_is_lost_when_the_postmaster_is_killed_under_load() {
+    nothing_acknowledged_is_lost_across("postgres postmaster SIGKILL under load", |pg| {
+        pg.kill_postmaster()
+    })
+    .await;
+}
