@@ -211,3 +211,69 @@ impl Drop for Postgres {
         self.signal(nix::sys::signal::Signal::SIGINT);
     }
 }
+
+/// Debian's PgBouncer in transaction mode in front of a [`Postgres`], as the `postgres`
+/// user (it refuses root), on a free port, trusting every client; stopped when dropped.
+pub struct PgBouncer {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    child: Child,
+}
+
+impl PgBouncer {
+    /// Started and accepting; `None` (after a loud SKIP) without `pgbouncer`.
+    pub fn start(test: &str, pg: &Postgres) -> Option<PgBouncer> {
+        let bin = tools::need(test, "pgbouncer", "Debian: apt-get install pgbouncer")?;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = super::free_port();
+        let d = dir.path().display();
+        std::fs::write(dir.path().join("users.txt"), "\"postgres\" \"\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("pgbouncer.ini"),
+            format!(
+                "[databases]\npostgres = host=127.0.0.1 port={}\n\n[pgbouncer]\n\
+                 listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = trust\nauth_file = {d}/users.txt\npool_mode = transaction\n\
+                 pidfile = {d}/pgbouncer.pid\nlogfile = {d}/pgbouncer.log\n",
+                pg.port
+            ),
+        )
+        .unwrap();
+        chown_to_postgres(dir.path());
+        let child = as_postgres(&bin)
+            .arg(dir.path().join("pgbouncer.ini"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pgbouncer");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "pgbouncer did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(PgBouncer { dir, port, child })
+    }
+
+    /// A URL for the superuser through the pooler, without TLS.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(self.dir.path().join("pgbouncer.pid"));
+        if let Some(pid) = pid.ok().and_then(|p| p.trim().parse().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+        let _ = self.child.wait();
+    }
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 const LEASE: Duration = Duration::from_secs(60);
 
 /// Sets a server setting for every new transaction (ALTER SYSTEM and a reload).
-async fn set_system(client: &tokio_postgres::Client, setting: &str, value: Option<&str>) {
+pub async fn set_system(client: &tokio_postgres::Client, setting: &str, value: Option<&str>) {
     let sql = match value {
         Some(v) => format!("ALTER SYSTEM SET {setting} = '{v}'"),
         None => format!("ALTER SYSTEM RESET {setting}"),
@@ -40,7 +40,7 @@ async fn require_a_missing_standby(pg: &Postgres) -> tokio_postgres::Client {
 
 /// Waits for a backend waiting for a synchronous standby and cancels its wait, as a
 /// statement timeout or an operator's `pg_cancel_backend` would.
-async fn cancel_the_wait(client: &tokio_postgres::Client) {
+pub async fn cancel_the_wait(client: &tokio_postgres::Client) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let rows = client

@@ -9,6 +9,7 @@ mod harness;
 
 mod core;
 mod failures;
+mod pgbouncer;
 mod tls;
 
 use outbox::intake::enrich::Enrichment;

@@ -26,7 +26,7 @@
 
 use super::pool::{self, Pool};
 use super::row::{self, Columns};
-use super::PgStoreError;
+use super::{PgStoreError, SyncCommit};
 use crate::store::record::Record;
 use crate::store::SubmitOutcome;
 use std::collections::HashMap;
@@ -48,14 +48,20 @@ pub(super) struct Committer {
 }
 
 impl Committer {
-    pub fn start(pool: Pool, commit_timeout: Duration) -> Committer {
+    /// `per_transaction`: the `synchronous_commit` to `SET LOCAL` in each group's own
+    /// transaction, when it is not a startup option (see [`super::PgOptions`]).
+    pub fn start(
+        pool: Pool,
+        commit_timeout: Duration,
+        per_transaction: Option<SyncCommit>,
+    ) -> Committer {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..COMMITTERS {
             let (rx, pool) = (rx.clone(), pool.clone());
             tokio::spawn(async move {
                 while let Some(group) = next_group(&rx).await {
-                    commit(&pool, group, commit_timeout).await;
+                    commit(&pool, group, commit_timeout, per_transaction).await;
                 }
             });
         }
@@ -86,11 +92,16 @@ async fn next_group(rx: &Mutex<mpsc::Receiver<(Record, Reply)>>) -> Option<Vec<(
     Some(group)
 }
 
-async fn commit(pool: &Pool, group: Vec<(Record, Reply)>, timeout: Duration) {
+async fn commit(
+    pool: &Pool,
+    group: Vec<(Record, Reply)>,
+    timeout: Duration,
+    per_tx: Option<SyncCommit>,
+) {
     metrics::histogram!("outbox_commit_batch_size").record(group.len() as f64);
     let started = std::time::Instant::now();
     let (records, replies): (Vec<Record>, Vec<Reply>) = group.into_iter().unzip();
-    let outcomes = store(pool, &records, timeout).await;
+    let outcomes = store(pool, &records, timeout, per_tx).await;
     metrics::histogram!("outbox_commit_seconds").record(started.elapsed().as_secs_f64());
     match outcomes {
         Ok(outcomes) => {
@@ -113,6 +124,7 @@ async fn store(
     pool: &Pool,
     records: &[Record],
     timeout: Duration,
+    per_tx: Option<SyncCommit>,
 ) -> Result<Vec<Result<SubmitOutcome, PgStoreError>>, PgStoreError> {
     // The first of each trace ID goes to the database; later ones in the group are answered
     // against it, as repeats within one sled transaction are.
@@ -138,7 +150,20 @@ async fn store(
     let mut conn = pool::get(pool).await?;
     let before = conn.warnings();
     let params = cols.params();
-    let inserted = tokio::time::timeout(timeout, conn.client.query_typed(&sql, &params)).await;
+    let client = &mut conn.client;
+    let insert = async {
+        match per_tx {
+            None => client.query_typed(&sql, &params).await,
+            Some(level) => {
+                let tx = client.transaction().await?;
+                tx.batch_execute(&set_local(level)).await?;
+                let rows = tx.query_typed(&sql, &params).await?;
+                tx.commit().await?;
+                Ok(rows)
+            }
+        }
+    };
+    let inserted = tokio::time::timeout(timeout, insert).await;
     drop(params);
     let inserted = match inserted {
         Ok(Ok(rows)) => rows,
@@ -173,7 +198,7 @@ async fn store(
         .collect();
     let existing = match others.is_empty() {
         true => HashMap::new(),
-        false => match tokio::time::timeout(timeout, read_back(&mut conn, &others)).await {
+        false => match tokio::time::timeout(timeout, read_back(&mut conn, &others, per_tx)).await {
             Ok(r) => r?,
             Err(_) => {
                 let _ = managed_take(conn);
@@ -209,6 +234,11 @@ async fn store(
         .collect())
 }
 
+/// The statement that sets the commit level for the rest of a transaction.
+fn set_local(level: SyncCommit) -> String {
+    format!("SET LOCAL synchronous_commit = {}", level.as_str())
+}
+
 /// Takes a connection out of the pool for good: it is closed when dropped.
 fn managed_take(conn: deadpool::managed::Object<pool::Manager>) -> pool::Conn {
     deadpool::managed::Object::take(conn)
@@ -221,9 +251,13 @@ type Existing = HashMap<String, ([u8; 32], crate::store::Receipt)>;
 async fn read_back(
     conn: &mut deadpool::managed::Object<pool::Manager>,
     ids: &[String],
+    per_tx: Option<SyncCommit>,
 ) -> Result<Existing, PgStoreError> {
     let before = conn.warnings();
     let tx = conn.client.transaction().await?;
+    if let Some(level) = per_tx {
+        tx.batch_execute(&set_local(level)).await?;
+    }
     let rows = tx
         .query_typed(
             "SELECT trace_id, payload_hash, received_at FROM outbox_records \

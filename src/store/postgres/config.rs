@@ -14,8 +14,11 @@
 //! | `verify-full` | yes       | `sslrootcert`                      | yes               |
 //!
 //! `synchronous_commit` is sent as a startup option (`options=-c synchronous_commit=...`) on
-//! every connection, never with a session `SET`, so it holds through PgBouncer in transaction
-//! mode and no client default or role setting can lower it; each new connection checks it.
+//! every connection, never with a session `SET` (which PgBouncer in transaction mode would
+//! leak to other clients), so no server, role or client default can lower it; each new
+//! connection checks it took. PgBouncer before 1.20 refuses that startup parameter; behind
+//! one, [`PgOptions::sync_per_transaction`] has each group commit run `SET LOCAL` in its own
+//! transaction instead.
 
 use super::tls::{load_roots, provider, CaVerifier, NoVerifier};
 use super::PgStoreError;
@@ -69,6 +72,10 @@ pub struct PgOptions {
     pub commit_timeout: Duration,
     /// How long a claim holds a record before another instance may take it.
     pub lease: Duration,
+    /// Sets `synchronous_commit` with `SET LOCAL` in each group commit's transaction instead
+    /// of as a startup option: for PgBouncer before 1.20 (Debian 12 ships 1.18), which
+    /// refuses the `options` startup parameter. Costs two round trips per group.
+    pub sync_per_transaction: bool,
 }
 
 impl PgOptions {
@@ -86,6 +93,7 @@ impl PgOptions {
             commit_timeout: Duration::from_secs(10),
             // Far above a delivery's own timeout, so a live instance keeps what it sends.
             lease: Duration::from_secs(120),
+            sync_per_transaction: false,
         }
     }
 }
@@ -174,11 +182,13 @@ pub(super) fn target(o: &PgOptions) -> Result<Target, PgStoreError> {
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    config
-        .options(format!(
+    if !o.sync_per_transaction {
+        config.options(format!(
             "-c synchronous_commit={}",
             o.synchronous_commit.as_str()
-        ))
+        ));
+    }
+    config
         .connect_timeout(o.connect_timeout)
         .keepalives(true)
         // A peer that vanished (its machine gone) is noticed in about 20 s, not 2 hours.

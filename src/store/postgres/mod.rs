@@ -194,7 +194,11 @@ impl PgStore {
             );
         }
         Ok(Arc::new(PgStore {
-            committer: committer::Committer::start(pool.clone(), o.commit_timeout),
+            committer: committer::Committer::start(
+                pool.clone(),
+                o.commit_timeout,
+                o.sync_per_transaction.then_some(o.synchronous_commit),
+            ),
             pool,
             lease: o.lease,
             durability,

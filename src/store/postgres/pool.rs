@@ -38,6 +38,8 @@ impl Conn {
 pub(super) struct Manager {
     target: Target,
     sync: SyncCommit,
+    /// Whether the level is a startup option to check (not set per transaction).
+    check_sync: bool,
 }
 
 pub(super) type Pool = managed::Pool<Manager>;
@@ -52,7 +54,17 @@ impl managed::Manager for Manager {
             .config
             .connect(self.target.tls.clone())
             .await
-            .map_err(super::classify)?;
+            .map_err(|e| match e.as_db_error() {
+                Some(db) if db.message().contains("unsupported startup parameter") => {
+                    PgStoreError::Config(format!(
+                        "the server or a pooler in between refused a startup parameter ({}); \
+                         behind PgBouncer before 1.20 set synchronous_commit per transaction \
+                         instead (sync_per_transaction)",
+                        db.message()
+                    ))
+                }
+                _ => super::classify(e),
+            })?;
         let warnings = Arc::new(AtomicU64::new(0));
         let seen = warnings.clone();
         tokio::spawn(async move {
@@ -76,6 +88,9 @@ impl managed::Manager for Manager {
                 }
             }
         });
+        if !self.check_sync {
+            return Ok(Conn { client, warnings });
+        }
         // The startup option must have taken: a pooler that drops it would leave the
         // server's default, which outbox does not trust.
         let got = client
@@ -87,7 +102,7 @@ impl managed::Manager for Manager {
             return Err(PgStoreError::Unsafe(format!(
                 "synchronous_commit is {} on a new connection although outbox asked for {} in its \
                  startup options; a connection pooler in between may drop them (PgBouncer: \
-                 do not list \"options\" in ignore_startup_parameters)",
+                 do not list \"options\" in ignore_startup_parameters, or set it per transaction)",
                 got.unwrap_or_default(),
                 self.sync.as_str()
             )));
@@ -123,6 +138,7 @@ pub(super) fn build(o: &PgOptions) -> Result<Pool, PgStoreError> {
     let manager = Manager {
         target: super::config::target(o)?,
         sync: o.synchronous_commit,
+        check_sync: !o.sync_per_transaction,
     };
     managed::Pool::builder(manager)
         .max_size(o.pool_size.max(2))
