@@ -74,7 +74,9 @@ pub struct PgOptions {
     pub lease: Duration,
     /// Sets `synchronous_commit` with `SET LOCAL` in each group commit's transaction instead
     /// of as a startup option: for PgBouncer before 1.20 (Debian 12 ships 1.18), which
-    /// refuses the `options` startup parameter. Costs two round trips per group.
+    /// refuses the `options` startup parameter. Costs two round trips per group. Claims,
+    /// settles and the purge then commit at the server's level: an outcome lost in a crash
+    /// means a delivery repeated, as after any crash; acknowledgements are never weakened.
     pub sync_per_transaction: bool,
 }
 

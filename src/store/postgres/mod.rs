@@ -36,7 +36,9 @@
 //! - A submission is answered only after the COMMIT holding it returned ([`committer`]:
 //!   one multi-row insert and one commit per group of concurrent posts).
 //! - Every connection asks for `synchronous_commit` `on` (or `remote_apply`) in its startup
-//!   options and checks it took; `off` and `local` cannot be chosen ([`config`]).
+//!   options and checks it took; `off` and `local` cannot be chosen ([`config`]). Behind
+//!   PgBouncer before 1.20 (which refuses startup options) the group commit sets it with
+//!   `SET LOCAL` in its own transaction instead ([`PgOptions::sync_per_transaction`]).
 //! - At start, [`PgStore::open`] refuses a server with `fsync` off, and reads
 //!   `synchronous_standby_names`: when it is empty, acknowledged posts live on one server
 //!   ([`Durability::on_one_server`]), which is logged once.
