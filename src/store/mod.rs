@@ -53,6 +53,7 @@ pub mod done;
 pub mod format;
 pub mod keys;
 pub mod maintenance;
+pub mod postgres;
 mod quarantine;
 pub mod read;
 mod rebuild;

@@ -8,6 +8,7 @@
 
 pub mod dashboard;
 pub mod ops;
+pub mod postgres;
 pub mod small_disk;
 pub mod tools;
 

@@ -1,0 +1,221 @@
+//! Delivery claims as leases written to the row, so several instances share one backlog.
+//!
+//! A claim is one statement: `UPDATE ... SET claim_token, lease_until_ms FROM (SELECT ...
+//! WHERE status = 'pending' AND due AND no live lease ORDER BY due_at_ms LIMIT n FOR UPDATE
+//! SKIP LOCKED)`. Rows another instance is claiming at that moment are skipped, not waited
+//! for, and no transaction or row lock is held while the record is sent. Every claim gets a
+//! random token, kept in this instance's memory beside the trace ID.
+//!
+//! A settle writes an outcome only where the row still carries that token (fencing): if the
+//! lease ran out and another instance took the record, the late owner's outcome is refused
+//! ([`Updated::Busy`]) and the new owner's stands. A dead instance's leases simply run out and
+//! the records are claimed again; the dashboard sees the same `Idempotency-Key` (at least
+//! once, as with the embedded store after a crash). Lease times are the database's clock, so
+//! the instances' clocks need not agree; due times are the instances' (as written by them).
+
+use super::pool;
+use super::row::{self, Columns};
+use super::{PgStore, PgStoreError, NOW_MS};
+use crate::store::{Change, Claimed, Record, Updated};
+use std::collections::HashMap;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+impl PgStore {
+    /// Claims up to `want` records due at or before `now_ms` that hold no live lease, earliest
+    /// due first, under a lease of [`super::PgOptions::lease`].
+    pub async fn claim_due(&self, now_ms: i64, want: usize) -> Result<Claimed, PgStoreError> {
+        let token = Uuid::from_u128(rand::random());
+        let lease_ms = self.lease.as_millis() as i64;
+        let sql = format!(
+            "WITH due AS (SELECT trace_id FROM outbox_records \
+               WHERE status = 'pending' AND due_at_ms <= $1 \
+                 AND (lease_until_ms IS NULL OR lease_until_ms <= {NOW_MS}) \
+               ORDER BY due_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             UPDATE outbox_records r SET claim_token = $3, lease_until_ms = {NOW_MS} + $4 \
+             FROM due WHERE r.trace_id = due.trace_id RETURNING r.*"
+        );
+        let conn = pool::get(&self.pool).await?;
+        let rows = conn
+            .client
+            .query_typed(
+                &sql,
+                &[
+                    (&now_ms, Type::INT8),
+                    (&(want as i64), Type::INT8),
+                    (&token, Type::UUID),
+                    (&lease_ms, Type::INT8),
+                ],
+            )
+            .await?;
+        let mut out = Claimed::default();
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        for r in &rows {
+            match row::record(r) {
+                Ok(rec) => {
+                    claims.insert(rec.trace_id.clone(), token);
+                    out.records.push(rec);
+                }
+                Err(e) => {
+                    let id: String = r.get("trace_id");
+                    out.undecodable.push((id, e.to_string()));
+                }
+            }
+        }
+        out.records.sort_by(|a, b| {
+            (a.next_attempt_at_ms, &a.trace_id).cmp(&(b.next_attempt_at_ms, &b.trace_id))
+        });
+        Ok(out)
+    }
+
+    /// Gives leases back unsent: the records are due as they were, no attempt spent.
+    pub async fn release(&self, ids: &[&str]) -> Result<(), PgStoreError> {
+        let (ids, tokens) = self.take_claims(ids);
+        let conn = pool::get(&self.pool).await?;
+        conn.client
+            .query_typed(
+                "UPDATE outbox_records r SET claim_token = NULL, lease_until_ms = NULL \
+                 FROM unnest($1::text[], $2::uuid[]) AS c(trace_id, token) \
+                 WHERE r.trace_id = c.trace_id AND r.claim_token = c.token",
+                &[(&ids, Type::TEXT_ARRAY), (&tokens, Type::UUID_ARRAY)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// This instance's claims among `ids`, forgotten: the trace IDs and their tokens.
+    fn take_claims(&self, ids: &[&str]) -> (Vec<String>, Vec<Uuid>) {
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        ids.iter()
+            .filter_map(|id| claims.remove(*id).map(|t| (id.to_string(), t)))
+            .unzip()
+    }
+
+    /// Whether this instance holds a lease on the record.
+    pub fn is_claimed(&self, trace_id: &str) -> bool {
+        let claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        claims.contains_key(trace_id)
+    }
+
+    /// Writes the outcomes of records this instance claimed, in one transaction, where the
+    /// lease is still theirs, and ends the leases. `decide` gets each record's index in `ids`
+    /// and the stored record, as for the embedded store's `settle`. A record whose lease was
+    /// taken over (or was never this instance's) is left alone: [`Updated::Busy`].
+    pub async fn settle<F: Fn(usize, &Record) -> Change>(
+        &self,
+        ids: &[&str],
+        decide: F,
+    ) -> Result<Vec<Result<Updated, String>>, PgStoreError> {
+        let (held, tokens) = self.take_claims(ids);
+        let mut conn = pool::get(&self.pool).await?;
+        let before = conn.warnings();
+        let tx = conn.client.transaction().await?;
+        let rows = tx
+            .query_typed(
+                "SELECT r.* FROM outbox_records r \
+                 JOIN unnest($1::text[], $2::uuid[]) AS c(trace_id, token) \
+                   ON r.trace_id = c.trace_id AND r.claim_token = c.token \
+                 ORDER BY r.trace_id FOR UPDATE OF r",
+                &[(&held, Type::TEXT_ARRAY), (&tokens, Type::UUID_ARRAY)],
+            )
+            .await?;
+        let token_of: HashMap<&str, Uuid> = held
+            .iter()
+            .map(String::as_str)
+            .zip(tokens.iter().copied())
+            .collect();
+        let mut locked: HashMap<String, Result<Record, String>> = HashMap::new();
+        for r in &rows {
+            let id: String = r.get("trace_id");
+            locked.insert(id, row::record(r).map_err(|e| e.to_string()));
+        }
+        let (mut puts, mut put_tokens) = (Columns::default(), Vec::new());
+        let (mut ends, mut purges) = (Vec::new(), Vec::new());
+        let mut out: Vec<Option<Result<Updated, String>>> = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let (Some(stored), Some(token)) = (locked.get(*id), token_of.get(id)) else {
+                out.push(None);
+                continue;
+            };
+            let stored = match stored {
+                Ok(r) => r,
+                Err(reason) => {
+                    ends.push((id.to_string(), *token));
+                    out.push(Some(Err(reason.clone())));
+                    continue;
+                }
+            };
+            out.push(Some(Ok(match decide(i, stored) {
+                Change::Keep => {
+                    ends.push((id.to_string(), *token));
+                    Updated::Kept(stored.clone())
+                }
+                Change::Put(new) => {
+                    puts.push(&new);
+                    put_tokens.push(*token);
+                    Updated::Put(new)
+                }
+                Change::Purge => {
+                    purges.push((id.to_string(), *token));
+                    Updated::Purged
+                }
+            })));
+        }
+        if puts.len() > 0 {
+            let sql = format!(
+                "UPDATE outbox_records r SET (status, attempts, due_at_ms, last_attempt_at_ms, \
+                   last_error, last_status_code, payload, client_ip, user_agent, \
+                   delivered_at_ms, dead_at_ms, audit, claim_token, lease_until_ms) = \
+                 (u.status, u.attempts, u.due_at_ms, u.last_attempt_at_ms, u.last_error, \
+                   u.last_status_code, u.payload, u.client_ip, u.user_agent, u.delivered_at_ms, \
+                   u.dead_at_ms, u.audit, NULL, NULL) \
+                 FROM {} WHERE r.trace_id = u.trace_id AND r.claim_token = u.token",
+                row::unnest(1, true)
+            );
+            let mut params = puts.params();
+            params.push((&put_tokens, Type::UUID_ARRAY));
+            tx.query_typed(&sql, &params).await?;
+        }
+        if !ends.is_empty() {
+            let (ids, tokens): (Vec<String>, Vec<Uuid>) = ends.into_iter().unzip();
+            tx.query_typed(
+                "UPDATE outbox_records r SET claim_token = NULL, lease_until_ms = NULL \
+                 FROM unnest($1::text[], $2::uuid[]) AS c(trace_id, token) \
+                 WHERE r.trace_id = c.trace_id AND r.claim_token = c.token",
+                &[(&ids, Type::TEXT_ARRAY), (&tokens, Type::UUID_ARRAY)],
+            )
+            .await?;
+        }
+        if !purges.is_empty() {
+            let (ids, tokens): (Vec<String>, Vec<Uuid>) = purges.into_iter().unzip();
+            tx.query_typed(
+                "WITH d AS (DELETE FROM outbox_records r \
+                   USING unnest($1::text[], $2::uuid[]) AS c(trace_id, token) \
+                   WHERE r.trace_id = c.trace_id AND r.claim_token = c.token RETURNING 1) \
+                 UPDATE outbox_counters SET value = value + (SELECT count(*) FROM d) \
+                 WHERE name = 'purged'",
+                &[(&ids, Type::TEXT_ARRAY), (&tokens, Type::UUID_ARRAY)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        if conn.warnings() != before {
+            return Err(PgStoreError::NotReplicated(
+                "a settle's commit returned with a WARNING".into(),
+            ));
+        }
+        drop(conn);
+        // Not ours (any more): as it is now, or gone.
+        let mut results = Vec::with_capacity(ids.len());
+        for (id, slot) in ids.iter().zip(out) {
+            results.push(match slot {
+                Some(r) => r,
+                None => Ok(match self.get(id).await? {
+                    Some(r) => Updated::Busy(r),
+                    None => Updated::NotFound,
+                }),
+            });
+        }
+        Ok(results)
+    }
+}

@@ -1,0 +1,259 @@
+//! The store URL, the durability level, and TLS.
+//!
+//! The URL is libpq's (`postgres://user@host:port/db?sslmode=verify-full&sslrootcert=ca.pem`,
+//! several hosts and `target_session_attrs=read-write` included). tokio-postgres understands
+//! `sslmode` only up to `require`, so `sslmode` and `sslrootcert` are taken out here and turned
+//! into a rustls configuration (the TLS stack reqwest already uses) with libpq's meaning:
+//!
+//! | `sslmode`     | encrypted | server certificate checked against | host name checked |
+//! |---------------|-----------|------------------------------------|-------------------|
+//! | `disable`     | no        | -                                  | -                 |
+//! | `prefer`      | if offered| nothing (as libpq without a root file) | no            |
+//! | `require`     | yes       | nothing, or `sslrootcert` if given (libpq does the same) | no |
+//! | `verify-ca`   | yes       | `sslrootcert`                      | no                |
+//! | `verify-full` | yes       | `sslrootcert`                      | yes               |
+//!
+//! `synchronous_commit` is sent as a startup option (`options=-c synchronous_commit=...`) on
+//! every connection, never with a session `SET` (which PgBouncer in transaction mode would
+//! leak to other clients), so no server, role or client default can lower it; each new
+//! connection checks it took. PgBouncer before 1.20 refuses that startup parameter; behind
+//! one, [`PgOptions::sync_per_transaction`] has each group commit run `SET LOCAL` in its own
+//! transaction instead.
+
+use super::tls::{load_roots, provider, CaVerifier, NoVerifier};
+use super::PgStoreError;
+use rustls::client::danger::ServerCertVerifier;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a COMMIT waits for before it returns. `off` and `local` are not offered: with them
+/// an acknowledged submission can be lost (a crash, or a failover).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncCommit {
+    /// Flushed on the primary and on every synchronous standby (local flush without one).
+    On,
+    /// As `on`, and applied on the synchronous standbys: readable there at once.
+    RemoteApply,
+}
+
+impl SyncCommit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncCommit::On => "on",
+            SyncCommit::RemoteApply => "remote_apply",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<SyncCommit, PgStoreError> {
+        match s {
+            "on" => Ok(SyncCommit::On),
+            "remote_apply" => Ok(SyncCommit::RemoteApply),
+            other => Err(PgStoreError::Config(format!(
+                "synchronous_commit {other:?} is not accepted: use \"on\" or \"remote_apply\" \
+                 (\"off\", \"local\" and \"remote_write\" can lose acknowledged submissions)"
+            ))),
+        }
+    }
+}
+
+/// How the store connects and how long it waits.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    pub url: String,
+    pub synchronous_commit: SyncCommit,
+    /// Connections in the pool, the committer's included.
+    pub pool_size: usize,
+    /// Longest wait for a TCP connection and the startup handshake of one server.
+    pub connect_timeout: Duration,
+    /// Longest wait for a free connection from the pool.
+    pub pool_wait: Duration,
+    /// Longest wait for one group commit. Past it the group is answered as not stored
+    /// (503) and its connection closed; the COMMIT itself is never cancelled.
+    pub commit_timeout: Duration,
+    /// How long a claim holds a record before another instance may take it.
+    pub lease: Duration,
+    /// Sets `synchronous_commit` with `SET LOCAL` in each group commit's transaction instead
+    /// of as a startup option: for PgBouncer before 1.20 (Debian 12 ships 1.18), which
+    /// refuses the `options` startup parameter. Costs two round trips per group. Claims,
+    /// settles and the purge then commit at the server's level: an outcome lost in a crash
+    /// means a delivery repeated, as after any crash; acknowledgements are never weakened.
+    pub sync_per_transaction: bool,
+}
+
+impl PgOptions {
+    /// Defaults for `url`: every wait bounded well inside a client's patience.
+    pub fn new(url: impl Into<String>) -> PgOptions {
+        PgOptions {
+            url: url.into(),
+            synchronous_commit: SyncCommit::On,
+            // Two committers and room for the delivery worker, the purge and ops reads; a
+            // PostgreSQL server's default max_connections (100) holds several instances.
+            pool_size: 8,
+            // A server that is down refuses at once; this bounds a host that does not answer.
+            connect_timeout: Duration::from_secs(3),
+            pool_wait: Duration::from_secs(5),
+            commit_timeout: Duration::from_secs(10),
+            // Far above a delivery's own timeout, so a live instance keeps what it sends.
+            lease: Duration::from_secs(120),
+            sync_per_transaction: false,
+        }
+    }
+}
+
+/// A parsed URL: the tokio-postgres configuration and the TLS connector it needs.
+pub(super) struct Target {
+    pub config: tokio_postgres::Config,
+    pub tls: tokio_postgres_rustls::MakeRustlsConnect,
+}
+
+/// What libpq's `sslmode` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+pub(super) fn target(o: &PgOptions) -> Result<Target, PgStoreError> {
+    let bad = |what: String| PgStoreError::Config(what);
+    // Not through a URL parser: libpq's URLs may name several hosts (`h1:5432,h2:5432`).
+    let (base, query) = o.url.split_once('?').unwrap_or((&o.url, ""));
+    let scheme = base.split_once("://").map_or("", |(s, _)| s);
+    if !matches!(scheme, "postgres" | "postgresql") {
+        return Err(bad(format!(
+            "the URL must start with postgres:// (found {scheme:?})"
+        )));
+    }
+    let (mut mode, mut root) = (SslMode::Prefer, None);
+    let mut kept = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "sslmode" => {
+                mode = match &*v {
+                    "disable" => SslMode::Disable,
+                    "prefer" | "allow" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
+                    other => return Err(bad(format!("sslmode={other} is not known"))),
+                }
+            }
+            "sslrootcert" => root = Some(v.into_owned()),
+            _ => {
+                kept.append_pair(&k, &v);
+            }
+        }
+    }
+    let kept = kept.finish();
+    let url = match kept.is_empty() {
+        true => base.to_owned(),
+        false => format!("{base}?{kept}"),
+    };
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| bad(format!("{e}")))?;
+    config.ssl_mode(match mode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        _ => tokio_postgres::config::SslMode::Require,
+    });
+    let roots = match (&root, mode) {
+        (None, SslMode::VerifyCa | SslMode::VerifyFull) => {
+            return Err(bad(
+                "sslmode=verify-ca and verify-full need sslrootcert=<CA file (PEM)>".into(),
+            ))
+        }
+        (Some(path), _) => Some(load_roots(path)?),
+        (None, _) => None,
+    };
+    let verifier: Arc<dyn ServerCertVerifier> = match (roots, mode) {
+        (Some(roots), m) => Arc::new(CaVerifier {
+            inner: rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| bad(format!("sslrootcert: {e}")))?,
+            check_name: m == SslMode::VerifyFull,
+        }),
+        (None, _) => Arc::new(NoVerifier(provider())),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(format!("TLS: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    if !o.sync_per_transaction {
+        config.options(format!(
+            "-c synchronous_commit={}",
+            o.synchronous_commit.as_str()
+        ));
+    }
+    config
+        .connect_timeout(o.connect_timeout)
+        .keepalives(true)
+        // A peer that vanished (its machine gone) is noticed in about 20 s, not 2 hours.
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(2);
+    if config.get_application_name().is_none() {
+        config.application_name("outbox");
+    }
+    Ok(Target {
+        config,
+        tls: tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> Result<Target, PgStoreError> {
+        target(&PgOptions::new(url))
+    }
+
+    #[test]
+    fn libpq_ssl_modes_are_understood_and_verification_needs_a_ca_file() {
+        let t = parse("postgres://outbox@db1:5432,db2:5432/outbox?sslmode=require&target_session_attrs=read-write").unwrap();
+        assert_eq!(
+            t.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        assert_eq!(t.config.get_hosts().len(), 2);
+        assert_eq!(
+            t.config.get_options(),
+            Some("-c synchronous_commit=on"),
+            "durability is a startup option, not a session SET"
+        );
+        let e = parse("postgres://h/db?sslmode=verify-full").err().unwrap();
+        assert!(e.to_string().contains("sslrootcert"), "{e}");
+        let e = parse("postgres://h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        let e = parse("postgres://h/db?sslmode=sometimes").err().unwrap();
+        assert!(e.to_string().contains("sslmode=sometimes"), "{e}");
+        assert!(parse("mysql://h/db").is_err());
+        assert_eq!(
+            parse("postgres://h/db?sslmode=disable")
+                .unwrap()
+                .config
+                .get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
+        );
+    }
+
+    #[test]
+    fn only_durable_commit_levels_are_accepted() {
+        assert_eq!(SyncCommit::parse("on").unwrap(), SyncCommit::On);
+        assert_eq!(
+            SyncCommit::parse("remote_apply").unwrap(),
+            SyncCommit::RemoteApply
+        );
+        for weak in ["off", "local", "remote_write"] {
+            assert!(SyncCommit::parse(weak).is_err(), "{weak}");
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! A throwaway PostgreSQL cluster for tests: Debian's `initdb` and `postgres`
+//! (`/usr/lib/postgresql/<N>/bin`, from the `postgresql` package that `.ci/run` installs) in a
+//! temporary directory, on a free port, torn down when dropped. No container, no download.
+//!
+//! `initdb` and `postgres` refuse to run as root, so as root they run as the `postgres` user
+//! (`runuser -u postgres --`) with the data and socket directories owned by it. `postgres` is
+//! started as this process's child (not through `pg_ctl`), so a stop or a SIGKILL can be
+//! waited on: in a container whose PID 1 does not reap orphans, a postmaster started by
+//! `pg_ctl` and then killed stays a zombie, and a restart believes it still runs. Without
+//! PostgreSQL the tests say SKIP loudly, and fail under `CI` ([`super::tools::runnable`]).
+
+use super::tools;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Postgres {
+    _tmp: tempfile::TempDir,
+    pub data: PathBuf,
+    sock: PathBuf,
+    pub port: u16,
+    bin: PathBuf,
+    child: Option<Child>,
+}
+
+/// The newest `/usr/lib/postgresql/<N>/bin` with `initdb` in it.
+pub fn bin_dir() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((n, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, b)| b)
+}
+
+/// `cmd` as the `postgres` user when this process runs as root.
+fn as_postgres(program: &Path) -> Command {
+    if tools::is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn chown_to_postgres(path: &Path) {
+    if tools::is_root() {
+        tools::run_ok(
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(path),
+        );
+    }
+}
+
+impl Postgres {
+    /// A new cluster, started; `None` (after a loud SKIP) without PostgreSQL.
+    pub fn start(test: &str) -> Option<Postgres> {
+        let why_not = match bin_dir() {
+            None => {
+                Some("PostgreSQL is not installed (Debian: apt-get install postgresql)".to_string())
+            }
+            Some(_) if tools::is_root() && tools::find("runuser").is_none() => {
+                Some("runuser is not installed (util-linux)".into())
+            }
+            Some(_) => None,
+        };
+        if !tools::runnable(test, why_not) {
+            return None;
+        }
+        let bin = bin_dir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (data, sock) = (tmp.path().join("data"), tmp.path().join("sock"));
+        std::fs::create_dir(&sock).unwrap();
+        chown_to_postgres(tmp.path());
+        tools::run_ok(
+            as_postgres(&bin.join("initdb"))
+                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
+                .arg("-D")
+                .arg(&data),
+        );
+        let mut pg = Postgres {
+            _tmp: tmp,
+            data,
+            sock,
+            port: super::free_port(),
+            bin,
+            child: None,
+        };
+        pg.run();
+        Some(pg)
+    }
+
+    /// A URL for the superuser over TCP, without TLS.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// Starts the postmaster (again) and waits until it accepts connections. Retries for a
+    /// while: after a SIGKILL its old backends may hold the shared memory for a moment.
+    pub fn run(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = std::fs::File::create(self.data.with_extension("log")).unwrap();
+            let child = as_postgres(&self.bin.join("postgres"))
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-p", &self.port.to_string(), "-k"])
+                .arg(&self.sock)
+                .args(["-c", "listen_addresses=127.0.0.1"])
+                .args(["-c", "max_connections=60", "-c", "shared_buffers=32MB"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start postgres");
+            self.child = Some(child);
+            if self.wait_ready(deadline) {
+                return;
+            }
+            self.child.take().unwrap().wait().unwrap();
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Whether the postmaster accepts connections before `deadline` (false if it exited).
+    fn wait_ready(&mut self, deadline: Instant) -> bool {
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                eprintln!("postgres exited ({status}): {}", self.log());
+                return false;
+            }
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+    }
+
+    /// The postmaster's process ID, from its pid file.
+    fn postmaster_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Stops the server as `pg_ctl stop -m immediate` does (SIGQUIT to the postmaster: no
+    /// checkpoint, crash recovery at the next start) and waits for it.
+    pub fn stop_immediate(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGQUIT);
+    }
+
+    /// Kills the postmaster with SIGKILL (its backends then exit on their own) and waits.
+    pub fn kill_postmaster(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+    }
+
+    fn signal(&mut self, sig: nix::sys::signal::Signal) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = self.postmaster_pid() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // A fast shutdown: SIGINT.
+        self.signal(nix::sys::signal::Signal::SIGINT);
+    }
+}
+
+/// Debian's PgBouncer in transaction mode in front of a [`Postgres`], as the `postgres`
+/// user (it refuses root), on a free port, trusting every client; stopped when dropped.
+pub struct PgBouncer {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    child: Child,
+}
+
+impl PgBouncer {
+    /// Started and accepting; `None` (after a loud SKIP) without `pgbouncer`.
+    pub fn start(test: &str, pg: &Postgres) -> Option<PgBouncer> {
+        let bin = tools::need(test, "pgbouncer", "Debian: apt-get install pgbouncer")?;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = super::free_port();
+        let d = dir.path().display();
+        std::fs::write(dir.path().join("users.txt"), "\"postgres\" \"\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("pgbouncer.ini"),
+            format!(
+                "[databases]\npostgres = host=127.0.0.1 port={}\n\n[pgbouncer]\n\
+                 listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = trust\nauth_file = {d}/users.txt\npool_mode = transaction\n\
+                 pidfile = {d}/pgbouncer.pid\nlogfile = {d}/pgbouncer.log\n",
+                pg.port
+            ),
+        )
+        .unwrap();
+        chown_to_postgres(dir.path());
+        let child = as_postgres(&bin)
+            .arg(dir.path().join("pgbouncer.ini"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pgbouncer");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "pgbouncer did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(PgBouncer { dir, port, child })
+    }
+
+    /// A URL for the superuser through the pooler, without TLS.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(self.dir.path().join("pgbouncer.pid"));
+        if let Some(pid) = pid.ok().and_then(|p| p.trim().parse().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,77 @@
+//! The PostgreSQL store against a real PostgreSQL: a throwaway cluster per test
+//! (`tests/harness/postgres.rs`), two store instances on it where the behaviour is about
+//! sharing. `core` covers idempotency, group commit, leases and fencing, the purge and the
+//! schema version; `failures` covers what PostgreSQL does to durability (a cancelled wait for
+//! the synchronous standby, the server stopped and started again, fsync off).
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+mod core;
+mod failures;
+mod pgbouncer;
+mod tls;
+
+use outbox::intake::enrich::Enrichment;
+use outbox::store::postgres::{PgOptions, PgStore};
+use outbox::store::{Change, Record, Status};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A new pending record under `trace_id` with `fields` (a JSON object).
+pub fn record(trace_id: &str, fields: &str) -> Record {
+    let serde_json::Value::Object(fields) = serde_json::from_str(fields).unwrap() else {
+        panic!("fields must be a JSON object");
+    };
+    let now = outbox::time::now_ms();
+    Record::pending(
+        fields,
+        Enrichment {
+            received_at: format!("received-{now}"),
+            client_ip: "203.0.113.9".into(),
+            user_agent: Some("test".into()),
+            trace_id: trace_id.into(),
+            src: "test".into(),
+            form_type: "contact".into(),
+        },
+        now,
+    )
+}
+
+/// Options for a store on `pg` with a short lease.
+pub fn options(pg: &harness::postgres::Postgres, lease: Duration) -> PgOptions {
+    let mut o = PgOptions::new(pg.url());
+    o.lease = lease;
+    o.commit_timeout = Duration::from_secs(10);
+    o
+}
+
+pub async fn open(pg: &harness::postgres::Postgres, lease: Duration) -> Arc<PgStore> {
+    PgStore::open(&options(pg, lease))
+        .await
+        .expect("open store")
+}
+
+/// What the delivery worker writes for a record the dashboard accepted at `at_ms`: a
+/// tombstone without payload.
+pub fn delivered(at_ms: i64) -> impl Fn(usize, &Record) -> Change {
+    move |_, r| {
+        let mut n = r.clone();
+        n.status = Status::Delivered;
+        n.attempts += 1;
+        n.payload = None;
+        n.delivered_at_ms = Some(at_ms);
+        n.last_attempt_at_ms = Some(at_ms);
+        n.last_status_code = Some(200);
+        Change::Put(n)
+    }
+}
+
+/// A plain client for checks and for playing the operator.
+pub async fn sql(pg: &harness::postgres::Postgres) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+}
