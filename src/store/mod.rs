@@ -44,10 +44,13 @@
 //! `<data-dir>/db`, the file sled writes its log into. Segments are 8 MiB and bodies are
 //! capped well below 2 MiB so that no value ever goes to sled's never-fsynced `blobs/` files.
 
+pub mod boundary;
 pub mod check;
 pub mod claims;
 mod committer;
 pub mod compaction;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod counters;
 pub mod done;
 pub mod format;
@@ -57,9 +60,11 @@ mod quarantine;
 pub mod read;
 mod rebuild;
 pub mod record;
+mod sled_store;
 pub mod space;
 mod tx;
 
+pub use boundary::{RecordStore, StoreFailure, Verified};
 pub use claims::Claimed;
 pub use counters::Counts;
 pub use read::{Entry, QuarantineEntry, Quarantined, Undecodable};
@@ -116,6 +121,10 @@ pub enum StoreError {
     /// The disk has too little free space for what was asked; the text says how much.
     #[error("{0}")]
     NoRoom(String),
+    /// A capability of the store boundary this engine does not have; the text says what
+    /// does that job instead.
+    #[error("{0}")]
+    NotSupported(&'static str),
 }
 
 /// Whether the store can still make writes durable. Once a flush or fdatasync fails it stays
