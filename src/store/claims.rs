@@ -16,7 +16,7 @@
 
 use super::record::Record;
 use super::tx::{write_many_in, SettleJob};
-use super::{Change, Store, StoreError, Updated};
+use super::{Change, Claimed, Store, StoreError, Updated};
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 
@@ -27,15 +27,6 @@ impl Claims {
     pub fn lock(&self) -> MutexGuard<'_, HashSet<String>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// What [`Store::claim_due`] found.
-#[derive(Debug, Default)]
-pub struct Claimed {
-    /// Now claimed, earliest due first.
-    pub records: Vec<Record>,
-    /// Due entries whose record does not decode, with the reason: the caller quarantines them.
-    pub undecodable: Vec<(String, String)>,
 }
 
 impl Store {

@@ -30,8 +30,9 @@
 //! was called are fdatasynced. A record the worker has read was written by such a batch, so
 //! no power cut can erase a record the dashboard already has.
 
+use super::lifecycle::SubmitOutcome;
 use super::quarantine::quarantine_on;
-use super::tx::{commit_batch, SettleJob, Settled, SubmitOutcome, Submitted};
+use super::tx::{commit_batch, SettleJob, Settled, Submitted};
 use super::{gen_of, Current, Gen, Record, StoreError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;

@@ -82,8 +82,8 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::record::sample;
-    use crate::store::tx::Updated;
     use crate::store::Change;
+    use crate::store::Updated;
 
     #[test]
     fn delivery_time_orders_tombstones_and_they_follow_the_record() {

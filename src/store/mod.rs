@@ -55,6 +55,7 @@ pub mod counters;
 pub mod done;
 pub mod format;
 pub mod keys;
+pub mod lifecycle;
 pub mod maintenance;
 mod quarantine;
 pub mod read;
@@ -65,11 +66,10 @@ pub mod space;
 mod tx;
 
 pub use boundary::{RecordStore, StoreFailure, Verified};
-pub use claims::Claimed;
 pub use counters::Counts;
+pub use lifecycle::{Change, Claimed, SubmitOutcome, Updated};
 pub use read::{Entry, QuarantineEntry, Quarantined, Undecodable};
 pub use record::{Receipt, Record, Status};
-pub use tx::{Change, SubmitOutcome, Updated};
 
 use sha2::{Digest, Sha256};
 use std::fs::File;

@@ -5,12 +5,8 @@
 
 use super::boundary::{RecordStore, StoreFailure, Verified};
 use super::done::TOMBSTONE;
+use super::lifecycle::{record_mentions, ERASE_PATIENCE};
 use super::{Change, Claimed, Counts, Record, Status, Store, StoreError, SubmitOutcome, Updated};
-use crate::ops::commands::purge::erase::record_mentions;
-
-/// How long an erasure waits for the delivery of a record it must erase to end, as the
-/// `purge --erase-email` command does: one attempt is bounded by the request timeout.
-const ERASE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl StoreFailure for StoreError {
     fn not_supported(what: &'static str) -> Self {
