@@ -169,7 +169,31 @@ impl RecordStore for Store {
 #[cfg(test)]
 mod tests {
     //! The conformance suite against the sled store, each check on a fresh store.
-    use crate::store::{conformance, Store};
+    use crate::store::{conformance, Store, StoreError, StoreFailure};
+
+    #[test]
+    fn only_a_store_that_cannot_commit_now_is_unavailable() {
+        // Intake answers these 503 with Retry-After; the others are 500 (see http::collect).
+        for e in [
+            StoreError::Sync("fdatasync: EIO".into()),
+            StoreError::Commit("gone".into()),
+            StoreError::Closed,
+        ] {
+            assert!(e.is_unavailable(), "{e}");
+        }
+        for e in [
+            StoreError::NoRoom("full".into()),
+            StoreError::not_supported("backups of this engine: use its own tools"),
+            StoreError::Undecodable {
+                trace_id: "t".into(),
+                reason: "r".into(),
+            },
+        ] {
+            assert!(!e.is_unavailable(), "{e}");
+        }
+        let e = StoreError::not_supported("compaction: VACUUM does it");
+        assert_eq!(e.to_string(), "compaction: VACUUM does it");
+    }
 
     fn fresh() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
