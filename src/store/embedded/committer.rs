@@ -428,8 +428,8 @@ fn answer(batch: Stored, synced: &Result<(), StoreError>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::embedded::tx::submit_batch;
     use crate::store::record::{sample, Status};
-    use crate::store::tx::submit_batch;
     use crate::store::{Change, Store, Updated};
 
     fn dead_letter(ids: &[&str]) -> SettleJob {

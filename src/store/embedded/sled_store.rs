@@ -3,10 +3,10 @@
 //! always had. The sled calls are synchronous and run inline in the returned future; a
 //! caller on the async runtime that may wait for the disk runs it in `spawn_blocking`.
 
-use super::boundary::{RecordStore, StoreFailure, Verified};
 use super::done::TOMBSTONE;
 use super::lifecycle::{record_mentions, ERASE_PATIENCE};
 use super::{Change, Claimed, Counts, Record, Status, Store, StoreError, SubmitOutcome, Updated};
+use crate::store::boundary::{RecordStore, StoreFailure, Verified};
 
 impl StoreFailure for StoreError {
     fn not_supported(what: &'static str) -> Self {

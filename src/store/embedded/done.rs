@@ -94,7 +94,7 @@ mod tests {
             r.status = Status::Delivered;
             r.delivered_at_ms = Some(at);
             r.payload = (id == "trace-late").then(|| "{}".into());
-            crate::store::tx::submit_batch(&s.gen().trees, &[r]).unwrap();
+            crate::store::embedded::tx::submit_batch(&s.gen().trees, &[r]).unwrap();
         }
         assert_eq!(
             s.delivered_before(TOMBSTONE, 5_000, 10).unwrap(),
