@@ -3,7 +3,6 @@
 //! always had. The sled calls are synchronous and run inline in the returned future; a
 //! caller on the async runtime that may wait for the disk runs it in `spawn_blocking`.
 
-use super::done::TOMBSTONE;
 use super::lifecycle::{record_mentions, ERASE_PATIENCE};
 use super::{Change, Claimed, Counts, Record, Status, Store, StoreError, SubmitOutcome, Updated};
 use crate::store::boundary::{RecordStore, StoreFailure, Verified};
@@ -106,26 +105,7 @@ impl RecordStore for Store {
         before_ms: i64,
         limit: usize,
     ) -> Result<u64, StoreError> {
-        let expired = self.delivered_before(TOMBSTONE, before_ms, limit)?;
-        let ids: Vec<&str> = expired.iter().map(|(_, id)| id.as_str()).collect();
-        let results = self.update_many(&ids, |_, r| match r.status {
-            Status::Delivered => Change::Purge,
-            _ => Change::Keep,
-        })?;
-        let mut purged = 0;
-        for ((at, id), r) in expired.iter().zip(results) {
-            match r {
-                Ok(Updated::Purged) => purged += 1,
-                // An index entry pointing at nothing goes with it.
-                Ok(Updated::NotFound) => self.forget_delivered(TOMBSTONE, *at, id)?,
-                Ok(_) => {}
-                Err(reason) => {
-                    Store::quarantine(self, id, &reason)?;
-                    self.forget_delivered(TOMBSTONE, *at, id)?;
-                }
-            }
-        }
-        Ok(purged)
+        Ok(self.purge_expired(before_ms, limit)?.0 as u64)
     }
 
     async fn erase_address(&self, address: &str) -> Result<Vec<String>, StoreError> {
