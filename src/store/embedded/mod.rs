@@ -117,6 +117,13 @@ pub enum StoreError {
     /// does that job instead.
     #[error("{0}")]
     NotSupported(&'static str),
+    /// A change that must not be skipped (an erasure) waited this long for the delivery of
+    /// the record to end.
+    #[error("record {trace_id} was being delivered for over {waited:?}; run the erasure again")]
+    StillDelivering {
+        trace_id: String,
+        waited: std::time::Duration,
+    },
 }
 
 /// Whether the store can still make writes durable. Once a flush or fdatasync fails it stays

@@ -7,6 +7,37 @@ use super::lifecycle::{record_mentions, ERASE_PATIENCE};
 use super::{Change, Claimed, Counts, Record, Status, Store, StoreError, SubmitOutcome, Updated};
 use crate::store::boundary::{RecordStore, StoreFailure, Verified};
 
+impl Store {
+    /// Removes those of `ids` whose record mentions `needle_lower` (checked again in the
+    /// transaction), counted as purged, waiting for a delivery of one to end. Returns the
+    /// trace IDs removed; [`StoreError::StillDelivering`] if a delivery outlasts
+    /// [`ERASE_PATIENCE`].
+    pub fn erase_mentioning(
+        &self,
+        ids: Vec<String>,
+        needle_lower: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut erased = Vec::new();
+        for id in ids {
+            let decide = |r: &Record| match record_mentions(r, needle_lower) {
+                true => Change::Purge,
+                false => Change::Keep,
+            };
+            match self.update_when_settled(&id, decide, ERASE_PATIENCE)? {
+                Updated::Purged => erased.push(id),
+                Updated::Busy(_) => {
+                    return Err(StoreError::StillDelivering {
+                        trace_id: id,
+                        waited: ERASE_PATIENCE,
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(erased)
+    }
+}
+
 impl StoreFailure for StoreError {
     fn not_supported(what: &'static str) -> Self {
         StoreError::NotSupported(what)
@@ -117,23 +148,7 @@ impl RecordStore for Store {
                 ids.push(r.trace_id);
             }
         }
-        let mut erased = Vec::new();
-        for id in ids {
-            let decide = |r: &Record| match record_mentions(r, &needle) {
-                true => Change::Purge,
-                false => Change::Keep,
-            };
-            match self.update_when_settled(&id, decide, ERASE_PATIENCE)? {
-                Updated::Purged => erased.push(id),
-                Updated::Busy(_) => {
-                    return Err(StoreError::Commit(format!(
-                        "record {id} was being delivered for over {ERASE_PATIENCE:?}; erase again"
-                    )))
-                }
-                _ => {}
-            }
-        }
-        Ok(erased)
+        self.erase_mentioning(ids, &needle)
     }
 
     async fn verify(&self) -> Result<Verified, StoreError> {

@@ -9,7 +9,7 @@
 use crate::ops::operation::Progress;
 use crate::store::lifecycle::{mentions, record_mentions, ERASE_PATIENCE};
 use crate::store::record::{self, Record};
-use crate::store::{Change, Entry, Store, Updated};
+use crate::store::{Change, Entry, Store, StoreError, Updated};
 
 /// What an audit note says where an erased address was.
 const ERASED: &str = "[erased]";
@@ -92,20 +92,7 @@ pub fn erase(
         report.audit_notes_scrubbed = scrub_ids.len() as u64;
     } else {
         // A record being delivered is erased as soon as its attempt ends.
-        let busy = |id: &str| {
-            anyhow::anyhow!("record {id} was being delivered for over {ERASE_PATIENCE:?}; run the erasure again")
-        };
-        for id in erase_ids {
-            let decide = |r: &record::Record| match record_mentions(r, needle) {
-                true => Change::Purge,
-                false => Change::Keep,
-            };
-            match store.update_when_settled(&id, decide, ERASE_PATIENCE)? {
-                Updated::Purged => report.records.push(id),
-                Updated::Busy(_) => return Err(busy(&id)),
-                _ => {}
-            }
-        }
+        report.records = store.erase_mentioning(erase_ids, needle)?;
         for id in scrub_ids {
             let decide = |r: &record::Record| {
                 let mut n = r.clone();
@@ -115,7 +102,8 @@ pub fn erase(
                 Change::Put(n)
             };
             if let Updated::Busy(_) = store.update_when_settled(&id, decide, ERASE_PATIENCE)? {
-                return Err(busy(&id));
+                let (trace_id, waited) = (id, ERASE_PATIENCE);
+                return Err(StoreError::StillDelivering { trace_id, waited }.into());
             }
             report.audit_notes_scrubbed += 1;
         }
