@@ -6,7 +6,7 @@
 //! expired, and works in steps of [`STEP`] records, each in its own short transactions, so
 //! intake never waits long behind it.
 
-use crate::store::done::{HOLDS_PAYLOAD, TOMBSTONE};
+use crate::store::done::HOLDS_PAYLOAD;
 use crate::store::record::AuditEntry;
 use crate::store::{Change, Status, Store, StoreError, Updated};
 use crate::time::now_ms;
@@ -68,23 +68,9 @@ pub fn step(store: &Store, policy: Policy, now: i64, limit: usize) -> Result<Rep
             }
         }
     }
-    let expired = store.delivered_before(TOMBSTONE, now - ms(policy.window), limit)?;
-    report.more |= expired.len() == limit;
-    // One transaction for the whole step: a purge of a drained backlog is many small removals.
-    let ids: Vec<&str> = expired.iter().map(|(_, id)| id.as_str()).collect();
-    let results = store.update_many(&ids, |_, r| match r.status {
-        Status::Delivered => Change::Purge,
-        _ => Change::Keep,
-    })?;
-    for ((at, id), r) in expired.iter().zip(results) {
-        let r = r.map_err(|reason| StoreError::Undecodable {
-            trace_id: id.clone(),
-            reason,
-        });
-        if let Some(Updated::Purged) = settle(store, r, TOMBSTONE, *at, id)? {
-            report.purged += 1;
-        }
-    }
+    let (purged, read) = store.purge_expired(now - ms(policy.window), limit)?;
+    report.purged = purged;
+    report.more |= read == limit;
     Ok(report)
 }
 

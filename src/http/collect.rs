@@ -4,7 +4,7 @@ use super::error::{ApiError, SubmissionLog};
 use super::AppState;
 use crate::intake::enrich::{cut_user_agent, Enrichment};
 use crate::intake::{form_type, parse, trace_id};
-use crate::store::{Record, StoreError, SubmitOutcome};
+use crate::store::{Record, RecordStore, StoreFailure, SubmitOutcome};
 use crate::time::format_time;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -120,7 +120,8 @@ pub async fn collect(
                 return Err(refusal.answer());
             }
         }
-        let outcome = state.store.submit(record).await;
+        // Through the store boundary: intake tells outcomes apart as every engine reports them.
+        let outcome = RecordStore::submit(&*state.store, record).await;
         // Only answers that went through the store: fast refusals would flatter the figure.
         metrics::histogram!("outbox_intake_seconds").record(started.elapsed().as_secs_f64());
         match outcome {
@@ -137,7 +138,7 @@ pub async fn collect(
                     r.trace_id, r.received_at
                 ),
             )),
-            Err(e @ (StoreError::Sync(_) | StoreError::Commit(_) | StoreError::Closed)) => {
+            Err(e) if e.is_unavailable() => {
                 Err(ApiError::new(503, "store_unavailable", format!("the submission was not stored: {e}")).retry_after(30))
             }
             Err(e) => {

@@ -7,49 +7,12 @@
 //! purged, so the accounting identity still holds.
 
 use crate::ops::operation::Progress;
+use crate::store::lifecycle::{mentions, record_mentions, ERASE_PATIENCE};
 use crate::store::record::{self, Record};
-use crate::store::{Change, Entry, Store, Updated};
-use serde_json::Value;
+use crate::store::{Change, Entry, Store, StoreError, Updated};
 
 /// What an audit note says where an erased address was.
 const ERASED: &str = "[erased]";
-
-/// Whether `haystack` contains `needle_lower` in any letter case.
-fn mentions(haystack: &str, needle_lower: &str) -> bool {
-    haystack.to_lowercase().contains(needle_lower)
-}
-
-fn value_mentions(v: &Value, needle: &str) -> bool {
-    match v {
-        Value::String(s) => mentions(s, needle),
-        Value::Array(a) => a.iter().any(|x| value_mentions(x, needle)),
-        Value::Object(m) => m
-            .iter()
-            .any(|(k, x)| mentions(k, needle) || value_mentions(x, needle)),
-        _ => false,
-    }
-}
-
-/// Whether a record holds the address in its payload or enrichment.
-pub fn record_mentions(r: &Record, needle_lower: &str) -> bool {
-    let payload = r.payload.as_deref().unwrap_or("");
-    let parsed = serde_json::from_str::<Value>(payload).unwrap_or(Value::Null);
-    let e = &r.enrichment;
-    mentions(payload, needle_lower)
-        || value_mentions(&parsed, needle_lower)
-        || [
-            &e.client_ip,
-            &e.trace_id,
-            &e.src,
-            &e.form_type,
-            &e.received_at,
-        ]
-        .iter()
-        .any(|s| mentions(s, needle_lower))
-        || e.user_agent
-            .as_deref()
-            .is_some_and(|ua| mentions(ua, needle_lower))
-}
 
 fn audit_mentions(r: &Record, needle: &str) -> bool {
     r.audit
@@ -74,9 +37,6 @@ fn scrub(text: &str, needle_lower: &str) -> String {
     out.push_str(&text[last..]);
     out
 }
-
-/// How long an erasure waits for the delivery of a record it must erase to end.
-const ERASE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What an erasure removed (or, in a dry run, would).
 #[derive(Debug, Default)]
@@ -132,20 +92,7 @@ pub fn erase(
         report.audit_notes_scrubbed = scrub_ids.len() as u64;
     } else {
         // A record being delivered is erased as soon as its attempt ends.
-        let busy = |id: &str| {
-            anyhow::anyhow!("record {id} was being delivered for over {ERASE_PATIENCE:?}; run the erasure again")
-        };
-        for id in erase_ids {
-            let decide = |r: &record::Record| match record_mentions(r, needle) {
-                true => Change::Purge,
-                false => Change::Keep,
-            };
-            match store.update_when_settled(&id, decide, ERASE_PATIENCE)? {
-                Updated::Purged => report.records.push(id),
-                Updated::Busy(_) => return Err(busy(&id)),
-                _ => {}
-            }
-        }
+        report.records = store.erase_mentioning(erase_ids, needle)?;
         for id in scrub_ids {
             let decide = |r: &record::Record| {
                 let mut n = r.clone();
@@ -155,7 +102,8 @@ pub fn erase(
                 Change::Put(n)
             };
             if let Updated::Busy(_) = store.update_when_settled(&id, decide, ERASE_PATIENCE)? {
-                return Err(busy(&id));
+                let (trace_id, waited) = (id, ERASE_PATIENCE);
+                return Err(StoreError::StillDelivering { trace_id, waited }.into());
             }
             report.audit_notes_scrubbed += 1;
         }

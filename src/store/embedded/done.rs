@@ -13,7 +13,7 @@
 
 use super::keys;
 use super::record::{Record, Status};
-use super::{Store, StoreError};
+use super::{Change, Store, StoreError, Updated};
 
 pub const TOMBSTONE: u8 = b't';
 pub const HOLDS_PAYLOAD: u8 = b'p';
@@ -60,6 +60,37 @@ impl Store {
         Ok(out)
     }
 
+    /// Removes up to `limit` records delivered before `before_ms`, oldest first, in one
+    /// transaction (a purge of a drained backlog is many small removals); they count as
+    /// purged. A `done` entry pointing at nothing goes; a record that does not decode is
+    /// quarantined and its entry goes. Returns how many were purged and how many entries
+    /// were read (`limit` read: more may be waiting).
+    pub fn purge_expired(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<(usize, usize), StoreError> {
+        let expired = self.delivered_before(TOMBSTONE, before_ms, limit)?;
+        let ids: Vec<&str> = expired.iter().map(|(_, id)| id.as_str()).collect();
+        let results = self.update_many(&ids, |_, r| match r.status {
+            Status::Delivered => Change::Purge,
+            _ => Change::Keep,
+        })?;
+        let mut purged = 0;
+        for ((at, id), r) in expired.iter().zip(results) {
+            match r {
+                Ok(Updated::Purged) => purged += 1,
+                Ok(Updated::NotFound) => self.forget_delivered(TOMBSTONE, *at, id)?,
+                Ok(_) => {}
+                Err(reason) => {
+                    self.quarantine(id, &reason)?;
+                    self.forget_delivered(TOMBSTONE, *at, id)?;
+                }
+            }
+        }
+        Ok((purged, expired.len()))
+    }
+
     /// Removes a `done` entry whose record is gone (for instance quarantined): the purge
     /// calls this when an index entry points at nothing.
     pub fn forget_delivered(
@@ -82,8 +113,8 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::record::sample;
-    use crate::store::tx::Updated;
     use crate::store::Change;
+    use crate::store::Updated;
 
     #[test]
     fn delivery_time_orders_tombstones_and_they_follow_the_record() {
@@ -94,7 +125,7 @@ mod tests {
             r.status = Status::Delivered;
             r.delivered_at_ms = Some(at);
             r.payload = (id == "trace-late").then(|| "{}".into());
-            crate::store::tx::submit_batch(&s.gen().trees, &[r]).unwrap();
+            crate::store::embedded::tx::submit_batch(&s.gen().trees, &[r]).unwrap();
         }
         assert_eq!(
             s.delivered_before(TOMBSTONE, 5_000, 10).unwrap(),

@@ -3,8 +3,9 @@
 use super::counters::{self, Counts, Deltas};
 use super::done::done_keys;
 use super::keys;
+use super::lifecycle::{Change, SubmitOutcome, Updated};
 
-use super::record::{self, Receipt, Record, Status};
+use super::record::{self, Record, Status};
 use super::{Gen, Store, StoreError, Trees};
 use crate::time::now_ms;
 use sled::transaction::{
@@ -13,39 +14,6 @@ use sled::transaction::{
 use sled::Transactional;
 use std::collections::HashSet;
 use std::sync::RwLockReadGuard;
-
-/// What `submit` found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SubmitOutcome {
-    /// Newly stored (and, once returned from `Store::submit`, fsynced).
-    Stored(Receipt),
-    /// The same trace ID with the same payload hash: the original receipt.
-    Duplicate(Receipt),
-    /// The same trace ID with a different payload.
-    Conflict(Receipt),
-}
-
-/// What an update closure decides for a record. Returned once per update and never stored,
-/// so the record is not boxed.
-#[derive(Debug, Clone)]
-#[allow(clippy::large_enum_variant)]
-pub enum Change {
-    Keep,
-    Put(Record),
-    /// Remove the record; it counts as purged.
-    Purge,
-}
-
-/// What an update did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Updated {
-    NotFound,
-    /// The delivery worker is sending this record right now: left as it is.
-    Busy(Record),
-    Kept(Record),
-    Put(Record),
-    Purged,
-}
 
 type TxTrees = (
     TransactionalTree,

@@ -30,8 +30,9 @@
 //! was called are fdatasynced. A record the worker has read was written by such a batch, so
 //! no power cut can erase a record the dashboard already has.
 
+use super::lifecycle::SubmitOutcome;
 use super::quarantine::quarantine_on;
-use super::tx::{commit_batch, SettleJob, Settled, SubmitOutcome, Submitted};
+use super::tx::{commit_batch, SettleJob, Settled, Submitted};
 use super::{gen_of, Current, Gen, Record, StoreError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -427,8 +428,8 @@ fn answer(batch: Stored, synced: &Result<(), StoreError>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::embedded::tx::submit_batch;
     use crate::store::record::{sample, Status};
-    use crate::store::tx::submit_batch;
     use crate::store::{Change, Store, Updated};
 
     fn dead_letter(ids: &[&str]) -> SettleJob {

@@ -109,8 +109,8 @@ fn rebuild_indexes_in(t: &Trees) -> Result<(Counts, Vec<String>), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::embedded::tx::submit_batch;
     use crate::store::record::sample;
-    use crate::store::tx::submit_batch;
 
     #[test]
     fn a_rebuild_cut_off_after_clearing_the_indexes_is_redone_at_open() {

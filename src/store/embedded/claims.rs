@@ -16,7 +16,7 @@
 
 use super::record::Record;
 use super::tx::{write_many_in, SettleJob};
-use super::{Change, Store, StoreError, Updated};
+use super::{Change, Claimed, Store, StoreError, Updated};
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 
@@ -27,15 +27,6 @@ impl Claims {
     pub fn lock(&self) -> MutexGuard<'_, HashSet<String>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// What [`Store::claim_due`] found.
-#[derive(Debug, Default)]
-pub struct Claimed {
-    /// Now claimed, earliest due first.
-    pub records: Vec<Record>,
-    /// Due entries whose record does not decode, with the reason: the caller quarantines them.
-    pub undecodable: Vec<(String, String)>,
 }
 
 impl Store {
@@ -177,8 +168,8 @@ fn claim_from(
 #[cfg(test)]
 mod tests {
     use super::claim_from;
+    use crate::store::embedded::tx::tests::open;
     use crate::store::record::{sample, Status};
-    use crate::store::tx::tests::open;
     use crate::store::{Change, Store, StoreError, Updated};
     use std::collections::HashSet;
 
@@ -187,7 +178,7 @@ mod tests {
     #[test]
     fn counts_answer_while_an_update_waits_for_an_exclusive_hold() {
         let (_d, s) = open();
-        crate::store::tx::submit_batch(&s.gen().trees, &[sample("trace-c005")]).unwrap();
+        crate::store::embedded::tx::submit_batch(&s.gen().trees, &[sample("trace-c005")]).unwrap();
         let s = std::sync::Arc::new(s);
         let held = &std::sync::Barrier::new(2);
         let (release, wait) = std::sync::mpsc::channel::<()>();
@@ -231,7 +222,7 @@ mod tests {
     #[test]
     fn a_claim_writes_nothing_and_shows_as_in_flight() {
         let (_d, s) = open();
-        crate::store::tx::submit_batch(
+        crate::store::embedded::tx::submit_batch(
             &s.gen().trees,
             &[sample("trace-c001"), sample("trace-c002")],
         )
@@ -256,7 +247,7 @@ mod tests {
     #[test]
     fn an_operator_change_to_a_claimed_record_is_refused_until_it_settles() {
         let (_d, s) = open();
-        crate::store::tx::submit_batch(&s.gen().trees, &[sample("trace-c003")]).unwrap();
+        crate::store::embedded::tx::submit_batch(&s.gen().trees, &[sample("trace-c003")]).unwrap();
         s.claim_due(i64::MAX, 1).unwrap();
         let dead = |r: &crate::store::Record| {
             let mut n = r.clone();
@@ -291,7 +282,8 @@ mod tests {
         let path = dir.path().join("data");
         {
             let s = Store::open(&path).unwrap();
-            crate::store::tx::submit_batch(&s.gen().trees, &[sample("trace-c004")]).unwrap();
+            crate::store::embedded::tx::submit_batch(&s.gen().trees, &[sample("trace-c004")])
+                .unwrap();
             assert_eq!(s.claim_due(i64::MAX, 1).unwrap().records.len(), 1);
             s.sync().unwrap();
         }

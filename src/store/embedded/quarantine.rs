@@ -144,8 +144,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::embedded::tx::{submit_batch, tests::open};
     use crate::store::record::sample;
-    use crate::store::tx::{submit_batch, tests::open};
     use crate::store::Change;
 
     /// A store holding one record, `trace-st`, in `status`.

@@ -364,8 +364,8 @@ fn finish(t: &Trees, scan: Scan) -> Result<Check, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::embedded::tx::{submit_batch, tests::open};
     use crate::store::record::{sample, Status};
-    use crate::store::tx::{submit_batch, tests::open};
     use crate::store::{keys, Change, Store};
     use std::cell::Cell;
 

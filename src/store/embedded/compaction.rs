@@ -321,8 +321,8 @@ fn walk_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::embedded::tx::submit_batch;
     use crate::store::record::{sample, Status};
-    use crate::store::tx::submit_batch;
     use crate::store::{Change, Record, Updated};
 
     #[test]
