@@ -205,6 +205,119 @@ impl Postgres {
     }
 }
 
+/// Replication: a synchronous standby copied from a running primary, its promotion, and a
+/// primary whose machine is gone, for failover tests.
+impl Postgres {
+    /// A hot standby of this server, named `name` (its `cluster_name`, which it reports to
+    /// the primary as its `application_name`), copied with `pg_basebackup -R -X stream -c
+    /// fast` and started on a port of its own. Not yet synchronous: see
+    /// [`Postgres::require_sync_standby`].
+    pub fn standby(&self, name: &str) -> Postgres {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (data, sock) = (tmp.path().join("data"), tmp.path().join("sock"));
+        std::fs::create_dir(&sock).unwrap();
+        chown_to_postgres(tmp.path());
+        tools::run_ok(
+            as_postgres(&self.bin.join("pg_basebackup"))
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-U", "postgres", "-R", "-X", "stream", "-c", "fast"])
+                .arg("-D")
+                .arg(&data),
+        );
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str(&format!("\ncluster_name = '{name}'\n"));
+        std::fs::write(&conf, text).unwrap();
+        let mut pg = Postgres {
+            _tmp: tmp,
+            data,
+            sock,
+            port: super::free_port(),
+            bin: self.bin.clone(),
+            child: None,
+        };
+        pg.run();
+        pg
+    }
+
+    /// Runs `sql` (one statement) with `psql` as the superuser and returns its unaligned output.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", "postgres", "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Makes every commit on this primary wait for the standby `name` and waits until
+    /// `pg_stat_replication` reports it as `sync`.
+    pub fn require_sync_standby(&self, name: &str) {
+        self.psql(&format!(
+            "ALTER SYSTEM SET synchronous_standby_names = '{name}'"
+        ));
+        self.psql("SELECT pg_reload_conf()");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let query =
+            format!("SELECT sync_state FROM pg_stat_replication WHERE application_name = '{name}'");
+        while self.psql(&query) != "sync" {
+            assert!(
+                Instant::now() < deadline,
+                "the standby {name} did not become synchronous: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Promotes this standby (`pg_ctl promote -w`) and waits until it accepts writes.
+    pub fn promote(&self) {
+        tools::run_ok(
+            as_postgres(&self.bin.join("pg_ctl"))
+                .args(["promote", "-w", "-t", "30", "-D"])
+                .arg(&self.data),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.psql("SELECT pg_is_in_recovery()") != "f" {
+            assert!(Instant::now() < deadline, "not promoted: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The machine is gone: the postmaster killed with SIGKILL and the data directory deleted.
+    pub fn destroy(&mut self) {
+        self.kill_postmaster();
+        std::fs::remove_dir_all(&self.data).unwrap();
+    }
+
+    /// One URL naming several servers, for a client that must find the primary among them
+    /// (`target_session_attrs=read-write`).
+    pub fn primary_url(servers: &[&Postgres]) -> String {
+        let hosts: Vec<String> = servers
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!(
+            "postgres://postgres@{}/postgres?sslmode=disable&target_session_attrs=read-write",
+            hosts.join(",")
+        )
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         // A fast shutdown: SIGINT.

@@ -2,12 +2,14 @@
 //! (`tests/harness/postgres.rs`), two store instances on it where the behaviour is about
 //! sharing. `core` covers idempotency, group commit, leases and fencing, the purge and the
 //! schema version; `failures` covers what PostgreSQL does to durability (a cancelled wait for
-//! the synchronous standby, the server stopped and started again, fsync off).
+//! the synchronous standby, the server stopped and started again, fsync off); `failover`
+//! loses the primary's machine under load and promotes its synchronous standby.
 
 #[path = "../harness/mod.rs"]
 mod harness;
 
 mod core;
+mod failover;
 mod failures;
 mod pgbouncer;
 mod tls;

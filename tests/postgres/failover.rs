@@ -1,0 +1,168 @@
+//! Failover to a synchronous standby: the primary's machine is lost (postmaster SIGKILLed,
+//! data directory deleted) under steady submissions, the standby is promoted, and a store
+//! given both hosts with `target_session_attrs=read-write` carries on without being reopened.
+//! What it acknowledged before and after is on the new primary and can be delivered there.
+
+use super::harness::postgres::Postgres;
+use super::{delivered, record, sql};
+use outbox::store::postgres::{PgOptions, PgStore};
+use outbox::store::SubmitOutcome;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Submitting tasks: enough to form groups in the committer.
+const SUBMITTERS: usize = 8;
+
+/// One submission's result: its trace ID and when it was acknowledged, or a refusal.
+enum Outcome {
+    Acked(String, Instant),
+    Refused(Instant),
+}
+
+fn store_options(url: String) -> PgOptions {
+    let mut o = PgOptions::new(url);
+    o.lease = Duration::from_secs(60);
+    o.commit_timeout = Duration::from_secs(5);
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_primary_is_lost_the_store_carries_on_on_the_promoted_standby() {
+    let Some(mut primary) = Postgres::start("postgres failover to a synchronous standby") else {
+        return;
+    };
+    let standby = primary.standby("outbox_standby");
+    primary.require_sync_standby("outbox_standby");
+    let url = Postgres::primary_url(&[&primary, &standby]);
+    let store = PgStore::open(&store_options(url))
+        .await
+        .expect("open store");
+    assert!(!store.durability().on_one_server());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let submitters: Vec<_> = (0..SUBMITTERS)
+        .map(|t| {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = format!("trace-failover-{t:02}-{n:06}");
+                    n += 1;
+                    match store.submit(record(&id, r#"{"x":1}"#)).await {
+                        Ok(SubmitOutcome::Stored(_)) => {
+                            out.push(Outcome::Acked(id, Instant::now()))
+                        }
+                        Ok(other) => panic!("{id}: {other:?}"),
+                        Err(e) => {
+                            assert!(e.is_unavailable(), "{id}: {e:?}");
+                            out.push(Outcome::Refused(Instant::now()));
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let killing = Instant::now();
+    tokio::task::block_in_place(|| primary.destroy());
+    // Acknowledged before this point means acknowledged by the old primary.
+    let lost = Instant::now();
+    // No primary for a moment: nothing may be acknowledged now.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The standby may accept writes before `promote` has seen it do so.
+    let promoted = Instant::now();
+    tokio::task::block_in_place(|| standby.promote());
+    // Serving again by itself: submissions succeed within a few seconds of the promotion.
+    let deadline = promoted + Duration::from_secs(15);
+    while store
+        .submit(record(
+            &format!("trace-probe-{}", lost.elapsed().as_nanos()),
+            "{}",
+        ))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the store did not find the new primary"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let (mut before, mut after, mut refused, mut back_at) = (Vec::new(), Vec::new(), 0, None);
+    for s in submitters {
+        for o in s.await.unwrap() {
+            match o {
+                Outcome::Acked(id, at) if at < lost => before.push(id),
+                Outcome::Acked(id, at) => {
+                    assert!(
+                        at > promoted,
+                        "{id} acknowledged while there was no primary"
+                    );
+                    back_at = Some(back_at.map_or(at, |b: Instant| b.min(at)));
+                    after.push(id);
+                }
+                Outcome::Refused(at) => {
+                    assert!(at > killing, "a refusal before the failover");
+                    refused += 1;
+                }
+            }
+        }
+    }
+    let without = back_at.expect("acknowledged after the failover") - killing;
+    println!(
+        "failover: {} acknowledged before, {} after, {refused} refused during the switch, \
+         {:.2} s without a primary (promotion started {:.2} s after the loss)",
+        before.len(),
+        after.len(),
+        without.as_secs_f64(),
+        (promoted - killing).as_secs_f64()
+    );
+    assert!(!before.is_empty() && !after.is_empty() && refused > 0);
+
+    // Everything acknowledged is on the new primary, read by a fresh store and claimable there.
+    drop(store);
+    let acked: Vec<String> = before.into_iter().chain(after).collect();
+    let client = sql(&standby).await;
+    let found = client
+        .query_one(
+            "SELECT count(*) FROM outbox_records WHERE trace_id = ANY($1)",
+            &[&acked],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        found.get::<_, i64>(0) as usize,
+        acked.len(),
+        "nothing acknowledged was lost"
+    );
+    let fresh = PgStore::open(&store_options(standby.url())).await.unwrap();
+    let claimed = fresh.claim_due(i64::MAX, acked.len() + 10).await.unwrap();
+    let ids: Vec<&str> = claimed
+        .records
+        .iter()
+        .map(|r| r.trace_id.as_str())
+        .collect();
+    for id in &acked {
+        assert!(
+            ids.contains(&id.as_str()),
+            "{id} can be claimed on the new primary"
+        );
+    }
+    let settled = fresh
+        .settle(&ids, delivered(outbox::time::now_ms()))
+        .await
+        .unwrap();
+    assert!(settled.iter().all(|s| s.is_ok()), "{settled:?}");
+    let c = fresh.counts().await.unwrap();
+    assert!(c.balanced());
+    assert_eq!(c.delivered as usize, ids.len());
+    assert_eq!(c.pending, 0);
+}
