@@ -5,7 +5,7 @@
 
 use super::harness::postgres::Postgres;
 use super::{delivered, record, sql};
-use outbox::store::postgres::{PgOptions, PgStore};
+use outbox::store::postgres::{PgOptions, PgStore, SyncCommit};
 use outbox::store::SubmitOutcome;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -165,4 +165,39 @@ async fn after_the_primary_is_lost_the_store_carries_on_on_the_promoted_standby(
     assert!(c.balanced());
     assert_eq!(c.delivered as usize, ids.len());
     assert_eq!(c.pending, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_remote_apply_an_acknowledged_record_is_readable_on_the_standby_at_once() {
+    let Some(primary) = Postgres::start("postgres remote_apply on a synchronous standby") else {
+        return;
+    };
+    let standby = primary.standby("outbox_standby");
+    primary.require_sync_standby("outbox_standby");
+    let mut o = store_options(primary.url());
+    o.synchronous_commit = SyncCommit::RemoteApply;
+    let store = PgStore::open(&o).await.expect("open store");
+    let replica = Arc::new(sql(&standby).await);
+    let read_back = replica
+        .prepare("SELECT count(*) FROM outbox_records WHERE trace_id = $1")
+        .await
+        .unwrap();
+    // Concurrent submitters, so groups of several posts are applied together too.
+    let checks: Vec<_> = (0..SUBMITTERS)
+        .map(|t| {
+            let (store, replica, read_back) = (store.clone(), replica.clone(), read_back.clone());
+            tokio::spawn(async move {
+                for n in 0..50 {
+                    let id = format!("trace-apply-{t:02}-{n:03}");
+                    let got = store.submit(record(&id, r#"{"x":1}"#)).await.unwrap();
+                    assert!(matches!(got, SubmitOutcome::Stored(_)), "{id}: {got:?}");
+                    let row = replica.query_one(&read_back, &[&id]).await.unwrap();
+                    assert_eq!(row.get::<_, i64>(0), 1, "{id} not yet on the standby");
+                }
+            })
+        })
+        .collect();
+    for c in checks {
+        c.await.unwrap();
+    }
 }
