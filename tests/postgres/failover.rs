@@ -116,14 +116,17 @@ async fn after_the_primary_is_lost_the_store_carries_on_on_the_promoted_standby(
             }
         }
     }
-    let without = back_at.expect("acknowledged after the failover") - killing;
+    let back_at = back_at.expect("acknowledged after the failover");
+    let without = back_at - killing;
     println!(
         "failover: {} acknowledged before, {} after, {refused} refused during the switch, \
-         {:.2} s without a primary (promotion started {:.2} s after the loss)",
+         {:.2} s without a primary (promotion started {:.2} s after the loss, the first \
+         acknowledgement {:.2} s after that)",
         before.len(),
         after.len(),
         without.as_secs_f64(),
-        (promoted - killing).as_secs_f64()
+        (promoted - killing).as_secs_f64(),
+        (back_at - promoted).as_secs_f64()
     );
     assert!(!before.is_empty() && !after.is_empty() && refused > 0);
 
