@@ -22,6 +22,8 @@ pub struct Postgres {
     pub port: u16,
     bin: PathBuf,
     child: Option<Child>,
+    /// Processes stopped by [`Postgres::vanish`], killed when dropped.
+    frozen: Vec<nix::unistd::Pid>,
 }
 
 /// The newest `/usr/lib/postgresql/<N>/bin` with `initdb` in it.
@@ -94,6 +96,7 @@ impl Postgres {
             port: super::free_port(),
             bin,
             child: None,
+            frozen: Vec::new(),
         };
         pg.run();
         Some(pg)
@@ -236,6 +239,7 @@ impl Postgres {
             port: super::free_port(),
             bin: self.bin.clone(),
             child: None,
+            frozen: Vec::new(),
         };
         pg.run();
         pg
@@ -304,6 +308,36 @@ impl Postgres {
         std::fs::remove_dir_all(&self.data).unwrap();
     }
 
+    /// The machine drops off the network with its connections open: the postmaster and every
+    /// server process stopped with SIGSTOP (open connections and new ones get no answer, as
+    /// from a host that froze or whose network is cut), and the data directory deleted. The
+    /// processes are killed when this is dropped.
+    pub fn vanish(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        let postmaster = nix::unistd::Pid::from_raw(self.postmaster_pid().expect("running"));
+        kill(postmaster, Signal::SIGSTOP).unwrap();
+        self.frozen.push(postmaster);
+        // Stopped, the postmaster forks no more: its children now are all there will be.
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // `pid (comm) state ppid ...`; comm may hold spaces, so split after its ')'.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| {
+                rest.split_whitespace()
+                    .nth(1)
+                    .and_then(|p| p.parse::<i32>().ok())
+            });
+            if ppid == Some(postmaster.as_raw()) {
+                let child = nix::unistd::Pid::from_raw(pid);
+                let _ = kill(child, Signal::SIGSTOP);
+                self.frozen.push(child);
+            }
+        }
+        std::fs::remove_dir_all(&self.data).unwrap();
+    }
+
     /// One URL naming several servers, for a client that must find the primary among them
     /// (`target_session_attrs=read-write`).
     pub fn primary_url(servers: &[&Postgres]) -> String {
@@ -320,6 +354,17 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
+        if !self.frozen.is_empty() {
+            for pid in self.frozen.drain(..) {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            // `runuser` stops itself when its child stops: wake it so it can reap the server.
+            if let Some(mut child) = self.child.take() {
+                let runuser = nix::unistd::Pid::from_raw(child.id() as i32);
+                let _ = nix::sys::signal::kill(runuser, nix::sys::signal::Signal::SIGCONT);
+                let _ = child.wait();
+            }
+        }
         // A fast shutdown: SIGINT.
         self.signal(nix::sys::signal::Signal::SIGINT);
     }

@@ -29,7 +29,26 @@ fn store_options(url: String) -> PgOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_primary_is_lost_the_store_carries_on_on_the_promoted_standby() {
-    let Some(mut primary) = Postgres::start("postgres failover to a synchronous standby") else {
+    failover_under_load(
+        "postgres failover to a synchronous standby",
+        Postgres::destroy,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_primary_vanishes_with_connections_open_the_store_carries_on() {
+    failover_under_load(
+        "postgres failover from a vanished primary",
+        Postgres::vanish,
+    )
+    .await;
+}
+
+/// Submitters post without pause while `lose` takes the primary's machine away; the standby
+/// is promoted a second later.
+async fn failover_under_load(test: &str, lose: fn(&mut Postgres)) {
+    let Some(mut primary) = Postgres::start(test) else {
         return;
     };
     let standby = primary.standby("outbox_standby");
@@ -69,7 +88,7 @@ async fn after_the_primary_is_lost_the_store_carries_on_on_the_promoted_standby(
 
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let killing = Instant::now();
-    tokio::task::block_in_place(|| primary.destroy());
+    tokio::task::block_in_place(|| lose(&mut primary));
     // Acknowledged before this point means acknowledged by the old primary.
     let lost = Instant::now();
     // No primary for a moment: nothing may be acknowledged now.
