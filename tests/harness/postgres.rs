@@ -52,6 +52,17 @@ fn as_postgres(program: &Path) -> Command {
     }
 }
 
+/// A temporary directory owned by the `postgres` user, with the paths of the data directory
+/// (not yet created) and the socket directory in it.
+fn new_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (data, sock) = (tmp.path().join("data"), tmp.path().join("sock"));
+    std::fs::create_dir(&sock).unwrap();
+    chown_to_postgres(tmp.path());
+    (tmp, data, sock)
+}
+
 fn chown_to_postgres(path: &Path) {
     if tools::is_root() {
         tools::run_ok(
@@ -78,11 +89,7 @@ impl Postgres {
             return None;
         }
         let bin = bin_dir().unwrap();
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let (data, sock) = (tmp.path().join("data"), tmp.path().join("sock"));
-        std::fs::create_dir(&sock).unwrap();
-        chown_to_postgres(tmp.path());
+        let (tmp, data, sock) = new_dirs();
         tools::run_ok(
             as_postgres(&bin.join("initdb"))
                 .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
@@ -216,11 +223,7 @@ impl Postgres {
     /// fast` and started on a port of its own. Not yet synchronous: see
     /// [`Postgres::require_sync_standby`].
     pub fn standby(&self, name: &str) -> Postgres {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let (data, sock) = (tmp.path().join("data"), tmp.path().join("sock"));
-        std::fs::create_dir(&sock).unwrap();
-        chown_to_postgres(tmp.path());
+        let (tmp, data, sock) = new_dirs();
         tools::run_ok(
             as_postgres(&self.bin.join("pg_basebackup"))
                 .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])

@@ -1,7 +1,9 @@
-//! Failover to a synchronous standby: the primary's machine is lost (postmaster SIGKILLed,
-//! data directory deleted) under steady submissions, the standby is promoted, and a store
-//! given both hosts with `target_session_attrs=read-write` carries on without being reopened.
-//! What it acknowledged before and after is on the new primary and can be delivered there.
+//! Failover to a synchronous standby: the primary's machine is lost under steady submissions
+//! (its postmaster SIGKILLed, or every server process frozen with its connections left open;
+//! its data directory deleted either way), the standby is promoted, and a store given both
+//! hosts with `target_session_attrs=read-write` carries on without being reopened. What it
+//! acknowledged before and after is on the new primary and can be delivered there. With
+//! `synchronous_commit = remote_apply`, an acknowledged record is readable on the standby.
 
 use super::harness::postgres::Postgres;
 use super::{delivered, record, sql};
@@ -153,15 +155,8 @@ async fn failover_under_load(test: &str, lose: fn(&mut Postgres)) {
     drop(store);
     let acked: Vec<String> = before.into_iter().chain(after).collect();
     let client = sql(&standby).await;
-    let found = client
-        .query_one(
-            "SELECT count(*) FROM outbox_records WHERE trace_id = ANY($1)",
-            &[&acked],
-        )
-        .await
-        .unwrap();
     assert_eq!(
-        found.get::<_, i64>(0) as usize,
+        super::present(&client, &acked).await,
         acked.len(),
         "nothing acknowledged was lost"
     );

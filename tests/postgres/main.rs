@@ -77,3 +77,15 @@ pub async fn sql(pg: &harness::postgres::Postgres) -> tokio_postgres::Client {
     tokio::spawn(conn);
     client
 }
+
+/// How many of `trace_ids` have a row in the table.
+pub async fn present(client: &tokio_postgres::Client, trace_ids: &[String]) -> usize {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM outbox_records WHERE trace_id = ANY($1)",
+            &[&trace_ids],
+        )
+        .await
+        .unwrap();
+    row.get::<_, i64>(0) as usize
+}
