@@ -22,6 +22,8 @@ pub struct Postgres {
     pub port: u16,
     bin: PathBuf,
     child: Option<Child>,
+    /// Processes stopped by [`Postgres::vanish`], killed when dropped.
+    frozen: Vec<nix::unistd::Pid>,
 }
 
 /// The newest `/usr/lib/postgresql/<N>/bin` with `initdb` in it.
@@ -50,6 +52,17 @@ fn as_postgres(program: &Path) -> Command {
     }
 }
 
+/// A temporary directory owned by the `postgres` user, with the paths of the data directory
+/// (not yet created) and the socket directory in it.
+fn new_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (data, sock) = (tmp.path().join("data"), tmp.path().join("sock"));
+    std::fs::create_dir(&sock).unwrap();
+    chown_to_postgres(tmp.path());
+    (tmp, data, sock)
+}
+
 fn chown_to_postgres(path: &Path) {
     if tools::is_root() {
         tools::run_ok(
@@ -76,11 +89,7 @@ impl Postgres {
             return None;
         }
         let bin = bin_dir().unwrap();
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let (data, sock) = (tmp.path().join("data"), tmp.path().join("sock"));
-        std::fs::create_dir(&sock).unwrap();
-        chown_to_postgres(tmp.path());
+        let (tmp, data, sock) = new_dirs();
         tools::run_ok(
             as_postgres(&bin.join("initdb"))
                 .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
@@ -94,6 +103,7 @@ impl Postgres {
             port: super::free_port(),
             bin,
             child: None,
+            frozen: Vec::new(),
         };
         pg.run();
         Some(pg)
@@ -205,8 +215,159 @@ impl Postgres {
     }
 }
 
+/// Replication: a synchronous standby copied from a running primary, its promotion, and a
+/// primary whose machine is gone, for failover tests.
+impl Postgres {
+    /// A hot standby of this server, named `name` (its `cluster_name`, which it reports to
+    /// the primary as its `application_name`), copied with `pg_basebackup -R -X stream -c
+    /// fast` and started on a port of its own. Not yet synchronous: see
+    /// [`Postgres::require_sync_standby`].
+    pub fn standby(&self, name: &str) -> Postgres {
+        let (tmp, data, sock) = new_dirs();
+        tools::run_ok(
+            as_postgres(&self.bin.join("pg_basebackup"))
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-U", "postgres", "-R", "-X", "stream", "-c", "fast"])
+                .arg("-D")
+                .arg(&data),
+        );
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str(&format!("\ncluster_name = '{name}'\n"));
+        std::fs::write(&conf, text).unwrap();
+        let mut pg = Postgres {
+            _tmp: tmp,
+            data,
+            sock,
+            port: super::free_port(),
+            bin: self.bin.clone(),
+            child: None,
+            frozen: Vec::new(),
+        };
+        pg.run();
+        pg
+    }
+
+    /// Runs `sql` (one statement) with `psql` as the superuser and returns its unaligned output.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", "postgres", "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Makes every commit on this primary wait for the standby `name` and waits until
+    /// `pg_stat_replication` reports it as `sync`.
+    pub fn require_sync_standby(&self, name: &str) {
+        self.psql(&format!(
+            "ALTER SYSTEM SET synchronous_standby_names = '{name}'"
+        ));
+        self.psql("SELECT pg_reload_conf()");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let query =
+            format!("SELECT sync_state FROM pg_stat_replication WHERE application_name = '{name}'");
+        while self.psql(&query) != "sync" {
+            assert!(
+                Instant::now() < deadline,
+                "the standby {name} did not become synchronous: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Promotes this standby (`pg_ctl promote -w`) and waits until it accepts writes.
+    pub fn promote(&self) {
+        tools::run_ok(
+            as_postgres(&self.bin.join("pg_ctl"))
+                .args(["promote", "-w", "-t", "30", "-D"])
+                .arg(&self.data),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.psql("SELECT pg_is_in_recovery()") != "f" {
+            assert!(Instant::now() < deadline, "not promoted: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The machine is gone: the postmaster killed with SIGKILL and the data directory deleted.
+    pub fn destroy(&mut self) {
+        self.kill_postmaster();
+        std::fs::remove_dir_all(&self.data).unwrap();
+    }
+
+    /// The machine drops off the network with its connections open: the postmaster and every
+    /// server process stopped with SIGSTOP (open connections and new ones get no answer, as
+    /// from a host that froze or whose network is cut), and the data directory deleted. The
+    /// processes are killed when this is dropped.
+    pub fn vanish(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        let postmaster = nix::unistd::Pid::from_raw(self.postmaster_pid().expect("running"));
+        kill(postmaster, Signal::SIGSTOP).unwrap();
+        self.frozen.push(postmaster);
+        // Stopped, the postmaster forks no more: its children now are all there will be.
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // `pid (comm) state ppid ...`; comm may hold spaces, so split after its ')'.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| {
+                rest.split_whitespace()
+                    .nth(1)
+                    .and_then(|p| p.parse::<i32>().ok())
+            });
+            if ppid == Some(postmaster.as_raw()) {
+                let child = nix::unistd::Pid::from_raw(pid);
+                let _ = kill(child, Signal::SIGSTOP);
+                self.frozen.push(child);
+            }
+        }
+        std::fs::remove_dir_all(&self.data).unwrap();
+    }
+
+    /// One URL naming several servers, for a client that must find the primary among them
+    /// (`target_session_attrs=read-write`).
+    pub fn primary_url(servers: &[&Postgres]) -> String {
+        let hosts: Vec<String> = servers
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!(
+            "postgres://postgres@{}/postgres?sslmode=disable&target_session_attrs=read-write",
+            hosts.join(",")
+        )
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
+        if !self.frozen.is_empty() {
+            for pid in self.frozen.drain(..) {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            // `runuser` stops itself when its child stops: wake it so it can reap the server.
+            if let Some(mut child) = self.child.take() {
+                let runuser = nix::unistd::Pid::from_raw(child.id() as i32);
+                let _ = nix::sys::signal::kill(runuser, nix::sys::signal::Signal::SIGCONT);
+                let _ = child.wait();
+            }
+        }
         // A fast shutdown: SIGINT.
         self.signal(nix::sys::signal::Signal::SIGINT);
     }

@@ -2,12 +2,14 @@
 //! (`tests/harness/postgres.rs`), two store instances on it where the behaviour is about
 //! sharing. `core` covers idempotency, group commit, leases and fencing, the purge and the
 //! schema version; `failures` covers what PostgreSQL does to durability (a cancelled wait for
-//! the synchronous standby, the server stopped and started again, fsync off).
+//! the synchronous standby, the server stopped and started again, fsync off); `failover`
+//! loses the primary's machine under load and promotes its synchronous standby.
 
 #[path = "../harness/mod.rs"]
 mod harness;
 
 mod core;
+mod failover;
 mod failures;
 mod pgbouncer;
 mod tls;
@@ -74,4 +76,16 @@ pub async fn sql(pg: &harness::postgres::Postgres) -> tokio_postgres::Client {
         .expect("connect");
     tokio::spawn(conn);
     client
+}
+
+/// How many of `trace_ids` have a row in the table.
+pub async fn present(client: &tokio_postgres::Client, trace_ids: &[String]) -> usize {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM outbox_records WHERE trace_id = ANY($1)",
+            &[&trace_ids],
+        )
+        .await
+        .unwrap();
+    row.get::<_, i64>(0) as usize
 }

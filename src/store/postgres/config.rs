@@ -100,9 +100,13 @@ impl PgOptions {
     }
 }
 
-/// A parsed URL: the tokio-postgres configuration and the TLS connector it needs.
+/// A parsed URL: the tokio-postgres configuration, the same for each of its hosts alone, and
+/// the TLS connector they need.
 pub(super) struct Target {
     pub config: tokio_postgres::Config,
+    /// One configuration per host of a multi-host URL, in order (empty for one host): the
+    /// pool tries them itself, each within the connect timeout ([`super::pool`] says why).
+    pub hosts: Vec<tokio_postgres::Config>,
     pub tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
@@ -152,11 +156,24 @@ pub(super) fn target(o: &PgOptions) -> Result<Target, PgStoreError> {
         false => format!("{base}?{kept}"),
     };
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| bad(format!("{e}")))?;
-    config.ssl_mode(match mode {
-        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-        _ => tokio_postgres::config::SslMode::Require,
-    });
+    let mut hosts = Vec::new();
+    if config.get_hosts().len() > 1 {
+        for one in single_host_urls(base) {
+            let one = match kept.is_empty() {
+                true => one,
+                false => format!("{one}?{kept}"),
+            };
+            hosts.push(one.parse().map_err(|e| bad(format!("{e}")))?);
+        }
+        // Hosts named otherwise (a `host=` parameter): tokio-postgres tries them in turn.
+        let single = |h: &tokio_postgres::Config| h.get_hosts().len() == 1;
+        if hosts.len() != config.get_hosts().len() || !hosts.iter().all(single) {
+            hosts.clear();
+        }
+    }
+    for c in std::iter::once(&mut config).chain(hosts.iter_mut()) {
+        settle(c, o, mode);
+    }
     let roots = match (&root, mode) {
         (None, SslMode::VerifyCa | SslMode::VerifyFull) => {
             return Err(bad(
@@ -184,6 +201,21 @@ pub(super) fn target(o: &PgOptions) -> Result<Target, PgStoreError> {
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
+    Ok(Target {
+        config,
+        hosts,
+        tls: tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+    })
+}
+
+/// The settings every connection gets whatever the URL says: the TLS mode, the durability
+/// level, timeouts, keepalives and a default application name.
+fn settle(config: &mut tokio_postgres::Config, o: &PgOptions, mode: SslMode) {
+    config.ssl_mode(match mode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        _ => tokio_postgres::config::SslMode::Require,
+    });
     if !o.sync_per_transaction {
         config.options(format!(
             "-c synchronous_commit={}",
@@ -200,10 +232,22 @@ pub(super) fn target(o: &PgOptions) -> Result<Target, PgStoreError> {
     if config.get_application_name().is_none() {
         config.application_name("outbox");
     }
-    Ok(Target {
-        config,
-        tls: tokio_postgres_rustls::MakeRustlsConnect::new(tls),
-    })
+}
+
+/// `scheme://[userinfo@]h1:p1,h2:p2[/db]` as one URL per host, in order.
+fn single_host_urls(base: &str) -> Vec<String> {
+    let Some((scheme, rest)) = base.split_once("://") else {
+        return Vec::new();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (user, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    hosts
+        .split(',')
+        .map(|h| format!("{scheme}://{user}{h}{path}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -222,6 +266,23 @@ mod tests {
             tokio_postgres::config::SslMode::Require
         );
         assert_eq!(t.config.get_hosts().len(), 2);
+        // Each host alone too, with the same settings, for the pool to try in turn.
+        assert_eq!(t.hosts.len(), 2);
+        for (h, name) in t.hosts.iter().zip(["db1", "db2"]) {
+            assert_eq!(
+                h.get_hosts(),
+                [tokio_postgres::config::Host::Tcp(name.into())]
+            );
+            assert_eq!(h.get_ports(), [5432]);
+            assert_eq!(h.get_user(), Some("outbox"));
+            assert_eq!(h.get_dbname(), Some("outbox"));
+            assert_eq!(h.get_options(), Some("-c synchronous_commit=on"));
+            assert_eq!(
+                h.get_target_session_attrs(),
+                tokio_postgres::config::TargetSessionAttrs::ReadWrite
+            );
+        }
+        assert!(parse("postgres://h/db").unwrap().hosts.is_empty());
         assert_eq!(
             t.config.get_options(),
             Some("-c synchronous_commit=on"),

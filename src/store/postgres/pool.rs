@@ -49,12 +49,9 @@ impl managed::Manager for Manager {
     type Error = PgStoreError;
 
     async fn create(&self) -> Result<Conn, PgStoreError> {
-        let (client, mut connection) = self
-            .target
-            .config
-            .connect(self.target.tls.clone())
-            .await
-            .map_err(|e| match e.as_db_error() {
+        let (client, mut connection) = self.connect().await.map_err(|e| match e {
+            Attempt::Late(what) => PgStoreError::Unavailable(what),
+            Attempt::Failed(e) => match e.as_db_error() {
                 Some(db) if db.message().contains("unsupported startup parameter") => {
                     PgStoreError::Config(format!(
                         "the server or a pooler in between refused a startup parameter ({}); \
@@ -64,7 +61,8 @@ impl managed::Manager for Manager {
                     ))
                 }
                 _ => super::classify(e),
-            })?;
+            },
+        })?;
         let warnings = Arc::new(AtomicU64::new(0));
         let seen = warnings.clone();
         tokio::spawn(async move {
@@ -117,6 +115,71 @@ impl managed::Manager for Manager {
         Ok(())
     }
 }
+
+/// Why one connection attempt failed.
+enum Attempt {
+    Failed(tokio_postgres::Error),
+    /// The server did not finish the startup within the connect timeout.
+    Late(String),
+}
+
+type Connection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<
+        tokio_postgres::Socket,
+    >>::Stream,
+>;
+
+impl Manager {
+    /// Connects to the first host that completes the startup within the connect timeout and
+    /// suits `target_session_attrs`, trying a multi-host URL's hosts in order. tokio-postgres
+    /// tries them in turn too, but bounds only each TCP connect: a host that accepts the
+    /// connection and then never answers (frozen, or its network cut after the handshake)
+    /// would hold every new connection until the pool gives up, so the standby promoted after
+    /// it would never be reached. libpq bounds the whole attempt per host; so does this.
+    async fn connect(&self) -> Result<(tokio_postgres::Client, Connection), Attempt> {
+        let Some((last, first)) = self.target.hosts.split_last() else {
+            return self.attempt(&self.target.config).await;
+        };
+        for config in first {
+            match self.attempt(config).await {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::debug!(host = ?config.get_hosts(), error = %e, "host skipped"),
+            }
+        }
+        self.attempt(last).await
+    }
+
+    async fn attempt(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> Result<(tokio_postgres::Client, Connection), Attempt> {
+        let limit = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(DEFAULT_LIMIT);
+        match tokio::time::timeout(limit, config.connect(self.target.tls.clone())).await {
+            Ok(r) => r.map_err(Attempt::Failed),
+            Err(_) => Err(Attempt::Late(format!(
+                "{:?} did not complete the connection startup within {limit:?}",
+                config.get_hosts()
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attempt::Failed(e) => e.fmt(f),
+            Attempt::Late(what) => f.write_str(what),
+        }
+    }
+}
+
+/// The bound on one host's connection startup when the configuration names none (the store's
+/// options always set one).
+const DEFAULT_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Whether a notice is a WARNING (by its untranslated severity when the server sends it).
 fn is_warning(n: &tokio_postgres::error::DbError) -> bool {
