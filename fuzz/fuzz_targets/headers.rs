@@ -139,13 +139,19 @@ fn check_trace_id(
         .flatten()
         .map(|b| b.and_then(|b| std::str::from_utf8(b).map_err(|_| ())))
         .collect();
-    let all_valid = sources.iter().all(|s| matches!(s, Ok(s) if matches_pattern(s)));
+    let all_valid = sources
+        .iter()
+        .all(|s| matches!(s, Ok(s) if matches_pattern(s)));
     match choose(idempotency_key, x_trace_id, fields) {
         Ok(Some(id)) => {
             assert!(matches_pattern(&id), "accepted {id:?}");
             assert!(is_valid(&id));
             assert!(all_valid, "accepted beside an invalid source: {sources:?}");
-            assert_eq!(sources.first(), Some(&Ok(id.as_str())), "not the first source");
+            assert_eq!(
+                sources.first(),
+                Some(&Ok(id.as_str())),
+                "not the first source"
+            );
         }
         Ok(None) => assert!(sources.is_empty(), "a present source was ignored"),
         Err(e) => {

@@ -32,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
             if a.trace_id_derived {
                 assert!(a.trace_id.starts_with("legacy-"), "{:?}", a.trace_id);
             }
-            assert!(!a.fields.is_empty(), "accepted a file with an empty payload");
+            assert!(
+                !a.fields.is_empty(),
+                "accepted a file with an empty payload"
+            );
             for key in ENRICHMENT_KEYS {
                 assert!(!a.fields.contains_key(key), "{key} left in the payload");
             }

@@ -30,7 +30,9 @@ fn check_error(e: DecodeError, data: &[u8], known: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let split = data.first().map_or(0, |n| (*n as usize).min(data.len() - 1) + 1);
+    let split = data
+        .first()
+        .map_or(0, |n| (*n as usize).min(data.len() - 1) + 1);
     let (entry, body) = data.split_at(split.min(data.len()));
     let entry = entry.get(1..).unwrap_or_default();
     if let Err(e) = decode_body(body) {
@@ -59,5 +61,9 @@ fuzz_target!(|data: &[u8]| {
         expected.enrichment.user_agent = None;
     }
     assert_eq!(again, expected, "encode/decode changed the record");
-    assert_eq!(encode_state(&again, key), state, "state encoding is not stable");
+    assert_eq!(
+        encode_state(&again, key),
+        state,
+        "state encoding is not stable"
+    );
 });
