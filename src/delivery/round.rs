@@ -90,7 +90,7 @@ impl Round {
         if self.claim > 0 {
             done.claimed = claim(store, now_ms, self.claim);
             if matches!(&done.claimed, Ok(r) if r.len() < self.claim) {
-                done.next_due_ms = Some(next_due_ms(store));
+                done.next_due_ms = Some(store.next_unclaimed_due_ms());
             }
         }
         done
@@ -141,16 +141,6 @@ fn claim(store: &Store, now_ms: i64, want: usize) -> Result<Vec<Record>, StoreEr
         }
     }
     Ok(claimed.records)
-}
-
-/// The earliest due time among records that are not claimed.
-fn next_due_ms(store: &Store) -> Result<Option<i64>, StoreError> {
-    let busy = store.claimed();
-    Ok(store
-        .due_until(i64::MAX, busy.len() + 1)?
-        .into_iter()
-        .find(|(_, id)| !busy.contains(id))
-        .map(|(t, _)| t))
 }
 
 /// Writes a batch of outcomes in one store call and releases their claims; a record that

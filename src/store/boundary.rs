@@ -71,6 +71,12 @@ pub trait RecordStore: Send + Sync {
         want: usize,
     ) -> impl Future<Output = Result<Claimed, Self::Error>> + Send;
 
+    /// When the earliest record that no one has claimed falls due (ms), `None` when none
+    /// is pending: how long the delivery worker may sleep.
+    fn next_unclaimed_due_ms(
+        &self,
+    ) -> impl Future<Output = Result<Option<i64>, Self::Error>> + Send;
+
     /// Gives claims back unsent: the records are due as they were, no attempt spent.
     fn release(&self, ids: &[&str]) -> impl Future<Output = Result<(), Self::Error>> + Send;
 

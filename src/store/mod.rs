@@ -6,6 +6,8 @@
 //! - the shared lifecycle: [`record`] (a record and its statuses), [`lifecycle`] (what a
 //!   submission found, what a change decides and did, what a claim took, what an erasure
 //!   removes), [`counters`] (the accounting identity).
+//! - [`engine`]: the engine the service runs on, one of the two below, chosen by one setting.
+//! - [`postgres`]: the PostgreSQL engine that several instances share.
 //! - [`embedded`]: the sled engine in the data directory, the default. Its modules are
 //!   re-exported here under their long-standing paths (`store::maintenance`, ...).
 
@@ -14,12 +16,14 @@ pub mod boundary;
 pub mod conformance;
 pub mod counters;
 pub mod embedded;
+pub mod engine;
 pub mod lifecycle;
 pub mod postgres;
 pub mod record;
 
 pub use boundary::{RecordStore, StoreFailure, Verified};
 pub use counters::Counts;
+pub use engine::{Engine, EngineError};
 pub use lifecycle::{Change, Claimed, SubmitOutcome, Updated};
 pub use record::{Receipt, Record, Status};
 

@@ -38,6 +38,18 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The earliest due time among records that are not claimed.
+    pub fn next_unclaimed_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        let busy = self.claimed();
+        Ok(self
+            .due_until(i64::MAX, busy.len() + 1)?
+            .into_iter()
+            .find(|(_, id)| !busy.contains(id))
+            .map(|(t, _)| t))
+    }
+}
+
 impl StoreFailure for StoreError {
     fn not_supported(what: &'static str) -> Self {
         StoreError::NotSupported(what)
@@ -68,6 +80,10 @@ impl RecordStore for Store {
 
     async fn claim_due(&self, now_ms: i64, want: usize) -> Result<Claimed, StoreError> {
         Store::claim_due(self, now_ms, want)
+    }
+
+    async fn next_unclaimed_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        Store::next_unclaimed_due_ms(self)
     }
 
     async fn release(&self, ids: &[&str]) -> Result<(), StoreError> {

@@ -68,6 +68,21 @@ impl PgStore {
         Ok(out)
     }
 
+    /// When the earliest pending record that holds no live lease falls due, `None` when
+    /// there is none. A record under a live lease counts from the lease's end (the database's
+    /// clock, turned into this instance's): that is when another instance's claim runs out.
+    pub async fn next_unclaimed_due_ms(&self) -> Result<Option<i64>, PgStoreError> {
+        let sql = format!(
+            "SELECT min(CASE WHEN lease_until_ms IS NULL OR lease_until_ms <= n.now THEN due_at_ms \
+                        ELSE greatest(due_at_ms, lease_until_ms - n.now + $1) END) \
+             FROM outbox_records, (SELECT {NOW_MS} AS now) n WHERE status = 'pending'"
+        );
+        let here = crate::time::now_ms();
+        let conn = pool::get(&self.pool).await?;
+        let row = conn.client.query_one(&sql[..], &[&here]).await?;
+        Ok(row.get::<_, Option<i64>>(0))
+    }
+
     /// Gives leases back unsent: the records are due as they were, no attempt spent.
     pub async fn release(&self, ids: &[&str]) -> Result<(), PgStoreError> {
         let (ids, tokens) = self.take_claims(ids);

@@ -50,6 +50,7 @@
 //!   [`PgOptions`]), and the pool replaces dead connections, so the store comes back by
 //!   itself when PostgreSQL does.
 
+mod boundary;
 pub mod claims;
 mod committer;
 pub mod config;
@@ -86,6 +87,9 @@ pub enum PgStoreError {
     Db(String),
     #[error("the store is shutting down")]
     Closed,
+    /// This engine does not do that; the text says what does it instead.
+    #[error("{0}")]
+    NotSupported(&'static str),
 }
 
 impl PgStoreError {
