@@ -213,6 +213,9 @@ pub fn render(layers: &Layers) -> String {
     for spec in SPECS {
         let (value, source) = match layers.values.get(spec.name) {
             Some((v, s)) if spec.secret => (mask(v), *s),
+            Some((v, s)) if spec.name == "store-url" => {
+                (crate::store::postgres::config::masked_url(v), *s)
+            }
             Some((v, s)) => (v.clone(), *s),
             None => ("(unset)".into(), Source::Default),
         };

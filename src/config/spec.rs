@@ -59,6 +59,39 @@ pub const SPECS: &[Spec] = &[
         Some("./data"),
         "data directory (created with mode 0700)",
     ),
+    // The store
+    s(
+        "store-url",
+        None,
+        "PostgreSQL store shared by several instances, e.g. postgres://outbox@db1:5432,db2:5432/outbox?target_session_attrs=read-write&sslmode=verify-full&sslrootcert=/etc/outbox/pg-ca.pem (unset: the embedded store in data-dir)",
+    ),
+    secret(
+        "store-password",
+        "password of the store-url user, when the URL holds none",
+    ),
+    s(
+        "store-password-file",
+        None,
+        "file holding the store-url user's password; instead of store-password",
+    ),
+    s(
+        "store-synchronous-commit",
+        Some("on"),
+        "what a 2xx waits for on PostgreSQL: on (flushed on the primary and, with a synchronous standby, on it too) or remote_apply (also visible on the standby)",
+    ),
+    s(
+        "store-pool-size",
+        Some("8"),
+        "connections this instance keeps to PostgreSQL",
+    ),
+    switch(
+        "store-require-sync-standby",
+        "readiness fails while PostgreSQL has no synchronous standby streaming",
+    ),
+    switch(
+        "store-sync-per-transaction",
+        "set synchronous_commit in each group commit's transaction instead of at connect (PgBouncer before 1.20 refuses the startup option)",
+    ),
     s(
         "source",
         Some("site-proxy"),

@@ -4,6 +4,7 @@ use super::reader::Reader;
 use super::{boolean, duration, list, rate, size, Layers};
 use crate::intake::client_ip::{ClientIpRule, ForwardedHeader, TrustedProxies};
 use crate::intake::form_type::{self, Rule};
+use crate::store::postgres::{PgOptions, SyncCommit};
 use anyhow::{anyhow, bail};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -42,6 +43,16 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// `None` when no dashboard is configured: intake only.
     pub delivery: Option<DeliverySettings>,
+    /// `None`: the embedded store in `data_dir`.
+    pub store: Option<PgSettings>,
+}
+
+/// The PostgreSQL store, when `store-url` is set.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    pub options: PgOptions,
+    /// Readiness fails while the server has no synchronous standby streaming.
+    pub require_sync_standby: bool,
 }
 
 /// Rate, connection and growth limits.
@@ -205,7 +216,43 @@ impl Settings {
             limits,
             delivery,
             cors_origins,
+            store: Settings::store(&r)?,
         })
+    }
+
+    fn store(r: &Reader) -> anyhow::Result<Option<PgSettings>> {
+        let Some(url) = r.string("store-url") else {
+            for (name, _) in [("store-password", ()), ("store-password-file", ())] {
+                if let Some((_, source, spec)) = r.raw(name) {
+                    bail!(
+                        "setting {name} (from {}) is set but store-url is not: set store-url to use PostgreSQL, or remove {name}",
+                        source.describe(spec)
+                    );
+                }
+            }
+            return Ok(None);
+        };
+        let mut options = PgOptions::new(url);
+        options.password = r.secret("store-password")?;
+        options.synchronous_commit = r.req("store-synchronous-commit", |v| {
+            SyncCommit::parse(v).map_err(|e| e.to_string())
+        })?;
+        options.pool_size = r.req("store-pool-size", positive)?;
+        options.sync_per_transaction = r.req("store-sync-per-transaction", boolean)?;
+        // Parsed now, so a bad URL is refused by `config check` and at start, not at the
+        // first connection; the message never shows the password.
+        options.check().map_err(|e| {
+            let (_, source, spec) = r.raw("store-url").expect("set");
+            anyhow!(
+                "invalid setting store-url = {:?} (from {}): {e}",
+                crate::store::postgres::config::masked_url(&options.url),
+                source.describe(spec)
+            )
+        })?;
+        Ok(Some(PgSettings {
+            options,
+            require_sync_standby: r.req("store-require-sync-standby", boolean)?,
+        }))
     }
 
     fn delivery(

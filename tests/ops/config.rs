@@ -384,3 +384,57 @@ fn every_json_flag_has_a_help_line() {
         );
     }
 }
+
+#[test]
+fn the_store_url_is_checked_and_its_passwords_never_shown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("pg-password");
+    std::fs::write(&file, "swordfish\n").unwrap();
+    let url = "postgres://outbox:hunter2@db1:5432,db2:5432/outbox?target_session_attrs=read-write";
+    let o = outbox(
+        &["config", "check", "--store-url", url],
+        &[("OUTBOX_STORE_PASSWORD_FILE", file.to_str().unwrap())],
+    );
+    let text = output_text(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("swordfish"),
+        "a password is shown: {text}"
+    );
+    assert!(
+        text.contains("postgres://outbox:********@db1:5432,db2:5432/outbox"),
+        "{text}"
+    );
+
+    for (args, names) in [
+        (
+            vec!["--store-url", "mysql://outbox:hunter2@db/outbox"],
+            "store-url",
+        ),
+        (
+            vec![
+                "--store-url",
+                "postgres://outbox:hunter2@db/outbox?sslmode=verify-full",
+            ],
+            "sslrootcert",
+        ),
+        (
+            vec![
+                "--store-url",
+                "postgres://db/outbox",
+                "--store-synchronous-commit",
+                "off",
+            ],
+            "store-synchronous-commit",
+        ),
+        (vec!["--store-password", "hunter2"], "store-url is not"),
+    ] {
+        let mut all = vec!["config", "check"];
+        all.extend(args.iter().copied());
+        let o = outbox(&all, &[]);
+        let text = output_text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {text}");
+        assert!(text.contains(names), "{args:?}: {text}");
+        assert!(!text.contains("hunter2"), "{args:?}: {text}");
+    }
+}

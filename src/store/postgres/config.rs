@@ -56,10 +56,13 @@ impl SyncCommit {
     }
 }
 
-/// How the store connects and how long it waits.
-#[derive(Debug, Clone)]
+/// How the store connects and how long it waits. Its `Debug` masks the passwords.
+#[derive(Clone)]
 pub struct PgOptions {
     pub url: String,
+    /// The password for the URL's user when the URL holds none (from a file, as the other
+    /// secrets are).
+    pub password: Option<String>,
     pub synchronous_commit: SyncCommit,
     /// Connections in the pool, the committer's included.
     pub pool_size: usize,
@@ -85,6 +88,7 @@ impl PgOptions {
     pub fn new(url: impl Into<String>) -> PgOptions {
         PgOptions {
             url: url.into(),
+            password: None,
             synchronous_commit: SyncCommit::On,
             // Two committers and room for the delivery worker, the purge and ops reads; a
             // PostgreSQL server's default max_connections (100) holds several instances.
@@ -98,6 +102,64 @@ impl PgOptions {
             sync_per_transaction: false,
         }
     }
+}
+
+impl PgOptions {
+    /// Parses the URL (hosts, `sslmode`, the CA file) without connecting.
+    pub fn check(&self) -> Result<(), PgStoreError> {
+        target(self).map(|_| ())
+    }
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("url", &masked_url(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "********"))
+            .field("synchronous_commit", &self.synchronous_commit)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_wait", &self.pool_wait)
+            .field("commit_timeout", &self.commit_timeout)
+            .field("lease", &self.lease)
+            .field("sync_per_transaction", &self.sync_per_transaction)
+            .finish()
+    }
+}
+
+/// `url` with the password of its user info (`user:password@`) and of a `password=`
+/// parameter replaced by `********`, for `config check`, logs and errors.
+pub fn masked_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let authority = match authority.rsplit_once('@') {
+                Some((user, hosts)) => match user.split_once(':') {
+                    Some((name, _)) => format!("{name}:********@{hosts}"),
+                    None => authority.to_owned(),
+                },
+                None => authority.to_owned(),
+            };
+            format!("{scheme}://{authority}{path}")
+        }
+        None => base.to_owned(),
+    };
+    if let Some(q) = query {
+        let shown: Vec<String> = q
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=********"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&shown.join("&"));
+    }
+    out
 }
 
 /// A parsed URL: the tokio-postgres configuration, the same for each of its hosts alone, and
@@ -229,6 +291,9 @@ fn settle(config: &mut tokio_postgres::Config, o: &PgOptions, mode: SslMode) {
         .keepalives_idle(Duration::from_secs(10))
         .keepalives_interval(Duration::from_secs(5))
         .keepalives_retries(2);
+    if let (Some(p), None) = (&o.password, config.get_password()) {
+        config.password(p.as_bytes());
+    }
     if config.get_application_name().is_none() {
         config.application_name("outbox");
     }
@@ -303,6 +368,30 @@ mod tests {
                 .config
                 .get_ssl_mode(),
             tokio_postgres::config::SslMode::Disable
+        );
+    }
+
+    #[test]
+    fn passwords_are_masked_wherever_the_url_holds_them() {
+        for (url, shown) in [
+            (
+                "postgres://outbox:s3cr%40t@h1:5432,h2:5432/db?sslmode=require",
+                "postgres://outbox:********@h1:5432,h2:5432/db?sslmode=require",
+            ),
+            (
+                "postgres://outbox@h/db?password=hunter2&application_name=a",
+                "postgres://outbox@h/db?password=********&application_name=a",
+            ),
+            ("postgres://h/db", "postgres://h/db"),
+        ] {
+            assert_eq!(masked_url(url), shown);
+        }
+        let mut o = PgOptions::new("postgres://outbox:hunter2@h/db");
+        o.password = Some("swordfish".into());
+        let debug = format!("{o:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("swordfish"),
+            "{debug}"
         );
     }
 
