@@ -1,6 +1,9 @@
-//! Which data directory an ops command works on: every command flattens [`Target`] into its
+//! Which store an ops command works on: every command flattens [`Target`] into its
 //! arguments, so each takes `--data-dir` (or `OUTBOX_DATA_DIR`, or `data_dir` from the
-//! `--config` file; default `./data`).
+//! `--config` file; default `./data`) and `--store-url` (or `OUTBOX_STORE_URL`, or
+//! `store_url` from the `--config` file). A store URL, wherever it comes from, means the
+//! PostgreSQL store, read with the service's own rules (password file included), and the
+//! data directory is not used.
 
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -13,6 +16,12 @@ pub struct Target {
     /// TOML configuration file of the service (only its data_dir is read)
     #[arg(long, env = "OUTBOX_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// PostgreSQL store shared by several instances, as for `outbox serve` (or OUTBOX_STORE_URL, or store_url from --config) [default: the embedded store in the data directory]
+    #[arg(long, value_name = "URL")]
+    pub store_url: Option<String>,
+    /// File holding the store-url user's password (or OUTBOX_STORE_PASSWORD_FILE, or store_password_file from --config)
+    #[arg(long, value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
 }
 
 impl Target {
@@ -29,6 +38,32 @@ impl Target {
 }
 
 impl Target {
+    /// The PostgreSQL store's settings when a store URL is set (flag, `OUTBOX_STORE_*`
+    /// environment or the `--config` file, in the service's order of precedence), else
+    /// `None`: the embedded store in [`Target::dir`].
+    pub fn store(&self) -> anyhow::Result<Option<crate::config::PgSettings>> {
+        use crate::config::spec::{env_name, SPECS};
+        use crate::config::{RawSettings, Settings, Source};
+        let mut raw = RawSettings {
+            config: self.config.clone(),
+            ..Default::default()
+        };
+        for spec in SPECS.iter().filter(|s| s.name.starts_with("store-")) {
+            if let Ok(v) = std::env::var(env_name(spec.name)) {
+                raw.values.insert(spec.name, (v, Source::Env));
+            }
+        }
+        if let Some(url) = &self.store_url {
+            raw.values.insert("store-url", (url.clone(), Source::Flag));
+        }
+        if let Some(file) = &self.store_password_file {
+            let file = file.display().to_string();
+            raw.values
+                .insert("store-password-file", (file, Source::Flag));
+        }
+        Settings::store_only(&raw.layers()?)
+    }
+
     /// The service's idempotency window as the service would read it: `OUTBOX_IDEMPOTENCY_WINDOW`,
     /// else `idempotency_window` of the `--config` file, else the default.
     pub fn idempotency_window(&self) -> anyhow::Result<std::time::Duration> {
@@ -86,6 +121,8 @@ mod tests {
         let t = |data_dir: Option<&str>, config: Option<&Path>| Target {
             data_dir: data_dir.map(PathBuf::from),
             config: config.map(Path::to_path_buf),
+            store_url: None,
+            store_password_file: None,
         };
         assert_eq!(
             t(Some("/d"), Some(&file)).dir().unwrap(),
