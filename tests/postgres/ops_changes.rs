@@ -70,7 +70,12 @@ async fn inspect_lists_summarises_and_finds_prefixes_on_postgresql() {
 
     let top = outbox_pg(&url, "top", &[]);
     assert_eq!(top.code, 0, "{}", top.stderr);
-    assert!(top.stdout.contains(" - PostgreSQL store"), "{}", top.stdout);
+    assert!(
+        top.stdout
+            .starts_with("outbox top - PostgreSQL store postgres://"),
+        "{}",
+        top.stdout
+    );
     assert!(
         top.stdout.contains("pending 2   in flight 1   dead 1"),
         "{}",

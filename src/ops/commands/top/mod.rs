@@ -94,9 +94,10 @@ fn frame(prev: Option<&Sample>, cur: &Sample, errors: &[String]) -> String {
     let c = &s.counts;
     let d = s.delivery.clone().unwrap_or_default();
     let field = |k: &str| d[k].as_str().unwrap_or("-").to_owned();
-    let who = match cur.pid {
-        Some(pid) => format!("server pid {pid}"),
-        None => "PostgreSQL store".into(),
+    // The store URL is long: what the screen shows comes first.
+    let title = match cur.pid {
+        Some(pid) => format!("outbox top - {} - server pid {pid}", s.data_dir),
+        None => format!("outbox top - PostgreSQL store {}", s.data_dir),
     };
     let delivery = match s.delivery {
         None if s.shared => "by the instances that share the store".into(),
@@ -112,7 +113,7 @@ fn frame(prev: Option<&Sample>, cur: &Sample, errors: &[String]) -> String {
         false => crate::ops::text::size(s.disk_bytes),
     };
     let mut lines = vec![
-        format!("outbox top - {} - {who}", s.data_dir),
+        title,
         String::new(),
         format!(
             "rates      intake {:>9}   delivered {:>9}   dead letters {:>9}",
