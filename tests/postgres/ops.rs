@@ -11,7 +11,7 @@ use super::harness::postgres::Postgres;
 use outbox::store::postgres::PgStore;
 use outbox::store::{Change, Record};
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -26,30 +26,36 @@ pub const OLD_TOMB: &str = "trace-pg-old-tomb-0001";
 pub const NEW_TOMB: &str = "trace-pg-new-tomb-0001";
 pub const FLYING: &str = "trace-pg-flying-0001";
 
-/// `outbox <sub> --store-url URL <args>` run in an empty directory, stdin closed; asserts
-/// that the command made no data directory there (the embedded store was not touched).
-pub fn outbox_pg(url: &str, sub: &str, args: &[&str]) -> Run {
-    let cwd = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_outbox"))
-        .current_dir(cwd.path())
-        .arg(sub)
-        .args(["--store-url", url])
+/// `outbox <args>` run in `cwd` with `env` and none of the store settings of this
+/// process's environment, stdin closed.
+pub fn outbox_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    Command::new(env!("CARGO_BIN_EXE_outbox"))
+        .current_dir(cwd)
         .args(args)
         .env_remove("OUTBOX_CONFIG")
         .env_remove("OUTBOX_DATA_DIR")
         .env_remove("OUTBOX_STORE_URL")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
-        .expect("run outbox");
+        .expect("run outbox")
+        .into()
+}
+
+/// `outbox <sub> --store-url URL <args>` run in an empty directory; asserts that the
+/// command made no data directory there (the embedded store was not touched).
+pub fn outbox_pg(url: &str, sub: &str, args: &[&str]) -> Run {
+    let cwd = tempfile::tempdir().unwrap();
+    let run = outbox_in(
+        cwd.path(),
+        &[&[sub, "--store-url", url], args].concat(),
+        &[],
+    );
     assert!(
         std::fs::read_dir(cwd.path()).unwrap().next().is_none(),
         "{sub} made files in the working directory"
     );
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run
 }
 
 /// Claims the one record due (`id`) and settles it with `decide`, as the worker would.

@@ -5,30 +5,10 @@
 
 use super::harness::ops::Run;
 use super::harness::postgres::Postgres;
-use super::ops::outbox_pg;
-use std::process::{Command, Stdio};
+use super::ops::{outbox_in, outbox_pg};
 
 /// A store URL with a password, which no message may show.
 const URL: &str = "postgres://outbox:s3cret-pw@db1.example:5432/outbox";
-
-/// `outbox <args>` in an empty working directory with `env`, stdin closed.
-fn outbox_in(cwd: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_outbox"))
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("OUTBOX_CONFIG")
-        .env_remove("OUTBOX_DATA_DIR")
-        .env_remove("OUTBOX_STORE_URL")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run outbox");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// Exit 2, every word of `names` in the message, the password in none of it, nothing made.
 fn assert_refused(r: &Run, cwd: &std::path::Path, names: &[&str]) {
