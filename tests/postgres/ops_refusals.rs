@@ -41,7 +41,7 @@ fn backup_with_a_store_url_flag_names_pg_basebackup_pg_dump_and_wal_archiving() 
         tmp.path(),
         &[
             "pg_basebackup",
-            "pg_dump",
+            "pg_dump -t 'outbox_*'",
             "WAL archiving",
             "point-in-time recovery",
         ],

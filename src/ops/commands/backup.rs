@@ -47,7 +47,7 @@ pub struct BackupArgs {
 pub fn run(a: BackupArgs) -> anyhow::Result<ExitCode> {
     let dir = Place::require_directory(
         &a.target,
-        "outbox backup copies the embedded store's data directory; back up PostgreSQL with its own tools: pg_basebackup (a physical copy of the cluster) or pg_dump (a logical copy of the database), with WAL archiving (archive_command) for point-in-time recovery",
+        "outbox backup copies the embedded store's data directory; back up PostgreSQL with its own tools: pg_basebackup (a physical copy of the cluster) or pg_dump -t 'outbox_*' (a logical copy of outbox's tables), with WAL archiving (archive_command) for point-in-time recovery",
     )?;
     let dest = std::path::absolute(&a.dest)
         .with_context(|| format!("cannot resolve {}", a.dest.display()))?;
