@@ -140,4 +140,43 @@ mod tests {
             .unwrap_err();
         assert!(format!("{missing:#}").contains("cannot read config file"));
     }
+
+    /// The flag outranks the config file, and the password file is read as the service
+    /// reads it. (The environment's place between them is tested through the binary.)
+    #[test]
+    fn the_store_url_comes_from_the_flag_else_the_config_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (file, secret) = (tmp.path().join("outbox.toml"), tmp.path().join("pw"));
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        std::fs::write(
+            &file,
+            format!(
+                "store_url = \"postgres://outbox@db1/outbox\"\nstore_password_file = {:?}\n",
+                secret.display().to_string()
+            ),
+        )
+        .unwrap();
+        let t = |url: Option<&str>, config: Option<&Path>| Target {
+            data_dir: None,
+            config: config.map(Path::to_path_buf),
+            store_url: url.map(String::from),
+            store_password_file: None,
+        };
+        if std::env::vars().any(|(k, _)| k.starts_with("OUTBOX_STORE_")) {
+            eprintln!("SKIP: OUTBOX_STORE_* is set in this environment");
+            return;
+        }
+        let from_file = t(None, Some(&file)).store().unwrap().expect("a store");
+        assert_eq!(from_file.options.url, "postgres://outbox@db1/outbox");
+        assert_eq!(from_file.options.password.as_deref(), Some("s3cret"));
+        let flag = t(Some("postgres://ops@db2/outbox"), Some(&file));
+        assert_eq!(
+            flag.store().unwrap().unwrap().options.url,
+            "postgres://ops@db2/outbox"
+        );
+        assert!(
+            t(None, None).store().unwrap().is_none(),
+            "the embedded store"
+        );
+    }
 }
