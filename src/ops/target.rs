@@ -13,7 +13,7 @@ pub struct Target {
     /// Data directory [default: data_dir from --config, else ./data]
     #[arg(long, env = "OUTBOX_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// TOML configuration file of the service (only its data_dir is read)
+    /// TOML configuration file of the service (only its data_dir, idempotency_window and store_* keys are read)
     #[arg(long, env = "OUTBOX_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// PostgreSQL store shared by several instances, as for `outbox serve` (or OUTBOX_STORE_URL, or store_url from --config) [default: the embedded store in the data directory]
@@ -39,29 +39,53 @@ impl Target {
 
 impl Target {
     /// The PostgreSQL store's settings when a store URL is set (flag, `OUTBOX_STORE_*`
-    /// environment or the `--config` file, in the service's order of precedence), else
-    /// `None`: the embedded store in [`Target::dir`].
+    /// environment or the `--config` file's `store_*` keys, in the service's order of
+    /// precedence), else `None`: the embedded store in [`Target::dir`]. Only the store
+    /// settings of the file are read, as only its `data_dir` is for the embedded store.
     pub fn store(&self) -> anyhow::Result<Option<crate::config::PgSettings>> {
-        use crate::config::spec::{env_name, SPECS};
-        use crate::config::{RawSettings, Settings, Source};
-        let mut raw = RawSettings {
-            config: self.config.clone(),
-            ..Default::default()
-        };
-        for spec in SPECS.iter().filter(|s| s.name.starts_with("store-")) {
+        use crate::config::spec::{env_name, file_key, SPECS};
+        use crate::config::{Layers, Settings, Source};
+        let specs = || SPECS.iter().filter(|s| s.name.starts_with("store-"));
+        let mut values = std::collections::BTreeMap::new();
+        for spec in specs() {
+            if let Some(d) = spec.default {
+                values.insert(spec.name, (d.to_owned(), Source::Default));
+            }
+        }
+        if let Some(path) = &self.config {
+            let table = config_table(path)?;
+            for spec in specs() {
+                let value = match table.get(&file_key(spec.name)) {
+                    None => continue,
+                    Some(toml::Value::String(v)) => v.clone(),
+                    Some(toml::Value::Integer(v)) => v.to_string(),
+                    Some(toml::Value::Boolean(v)) => v.to_string(),
+                    Some(_) => anyhow::bail!(
+                        "config file {}: {} must be a string, a number or true/false",
+                        path.display(),
+                        file_key(spec.name)
+                    ),
+                };
+                values.insert(spec.name, (value, Source::File));
+            }
+        }
+        for spec in specs() {
             if let Ok(v) = std::env::var(env_name(spec.name)) {
-                raw.values.insert(spec.name, (v, Source::Env));
+                values.insert(spec.name, (v, Source::Env));
             }
         }
         if let Some(url) = &self.store_url {
-            raw.values.insert("store-url", (url.clone(), Source::Flag));
+            values.insert("store-url", (url.clone(), Source::Flag));
         }
         if let Some(file) = &self.store_password_file {
             let file = file.display().to_string();
-            raw.values
-                .insert("store-password-file", (file, Source::Flag));
+            values.insert("store-password-file", (file, Source::Flag));
         }
-        Settings::store_only(&raw.layers()?)
+        Settings::store_only(&Layers {
+            values,
+            file_rules: None,
+            replace_builtin_rules: false,
+        })
     }
 
     /// The service's idempotency window as the service would read it: `OUTBOX_IDEMPOTENCY_WINDOW`,
@@ -141,21 +165,19 @@ mod tests {
         assert!(format!("{missing:#}").contains("cannot read config file"));
     }
 
-    /// The flag outranks the config file, and the password file is read as the service
-    /// reads it. (The environment's place between them is tested through the binary.)
+    /// The flag outranks the config file, the password file is read as the service reads
+    /// it, and the file's other keys are not the command's business. (The environment's
+    /// place between flag and file is tested through the binary.)
     #[test]
     fn the_store_url_comes_from_the_flag_else_the_config_file() {
         let tmp = tempfile::tempdir().unwrap();
         let (file, secret) = (tmp.path().join("outbox.toml"), tmp.path().join("pw"));
         std::fs::write(&secret, "s3cret\n").unwrap();
-        std::fs::write(
-            &file,
-            format!(
-                "store_url = \"postgres://outbox@db1/outbox\"\nstore_password_file = {:?}\n",
-                secret.display().to_string()
-            ),
-        )
-        .unwrap();
+        let toml = format!(
+            "store_url = \"postgres://outbox@db1/outbox\"\nstore_password_file = {:?}\na_newer_release_key = 1\n",
+            secret.display().to_string()
+        );
+        std::fs::write(&file, toml).unwrap();
         let t = |url: Option<&str>, config: Option<&Path>| Target {
             data_dir: None,
             config: config.map(Path::to_path_buf),
