@@ -3,7 +3,8 @@
 //! sharing. `core` covers idempotency, group commit, leases and fencing, the purge and the
 //! schema version; `failures` covers what PostgreSQL does to durability (a cancelled wait for
 //! the synchronous standby, the server stopped and started again, fsync off); `failover`
-//! loses the primary's machine under load and promotes its synchronous standby.
+//! loses the primary's machine under load and promotes its synchronous standby; `ops*` run
+//! the ops commands against the store through the binary.
 
 #[path = "../harness/mod.rs"]
 mod harness;
@@ -11,6 +12,9 @@ mod harness;
 mod core;
 mod failover;
 mod failures;
+mod ops;
+mod ops_changes;
+mod ops_refusals;
 mod pgbouncer;
 mod tls;
 
