@@ -125,9 +125,9 @@ fn check_status(q: &ListQuery) -> anyhow::Result<()> {
 
 /// Whether a row with this status, form type and receipt time passes the query's filters.
 fn wants(q: &ListQuery, status: &str, form_type: &str, at: i64) -> bool {
-    q.status.as_deref().map_or(true, |s| s == status)
-        && q.form_type.as_deref().map_or(true, |f| f == form_type)
-        && q.since_ms.map_or(true, |t| at >= t)
+    q.status.as_deref().is_none_or(|s| s == status)
+        && q.form_type.as_deref().is_none_or(|f| f == form_type)
+        && q.since_ms.is_none_or(|t| at >= t)
 }
 
 /// The rows newest first (then by trace ID), cut to `limit`, with how many matched.

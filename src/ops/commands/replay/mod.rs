@@ -211,13 +211,12 @@ pub fn replayed(r: &Record, now: i64) -> Record {
 fn matches_dead(r: &Record, q: &ReplayQuery) -> bool {
     let at = r.dead_at_ms.unwrap_or(r.received_at_ms);
     r.status == Status::Dead
-        && q.since_ms.map_or(true, |t| at >= t)
-        && q.until_ms.map_or(true, |t| at < t)
+        && q.since_ms.is_none_or(|t| at >= t)
+        && q.until_ms.is_none_or(|t| at < t)
         && q.form_type
             .as_deref()
-            .map_or(true, |f| f == r.enrichment.form_type)
-        && q.status_code
-            .map_or(true, |c| r.last_status_code == Some(c))
+            .is_none_or(|f| f == r.enrichment.form_type)
+        && q.status_code.is_none_or(|c| r.last_status_code == Some(c))
 }
 
 pub fn replay(store: &Store, q: &ReplayQuery, progress: Progress) -> anyhow::Result<ReplayReport> {
