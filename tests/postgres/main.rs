@@ -8,6 +8,7 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod conformance;
 mod core;
 mod failover;
 mod failures;

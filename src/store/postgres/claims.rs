@@ -18,7 +18,7 @@ use super::row::{self, Columns};
 use super::{PgStore, PgStoreError, NOW_MS};
 use crate::store::{Change, Claimed, Record, Updated};
 use std::collections::HashMap;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 impl PgStore {
@@ -79,8 +79,11 @@ impl PgStore {
         );
         let here = crate::time::now_ms();
         let conn = pool::get(&self.pool).await?;
-        let row = conn.client.query_one(&sql[..], &[&here]).await?;
-        Ok(row.get::<_, Option<i64>>(0))
+        let params: [(&(dyn ToSql + Sync), Type); 1] = [(&here, Type::INT8)];
+        let read = conn.client.query_typed_one(&sql, &params);
+        let done = tokio::time::timeout(self.read_timeout, read).await;
+        let row = pool::bounded(conn, done, self.read_timeout, "reading the next due time")?;
+        Ok(row.try_get::<_, Option<i64>>(0)?)
     }
 
     /// Gives leases back unsent: the records are due as they were, no attempt spent.
@@ -177,16 +180,7 @@ impl PgStore {
             })));
         }
         if puts.len() > 0 {
-            let sql = format!(
-                "UPDATE outbox_records r SET (status, attempts, due_at_ms, last_attempt_at_ms, \
-                   last_error, last_status_code, payload, client_ip, user_agent, \
-                   delivered_at_ms, dead_at_ms, audit, claim_token, lease_until_ms) = \
-                 (u.status, u.attempts, u.due_at_ms, u.last_attempt_at_ms, u.last_error, \
-                   u.last_status_code, u.payload, u.client_ip, u.user_agent, u.delivered_at_ms, \
-                   u.dead_at_ms, u.audit, NULL, NULL) \
-                 FROM {} WHERE r.trace_id = u.trace_id AND r.claim_token = u.token",
-                row::unnest(1, true)
-            );
+            let sql = row::put_sql(true);
             let mut params = puts.params();
             params.push((&put_tokens, Type::UUID_ARRAY));
             tx.query_typed(&sql, &params).await?;
