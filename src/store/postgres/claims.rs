@@ -27,8 +27,10 @@ impl PgStore {
     pub async fn claim_due(&self, now_ms: i64, want: usize) -> Result<Claimed, PgStoreError> {
         let token = Uuid::from_u128(rand::random());
         let lease_ms = self.lease.as_millis() as i64;
+        // `MATERIALIZED`: the candidates are read (and locked) once; see the purge in
+        // `maintenance` for what a rescan of a `LIMIT ... FOR UPDATE SKIP LOCKED` does.
         let sql = format!(
-            "WITH due AS (SELECT trace_id FROM outbox_records \
+            "WITH due AS MATERIALIZED (SELECT trace_id FROM outbox_records \
                WHERE status = 'pending' AND due_at_ms <= $1 \
                  AND (lease_until_ms IS NULL OR lease_until_ms <= {NOW_MS}) \
                ORDER BY due_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED) \

@@ -70,6 +70,11 @@ impl PgStore {
     /// window's start), oldest delivery first, [`PURGE_STEP`] per transaction; returns how
     /// many. A record being changed by another transaction is skipped and left for the next
     /// pass.
+    ///
+    /// The step's candidates are a `MATERIALIZED` CTE, read once: as an `IN (SELECT ...
+    /// LIMIT n FOR UPDATE SKIP LOCKED)` subquery the planner may scan them again for each
+    /// row, and each scan skips the rows this statement already deleted and locks the next
+    /// `n`, so one step deleted far more than its limit.
     pub async fn purge_delivered_before(
         &self,
         before_ms: i64,
@@ -82,11 +87,11 @@ impl PgStore {
             let row = conn
                 .client
                 .query_typed_one(
-                    "WITH d AS (DELETE FROM outbox_records WHERE trace_id IN ( \
-                       SELECT trace_id FROM outbox_records \
+                    "WITH old AS MATERIALIZED (SELECT trace_id FROM outbox_records \
                        WHERE status = 'delivered' AND delivered_at_ms < $1 \
-                       ORDER BY delivered_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                       AND status = 'delivered' RETURNING 1), \
+                       ORDER BY delivered_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                     d AS (DELETE FROM outbox_records r USING old \
+                       WHERE r.trace_id = old.trace_id AND r.status = 'delivered' RETURNING 1), \
                      n AS (SELECT count(*) AS n FROM d), \
                      c AS (UPDATE outbox_counters SET value = value + (SELECT n FROM n) \
                        WHERE name = 'purged') \
