@@ -38,4 +38,5 @@ conformance!(
     purge_after_window,
     erasure_by_address,
     list_and_quarantine,
+    removals_are_counted,
 );

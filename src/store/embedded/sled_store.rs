@@ -230,5 +230,6 @@ mod tests {
         purge_after_window,
         erasure_by_address,
         list_and_quarantine,
+        removals_are_counted,
     );
 }
