@@ -20,7 +20,6 @@ fn ids(rows: &Value) -> Vec<&str> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PgStore::page"]
 async fn inspect_lists_summarises_and_finds_prefixes_on_postgresql() {
     let Some(pg) = Postgres::start("ops inspect list on postgres") else {
         return;
@@ -84,7 +83,6 @@ async fn inspect_lists_summarises_and_finds_prefixes_on_postgresql() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PgStore::update"]
 async fn replay_of_a_dead_letter_on_postgresql_puts_it_back_and_refuses_one_being_delivered() {
     let Some(pg) = Postgres::start("ops replay on postgres") else {
         return;
@@ -113,7 +111,6 @@ async fn replay_of_a_dead_letter_on_postgresql_puts_it_back_and_refuses_one_bein
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PgStore::update"]
 async fn edit_of_a_pending_record_on_postgresql_keeps_an_audit_line_and_refuses_one_being_delivered(
 ) {
     let Some(pg) = Postgres::start("ops edit on postgres") else {
@@ -169,7 +166,6 @@ async fn edit_of_a_pending_record_on_postgresql_keeps_an_audit_line_and_refuses_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PgStore::page"]
 async fn purge_on_postgresql_drops_old_tombstones_and_guards_the_idempotency_window() {
     let Some(pg) = Postgres::start("ops purge on postgres") else {
         return;
@@ -204,7 +200,6 @@ async fn purge_on_postgresql_drops_old_tombstones_and_guards_the_idempotency_win
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PgStore::erase_address"]
 async fn erasure_by_address_on_postgresql_removes_its_records_and_scrubs_audit_notes() {
     let Some(pg) = Postgres::start("ops erasure on postgres") else {
         return;
@@ -236,7 +231,6 @@ async fn erasure_by_address_on_postgresql_removes_its_records_and_scrubs_audit_n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PgStore::verify"]
 async fn verify_on_postgresql_checks_every_record_and_the_accounting() {
     let Some(pg) = Postgres::start("ops verify on postgres") else {
         return;
