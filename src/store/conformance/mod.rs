@@ -144,6 +144,13 @@ pub async fn idempotency<S: RecordStore>(s: &S) {
     // Delivered, its payload dropped as the delivery worker does (a tombstone): still inside
     // the window, so still recognised.
     assert_eq!(claim(s, T0, 10).await, ["conf-idem-1"]);
+    // Being delivered: recognised all the same.
+    let again = record("conf-idem-1", r#"{"email":"a@example.org","n":1}"#, T0 + 7);
+    assert_eq!(
+        s.submit(again).await.unwrap(),
+        SubmitOutcome::Duplicate(receipt.clone())
+    );
+    counted(s, "a duplicate in flight", [1, 0, 1, 0, 0, 0, 0]).await;
     let out = s.settle(&["conf-idem-1"], |_, r| {
         let mut n = delivered(r, T0 + 10);
         n.payload = None;
@@ -256,6 +263,13 @@ pub async fn dead_letters<S: RecordStore>(s: &S) {
     });
     assert!(matches!(out.await.unwrap()[..], [Ok(Updated::Put(_))]));
     counted(s, "a dead letter", [1, 0, 0, 0, 1, 0, 0]).await;
+    // The client's retry of a dead letter is the original, not a second record.
+    let retry = record("conf-dead-1", r#"{"k":"v"}"#, T0 + 15);
+    assert!(matches!(
+        s.submit(retry).await.unwrap(),
+        SubmitOutcome::Duplicate(_)
+    ));
+    counted(s, "a retry of a dead letter", [1, 0, 0, 0, 1, 0, 0]).await;
     assert!(
         claim(s, i64::MAX / 2, 10).await.is_empty(),
         "dead letters are not claimed"
