@@ -12,6 +12,7 @@ mod core;
 mod failover;
 mod failures;
 mod pgbouncer;
+mod service;
 mod tls;
 
 use outbox::intake::enrich::Enrichment;
