@@ -13,6 +13,7 @@ mod failover;
 mod failures;
 mod pgbouncer;
 mod service;
+mod shared;
 mod tls;
 
 use outbox::intake::enrich::Enrichment;
