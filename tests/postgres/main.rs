@@ -13,6 +13,7 @@ mod failover;
 mod failures;
 mod pgbouncer;
 mod service;
+mod service_limits;
 mod shared;
 mod tls;
 
