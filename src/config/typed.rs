@@ -382,3 +382,33 @@ fn is_loopback_host(url: &reqwest::Url) -> bool {
         None => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RawSettings, Source};
+
+    fn settings(values: &[(&'static str, &str)]) -> Settings {
+        let mut raw = RawSettings::default();
+        for (name, value) in values {
+            raw.values.insert(name, (value.to_string(), Source::Flag));
+        }
+        Settings::from_layers(&raw.layers().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_postgres_lease_outlasts_two_delivery_attempts_and_the_settle() {
+        let s = settings(&[
+            ("store-url", "postgres://outbox@db/outbox"),
+            ("dashboard-url", "http://127.0.0.1:9"),
+            ("ingest-key", "a-test-ingest-key-0001"),
+            ("delivery-timeout", "10s"),
+        ]);
+        let lease = s.store.unwrap().options.lease;
+        assert_eq!(lease, Duration::from_secs(25));
+        assert!(lease > 2 * s.delivery.unwrap().timeout);
+        let intake_only = settings(&[("store-url", "postgres://outbox@db/outbox")]);
+        let default = PgOptions::new("postgres://outbox@db/outbox").lease;
+        assert_eq!(intake_only.store.unwrap().options.lease, default);
+    }
+}
