@@ -146,7 +146,12 @@ async fn start_outbox(dir: &std::path::Path, extra: &[&str]) -> Served {
     let app = Application::build(settings).await.unwrap();
     let served = Served {
         addr: app.local_addr(),
-        store: app.state().store.clone(),
+        store: app
+            .state()
+            .store
+            .embedded()
+            .expect("the embedded store")
+            .clone(),
     };
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     served

@@ -2,14 +2,25 @@
 //!
 //! Shutdown order, each step logged: signal -> readiness fails and the listener stops
 //! accepting -> in-flight requests finish (bounded by `shutdown-timeout`) -> the delivery
-//! worker stops -> final flush + fdatasync -> return.
+//! worker stops -> final flush + fdatasync (embedded store) -> return.
+//!
+//! The engine is the one the settings choose ([`Engine::open`]). What belongs to a data
+//! directory runs only with the embedded store: disk sampling and its limits
+//! (`min-free-disk`, `max-outbox-bytes`), the ops admin socket, the final fdatasync. With
+//! PostgreSQL no data directory is opened or created; the sampler probes the server instead
+//! (reachability, backlog for `max-pending`, replication state: see
+//! [`crate::store::postgres::health`]). A PostgreSQL that cannot be reached at start stops the
+//! start with [`crate::store::engine::Unreachable`] (exit code 3, which a service manager
+//! restarts); once running, outbox rides out an outage: intake answers 503, readiness is
+//! false, delivery waits, and all resume when the server answers again.
 
 use crate::config::Settings;
 use crate::delivery::DeliveryState;
 use crate::http::admission::Admission;
 use crate::http::{self, AppState};
 use crate::intake::Limits;
-use crate::store::Store;
+use crate::store::postgres::health::Watch;
+use crate::store::Engine;
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,8 +30,27 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-/// How often disk use is sampled for admission control and health.
-const DISK_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// How often the store is sampled for admission control and health: disk use with the
+/// embedded store, a probe of the server with PostgreSQL.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Samples the store once: on a blocking thread for the embedded store (it walks the data
+/// directory), one bounded probe for PostgreSQL.
+async fn sample_store(store: &Engine, admission: &Arc<Admission>, watch: &Watch) {
+    match store {
+        Engine::Embedded(s) => {
+            let (s, a) = (s.clone(), admission.clone());
+            let _ = tokio::task::spawn_blocking(move || a.refresh(&s)).await;
+        }
+        Engine::Postgres(s) => {
+            let probe = s.probe().await;
+            if let Ok(p) = &probe {
+                admission.set_queued(p.queued);
+            }
+            watch.record(probe);
+        }
+    }
+}
 
 pub struct Application {
     listener: TcpListener,
@@ -31,9 +61,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         crate::telemetry::metrics::install();
-        let store = Store::open(&settings.data_dir)
-            .map_err(|e| crate::ops::socket::route::explain(&settings.data_dir, e.into()))?;
-        let store = Arc::new(store);
+        let store = Engine::open(&settings).await?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {} (setting listen)", settings.listen))?;
@@ -46,7 +74,8 @@ impl Application {
             None => None,
         };
         let admission = Arc::new(Admission::new(settings.limits.clone()));
-        admission.refresh(&store);
+        let store_watch = Arc::new(Watch::default());
+        sample_store(&store, &admission, &store_watch).await;
         let state = AppState {
             limits: Limits {
                 max_body: settings.max_body,
@@ -55,6 +84,7 @@ impl Application {
             delivery: Arc::new(DeliveryState::new(settings.delivery.is_some())),
             settings: Arc::new(settings),
             store,
+            store_watch,
             admission,
             wake: Arc::new(Notify::new()),
             started: Instant::now(),
@@ -94,9 +124,14 @@ impl Application {
         } = self;
         let timeout = state.settings.shutdown_timeout;
         let stop = Arc::new(Notify::new());
+        let store_at = match &state.settings.store {
+            Some(pg) => crate::store::postgres::config::masked_url(&pg.options.url),
+            None => state.settings.data_dir.display().to_string(),
+        };
         tracing::info!(
             listen = %listener.local_addr()?,
-            data_dir = %state.settings.data_dir.display(),
+            store = state.store.name(),
+            store_at = %store_at,
             delivery = state.settings.delivery.is_some(),
             version = env!("CARGO_PKG_VERSION"),
             "outbox serving"
@@ -107,15 +142,14 @@ impl Application {
 
         let sampler = {
             let (store, admission) = (state.store.clone(), state.admission.clone());
-            let delivery = state.delivery.clone();
+            let (delivery, watch) = (state.delivery.clone(), state.store_watch.clone());
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(DISK_SAMPLE_EVERY).await;
+                    tokio::time::sleep(SAMPLE_EVERY).await;
                     crate::telemetry::metrics::upkeep();
                     http::REFUSALS.flush_due();
                     delivery.failures.flush_due();
-                    let (s, a) = (store.clone(), admission.clone());
-                    let _ = tokio::task::spawn_blocking(move || a.refresh(&s)).await;
+                    sample_store(&store, &admission, &watch).await;
                 }
             })
         };
@@ -130,15 +164,19 @@ impl Application {
             None => None,
         };
 
-        let ops = crate::ops::socket::server::start_or_warn(
-            &state.settings.data_dir,
-            crate::ops::operation::OpsContext {
-                store: state.store.clone(),
-                delivery: Some(state.delivery.clone()),
-                wake: Some(state.wake.clone()),
-            },
-            crate::ops::commands::OPERATIONS,
-        );
+        // The admin socket lives in the data directory: embedded store only. With PostgreSQL
+        // ops commands open the shared store themselves.
+        let ops = state.store.embedded().and_then(|store| {
+            crate::ops::socket::server::start_or_warn(
+                &state.settings.data_dir,
+                crate::ops::operation::OpsContext {
+                    store: store.clone(),
+                    delivery: Some(state.delivery.clone()),
+                    wake: Some(state.wake.clone()),
+                },
+                crate::ops::commands::OPERATIONS,
+            )
+        });
 
         let conn = ConnLimits {
             max: state.settings.limits.max_connections,
@@ -177,8 +215,10 @@ impl Application {
             tracing::info!("shutdown: stopping the delivery worker");
             worker.stop(timeout).await;
         }
-        tracing::info!("shutdown: final flush and fdatasync");
-        state.store.sync().context("final sync at shutdown")?;
+        if let Some(store) = state.store.embedded() {
+            tracing::info!("shutdown: final flush and fdatasync");
+            store.sync().context("final sync at shutdown")?;
+        }
         tracing::info!("shutdown: complete");
         Ok(())
     }

@@ -26,7 +26,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("outbox: {}", outbox::ops::access::chain_text(&e));
-            ExitCode::from(EXIT_USAGE)
+            match e.downcast_ref::<outbox::store::engine::Unreachable>() {
+                Some(_) => ExitCode::from(outbox::store::engine::Unreachable::EXIT_CODE),
+                None => ExitCode::from(EXIT_USAGE),
+            }
         }
     }
 }

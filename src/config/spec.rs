@@ -250,7 +250,7 @@ pub const SPECS: &[Spec] = &[
     s(
         "lease",
         Some("60s"),
-        "no longer used (claims are held in memory); accepted so older configurations still load",
+        "no longer used (the embedded store holds claims in memory; the PostgreSQL store's lease is twice delivery-timeout plus 5s); accepted so older configurations still load",
     ),
     s(
         "circuit-threshold",

@@ -186,6 +186,7 @@ impl Settings {
         };
         let form_rules = form_type::effective(file_rules, layers.replace_builtin_rules);
         let delivery = Self::delivery(&r, &cors_origins, &form_rules)?;
+        let delivery_timeout = delivery.as_ref().map(|d| d.timeout);
         let limits = LimitSettings {
             rate_limit: r.req("rate-limit", rate)?,
             rate_burst: r.req("rate-burst", positive)?,
@@ -216,17 +217,20 @@ impl Settings {
             limits,
             delivery,
             cors_origins,
-            store: Settings::store(&r)?,
+            store: Settings::store(&r, delivery_timeout)?,
         })
     }
 
     /// Only the store settings of `layers` (the ops commands read these and nothing else,
     /// so a setting they do not use cannot stop them), parsed as the service parses them.
+    /// Ops commands claim nothing, so the lease is the default.
     pub fn store_only(layers: &Layers) -> anyhow::Result<Option<PgSettings>> {
-        Settings::store(&Reader(layers))
+        Settings::store(&Reader(layers), None)
     }
 
-    fn store(r: &Reader) -> anyhow::Result<Option<PgSettings>> {
+    /// `delivery_timeout`: the timeout of one delivery attempt, when delivery is on, from
+    /// which the claim lease is derived ([`lease_for`]).
+    fn store(r: &Reader, delivery_timeout: Option<Duration>) -> anyhow::Result<Option<PgSettings>> {
         let Some(url) = r.string("store-url") else {
             for (name, _) in [("store-password", ()), ("store-password-file", ())] {
                 if let Some((_, source, spec)) = r.raw(name) {
@@ -245,6 +249,9 @@ impl Settings {
         })?;
         options.pool_size = r.req("store-pool-size", positive)?;
         options.sync_per_transaction = r.req("store-sync-per-transaction", boolean)?;
+        if let Some(timeout) = delivery_timeout {
+            options.lease = lease_for(timeout);
+        }
         // Parsed now, so a bad URL is refused by `config check` and at start, not at the
         // first connection; the message never shows the password.
         options.check().map_err(|e| {
@@ -330,6 +337,23 @@ impl Settings {
     }
 }
 
+/// What a claim's lease must outlast beyond the attempts themselves: the settle that writes
+/// the outcome, a round trip on a healthy server (milliseconds), with room for a busy one.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// The PostgreSQL claim lease, derived from `delivery-timeout` rather than set: a claimed
+/// record may wait in the worker's queue while every send slot is busy (at most one attempt's
+/// time, as the worker claims at most one slot's worth ahead), is then sent (at most another),
+/// and its outcome is written at once. So twice the timeout plus [`LEASE_MARGIN`] is longer
+/// than a live instance ever holds a claim, and a dead instance's records come back after it.
+/// A lease that ran out anyway (a settle delayed by an unreachable server) costs a repeated
+/// delivery, never a lost or overwritten outcome: the settle is fenced by the claim token.
+pub fn lease_for(delivery_timeout: Duration) -> Duration {
+    delivery_timeout
+        .saturating_mul(2)
+        .saturating_add(LEASE_MARGIN)
+}
+
 /// Refuses a route no submission can take: its form type is produced by no rule and is not
 /// one the forms send themselves (`explicit-form-types`).
 fn check_routes(
@@ -363,5 +387,35 @@ fn is_loopback_host(url: &reqwest::Url) -> bool {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RawSettings, Source};
+
+    fn settings(values: &[(&'static str, &str)]) -> Settings {
+        let mut raw = RawSettings::default();
+        for (name, value) in values {
+            raw.values.insert(name, (value.to_string(), Source::Flag));
+        }
+        Settings::from_layers(&raw.layers().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_postgres_lease_outlasts_two_delivery_attempts_and_the_settle() {
+        let s = settings(&[
+            ("store-url", "postgres://outbox@db/outbox"),
+            ("dashboard-url", "http://127.0.0.1:9"),
+            ("ingest-key", "a-test-ingest-key-0001"),
+            ("delivery-timeout", "10s"),
+        ]);
+        let lease = s.store.unwrap().options.lease;
+        assert_eq!(lease, Duration::from_secs(25));
+        assert!(lease > 2 * s.delivery.unwrap().timeout);
+        let intake_only = settings(&[("store-url", "postgres://outbox@db/outbox")]);
+        let default = PgOptions::new("postgres://outbox@db/outbox").lease;
+        assert_eq!(intake_only.store.unwrap().options.lease, default);
     }
 }

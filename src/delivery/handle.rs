@@ -8,7 +8,7 @@ use super::state::Mode;
 use super::step::Delivery;
 use super::{retention, worker, Credentials, DeliveryState};
 use crate::config::{reload, RawSettings, Settings};
-use crate::store::Store;
+use crate::store::Engine;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
@@ -32,11 +32,12 @@ impl WorkerHandle {
 
 /// Starts delivery (and the tombstone purge) for `settings.delivery`, which must be set.
 pub fn start(
-    store: Arc<Store>,
+    store: impl Into<Engine>,
     settings: &Settings,
     state: Arc<DeliveryState>,
     wake: Arc<Notify>,
 ) -> anyhow::Result<WorkerHandle> {
+    let store = store.into();
     let d = settings
         .delivery
         .clone()

@@ -4,13 +4,15 @@
 //!
 //! Both read the store's `done` index (delivery time order), so a pass touches only what has
 //! expired, and works in steps of [`STEP`] records, each in its own short transactions, so
-//! intake never waits long behind it.
+//! intake never waits long behind it. With PostgreSQL the same two jobs run as statements over
+//! its delivery-time index ([`pg_step`]): every instance runs them, and rows another
+//! instance is changing at that moment are skipped, not waited for.
 
 use crate::store::done::HOLDS_PAYLOAD;
+use crate::store::postgres::{PgStore, PgStoreError};
 use crate::store::record::AuditEntry;
-use crate::store::{Change, Status, Store, StoreError, Updated};
+use crate::store::{Change, Engine, EngineError, RecordStore, Status, Store, StoreError, Updated};
 use crate::time::now_ms;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -55,12 +57,7 @@ pub fn step(store: &Store, policy: Policy, now: i64, limit: usize) -> Result<Rep
                 }
                 let mut n = r.clone();
                 n.payload = None;
-                n.audit.push(AuditEntry {
-                    at_ms: now,
-                    action: PAYLOAD_DROPPED_ACTION.into(),
-                    previous_payload_hash: None,
-                    note: None,
-                });
+                n.audit.push(dropped_entry(now));
                 Change::Put(n)
             });
             if let Some(Updated::Put(_)) = settle(store, r, HOLDS_PAYLOAD, at, &id)? {
@@ -98,8 +95,59 @@ fn settle(
     }
 }
 
+/// The audit trail entry of a payload dropped at `now`.
+fn dropped_entry(now: i64) -> AuditEntry {
+    AuditEntry {
+        at_ms: now,
+        action: PAYLOAD_DROPPED_ACTION.into(),
+        previous_payload_hash: None,
+        note: None,
+    }
+}
+
+/// [`step`] for PostgreSQL: the same retention and window, through the same boundary call for
+/// the purge.
+pub async fn pg_step(
+    store: &PgStore,
+    policy: Policy,
+    now: i64,
+    limit: usize,
+) -> Result<Report, PgStoreError> {
+    let mut report = Report::default();
+    if policy.retention < policy.window {
+        let audit = serde_json::to_value([dropped_entry(now)]).expect("an audit entry serializes");
+        let dropped = store
+            .drop_payloads_delivered_before(now - ms(policy.retention), limit, &audit)
+            .await?;
+        report.payloads_dropped = dropped as usize;
+        report.more |= dropped as usize == limit;
+    }
+    let purged = RecordStore::purge_delivered_before(store, now - ms(policy.window), limit).await?;
+    report.purged = purged as usize;
+    Ok(report)
+}
+
+/// One step on whichever engine runs: on a blocking thread for the embedded store.
+async fn engine_step(store: &Engine, policy: Policy) -> Result<Report, EngineError> {
+    match store {
+        Engine::Embedded(s) => {
+            let s = s.clone();
+            tokio::task::spawn_blocking(move || step(&s, policy, now_ms(), STEP))
+                .await
+                .expect("purge step does not panic")
+                .map_err(EngineError::from)
+        }
+        Engine::Postgres(s) => Ok(pg_step(s, policy, now_ms(), STEP).await?),
+    }
+}
+
 /// Runs a purge pass every `policy.interval` until `stop` says so.
-pub async fn run(store: Arc<Store>, policy: Policy, mut stop: watch::Receiver<Option<Duration>>) {
+pub async fn run(
+    store: impl Into<Engine>,
+    policy: Policy,
+    mut stop: watch::Receiver<Option<Duration>>,
+) {
+    let store = store.into();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(policy.interval) => {}
@@ -109,11 +157,7 @@ pub async fn run(store: Arc<Store>, policy: Policy, mut stop: watch::Receiver<Op
             if stop.borrow().is_some() {
                 return;
             }
-            let s = store.clone();
-            let r = tokio::task::spawn_blocking(move || step(&s, policy, now_ms(), STEP))
-                .await
-                .expect("purge step does not panic");
-            match r {
+            match engine_step(&store, policy).await {
                 Ok(report) => {
                     if report.purged > 0 {
                         metrics::counter!("outbox_purged_total").increment(report.purged as u64);

@@ -1,16 +1,20 @@
-//! The store work of one delivery step, done in one blocking call so that a busy worker pays
-//! one thread hand-off per step, not one per record: give back claims that will not be sent,
-//! write the outcomes of finished attempts (one store transaction for all of them, or a place
-//! in the committer's next one while intake runs: see `Store::settle`), quarantine
-//! records that cannot be sent, claim due records, and find when the next one falls due.
-//! Then [`Done::outcomes`] counts and logs what was written.
+//! The store work of one delivery step, written once against the store boundary: give back
+//! claims that will not be sent, write the outcomes of finished attempts (one store call for
+//! all of them: one sled transaction, or a place in the committer's next one while intake
+//! runs, see `Store::settle`; one PostgreSQL transaction fenced by the claim tokens),
+//! quarantine records that cannot be sent, claim due records, and find when the next one falls
+//! due. Then [`Done::outcomes`] counts and logs what was written.
+//!
+//! With the embedded store the whole round runs in one blocking call (the sled calls do their
+//! work inline, see [`crate::store::engine`]), so a busy worker pays one thread hand-off per
+//! step, not one per record; with PostgreSQL each call is awaited on the runtime.
 //!
 //! Logs carry the trace ID, status code and outcome, never the payload or the reply body.
 
 use super::classify::{Reply, Verdict};
 use super::client::Attempt;
 use super::outcome::{self, Limits};
-use crate::store::{Change, Record, Status, Store, StoreError, Updated};
+use crate::store::{Change, Engine, EngineError, Record, RecordStore, Status, Updated};
 use std::time::Duration;
 
 /// A finished attempt on its way to the store.
@@ -38,11 +42,11 @@ pub(super) struct Round {
 /// What the store answered.
 pub(super) struct Done {
     settled: Vec<(Settle, Result<Updated, String>)>,
-    unsendable: Vec<(String, Result<(), StoreError>)>,
+    unsendable: Vec<(String, Result<(), EngineError>)>,
     /// Claimed records, earliest due first (empty when nothing was asked).
-    pub claimed: Result<Vec<Record>, StoreError>,
+    pub claimed: Result<Vec<Record>, EngineError>,
     /// When the next unclaimed record falls due; read only when the claim came back short.
-    pub next_due_ms: Option<Result<Option<i64>, StoreError>>,
+    pub next_due_ms: Option<Result<Option<i64>, EngineError>>,
 }
 
 /// What became of a record whose attempt was settled, as the `outcome` label of
@@ -67,34 +71,39 @@ impl Round {
             && self.claim == 0
     }
 
-    /// Does the work, in the order of the fields, at wall-clock time `now_ms`.
-    pub fn run(self, store: &Store, limits: Limits, now_ms: i64) -> Done {
-        store.release(self.release.iter().map(String::as_str));
-        let written = write(store, &self.settle, limits);
+    /// Does the work, in the order of the fields, at wall-clock time `now_ms`. A claim that
+    /// cannot be given back (the store is unreachable) runs out on its own: a lease expires,
+    /// an in-memory claim ends with the process.
+    pub async fn run(self, store: &Engine, limits: Limits, now_ms: i64) -> Done {
+        if !self.release.is_empty() {
+            let _ = store.release(&ids(&self.release)).await;
+        }
+        let written = write(store, &self.settle, limits).await;
         let settled = self.settle.into_iter().zip(written).collect();
-        // Released first: a quarantine while the claim is held would count the record twice.
-        let unsendable = self
-            .unsendable
-            .into_iter()
-            .map(|(id, reason)| {
-                store.release([id.as_str()]);
-                let r = quarantine(store, &id, &reason);
-                (id, r)
-            })
-            .collect();
+        let mut unsendable = Vec::with_capacity(self.unsendable.len());
+        for (id, reason) in self.unsendable {
+            // Released first: a quarantine while the claim is held would count the record twice.
+            let _ = store.release(&[id.as_str()]).await;
+            let r = quarantine(store, &id, &reason).await;
+            unsendable.push((id, r));
+        }
         let mut done = Done {
             settled,
             unsendable,
             ..Done::default()
         };
         if self.claim > 0 {
-            done.claimed = claim(store, now_ms, self.claim);
+            done.claimed = claim(store, now_ms, self.claim).await;
             if matches!(&done.claimed, Ok(r) if r.len() < self.claim) {
-                done.next_due_ms = Some(store.next_unclaimed_due_ms());
+                done.next_due_ms = Some(store.next_unclaimed_due_ms().await);
             }
         }
         done
     }
+}
+
+fn ids(owned: &[String]) -> Vec<&str> {
+    owned.iter().map(String::as_str).collect()
 }
 
 impl Default for Done {
@@ -131,12 +140,17 @@ impl Done {
 }
 
 /// Claims up to `want` due records, quarantining due entries that no longer decode.
-fn claim(store: &Store, now_ms: i64, want: usize) -> Result<Vec<Record>, StoreError> {
-    let claimed = store.claim_due(now_ms, want)?;
+async fn claim(store: &Engine, now_ms: i64, want: usize) -> Result<Vec<Record>, EngineError> {
+    let claimed = store.claim_due(now_ms, want).await?;
     for (id, reason) in &claimed.undecodable {
-        if let Err(e) = quarantine(store, id, reason) {
+        if let Err(e) = quarantine(store, id, reason).await {
             // Claims nobody will send must not outlive this call.
-            store.release(claimed.records.iter().map(|r| r.trace_id.as_str()));
+            let held: Vec<&str> = claimed
+                .records
+                .iter()
+                .map(|r| r.trace_id.as_str())
+                .collect();
+            let _ = store.release(&held).await;
             return Err(e);
         }
     }
@@ -145,7 +159,7 @@ fn claim(store: &Store, now_ms: i64, want: usize) -> Result<Vec<Record>, StoreEr
 
 /// Writes a batch of outcomes in one store call and releases their claims; a record that
 /// changed since its claim is left alone, one that no longer decodes is quarantined.
-fn write(store: &Store, batch: &[Settle], limits: Limits) -> Vec<Result<Updated, String>> {
+async fn write(store: &Engine, batch: &[Settle], limits: Limits) -> Vec<Result<Updated, String>> {
     if batch.is_empty() {
         return vec![];
     }
@@ -164,33 +178,38 @@ fn write(store: &Store, batch: &[Settle], limits: Limits) -> Vec<Result<Updated,
             )
         })
         .collect();
-    let results = store.settle(&ids, move |i, stored| {
-        let (claimed, attempt, verdict, now_ms, delay) = &owned[i];
-        if !outcome::unchanged_since_claim(stored, claimed) {
-            return Change::Keep;
-        }
-        Change::Put(outcome::settle(
-            stored, attempt, *verdict, *now_ms, *delay, limits,
-        ))
-    });
+    let results = store
+        .settle(&ids, move |i, stored| {
+            let (claimed, attempt, verdict, now_ms, delay) = &owned[i];
+            if !outcome::unchanged_since_claim(stored, claimed) {
+                return Change::Keep;
+            }
+            Change::Put(outcome::settle(
+                stored, attempt, *verdict, *now_ms, *delay, limits,
+            ))
+        })
+        .await;
     match results {
         Err(e) => batch.iter().map(|_| Err(e.to_string())).collect(),
-        Ok(results) => ids
-            .iter()
-            .zip(results)
-            .map(|(id, r)| {
-                r.map_err(|reason| match quarantine(store, id, &reason) {
-                    Ok(()) => format!("quarantined: {reason}"),
-                    Err(e) => format!("{reason}; quarantining it failed: {e}"),
-                })
-            })
-            .collect(),
+        Ok(results) => {
+            let mut out = Vec::with_capacity(results.len());
+            for (id, r) in ids.iter().zip(results) {
+                out.push(match r {
+                    Ok(u) => Ok(u),
+                    Err(reason) => Err(match quarantine(store, id, &reason).await {
+                        Ok(()) => format!("quarantined: {reason}"),
+                        Err(e) => format!("{reason}; quarantining it failed: {e}"),
+                    }),
+                });
+            }
+            out
+        }
     }
 }
 
-/// Moves a record that cannot be decoded or sent to the quarantine tree (never deleted).
-fn quarantine(store: &Store, id: &str, reason: &str) -> Result<(), StoreError> {
-    store.quarantine(id, reason)?;
+/// Moves a record that cannot be decoded or sent out of the lifecycle (never deleted).
+async fn quarantine(store: &Engine, id: &str, reason: &str) -> Result<(), EngineError> {
+    store.quarantine(id, reason).await?;
     metrics::counter!("outbox_delivery_attempts_total", "outcome" => "quarantined").increment(1);
     Ok(())
 }

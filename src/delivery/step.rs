@@ -25,7 +25,7 @@ use super::request::{self, Credentials, RequestError, Target};
 use super::round::{Done, Round, Settle, Settled};
 use super::state::{DeliveryState, Mode};
 use crate::config::DeliverySettings;
-use crate::store::{Record, Store};
+use crate::store::{Engine, Record};
 use crate::time::Now;
 use futures_util::FutureExt;
 use std::collections::{HashMap, VecDeque};
@@ -115,7 +115,7 @@ fn panicked() -> Attempt {
 
 /// The delivery worker's state: what it has claimed, what it is sending, the gate.
 pub struct Delivery<S: Sender> {
-    store: Arc<Store>,
+    store: Engine,
     sender: Arc<S>,
     target: Arc<Target>,
     settings: DeliverySettings,
@@ -126,13 +126,16 @@ pub struct Delivery<S: Sender> {
     sending: Running,
     /// Sends that finished, settled by the next step.
     finished: Vec<Sent>,
+    /// Whether the last store round failed: its error is logged once, and once more when
+    /// the store answers again, never once per retry.
+    store_down: bool,
 }
 
 impl<S: Sender> Delivery<S> {
     /// Delivery of `store` through `sender`; the credentials are read from `state` at each
     /// send (set them first).
     pub fn new(
-        store: Arc<Store>,
+        store: impl Into<Engine>,
         sender: S,
         settings: DeliverySettings,
         state: Arc<DeliveryState>,
@@ -140,17 +143,41 @@ impl<S: Sender> Delivery<S> {
         Ok(Delivery {
             target: Arc::new(Target::new(&settings)?),
             gate: SendGate::new(&settings, state),
-            store,
+            store: store.into(),
             sender: Arc::new(sender),
             settings,
             ready: VecDeque::new(),
             sending: Running::default(),
             finished: vec![],
+            store_down: false,
         })
     }
 
     pub fn state(&self) -> &Arc<DeliveryState> {
         self.gate.state()
+    }
+
+    /// Whether other instances share the store (PostgreSQL): they store records this
+    /// worker is not woken for, and their claims run out, so the worker polls.
+    pub fn shared_store(&self) -> bool {
+        matches!(self.store, Engine::Postgres(_))
+    }
+
+    /// Logs a failed store round: the first at ERROR, repeats at DEBUG until it answers.
+    fn store_failed(&mut self, e: &crate::store::EngineError) {
+        match std::mem::replace(&mut self.store_down, true) {
+            false => {
+                tracing::error!(error = %e, "delivery cannot read the store; retrying every second until it answers")
+            }
+            true => tracing::debug!(error = %e, "delivery still cannot read the store"),
+        }
+    }
+
+    /// Notes a store round that answered, logging the recovery after a failure.
+    fn store_answered(&mut self) {
+        if std::mem::replace(&mut self.store_down, false) {
+            tracing::info!("delivery reads the store again");
+        }
     }
 
     /// Sends running now.
@@ -209,13 +236,19 @@ impl<S: Sender> Delivery<S> {
                 (want, probe)
             }
         };
+        let asked = round.claim > 0;
         let mut done = self.store_round(round, now).await;
         let settled = done.outcomes();
         let mut store_failed = false;
         match std::mem::replace(&mut done.claimed, Ok(vec![])) {
-            Ok(records) => self.ready.extend(records),
+            Ok(records) => {
+                if asked {
+                    self.store_answered();
+                }
+                self.ready.extend(records)
+            }
             Err(e) => {
-                tracing::error!(error = %e, "delivery cannot read the store; retrying");
+                self.store_failed(&e);
                 store_failed = true;
             }
         }
@@ -242,7 +275,7 @@ impl<S: Sender> Delivery<S> {
                 None => Next::Now,
                 Some(Ok(due)) => Next::At(due.map(|t| now.instant_of(t))),
                 Some(Err(e)) => {
-                    tracing::error!(error = %e, "delivery cannot read the store; retrying");
+                    self.store_failed(&e);
                     Next::At(Some(now.at + STORE_ERROR_PAUSE))
                 }
             },
@@ -383,15 +416,21 @@ impl<S: Sender> Delivery<S> {
         });
     }
 
-    /// Runs `round` on a blocking thread (nothing to do: no hand-off).
+    /// Runs `round`: on a blocking thread for the embedded store (whose calls wait for the
+    /// disk), on the runtime for PostgreSQL (nothing to do: no store call at all).
     async fn store_round(&self, round: Round, now: Now) -> Done {
         if round.is_empty() {
             return Done::default();
         }
         let (store, limits) = (self.store.clone(), self.limits());
-        tokio::task::spawn_blocking(move || round.run(&store, limits, now.wall_ms))
+        match store {
+            Engine::Embedded(_) => tokio::task::spawn_blocking(move || {
+                futures_executor::block_on(round.run(&store, limits, now.wall_ms))
+            })
             .await
-            .expect("a store round does not panic")
+            .expect("a store round does not panic"),
+            Engine::Postgres(_) => round.run(&store, limits, now.wall_ms).await,
+        }
     }
 }
 

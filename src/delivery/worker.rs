@@ -29,8 +29,16 @@ enum Woke {
     Other,
 }
 
-/// Longest idle sleep; the loop re-reads the store at least this often.
+/// Longest idle sleep with the embedded store; the loop re-reads the store at least this
+/// often. Nothing else writes that store, so this is only a safety net.
 const MAX_IDLE: Duration = Duration::from_secs(60);
+
+/// Longest idle sleep with a store other instances share (PostgreSQL): they store posts this
+/// worker is not woken for, and a dead instance's claims run out, so the worker polls. One
+/// second keeps a post accepted by another instance, or a lease that ran out, at most a
+/// second from its delivery when this instance is the one delivering, for one indexed read
+/// (`next_unclaimed_due_ms`) a second.
+pub const SHARED_POLL: Duration = Duration::from_secs(1);
 
 /// Runs steps until `stop` carries the shutdown bound, then stops `delivery` within it.
 pub(super) async fn run<S: Sender>(
@@ -39,6 +47,10 @@ pub(super) async fn run<S: Sender>(
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
     let state = delivery.state().clone();
+    let idle = match delivery.shared_store() {
+        true => SHARED_POLL,
+        false => MAX_IDLE,
+    };
     loop {
         if stop.borrow_and_update().is_some() {
             break;
@@ -54,7 +66,7 @@ pub(super) async fn run<S: Sender>(
             Next::SendFinished => None,
             Next::At(until) => until.map(Instant::from_std),
         };
-        let latest = Instant::now() + MAX_IDLE;
+        let latest = Instant::now() + idle;
         let until = until.map_or(latest, |t| t.min(latest));
         let sending = delivery.sending() > 0;
         let woke = tokio::select! {

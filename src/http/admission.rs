@@ -6,7 +6,8 @@
 //! (its duplicate) even at a limit, and looks in the store only when a limit refuses, so the
 //! request path below the limits reads nothing.
 //! Disk figures are sampled by [`Admission::refresh`] (once a second from the app), so a
-//! request never walks the directory.
+//! request never walks the directory. With PostgreSQL only `max-pending` applies (there is no
+//! data directory): the backlog comes from the sampler's probe ([`Admission::set_queued`]).
 
 use super::error::ApiError;
 use crate::config::LimitSettings;
@@ -52,14 +53,19 @@ impl Admission {
     /// records waiting for delivery. A request admitted just before the sample but stored just
     /// after it is missed once, so the cap can be passed by at most the requests in flight.
     pub fn refresh(&self, store: &Store) {
-        self.admitted_since.store(0, Ordering::Relaxed);
-        let queued = store.counts().map(|c| c.pending + c.in_flight).unwrap_or(0);
-        self.queued_sampled.store(queued, Ordering::Relaxed);
+        self.set_queued(store.counts().map(|c| c.pending + c.in_flight).unwrap_or(0));
         self.dir_bytes.store(store.disk_bytes(), Ordering::Relaxed);
         if let Some((free, total)) = disk_space(store.path()) {
             self.free_bytes.store(free, Ordering::Relaxed);
             self.fs_bytes.store(total, Ordering::Relaxed);
         }
+    }
+
+    /// Takes a new sample of the records waiting for delivery (all engines; the disk figures
+    /// are the embedded store's only, and stay at "no limit reached" without it).
+    pub fn set_queued(&self, queued: u64) {
+        self.admitted_since.store(0, Ordering::Relaxed);
+        self.queued_sampled.store(queued, Ordering::Relaxed);
     }
 
     /// Why `min-free-disk` refuses every post, in words for the log and health: it is larger

@@ -4,7 +4,7 @@ use super::error::{ApiError, SubmissionLog};
 use super::AppState;
 use crate::intake::enrich::{cut_user_agent, Enrichment};
 use crate::intake::{form_type, parse, trace_id};
-use crate::store::{Record, RecordStore, StoreFailure, SubmitOutcome};
+use crate::store::{Engine, EngineError, Record, RecordStore, StoreFailure, SubmitOutcome};
 use crate::time::format_time;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -121,7 +121,7 @@ pub async fn collect(
             }
         }
         // Through the store boundary: intake tells outcomes apart as every engine reports them.
-        let outcome = RecordStore::submit(&*state.store, record).await;
+        let outcome = RecordStore::submit(&state.store, record).await;
         // Only answers that went through the store: fast refusals would flatter the figure.
         metrics::histogram!("outbox_intake_seconds").record(started.elapsed().as_secs_f64());
         match outcome {
@@ -155,14 +155,22 @@ pub async fn collect(
 /// the request path below the limits never reads the store. A read error counts as "no":
 /// the client then gets the limit's 503 and retries later.
 async fn already_stored(state: &AppState, trace_id: &str) -> bool {
-    let (store, id) = (state.store.clone(), trace_id.to_owned());
-    match tokio::task::spawn_blocking(move || store.get(&id)).await {
-        Ok(Ok(found)) => found.is_some(),
-        Ok(Err(e)) => {
+    let found = match &state.store {
+        // A sled read may wait for the disk: off the runtime.
+        Engine::Embedded(s) => {
+            let (store, id) = (s.clone(), trace_id.to_owned());
+            tokio::task::spawn_blocking(move || store.get(&id).map_err(EngineError::from))
+                .await
+                .unwrap_or(Ok(None))
+        }
+        Engine::Postgres(_) => RecordStore::get(&state.store, trace_id).await,
+    };
+    match found {
+        Ok(found) => found.is_some(),
+        Err(e) => {
             tracing::warn!(error = %e, trace_id = %trace_id, "store read failed while at an intake limit");
             false
         }
-        Err(_) => false,
     }
 }
 

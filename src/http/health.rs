@@ -1,6 +1,13 @@
 //! `/health` (liveness), `/health/ready` (readiness), `/health/detailed` (everything).
+//!
+//! Readiness reads nothing from the store per request: the embedded store's sync state is in
+//! memory, and the PostgreSQL store's reachability and replication state come from the
+//! sampler's last probe ([`crate::store::postgres::health`]). `/health/detailed` reads the
+//! store's figures, bounded by [`STORE_READ_BOUND`] whatever the engine.
 
 use super::AppState;
+use crate::store::postgres::health::url_hosts;
+use crate::store::{Engine, RecordStore, Store};
 use crate::time::now_ms;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -26,6 +33,7 @@ pub(super) async fn off_runtime<T: Send + 'static>(
 }
 
 /// What `/health/detailed` reads from the store and the data directory.
+#[derive(Default)]
 struct StoreView {
     counts: Option<crate::store::Counts>,
     oldest: Option<i64>,
@@ -34,8 +42,8 @@ struct StoreView {
 }
 
 impl StoreView {
-    fn read(state: &AppState) -> StoreView {
-        let store = &state.store;
+    /// The embedded store's figures (blocking reads).
+    fn embedded(store: &Store) -> StoreView {
         StoreView {
             counts: store.counts().ok(),
             oldest: store.oldest_queued_ms().ok().flatten(),
@@ -45,7 +53,37 @@ impl StoreView {
                 .unwrap_or(false),
         }
     }
+
+    /// The figures of whichever engine runs, or `None` past [`STORE_READ_BOUND`].
+    async fn read(state: &AppState) -> Option<StoreView> {
+        match &state.store {
+            Engine::Embedded(s) => {
+                let s = s.clone();
+                off_runtime(STORE_READ_BOUND, move || StoreView::embedded(&s)).await
+            }
+            Engine::Postgres(s) => {
+                let read = async {
+                    StoreView {
+                        counts: RecordStore::counts(&**s).await.ok(),
+                        // Sampled: the age of the oldest record waiting, from the last probe.
+                        oldest: state
+                            .store_watch
+                            .get()
+                            .last
+                            .and_then(|p| p.oldest_queued_ms),
+                        next_due: s.next_unclaimed_due_ms().await.ok().flatten(),
+                        blobs: false,
+                    }
+                };
+                tokio::time::timeout(STORE_READ_BOUND, read).await.ok()
+            }
+        }
+    }
 }
+
+/// The warning `/health/detailed` and `/health/ready` carry while PostgreSQL has no
+/// synchronous standby configured.
+pub const ONE_SERVER: &str = "synchronous_standby_names is empty: acknowledged submissions live on one PostgreSQL server until they are delivered (lost if that server's storage is lost); configure a synchronous standby, see \"Outgrowing one machine\" in the README";
 
 pub async fn live() -> Response {
     Json(json!({"status": "ok"})).into_response()
@@ -54,10 +92,15 @@ pub async fn live() -> Response {
 /// Reasons intake cannot take submissions now; empty when ready.
 fn not_ready(state: &AppState) -> Vec<String> {
     let mut reasons = Vec::new();
-    if let Some(e) = state.store.sync_health().error() {
-        reasons.push(format!(
-            "store sync failed ({e}): restart outbox after fixing the disk"
-        ));
+    match &state.store {
+        Engine::Embedded(s) => {
+            if let Some(e) = s.sync_health().error() {
+                reasons.push(format!(
+                    "store sync failed ({e}): restart outbox after fixing the disk"
+                ));
+            }
+        }
+        Engine::Postgres(_) => reasons.extend(postgres_not_ready(state)),
     }
     if let Some(r) = state.admission.refusal() {
         reasons.push(
@@ -77,11 +120,77 @@ fn not_ready(state: &AppState) -> Vec<String> {
     reasons
 }
 
+/// The PostgreSQL store's reasons, from the sampler's last probe (never a query per request).
+fn postgres_not_ready(state: &AppState) -> Vec<String> {
+    let watched = state.store_watch.get();
+    let mut reasons = Vec::new();
+    if let Some(e) = &watched.error {
+        reasons.push(format!(
+            "the PostgreSQL store cannot be reached ({e}): posts are answered 503 until it answers again"
+        ));
+    }
+    let require = state
+        .settings
+        .store
+        .as_ref()
+        .is_some_and(|pg| pg.require_sync_standby);
+    match (&watched.last, require) {
+        (_, false) => {}
+        (None, true) => reasons.push("the replication state is not known yet".into()),
+        (Some(p), true) if p.sync_standbys == 0 => {
+            let mut why = "no synchronous standby is streaming (store-require-sync-standby is set): acknowledged submissions would live on one PostgreSQL server".to_string();
+            if p.hidden_standbys > 0 {
+                why.push_str(&format!(
+                    "; {} standby connections are hidden from outbox's role: GRANT pg_monitor to the store-url user so it can read pg_stat_replication.sync_state",
+                    p.hidden_standbys
+                ));
+            }
+            reasons.push(why);
+        }
+        (Some(_), true) => {}
+    }
+    reasons
+}
+
 /// Problems worth a line that do not (by themselves) stop intake, or that explain a reason.
 fn warnings(state: &AppState) -> Vec<String> {
     let mut w = state.delivery.warnings();
     w.extend(state.admission.disk_warning());
+    if let Some(p) = state.store_watch.get().last {
+        if matches!(state.store, Engine::Postgres(_)) && p.on_one_server() {
+            w.push(ONE_SERVER.into());
+        }
+    }
     w
+}
+
+/// The `store` object of `/health/detailed`.
+fn store_detail(state: &AppState, blobs: bool) -> serde_json::Value {
+    match &state.store {
+        Engine::Embedded(s) => json!({
+            "engine": state.store.name(),
+            "syncing": s.sync_health().is_ok(),
+            "data_dir_bytes": state.admission.dir_bytes(),
+            "free_disk_bytes": state.admission.free_bytes(),
+            "blob_files_present": blobs,
+        }),
+        Engine::Postgres(s) => {
+            let watched = state.store_watch.get();
+            let pg = state.settings.store.as_ref();
+            let p = watched.last.as_ref();
+            json!({
+                "engine": state.store.name(),
+                "hosts": pg.map(|pg| url_hosts(&pg.options.url)),
+                "reachable": watched.reachable(),
+                "last_error": watched.error,
+                "synchronous_commit": p.map_or(s.durability().synchronous_commit.as_str(), |p| p.synchronous_commit.as_str()),
+                "synchronous_standby_names": p.map(|p| p.synchronous_standby_names.as_str()),
+                "sync_standbys_streaming": p.map(|p| p.sync_standbys),
+                "acknowledged_on_one_server": p.map(|p| p.on_one_server()),
+                "require_sync_standby": pg.is_some_and(|pg| pg.require_sync_standby),
+            })
+        }
+    }
 }
 
 /// 200 when intake can store and sync; 503 otherwise. Delivery problems (dashboard down,
@@ -104,8 +213,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 }
 
 pub async fn detailed(State(state): State<AppState>) -> Response {
-    let read = state.clone();
-    let view = off_runtime(STORE_READ_BOUND, move || StoreView::read(&read)).await;
+    let view = StoreView::read(&state).await;
     let mut reasons = not_ready(&state);
     if view.is_none() {
         reasons.push(format!(
@@ -113,12 +221,7 @@ pub async fn detailed(State(state): State<AppState>) -> Response {
             STORE_READ_BOUND.as_secs()
         ));
     }
-    let view = view.unwrap_or(StoreView {
-        counts: None,
-        oldest: None,
-        next_due: None,
-        blobs: false,
-    });
+    let view = view.unwrap_or_default();
     let (counts, oldest) = (view.counts, view.oldest);
     let now = now_ms();
     let delivery = state.delivery.snapshot();
@@ -137,12 +240,7 @@ pub async fn detailed(State(state): State<AppState>) -> Response {
         "oldest_pending_age_seconds": oldest.map(|t| ((now - t).max(0)) / 1000),
         "next_attempt_in_seconds": next_attempt.map(|t| ((t - now).max(0)) / 1000),
         "delivery": delivery,
-        "store": {
-            "syncing": state.store.sync_health().is_ok(),
-            "data_dir_bytes": state.admission.dir_bytes(),
-            "free_disk_bytes": state.admission.free_bytes(),
-            "blob_files_present": view.blobs,
-        },
+        "store": store_detail(&state, view.blobs),
     });
     Json(body).into_response()
 }

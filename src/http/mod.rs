@@ -14,7 +14,8 @@ use crate::config::Settings;
 use crate::delivery::DeliveryState;
 use crate::intake::Limits;
 use crate::log_summary::{LogSummary, Report, SUMMARY_EVERY};
-use crate::store::Store;
+use crate::store::postgres::health::Watch;
+use crate::store::Engine;
 use admission::Admission;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue};
@@ -32,7 +33,9 @@ use tower_http::set_header::SetResponseHeaderLayer;
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub limits: Limits,
-    pub store: Arc<Store>,
+    pub store: Engine,
+    /// The last probe of the PostgreSQL store (unused with the embedded store).
+    pub store_watch: Arc<Watch>,
     pub admission: Arc<Admission>,
     pub delivery: Arc<DeliveryState>,
     /// Wakes the delivery worker when a new submission is stored.

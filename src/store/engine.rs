@@ -50,11 +50,10 @@ impl Engine {
     pub async fn open(settings: &crate::config::Settings) -> anyhow::Result<Engine> {
         match &settings.store {
             Some(pg) => {
-                let store = PgStore::open(&pg.options).await.map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot open the PostgreSQL store at {}: {e}",
-                        super::postgres::config::masked_url(&pg.options.url)
-                    )
+                let url = super::postgres::config::masked_url(&pg.options.url);
+                let store = PgStore::open(&pg.options).await.map_err(|e| match e {
+                    e if e.is_unavailable() => anyhow::Error::new(Unreachable { url, why: e }),
+                    e => anyhow::anyhow!("cannot open the PostgreSQL store at {url}: {e}"),
                 })?;
                 Ok(Engine::Postgres(store))
             }
@@ -89,6 +88,36 @@ impl Engine {
             Engine::Embedded(_) => None,
             Engine::Postgres(s) => Some(s),
         }
+    }
+}
+
+/// PostgreSQL could not be reached at start. The service does not start without its store:
+/// it exits (with [`Unreachable::EXIT_CODE`], which a service manager restarts, unlike the
+/// code of a configuration error), so that readiness, intake and delivery never run on a
+/// store whose server, schema and settings were not checked.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the PostgreSQL store at {url} ({why}): check that PostgreSQL runs and accepts connections from this host, and the host, port and credentials in store-url; outbox exits with code 3 so that its service manager starts it again")]
+pub struct Unreachable {
+    /// The store URL, its password masked.
+    pub url: String,
+    pub why: PgStoreError,
+}
+
+impl Unreachable {
+    /// The exit code of a start that found PostgreSQL unreachable: not 2 (a configuration
+    /// error, which `ops/outbox.service` does not restart), so systemd tries again.
+    pub const EXIT_CODE: u8 = 3;
+}
+
+impl From<Arc<Store>> for Engine {
+    fn from(s: Arc<Store>) -> Engine {
+        Engine::Embedded(s)
+    }
+}
+
+impl From<Arc<PgStore>> for Engine {
+    fn from(s: Arc<PgStore>) -> Engine {
+        Engine::Postgres(s)
     }
 }
 

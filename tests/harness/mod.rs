@@ -261,6 +261,21 @@ pub async fn spawn_binary_logged(dir: &Path, port: u16, extra: &[&str], log: &Pa
     .unwrap()
 }
 
+/// `outbox serve` as a child process on `port` with the PostgreSQL store at `url` and `extra`
+/// flags, its JSON log written to `log`. Its `--data-dir` is [`unused_data_dir`]`(log)`, which
+/// does not exist and which a service on PostgreSQL must not create. Waits until /health
+/// answers.
+pub async fn spawn_on_postgres(url: &str, port: u16, extra: &[&str], log: &Path) -> KillOnDrop {
+    let mut args = vec!["--store-url", url];
+    args.extend_from_slice(extra);
+    spawn_binary_logged(&unused_data_dir(log), port, &args, log).await
+}
+
+/// The data directory [`spawn_on_postgres`] names for the server logging to `log`.
+pub fn unused_data_dir(log: &Path) -> PathBuf {
+    log.with_extension("data-dir")
+}
+
 /// The JSON log lines of a server started by [`spawn_binary_logged`] with this message.
 pub fn log_lines(log: &Path, message: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(log)

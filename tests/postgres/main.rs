@@ -18,6 +18,9 @@ mod ops_changes;
 mod ops_refusals;
 mod pgbouncer;
 mod records;
+mod service;
+mod service_limits;
+mod shared;
 mod tls;
 
 use outbox::intake::enrich::Enrichment;

@@ -7,7 +7,7 @@ use crate::delivery::circuit::CircuitState;
 use crate::delivery::request::DeliveryRequest;
 use crate::delivery::state::Mode;
 use crate::store::record::sample;
-use crate::store::{Change, Status};
+use crate::store::{Change, Status, Store};
 use std::sync::Mutex;
 use tokio::sync::Semaphore;
 

@@ -35,6 +35,7 @@ use super::{PgStoreError, SyncCommit};
 use crate::store::record::Record;
 use crate::store::SubmitOutcome;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -47,6 +48,9 @@ pub const COMMITTERS: usize = 2;
 const QUEUE: usize = 8 * MAX_BATCH;
 
 type Reply = oneshot::Sender<Result<SubmitOutcome, PgStoreError>>;
+
+/// Whether the last group commit failed, so an outage is logged when it starts and ends.
+static FAILING: AtomicBool = AtomicBool::new(false);
 
 pub(super) struct Committer {
     tx: mpsc::Sender<(Record, Reply)>,
@@ -113,12 +117,24 @@ async fn commit(
     metrics::histogram!("outbox_commit_seconds").record(started.elapsed().as_secs_f64());
     match outcomes {
         Ok(outcomes) => {
+            if FAILING.swap(false, Ordering::Relaxed) {
+                tracing::info!("group commits are acknowledged again");
+            }
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(outcome);
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, submissions = records.len(), "a group commit was not acknowledged; its submissions are answered 503");
+            // Once per outage, not once per group: the refused posts are counted and
+            // summarized by intake's own log line.
+            match FAILING.swap(true, Ordering::Relaxed) {
+                false => {
+                    tracing::error!(error = %e, submissions = records.len(), "a group commit was not acknowledged; its submissions are answered 503 (further failures are logged at debug until a commit succeeds)")
+                }
+                true => {
+                    tracing::debug!(error = %e, submissions = records.len(), "a group commit was not acknowledged")
+                }
+            }
             for reply in replies {
                 let _ = reply.send(Err(e.clone()));
             }

@@ -1,0 +1,183 @@
+//! What the service samples from PostgreSQL once a second: whether the store can be reached,
+//! the backlog for `max-pending` and health, and the replication state that decides whether an
+//! acknowledged submission lives on one server or on two.
+//!
+//! The service reads PostgreSQL on the sampler's cadence, never per request: a probe is one
+//! statement, bounded by [`PROBE_BOUND`], and the result is kept in [`Watch`], which readiness,
+//! `/health/detailed`, the metrics and admission read. The replication state is read again on
+//! every probe, so it follows a failover (the multi-host URL reconnects to the new primary) or
+//! a standby going away.
+//!
+//! `pg_stat_replication` shows `sync_state` only to roles with the privileges of
+//! `pg_read_all_stats` (`pg_monitor` includes it); for any other role its columns are NULL.
+//! Such rows are counted apart ([`Probe::hidden_standbys`]) so health can say what to grant
+//! rather than claim that no standby streams.
+
+use super::{pool, PgStore, PgStoreError};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Longest wait for one probe: well inside the sampler's second, so a PostgreSQL that does not
+/// answer turns readiness false within a few seconds, and a probe never piles up behind
+/// another.
+pub const PROBE_BOUND: Duration = Duration::from_secs(2);
+
+/// One probe's findings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// Records waiting for delivery (pending, claimed ones included).
+    pub queued: u64,
+    /// When the oldest of them was received (ms).
+    pub oldest_queued_ms: Option<i64>,
+    /// The server's `synchronous_standby_names` now (empty: no synchronous standby).
+    pub synchronous_standby_names: String,
+    /// `synchronous_commit` on this instance's connections, as the server reports it.
+    pub synchronous_commit: String,
+    /// Standbys streaming with `sync_state` 'sync' or 'quorum'.
+    pub sync_standbys: u64,
+    /// Standbys whose `sync_state` this role may not read (see the module doc).
+    pub hidden_standbys: u64,
+}
+
+impl Probe {
+    /// Whether an acknowledged submission may live on one server only.
+    pub fn on_one_server(&self) -> bool {
+        self.synchronous_standby_names.trim().is_empty()
+    }
+}
+
+impl PgStore {
+    /// Reads the backlog and the replication state in one statement, within [`PROBE_BOUND`].
+    pub async fn probe(&self) -> Result<Probe, PgStoreError> {
+        let read = async {
+            let conn = pool::get(&self.pool).await?;
+            let row = conn
+                .client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM outbox_records WHERE status = 'pending'), \
+                       (SELECT min(received_at_ms) FROM outbox_records WHERE status = 'pending'), \
+                       current_setting('synchronous_standby_names'), \
+                       current_setting('synchronous_commit'), \
+                       (SELECT count(*) FROM pg_stat_replication \
+                          WHERE sync_state IN ('sync', 'quorum')), \
+                       (SELECT count(*) FROM pg_stat_replication WHERE sync_state IS NULL)",
+                    &[],
+                )
+                .await?;
+            Ok::<_, PgStoreError>(Probe {
+                queued: row.try_get::<_, i64>(0)?.max(0) as u64,
+                oldest_queued_ms: row.try_get(1)?,
+                synchronous_standby_names: row.try_get(2)?,
+                synchronous_commit: row.try_get(3)?,
+                sync_standbys: row.try_get::<_, i64>(4)?.max(0) as u64,
+                hidden_standbys: row.try_get::<_, i64>(5)?.max(0) as u64,
+            })
+        };
+        match tokio::time::timeout(PROBE_BOUND, read).await {
+            Ok(r) => r,
+            Err(_) => Err(PgStoreError::Unavailable(format!(
+                "PostgreSQL did not answer within {PROBE_BOUND:?}"
+            ))),
+        }
+    }
+}
+
+/// The last probe, as readiness and health read it.
+#[derive(Debug, Clone, Default)]
+pub struct Watched {
+    /// The last successful probe.
+    pub last: Option<Probe>,
+    /// Why the last probe failed; `None` when it succeeded.
+    pub error: Option<String>,
+}
+
+impl Watched {
+    pub fn reachable(&self) -> bool {
+        self.last.is_some() && self.error.is_none()
+    }
+}
+
+/// The probes' results, shared by the sampler (which writes) and health (which reads). Logs
+/// one line when PostgreSQL becomes unreachable and one when it is back, never one per probe.
+#[derive(Debug, Default)]
+pub struct Watch {
+    state: Mutex<Watched>,
+}
+
+impl Watch {
+    /// Records a probe's result.
+    pub fn record(&self, result: Result<Probe, PgStoreError>) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(p) => {
+                if s.error.take().is_some() {
+                    tracing::info!("the PostgreSQL store is reachable again");
+                }
+                if let Some(old) = &s.last {
+                    if old.on_one_server() != p.on_one_server() {
+                        tracing::warn!(
+                            synchronous_standby_names = %p.synchronous_standby_names,
+                            "PostgreSQL's synchronous_standby_names changed"
+                        );
+                    }
+                }
+                s.last = Some(p);
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if s.error.is_none() {
+                    tracing::error!(error = %text, "the PostgreSQL store cannot be reached; intake answers 503 and delivery waits until it is back");
+                }
+                s.error = Some(text);
+            }
+        }
+    }
+
+    pub fn get(&self) -> Watched {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The hosts (and ports) of a store URL, for health: never the user or the password.
+pub fn url_hosts(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['/', '?']).next().unwrap_or("");
+    rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_come_without_the_user_or_password() {
+        assert_eq!(
+            url_hosts("postgres://outbox:s3cr%40t@db1:5432,db2:5432/outbox?sslmode=require"),
+            "db1:5432,db2:5432"
+        );
+        assert_eq!(url_hosts("postgresql://db/x"), "db");
+        assert_eq!(url_hosts("postgres://u@h?sslmode=disable"), "h");
+    }
+
+    #[test]
+    fn unreachable_then_back_is_told_by_the_last_probe() {
+        let w = Watch::default();
+        assert!(!w.get().reachable(), "nothing known before the first probe");
+        let p = Probe {
+            queued: 3,
+            oldest_queued_ms: Some(1),
+            synchronous_standby_names: String::new(),
+            synchronous_commit: "on".into(),
+            sync_standbys: 0,
+            hidden_standbys: 0,
+        };
+        w.record(Ok(p.clone()));
+        assert!(w.get().reachable());
+        w.record(Err(PgStoreError::Unavailable("down".into())));
+        let got = w.get();
+        assert!(!got.reachable());
+        assert_eq!(got.last, Some(p.clone()), "the last figures are kept");
+        w.record(Ok(p));
+        assert!(w.get().reachable());
+    }
+}
