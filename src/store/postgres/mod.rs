@@ -54,6 +54,7 @@ mod boundary;
 pub mod claims;
 mod committer;
 pub mod config;
+pub mod copy;
 pub mod maintenance;
 pub mod pool;
 mod row;

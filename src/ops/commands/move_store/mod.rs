@@ -1,0 +1,291 @@
+//! `outbox move-store --to postgres|embedded`: moves a whole outbox between the embedded
+//! store (a stopped data directory) and the PostgreSQL store, when one machine is no longer
+//! enough, or back.
+//!
+//! Everything moves as it is: pending records with their attempts, due times and last error,
+//! dead letters, quarantined entries with their reason and bytes, and delivered tombstones
+//! (so a duplicate post after the move still gets 200 with the original receipt, and another
+//! payload under the same key 409). Claims do not move: records arrive unclaimed. The
+//! counters of what left the records before the move (quarantined, purged) carry over, so
+//! `accepted = pending + in_flight + delivered + dead + quarantined + purged` holds on the
+//! target with the source's figures.
+//!
+//! The source is only read. Before it says done, the move reads the target back and compares
+//! the counts and every record's hash ([`digest`]); a difference is an error naming the first
+//! trace IDs that differ. Switching the service to the target is the operator's step, after
+//! that (the command prints it): there is never a moment when the service runs on a
+//! half-copied store. Settings are the service's: `--data-dir`, `--store-url`, the password
+//! file, or the `--config` file's keys.
+
+mod digest;
+mod to_embedded;
+mod to_postgres;
+
+use crate::config::spec::{env_name, SPECS};
+use crate::config::{RawSettings, Settings, Source};
+use crate::ops::progress::with_bar;
+use crate::ops::socket::route::{explain, refuse_if_served};
+use crate::ops::target::Target;
+use crate::ops::text::count;
+use crate::store::postgres::config::masked_url;
+use crate::store::postgres::PgStore;
+use crate::store::{Counts, Status, Store};
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use digest::{first_named, Digest};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Records per read and per write: one statement (PostgreSQL) or one transaction (sled) each,
+/// large enough that a round trip is a small share of it, small enough to bound memory.
+const BATCH: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum To {
+    /// From the stopped data directory (--data-dir) into PostgreSQL (--store-url)
+    Postgres,
+    /// From PostgreSQL (--store-url) into a new data directory (--data-dir)
+    Embedded,
+}
+
+#[derive(Debug, Args)]
+pub struct MoveArgs {
+    /// Which store the outbox moves to
+    #[arg(long, value_enum)]
+    pub to: To,
+    #[command(flatten)]
+    pub target: Target,
+    /// PostgreSQL store URL [default: store_url from --config]
+    #[arg(long, env = "OUTBOX_STORE_URL", value_name = "URL")]
+    pub store_url: Option<String>,
+    /// File holding the store-url user's password [default: store_password_file from --config]
+    #[arg(long, env = "OUTBOX_STORE_PASSWORD_FILE", value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
+}
+
+/// Both sides after a move, for the check.
+pub struct Moved {
+    source: Digest,
+    target: Digest,
+    source_counts: Counts,
+    target_counts: Counts,
+    /// Records and quarantined entries this run wrote.
+    written: u64,
+    /// Those an earlier run had copied already.
+    already_there: u64,
+}
+
+impl Moved {
+    /// What differs between the two sides, in words; empty when the copy is whole.
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.source_counts != self.target_counts {
+            out.push(format!(
+                "the counts differ: source {}, target {}",
+                self.source_counts.describe(),
+                self.target_counts.describe()
+            ));
+        }
+        let ids = self.source.differences(&self.target);
+        if !ids.is_empty() {
+            out.push(format!(
+                "{} differ between source and target: {}",
+                count(ids.len() as u64, "record", "records"),
+                first_named(&ids)
+            ));
+        }
+        out
+    }
+}
+
+/// The data directory and the PostgreSQL settings, read as the service reads them (flag >
+/// environment > `--config` file), the store's `OUTBOX_STORE_*` variables included.
+fn settings(a: &MoveArgs) -> anyhow::Result<Settings> {
+    let mut raw = RawSettings {
+        config: a.target.config.clone(),
+        ..Default::default()
+    };
+    for spec in SPECS.iter().filter(|s| s.name.starts_with("store-")) {
+        if let Ok(v) = std::env::var(env_name(spec.name)) {
+            raw.values.insert(spec.name, (v, Source::Env));
+        }
+    }
+    let flags = [
+        (
+            "data-dir",
+            a.target.data_dir.as_ref().map(|d| d.display().to_string()),
+        ),
+        ("store-url", a.store_url.clone()),
+        (
+            "store-password-file",
+            a.store_password_file
+                .as_ref()
+                .map(|f| f.display().to_string()),
+        ),
+    ];
+    for (name, value) in flags {
+        if let Some(v) = value {
+            let spec = SPECS.iter().find(|s| s.name == name).expect("a setting");
+            raw.values.insert(spec.name, (v, Source::Flag));
+        }
+    }
+    Settings::from_layers(&raw.layers()?)
+}
+
+pub fn run(a: MoveArgs) -> anyhow::Result<ExitCode> {
+    let settings = settings(&a)?;
+    let Some(pg) = settings.store.clone() else {
+        bail!("no PostgreSQL store is named: pass --store-url (or OUTBOX_STORE_URL, or store_url in the --config file)");
+    };
+    let dir = settings.data_dir.clone();
+    let url = masked_url(&pg.options.url);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let started = Instant::now();
+    let (moved, from, to) = match a.to {
+        To::Postgres => {
+            let source = open_source(&dir)?;
+            let moved = with_bar("moving", |p| {
+                rt.block_on(async {
+                    let target = open_postgres(&pg.options, &url).await?;
+                    to_postgres::run(&source, &target, p).await
+                })
+            })?;
+            (moved, dir.display().to_string(), url.clone())
+        }
+        To::Embedded => {
+            to_embedded::check_new(&dir)?;
+            let staging = to_embedded::staging_dir(&dir)?;
+            if staging.exists() {
+                // What an interrupted run left: never a data directory anyone used.
+                std::fs::remove_dir_all(&staging)
+                    .with_context(|| format!("cannot remove {}", staging.display()))?;
+            }
+            let target = Store::open(&staging).map_err(|e| explain(&staging, e.into()))?;
+            let moved = with_bar("moving", |p| {
+                rt.block_on(async {
+                    let source = open_postgres(&pg.options, &url).await?;
+                    to_embedded::run(&source, &target, p).await
+                })
+            })?;
+            if moved.problems().is_empty() {
+                target.sync()?;
+                drop(target);
+                wait_released(&staging)?;
+                put_in_place(&staging, &dir)?;
+            }
+            (moved, url.clone(), dir.display().to_string())
+        }
+    };
+    let problems = moved.problems();
+    if !problems.is_empty() {
+        eprintln!("outbox: the copy in {to} does not match {from}:");
+        for p in &problems {
+            eprintln!("  {p}");
+        }
+        eprintln!("outbox: nothing in {from} was changed; do not switch the service to {to}");
+        return Ok(ExitCode::from(1));
+    }
+    report(&moved, &from, &to, started.elapsed());
+    next_steps(a.to, &dir, &url);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn open_postgres(
+    o: &crate::store::postgres::PgOptions,
+    url: &str,
+) -> anyhow::Result<std::sync::Arc<PgStore>> {
+    PgStore::open(o)
+        .await
+        .with_context(|| format!("cannot open the PostgreSQL store at {url}"))
+}
+
+/// Waits until sled's background threads have let go of a closed directory, so that it is
+/// renamed with nothing left writing into it.
+fn wait_released(dir: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if crate::ops::commands::backup::try_lock(dir)?.is_some() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} is still held open after the copy; it was left there",
+                dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Opens the stopped data directory; refuses one a server holds, or none at all.
+fn open_source(dir: &Path) -> anyhow::Result<Store> {
+    refuse_if_served(dir, "stop it before moving its outbox")?;
+    if !dir.join("db").exists() {
+        bail!(
+            "{} holds no outbox store (no db file): check --data-dir",
+            dir.display()
+        );
+    }
+    Store::open(dir).map_err(|e| explain(dir, e.into()))
+}
+
+/// Renames the finished copy to the data directory's name (an empty directory there goes).
+fn put_in_place(staging: &Path, dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir(dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+    }
+    std::fs::rename(staging, dir).with_context(|| {
+        format!(
+            "cannot move the copy from {} to {}",
+            staging.display(),
+            dir.display()
+        )
+    })?;
+    let parent = staging.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(parent)?.sync_all()?;
+    Ok(())
+}
+
+fn report(m: &Moved, from: &str, to: &str, took: Duration) {
+    let t = &m.target;
+    println!(
+        "moved {} ({} pending, {} delivered, {} dead) and {} from {from} to {to} in {:.1} s",
+        count(t.records(), "record", "records"),
+        t.count(Status::Pending),
+        t.count(Status::Delivered),
+        t.count(Status::Dead),
+        count(t.quarantined(), "quarantined entry", "quarantined entries"),
+        took.as_secs_f64()
+    );
+    if m.already_there > 0 {
+        println!(
+            "{} of them were there from an earlier run; this run wrote {}",
+            m.already_there, m.written
+        );
+    }
+    println!(
+        "verified: counts equal ({}), and every record's hash equal on both sides",
+        m.target_counts.describe()
+    );
+}
+
+fn next_steps(to: To, dir: &Path, url: &str) {
+    let dir = dir.display();
+    println!("next steps:");
+    match to {
+        To::Postgres => {
+            println!("  1. set store_url = \"{url}\" in the service's settings (or OUTBOX_STORE_URL), with its password in store_password_file");
+            println!("  2. start outbox (every instance with the same store_url); `outbox config check` shows the store it uses");
+            println!("  3. keep {dir} until you no longer need to go back: the move did not change it, and outbox no longer reads it");
+        }
+        To::Embedded => {
+            println!("  1. remove store_url (and OUTBOX_STORE_URL) from the service's settings, and set data_dir = \"{dir}\"");
+            println!("  2. start one outbox instance on {dir}; `outbox inspect --data-dir {dir}` shows what it holds");
+            println!("  3. the PostgreSQL store at {url} was not changed: drop its tables (outbox_records, outbox_counters, outbox_quarantine, outbox_schema_history) once you no longer need it");
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! From PostgreSQL into a new data directory.
+//!
+//! The directory is built beside the target under a temporary name (`.<name>.moving`), checked
+//! there, made durable, and only then renamed into place: until the move says done there is
+//! no half-written data directory a service could be started on, and a rerun after an
+//! interruption starts the copy again from the beginning (the source was never changed).
+//! Every instance on the database must be stopped: a live lease (an instance delivering) is
+//! refused, and a source that changed during the copy fails the check at the end.
+
+use super::digest::Digest;
+use super::{Moved, BATCH};
+use crate::ops::operation::Progress;
+use crate::store::postgres::PgStore;
+use crate::store::Store;
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+
+/// Refuses a target that is not new: it must be absent or an empty directory.
+pub fn check_new(dir: &Path) -> anyhow::Result<()> {
+    let Ok(mut entries) = std::fs::read_dir(dir) else {
+        if dir.exists() {
+            bail!("{} exists and is not a readable directory", dir.display());
+        }
+        return Ok(());
+    };
+    if entries.next().is_some() {
+        bail!(
+            "{} is not empty: a move writes only into a new data directory; name an absent or empty one with --data-dir (nothing was written)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Where the new directory is built: beside the target, hidden.
+pub fn staging_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    let name = dir
+        .file_name()
+        .context("the data directory needs a name (not / or ..)")?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok(parent.join(format!(".{name}.moving")))
+}
+
+pub async fn run(
+    source: &PgStore,
+    target: &Store,
+    progress: Progress<'_>,
+) -> anyhow::Result<Moved> {
+    let leases = source.live_leases().await?;
+    if leases > 0 {
+        bail!(
+            "an outbox instance is delivering from this PostgreSQL store ({leases} records under a live lease): stop every instance on it, then move (nothing was written)"
+        );
+    }
+    let source_counts = source.counts().await?;
+    let total = source_counts.pending + source_counts.delivered + source_counts.dead;
+    let mut digest = Digest::default();
+    let mut after: Option<String> = None;
+    let mut done = 0u64;
+    loop {
+        let page = source.copy_page(after.as_deref(), BATCH).await?;
+        page.iter().for_each(|r| digest.add(r));
+        target.put_moved(&page)?;
+        done += page.len() as u64;
+        progress(done, Some(total.max(done)));
+        match page.last() {
+            Some(r) if page.len() == BATCH => after = Some(r.trace_id.clone()),
+            _ => break,
+        }
+    }
+    let quarantined = source.copy_quarantined().await?;
+    quarantined.iter().for_each(|q| digest.add_quarantined(q));
+    target.put_moved_quarantined(&quarantined)?;
+    let c = source.moved_counters().await?;
+    target.set_moved_counters(c.quarantined, c.purged)?;
+    let mut copied = Digest::default();
+    for r in target.entries() {
+        let e = r?;
+        let r = e.record.map_err(|u| {
+            anyhow::anyhow!(
+                "record {} does not decode in the copy: {}",
+                e.trace_id,
+                u.error
+            )
+        })?;
+        copied.add(&r);
+    }
+    for q in target.quarantined() {
+        copied.add_quarantined(&q?);
+    }
+    // Read again: a source that changed during the copy shows here.
+    let source_counts = source.counts().await?;
+    Ok(Moved {
+        written: digest.records() + digest.quarantined(),
+        source: digest,
+        target: copied,
+        source_counts,
+        target_counts: target.counts()?,
+        already_there: 0,
+    })
+}

@@ -1,0 +1,133 @@
+//! From a stopped data directory into PostgreSQL.
+//!
+//! The target may be empty, or hold exactly what an earlier run of this move copied (it was
+//! interrupted, or ran to the end): every row there must be a record of the source with the
+//! same content, and the counters of what left the table must be zero or the source's. Then
+//! only the missing records are inserted (`ON CONFLICT DO NOTHING` all the same), so a rerun
+//! completes the copy and changes nothing else. Anything else there (another outbox's
+//! records, posts an instance already took) is refused before anything is written.
+
+use super::digest::{first_named, Digest};
+use super::{Moved, BATCH};
+use crate::ops::operation::Progress;
+use crate::store::postgres::copy::MovedCounters;
+use crate::store::postgres::PgStore;
+use crate::store::{Counts, Store};
+use anyhow::{bail, Context};
+
+/// The source's records and quarantined entries, after checking that it is sound.
+fn read_source(source: &Store) -> anyhow::Result<(Digest, Counts)> {
+    let check = source.check(&|_, _| {})?;
+    if !check.problems.is_empty() {
+        bail!(
+            "the data directory has problems ({}); run `outbox verify --repair` on it first, then move it",
+            check.problems.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+        );
+    }
+    let counts = source.counts()?;
+    let mut digest = Digest::default();
+    for e in source.entries() {
+        let e = e?;
+        match e.record {
+            Ok(r) => digest.add(&r),
+            Err(u) => bail!(
+                "record {} does not decode ({}); run `outbox verify --repair` to quarantine it, then move",
+                e.trace_id,
+                u.error
+            ),
+        }
+    }
+    for q in source.quarantined() {
+        digest.add_quarantined(&q?);
+    }
+    Ok((digest, counts))
+}
+
+/// What the PostgreSQL store holds.
+pub(super) async fn read_postgres(store: &PgStore) -> anyhow::Result<Digest> {
+    let mut digest = Digest::default();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.copy_page(after.as_deref(), BATCH).await?;
+        for r in &page {
+            digest.add(r);
+        }
+        match page.last() {
+            Some(r) if page.len() == BATCH => after = Some(r.trace_id.clone()),
+            _ => break,
+        }
+    }
+    for q in store.copy_quarantined().await? {
+        digest.add_quarantined(&q);
+    }
+    Ok(digest)
+}
+
+pub async fn run(
+    source: &Store,
+    target: &PgStore,
+    progress: Progress<'_>,
+) -> anyhow::Result<Moved> {
+    let (digest, counts) = read_source(source)?;
+    let there = read_postgres(target)
+        .await
+        .context("cannot read the PostgreSQL store")?;
+    let foreign = there.not_in(&digest);
+    if !foreign.is_empty() {
+        bail!(
+            "the PostgreSQL store already holds {} this move did not copy ({}): it is another outbox's store, or an instance already took posts into it; point store-url at an empty database (nothing was written)",
+            crate::ops::text::count(foreign.len() as u64, "record", "records"),
+            first_named(&foreign)
+        );
+    }
+    let moved = MovedCounters {
+        quarantined: counts.quarantined,
+        purged: counts.purged,
+    };
+    let found = target.moved_counters().await?;
+    for (name, have, want) in [
+        ("quarantined", found.quarantined, moved.quarantined),
+        ("purged", found.purged, moved.purged),
+    ] {
+        if have != 0 && have != want {
+            bail!(
+                "the PostgreSQL store already counts {have} records {name} (the data directory {want}): it has a history of its own; point store-url at an empty database (nothing was written)"
+            );
+        }
+    }
+    let total = digest.records() + digest.quarantined();
+    let mut done = 0u64;
+    let mut inserted = 0u64;
+    let mut batch = Vec::with_capacity(BATCH);
+    for e in source.entries() {
+        let r = e?
+            .record
+            .map_err(|u| anyhow::anyhow!("a record stopped decoding: {}", u.error))?;
+        done += 1;
+        if !there.holds(&r) {
+            batch.push(r);
+        }
+        if batch.len() == BATCH {
+            inserted += target.copy_in(&std::mem::take(&mut batch)).await?;
+            progress(done, Some(total));
+        }
+    }
+    inserted += target.copy_in(&batch).await?;
+    let quarantined: Vec<_> = source.quarantined().collect::<Result<_, _>>()?;
+    let missing: Vec<_> = quarantined
+        .into_iter()
+        .filter(|q| !there.holds_quarantined(q))
+        .collect();
+    inserted += target.copy_in_quarantined(&missing).await?;
+    target.set_moved_counters(moved).await?;
+    progress(total, Some(total));
+    let copied = read_postgres(target).await?;
+    Ok(Moved {
+        source: digest,
+        target: copied,
+        source_counts: counts,
+        target_counts: target.counts().await?,
+        written: inserted,
+        already_there: there.records() + there.quarantined(),
+    })
+}
