@@ -11,6 +11,7 @@ mod harness;
 mod core;
 mod failover;
 mod failures;
+mod move_store;
 mod pgbouncer;
 mod tls;
 
