@@ -42,6 +42,10 @@ pub enum OpsCommand {
     /// Give disk space back: rewrite the store into a fresh copy and swap it in (server running or not).
     Compact(compact::CompactArgs),
     /// Move the whole outbox between the data directory and PostgreSQL (--to postgres|embedded), verified.
+    ///
+    /// Every record as it is (pending, dead, delivered tombstones, quarantined), the source
+    /// only read, the copy compared record by record before it says done; exit 1 if it
+    /// differs. Then switch the service's settings as it prints.
     MoveStore(move_store::MoveArgs),
 }
 

@@ -25,7 +25,6 @@ use crate::config::spec::{env_name, SPECS};
 use crate::config::{RawSettings, Settings, Source};
 use crate::ops::progress::with_bar;
 use crate::ops::socket::route::{explain, refuse_if_served};
-use crate::ops::target::Target;
 use crate::ops::text::count;
 use crate::store::postgres::config::masked_url;
 use crate::store::postgres::PgStore;
@@ -54,8 +53,12 @@ pub struct MoveArgs {
     /// Which store the outbox moves to
     #[arg(long, value_enum)]
     pub to: To,
-    #[command(flatten)]
-    pub target: Target,
+    /// Data directory: the source with --to postgres (stopped), the target with --to embedded (absent or empty) [default: data_dir from --config, else ./data]
+    #[arg(long, env = "OUTBOX_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file of the service (its data_dir and store_* keys are read)
+    #[arg(long, env = "OUTBOX_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// PostgreSQL store URL [default: store_url from --config]
     #[arg(long, env = "OUTBOX_STORE_URL", value_name = "URL")]
     pub store_url: Option<String>,
@@ -103,7 +106,7 @@ impl Moved {
 /// environment > `--config` file), the store's `OUTBOX_STORE_*` variables included.
 fn settings(a: &MoveArgs) -> anyhow::Result<Settings> {
     let mut raw = RawSettings {
-        config: a.target.config.clone(),
+        config: a.config.clone(),
         ..Default::default()
     };
     for spec in SPECS.iter().filter(|s| s.name.starts_with("store-")) {
@@ -114,7 +117,7 @@ fn settings(a: &MoveArgs) -> anyhow::Result<Settings> {
     let flags = [
         (
             "data-dir",
-            a.target.data_dir.as_ref().map(|d| d.display().to_string()),
+            a.data_dir.as_ref().map(|d| d.display().to_string()),
         ),
         ("store-url", a.store_url.clone()),
         (
@@ -287,5 +290,51 @@ fn next_steps(to: To, dir: &Path, url: &str) {
             println!("  2. start one outbox instance on {dir}; `outbox inspect --data-dir {dir}` shows what it holds");
             println!("  3. the PostgreSQL store at {url} was not changed: drop its tables (outbox_records, outbox_counters, outbox_quarantine, outbox_schema_history) once you no longer need it");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::sample;
+    use crate::store::Record;
+
+    fn moved(source: &[Record], target: &[Record]) -> Moved {
+        let side = |records: &[Record]| {
+            let mut d = Digest::default();
+            records.iter().for_each(|r| d.add(r));
+            d
+        };
+        let counts = Counts {
+            accepted: source.len() as u64,
+            pending: source.len() as u64,
+            ..Counts::default()
+        };
+        Moved {
+            source: side(source),
+            target: side(target),
+            source_counts: counts,
+            target_counts: counts,
+            written: 0,
+            already_there: 0,
+        }
+    }
+
+    #[test]
+    fn a_copy_that_differs_is_a_problem_naming_the_first_trace_ids() {
+        let (a, b) = (sample("trace-a"), sample("trace-b"));
+        assert!(moved(&[a.clone(), b.clone()], &[b.clone(), a.clone()])
+            .problems()
+            .is_empty());
+        let mut changed = b.clone();
+        changed.last_error = Some("lost on the way".into());
+        let mut m = moved(&[a.clone(), b], &[changed]);
+        m.target_counts.pending = 1;
+        let problems = m.problems();
+        assert!(problems[0].starts_with("the counts differ"), "{problems:?}");
+        assert_eq!(
+            problems[1],
+            "2 records differ between source and target: trace-a, trace-b"
+        );
     }
 }
