@@ -49,6 +49,15 @@ fn move_store(dir: &Path, to: &str, url: &str) -> Run {
     outbox(dir, "move-store", &["--to", to, "--store-url", url])
 }
 
+/// A move that succeeds and says each of `says` on stdout.
+fn moved(dir: &Path, to: &str, url: &str, says: &[&str]) {
+    let run = move_store(dir, to, url);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    for text in says {
+        assert!(run.stdout.contains(text), "{text:?} in {}", run.stdout);
+    }
+}
+
 /// The body posted under `key`: the dashboard stub answers by its `outcome` field.
 fn body(key: &str, outcome: &str) -> Value {
     json!({"email": format!("{key}@example.com"), "outcome": outcome})
@@ -148,19 +157,16 @@ async fn a_store_of_every_status_moves_to_postgres_and_back_losing_nothing() {
     let dir = tmp.path().join("data");
     a_store_of_every_status(&dir).await;
     let before = contents(&dir);
-    let c = before.counts;
-    assert_eq!(
-        (
-            c.accepted,
-            c.pending,
-            c.delivered,
-            c.dead,
-            c.quarantined,
-            c.purged
-        ),
-        (13, 5, 3, 3, 1, 1),
-        "{c:?}"
-    );
+    let every_status = Counts {
+        accepted: 13,
+        pending: 5,
+        in_flight: 0,
+        delivered: 3,
+        dead: 3,
+        quarantined: 1,
+        purged: 1,
+    };
+    assert_eq!(before.counts, every_status);
     let retrying = before
         .records
         .iter()
@@ -172,19 +178,12 @@ async fn a_store_of_every_status_moves_to_postgres_and_back_losing_nothing() {
     );
 
     // Into PostgreSQL.
-    let run = move_store(&dir, "postgres", &pg.url());
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert!(
-        run.stdout
-            .contains("moved 11 records (5 pending, 3 delivered, 3 dead) and 1 quarantined entry"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains("verified") && run.stdout.contains("set store_url"),
-        "{}",
-        run.stdout
-    );
+    let says = [
+        "moved 11 records (5 pending, 3 delivered, 3 dead) and 1 quarantined entry",
+        "verified",
+        "set store_url",
+    ];
+    moved(&dir, "postgres", &pg.url(), &says);
     assert_eq!(contents(&dir), before, "the source is unchanged");
     let store = super::open(&pg, LEASE).await;
     assert_eq!(store.counts().await.unwrap(), before.counts);
@@ -211,14 +210,8 @@ async fn a_store_of_every_status_moves_to_postgres_and_back_losing_nothing() {
     );
 
     // A rerun is harmless, and one after an interruption completes the copy.
-    let run = move_store(&dir, "postgres", &pg.url());
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert!(
-        run.stdout
-            .contains("12 of them were there from an earlier run; this run wrote 0"),
-        "{}",
-        run.stdout
-    );
+    let says = ["12 of them were there from an earlier run; this run wrote 0"];
+    moved(&dir, "postgres", &pg.url(), &says);
     client
         .execute(
             "DELETE FROM outbox_records WHERE trace_id IN ('move-refuse-1', 'move-deliver-2')",
@@ -226,17 +219,13 @@ async fn a_store_of_every_status_moves_to_postgres_and_back_losing_nothing() {
         )
         .await
         .unwrap();
-    let run = move_store(&dir, "postgres", &pg.url());
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("this run wrote 2"), "{}", run.stdout);
+    moved(&dir, "postgres", &pg.url(), &["this run wrote 2"]);
     assert_eq!(store.counts().await.unwrap(), before.counts);
 
     // Back into a new data directory, over what an interrupted run left beside it.
     let back = tmp.path().join("back");
     std::fs::create_dir_all(tmp.path().join(".back.moving/half")).unwrap();
-    let run = move_store(&back, "embedded", &pg.url());
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("remove store_url"), "{}", run.stdout);
+    moved(&back, "embedded", &pg.url(), &["remove store_url"]);
     let after = contents(&back);
     assert_eq!(
         after, before,
