@@ -301,3 +301,74 @@ async fn a_move_refuses_a_served_directory_a_used_database_and_a_target_that_is_
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("pass --store-url"), "{}", run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_does_not_match_its_source_is_an_error_naming_the_record() {
+    let Some(pg) = Postgres::start("move-store check") else {
+        return;
+    };
+    let store = super::open(&pg, LEASE).await;
+    let fine = super::record("move-fine", r#"{"a":1}"#);
+    assert!(matches!(
+        store.submit(fine).await.unwrap(),
+        SubmitOutcome::Stored(_)
+    ));
+    // A tombstone that kept its client's address, as no outbox writes one: the data
+    // directory keeps no client details for a tombstone, so its copy cannot be the same.
+    let client = super::sql(&pg).await;
+    client
+        .execute(
+            "INSERT INTO outbox_records (trace_id, status, attempts, received_at_ms, received_at, \
+               due_at_ms, payload_hash, client_ip, src, form_type, delivered_at_ms) \
+             VALUES ('move-hand-made', 'delivered', 1, 1700000000000, '2023-11-14T22:13:20.000Z', \
+               1700000000000, decode(repeat('07', 32), 'hex'), '203.0.113.5', 'site', 'contact', \
+               1700000000500)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let back = tmp.path().join("back");
+    let run = move_store(&back, "embedded", &pg.url());
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("1 record differs between source and target: move-hand-made")
+            && run.stderr.contains("do not switch the service"),
+        "{}",
+        run.stderr
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "no data directory, no half copy: {left:?}");
+    assert_eq!(
+        store.counts().await.unwrap().accepted,
+        2,
+        "the source is unchanged"
+    );
+
+    // A row changed after a move is no longer what the move copied: a rerun refuses it.
+    client
+        .execute(
+            "DELETE FROM outbox_records WHERE trace_id = 'move-hand-made'",
+            &[],
+        )
+        .await
+        .unwrap();
+    moved(&back, "embedded", &pg.url(), &["moved 1 record"]);
+    let says = ["1 of them were there from an earlier run; this run wrote 0"];
+    moved(&back, "postgres", &pg.url(), &says);
+    client
+        .execute(
+            "UPDATE outbox_records SET attempts = 5 WHERE trace_id = 'move-fine'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let run = move_store(&back, "postgres", &pg.url());
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("did not copy (move-fine)"),
+        "{}",
+        run.stderr
+    );
+}

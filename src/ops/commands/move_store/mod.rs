@@ -92,8 +92,9 @@ impl Moved {
         }
         let ids = self.source.differences(&self.target);
         if !ids.is_empty() {
+            let verb = if ids.len() == 1 { "differs" } else { "differ" };
             out.push(format!(
-                "{} differ between source and target: {}",
+                "{} {verb} between source and target: {}",
                 count(ids.len() as u64, "record", "records"),
                 first_named(&ids)
             ));
@@ -174,11 +175,14 @@ pub fn run(a: MoveArgs) -> anyhow::Result<ExitCode> {
                     to_embedded::run(&source, &target, p).await
                 })
             })?;
-            if moved.problems().is_empty() {
-                target.sync()?;
-                drop(target);
-                wait_released(&staging)?;
-                put_in_place(&staging, &dir)?;
+            target.sync()?;
+            drop(target);
+            wait_released(&staging)?;
+            match moved.problems().is_empty() {
+                true => put_in_place(&staging, &dir)?,
+                // A copy that does not match is not left where it could be mistaken for one.
+                false => std::fs::remove_dir_all(&staging)
+                    .with_context(|| format!("cannot remove {}", staging.display()))?,
             }
             (moved, url.clone(), dir.display().to_string())
         }

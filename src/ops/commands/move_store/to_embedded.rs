@@ -58,7 +58,9 @@ pub async fn run(
         );
     }
     let source_counts = source.counts().await?;
-    let total = source_counts.pending + source_counts.delivered + source_counts.dead;
+    // Two passes over the records: copy, read the copy back.
+    let n = source_counts.pending + source_counts.delivered + source_counts.dead;
+    let total = 2 * n;
     let mut digest = Digest::default();
     let mut after: Option<String> = None;
     let mut done = 0u64;
@@ -67,7 +69,7 @@ pub async fn run(
         page.iter().for_each(|r| digest.add(r));
         target.put_moved(&page)?;
         done += page.len() as u64;
-        progress(done, Some(total.max(done)));
+        progress(done.min(n), Some(total));
         match page.last() {
             Some(r) if page.len() == BATCH => after = Some(r.trace_id.clone()),
             _ => break,
@@ -79,8 +81,11 @@ pub async fn run(
     let c = source.moved_counters().await?;
     target.set_moved_counters(c.quarantined, c.purged)?;
     let mut copied = Digest::default();
-    for r in target.entries() {
+    for (i, r) in target.entries().enumerate() {
         let e = r?;
+        if i % BATCH == 0 {
+            progress(n + (i as u64).min(n), Some(total));
+        }
         let r = e.record.map_err(|u| {
             anyhow::anyhow!(
                 "record {} does not decode in the copy: {}",

@@ -16,7 +16,7 @@ use crate::store::{Counts, Store};
 use anyhow::{bail, Context};
 
 /// The source's records and quarantined entries, after checking that it is sound.
-fn read_source(source: &Store) -> anyhow::Result<(Digest, Counts)> {
+fn read_source(source: &Store, tick: &dyn Fn(u64)) -> anyhow::Result<(Digest, Counts)> {
     let check = source.check(&|_, _| {})?;
     if !check.problems.is_empty() {
         bail!(
@@ -26,8 +26,11 @@ fn read_source(source: &Store) -> anyhow::Result<(Digest, Counts)> {
     }
     let counts = source.counts()?;
     let mut digest = Digest::default();
-    for e in source.entries() {
+    for (i, e) in source.entries().enumerate() {
         let e = e?;
+        if i % BATCH == 0 {
+            tick(i as u64);
+        }
         match e.record {
             Ok(r) => digest.add(&r),
             Err(u) => bail!(
@@ -43,8 +46,8 @@ fn read_source(source: &Store) -> anyhow::Result<(Digest, Counts)> {
     Ok((digest, counts))
 }
 
-/// What the PostgreSQL store holds.
-pub(super) async fn read_postgres(store: &PgStore) -> anyhow::Result<Digest> {
+/// What the PostgreSQL store holds; `tick` gets the records read so far.
+async fn read_postgres(store: &PgStore, tick: &dyn Fn(u64)) -> anyhow::Result<Digest> {
     let mut digest = Digest::default();
     let mut after: Option<String> = None;
     loop {
@@ -52,6 +55,7 @@ pub(super) async fn read_postgres(store: &PgStore) -> anyhow::Result<Digest> {
         for r in &page {
             digest.add(r);
         }
+        tick(digest.records());
         match page.last() {
             Some(r) if page.len() == BATCH => after = Some(r.trace_id.clone()),
             _ => break,
@@ -68,8 +72,12 @@ pub async fn run(
     target: &PgStore,
     progress: Progress<'_>,
 ) -> anyhow::Result<Moved> {
-    let (digest, counts) = read_source(source)?;
-    let there = read_postgres(target)
+    // Three passes over the records: read the source, copy, read the copy back.
+    let n = source.entry_count() + source.counts()?.quarantined;
+    let total = 3 * n;
+    let step = |pass: u64| move |done: u64| progress(pass * n + done.min(n), Some(total));
+    let (digest, counts) = read_source(source, &step(0))?;
+    let there = read_postgres(target, &|_| {})
         .await
         .context("cannot read the PostgreSQL store")?;
     let foreign = there.not_in(&digest);
@@ -95,7 +103,6 @@ pub async fn run(
             );
         }
     }
-    let total = digest.records() + digest.quarantined();
     let mut done = 0u64;
     let mut inserted = 0u64;
     let mut batch = Vec::with_capacity(BATCH);
@@ -109,7 +116,7 @@ pub async fn run(
         }
         if batch.len() == BATCH {
             inserted += target.copy_in(&std::mem::take(&mut batch)).await?;
-            progress(done, Some(total));
+            step(1)(done);
         }
     }
     inserted += target.copy_in(&batch).await?;
@@ -120,8 +127,7 @@ pub async fn run(
         .collect();
     inserted += target.copy_in_quarantined(&missing).await?;
     target.set_moved_counters(moved).await?;
-    progress(total, Some(total));
-    let copied = read_postgres(target).await?;
+    let copied = read_postgres(target, &step(2)).await?;
     Ok(Moved {
         source: digest,
         target: copied,
