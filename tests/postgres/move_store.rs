@@ -225,7 +225,22 @@ async fn a_store_of_every_status_moves_to_postgres_and_back_losing_nothing() {
     // Back into a new data directory, over what an interrupted run left beside it.
     let back = tmp.path().join("back");
     std::fs::create_dir_all(tmp.path().join(".back.moving/half")).unwrap();
-    moved(&back, "embedded", &pg.url(), &["remove store_url"]);
+    // Settings from the service's config file: only the store's are read, so a key file the
+    // move does not use cannot stop it.
+    let config = tmp.path().join("outbox.toml");
+    let toml = format!(
+        "store_url = \"{}\"\ndashboard_url = \"https://dash.example\"\ningest_key_file = \"/nonexistent/key\"\n",
+        pg.url()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let config = config.to_str().unwrap();
+    let run = outbox(
+        &back,
+        "move-store",
+        &["--to", "embedded", "--config", config],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("remove store_url"), "{}", run.stdout);
     let after = contents(&back);
     assert_eq!(
         after, before,

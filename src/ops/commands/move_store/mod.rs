@@ -104,7 +104,9 @@ impl Moved {
 }
 
 /// The data directory and the PostgreSQL settings, read as the service reads them (flag >
-/// environment > `--config` file), the store's `OUTBOX_STORE_*` variables included.
+/// environment > `--config` file), the store's `OUTBOX_STORE_*` variables included. Only
+/// those settings are taken from the file: another the move does not use (an unreadable
+/// key file, say) cannot stop it.
 fn settings(a: &MoveArgs) -> anyhow::Result<Settings> {
     let mut raw = RawSettings {
         config: a.config.clone(),
@@ -134,7 +136,13 @@ fn settings(a: &MoveArgs) -> anyhow::Result<Settings> {
             raw.values.insert(spec.name, (v, Source::Flag));
         }
     }
-    Settings::from_layers(&raw.layers()?)
+    let mut layers = raw.layers()?;
+    let used = |name: &str| name == "data-dir" || name.starts_with("store-");
+    layers
+        .values
+        .retain(|name, (_, source)| used(name) || *source == Source::Default);
+    layers.file_rules = None;
+    Settings::from_layers(&layers)
 }
 
 pub fn run(a: MoveArgs) -> anyhow::Result<ExitCode> {

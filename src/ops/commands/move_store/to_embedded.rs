@@ -83,9 +83,7 @@ pub async fn run(
     let mut copied = Digest::default();
     for (i, r) in target.entries().enumerate() {
         let e = r?;
-        if i % BATCH == 0 {
-            progress(n + (i as u64).min(n), Some(total));
-        }
+        progress(n + (i as u64).min(n), Some(total));
         let r = e.record.map_err(|u| {
             anyhow::anyhow!(
                 "record {} does not decode in the copy: {}",

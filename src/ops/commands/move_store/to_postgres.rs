@@ -28,9 +28,7 @@ fn read_source(source: &Store, tick: &dyn Fn(u64)) -> anyhow::Result<(Digest, Co
     let mut digest = Digest::default();
     for (i, e) in source.entries().enumerate() {
         let e = e?;
-        if i % BATCH == 0 {
-            tick(i as u64);
-        }
+        tick(i as u64);
         match e.record {
             Ok(r) => digest.add(&r),
             Err(u) => bail!(
