@@ -305,6 +305,27 @@ async fn a_move_refuses_a_served_directory_a_used_database_and_a_target_that_is_
     let c = store.counts().await.unwrap();
     assert_eq!((c.accepted, c.pending), (1, 1), "nothing was written");
 
+    // A database an instance is delivering from.
+    assert_eq!(
+        store.claim_due(i64::MAX, 10).await.unwrap().records.len(),
+        1
+    );
+    let new = tmp.path().join("new");
+    let run = move_store(&new, "embedded", &pg.url());
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("an outbox instance is delivering from this PostgreSQL store")
+            && run.stderr.contains("stop every instance"),
+        "{}",
+        run.stderr
+    );
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["data"], "no new directory, no half copy");
+
     // A data directory that is not new.
     let run = move_store(&dir, "embedded", &pg.url());
     assert_eq!(run.code, 2, "{}", run.stderr);

@@ -169,29 +169,14 @@ pub fn run(a: MoveArgs) -> anyhow::Result<ExitCode> {
             (moved, dir.display().to_string(), url.clone())
         }
         To::Embedded => {
-            to_embedded::check_new(&dir)?;
-            let staging = to_embedded::staging_dir(&dir)?;
-            if staging.exists() {
-                // What an interrupted run left: never a data directory anyone used.
-                std::fs::remove_dir_all(&staging)
-                    .with_context(|| format!("cannot remove {}", staging.display()))?;
-            }
-            let target = Store::open(&staging).map_err(|e| explain(&staging, e.into()))?;
-            let moved = with_bar("moving", |p| {
-                rt.block_on(async {
-                    let source = open_postgres(&pg.options, &url).await?;
-                    to_embedded::run(&source, &target, p).await
+            let moved = to_embedded::into_new_dir(&dir, |target| {
+                with_bar("moving", |p| {
+                    rt.block_on(async {
+                        let source = open_postgres(&pg.options, &url).await?;
+                        to_embedded::run(&source, target, p).await
+                    })
                 })
             })?;
-            target.sync()?;
-            drop(target);
-            wait_released(&staging)?;
-            match moved.problems().is_empty() {
-                true => put_in_place(&staging, &dir)?,
-                // A copy that does not match is not left where it could be mistaken for one.
-                false => std::fs::remove_dir_all(&staging)
-                    .with_context(|| format!("cannot remove {}", staging.display()))?,
-            }
             (moved, url.clone(), dir.display().to_string())
         }
     };
@@ -218,24 +203,6 @@ async fn open_postgres(
         .with_context(|| format!("cannot open the PostgreSQL store at {url}"))
 }
 
-/// Waits until sled's background threads have let go of a closed directory, so that it is
-/// renamed with nothing left writing into it.
-fn wait_released(dir: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if crate::ops::commands::backup::try_lock(dir)?.is_some() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{} is still held open after the copy; it was left there",
-                dir.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Opens the stopped data directory; refuses one a server holds, or none at all.
 fn open_source(dir: &Path) -> anyhow::Result<Store> {
     refuse_if_served(dir, "stop it before moving its outbox")?;
@@ -246,23 +213,6 @@ fn open_source(dir: &Path) -> anyhow::Result<Store> {
         );
     }
     Store::open(dir).map_err(|e| explain(dir, e.into()))
-}
-
-/// Renames the finished copy to the data directory's name (an empty directory there goes).
-fn put_in_place(staging: &Path, dir: &Path) -> anyhow::Result<()> {
-    if dir.exists() {
-        std::fs::remove_dir(dir).with_context(|| format!("cannot replace {}", dir.display()))?;
-    }
-    std::fs::rename(staging, dir).with_context(|| {
-        format!(
-            "cannot move the copy from {} to {}",
-            staging.display(),
-            dir.display()
-        )
-    })?;
-    let parent = staging.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(parent)?.sync_all()?;
-    Ok(())
 }
 
 fn report(m: &Moved, from: &str, to: &str, took: Duration) {

@@ -10,13 +10,15 @@
 use super::digest::Digest;
 use super::{Moved, BATCH};
 use crate::ops::operation::Progress;
+use crate::ops::socket::route::explain;
 use crate::store::postgres::PgStore;
 use crate::store::Store;
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Refuses a target that is not new: it must be absent or an empty directory.
-pub fn check_new(dir: &Path) -> anyhow::Result<()> {
+fn check_new(dir: &Path) -> anyhow::Result<()> {
     let Ok(mut entries) = std::fs::read_dir(dir) else {
         if dir.exists() {
             bail!("{} exists and is not a readable directory", dir.display());
@@ -33,7 +35,7 @@ pub fn check_new(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Where the new directory is built: beside the target, hidden.
-pub fn staging_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+fn staging_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     let name = dir
         .file_name()
         .context("the data directory needs a name (not / or ..)")?
@@ -44,6 +46,70 @@ pub fn staging_dir(dir: &Path) -> anyhow::Result<PathBuf> {
         _ => PathBuf::from("."),
     };
     Ok(parent.join(format!(".{name}.moving")))
+}
+
+/// Builds a new data directory beside `dir` ([`staging_dir`]), lets `copy` fill it, and puts
+/// it in place only once the copy matches its source; otherwise (an error, a difference) it
+/// goes, so no half copy is ever found under the data directory's name.
+pub fn into_new_dir(
+    dir: &Path,
+    copy: impl FnOnce(&Store) -> anyhow::Result<Moved>,
+) -> anyhow::Result<Moved> {
+    check_new(dir)?;
+    let staging = staging_dir(dir)?;
+    if staging.exists() {
+        // What an interrupted run left: never a data directory anyone used.
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("cannot remove {}", staging.display()))?;
+    }
+    let target = Store::open(&staging).map_err(|e| explain(&staging, e.into()))?;
+    let moved = copy(&target);
+    let whole = moved.as_ref().is_ok_and(|m| m.problems().is_empty());
+    let synced = target.sync();
+    drop(target);
+    wait_released(&staging)?;
+    match whole && synced.is_ok() {
+        true => put_in_place(&staging, dir)?,
+        false => std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("cannot remove {}", staging.display()))?,
+    }
+    synced?;
+    moved
+}
+
+/// Waits until sled's background threads have let go of a closed directory, so that it is
+/// renamed with nothing left writing into it.
+fn wait_released(dir: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if crate::ops::commands::backup::try_lock(dir)?.is_some() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} is still held open after the copy; it was left there",
+                dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Renames the finished copy to the data directory's name (an empty directory there goes).
+fn put_in_place(staging: &Path, dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir(dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+    }
+    std::fs::rename(staging, dir).with_context(|| {
+        format!(
+            "cannot move the copy from {} to {}",
+            staging.display(),
+            dir.display()
+        )
+    })?;
+    let parent = staging.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(parent)?.sync_all()?;
+    Ok(())
 }
 
 pub async fn run(
