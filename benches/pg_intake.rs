@@ -6,10 +6,12 @@
 //! Run: `cargo bench --bench pg_intake` (needs Debian's `postgresql`). `OUTBOX_BENCH_SECS`
 //! sets each run's length (default 10); two rounds alternate the stores.
 
+#[path = "support/form.rs"]
+mod form;
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
-use outbox::intake::enrich::Enrichment;
+use form::record;
 use outbox::store::postgres::{PgOptions, PgStore};
 use outbox::store::{Record, Store, SubmitOutcome};
 use std::future::Future;
@@ -23,28 +25,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Concurrent submitters, as the HTTP intake benchmark's 64 connections.
 const CLIENTS: usize = 64;
-const BODY: &str = r#"{"name":"Maria Lopez","email":"maria.lopez@example.com","company":"Northwind Health","phone":"+1 555 0100","message":"We would like a demo for our support team of about forty agents, ideally next week. Please send a few time slots.","consent":true,"page":"/pricing"}"#;
 
 type Submit = Arc<dyn Fn(Record) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
-
-fn record(n: u64) -> Record {
-    let serde_json::Value::Object(fields) = serde_json::from_str(BODY).unwrap() else {
-        unreachable!()
-    };
-    let trace_id = uuid::Uuid::now_v7().to_string();
-    Record::pending(
-        fields,
-        Enrichment {
-            received_at: format!("2026-12-06T00:00:00.{:03}Z", n % 1000),
-            client_ip: "203.0.113.7".into(),
-            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) bench".into()),
-            trace_id,
-            src: "bench".into(),
-            form_type: "contact".into(),
-        },
-        outbox::time::now_ms(),
-    )
-}
 
 struct Figures {
     rps: f64,

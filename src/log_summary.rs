@@ -91,7 +91,7 @@ impl LogSummary {
     fn take_if_due(&self, i: &mut Inner, now: Instant) -> Option<Report> {
         let due = i
             .last_line
-            .map_or(true, |t| now.duration_since(t) >= self.every);
+            .is_none_or(|t| now.duration_since(t) >= self.every);
         if !due || i.counts.is_empty() {
             return None;
         }

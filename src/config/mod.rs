@@ -12,7 +12,7 @@ pub mod spec;
 mod typed;
 
 pub use parse::{boolean, duration, list, rate, size};
-pub use typed::{DeliverySettings, LimitSettings, LogFormat, Settings};
+pub use typed::{DeliverySettings, LimitSettings, LogFormat, PgSettings, Settings};
 
 use anyhow::{bail, Context};
 use clap::parser::ValueSource;

@@ -220,6 +220,12 @@ impl Settings {
         })
     }
 
+    /// Only the store settings of `layers` (the ops commands read these and nothing else,
+    /// so a setting they do not use cannot stop them), parsed as the service parses them.
+    pub fn store_only(layers: &Layers) -> anyhow::Result<Option<PgSettings>> {
+        Settings::store(&Reader(layers))
+    }
+
     fn store(r: &Reader) -> anyhow::Result<Option<PgSettings>> {
         let Some(url) = r.string("store-url") else {
             for (name, _) in [("store-password", ()), ("store-password-file", ())] {

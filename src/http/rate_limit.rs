@@ -59,7 +59,11 @@ impl BoundedKeyedLimiter {
 
     /// `Ok` if `ip` may proceed, else how long it should wait.
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % CHECK_EVERY == 0 {
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(CHECK_EVERY)
+        {
             self.housekeep();
         }
         let limiter = self.current.read().expect("limiter lock").clone();

@@ -4,9 +4,12 @@
 //! An operation is a serializable request type with a name (the socket's `op`) and a `run`
 //! on the store. A command sends it through [`crate::ops::socket::route::call`]: to the
 //! running server, which looks its name up in the command list and runs it, or straight to
-//! `run` on the directory opened offline. Both paths run the same code.
+//! `run` on the directory opened offline. Both paths run the same code. With the PostgreSQL
+//! store, the command opens the store itself and calls [`Operation::run_shared`]: the same
+//! request and the same output, the work done through the store boundary.
 
 use crate::delivery::DeliveryState;
+use crate::ops::shared::Shared;
 use crate::store::Store;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -56,6 +59,16 @@ pub trait Operation: Serialize + DeserializeOwned {
 
     /// Runs to completion. Errors are for the operator: they say what to do.
     fn run(self, ctx: &OpsContext, progress: Progress) -> anyhow::Result<Self::Output>;
+
+    /// Runs on the PostgreSQL store the command opened ([`Shared`]): same request, same
+    /// output. An operation that only the embedded store does says so.
+    fn run_shared(self, store: &Shared, progress: Progress) -> anyhow::Result<Self::Output> {
+        let _ = (store, progress);
+        anyhow::bail!(
+            "operation {} works on the embedded store only, not on the PostgreSQL store",
+            Self::NAME
+        )
+    }
 }
 
 /// An operation as the socket server runs it: found by name, arguments and result as JSON.

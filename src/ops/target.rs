@@ -1,6 +1,9 @@
-//! Which data directory an ops command works on: every command flattens [`Target`] into its
+//! Which store an ops command works on: every command flattens [`Target`] into its
 //! arguments, so each takes `--data-dir` (or `OUTBOX_DATA_DIR`, or `data_dir` from the
-//! `--config` file; default `./data`).
+//! `--config` file; default `./data`) and `--store-url` (or `OUTBOX_STORE_URL`, or
+//! `store_url` from the `--config` file). A store URL, wherever it comes from, means the
+//! PostgreSQL store, read with the service's own rules (password file included), and the
+//! data directory is not used.
 
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -10,9 +13,15 @@ pub struct Target {
     /// Data directory [default: data_dir from --config, else ./data]
     #[arg(long, env = "OUTBOX_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// TOML configuration file of the service (only its data_dir is read)
+    /// TOML configuration file of the service (only its data_dir, idempotency_window and store_* keys are read)
     #[arg(long, env = "OUTBOX_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// PostgreSQL store shared by several instances, as for `outbox serve` (or OUTBOX_STORE_URL, or store_url from --config) [default: the embedded store in the data directory]
+    #[arg(long, value_name = "URL")]
+    pub store_url: Option<String>,
+    /// File holding the store-url user's password (or OUTBOX_STORE_PASSWORD_FILE, or store_password_file from --config)
+    #[arg(long, value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
 }
 
 impl Target {
@@ -29,6 +38,56 @@ impl Target {
 }
 
 impl Target {
+    /// The PostgreSQL store's settings when a store URL is set (flag, `OUTBOX_STORE_*`
+    /// environment or the `--config` file's `store_*` keys, in the service's order of
+    /// precedence), else `None`: the embedded store in [`Target::dir`]. Only the store
+    /// settings of the file are read, as only its `data_dir` is for the embedded store.
+    pub fn store(&self) -> anyhow::Result<Option<crate::config::PgSettings>> {
+        use crate::config::spec::{env_name, file_key, SPECS};
+        use crate::config::{Layers, Settings, Source};
+        let specs = || SPECS.iter().filter(|s| s.name.starts_with("store-"));
+        let mut values = std::collections::BTreeMap::new();
+        for spec in specs() {
+            if let Some(d) = spec.default {
+                values.insert(spec.name, (d.to_owned(), Source::Default));
+            }
+        }
+        if let Some(path) = &self.config {
+            let table = config_table(path)?;
+            for spec in specs() {
+                let value = match table.get(&file_key(spec.name)) {
+                    None => continue,
+                    Some(toml::Value::String(v)) => v.clone(),
+                    Some(toml::Value::Integer(v)) => v.to_string(),
+                    Some(toml::Value::Boolean(v)) => v.to_string(),
+                    Some(_) => anyhow::bail!(
+                        "config file {}: {} must be a string, a number or true/false",
+                        path.display(),
+                        file_key(spec.name)
+                    ),
+                };
+                values.insert(spec.name, (value, Source::File));
+            }
+        }
+        for spec in specs() {
+            if let Ok(v) = std::env::var(env_name(spec.name)) {
+                values.insert(spec.name, (v, Source::Env));
+            }
+        }
+        if let Some(url) = &self.store_url {
+            values.insert("store-url", (url.clone(), Source::Flag));
+        }
+        if let Some(file) = &self.store_password_file {
+            let file = file.display().to_string();
+            values.insert("store-password-file", (file, Source::Flag));
+        }
+        Settings::store_only(&Layers {
+            values,
+            file_rules: None,
+            replace_builtin_rules: false,
+        })
+    }
+
     /// The service's idempotency window as the service would read it: `OUTBOX_IDEMPOTENCY_WINDOW`,
     /// else `idempotency_window` of the `--config` file, else the default.
     pub fn idempotency_window(&self) -> anyhow::Result<std::time::Duration> {
@@ -86,6 +145,8 @@ mod tests {
         let t = |data_dir: Option<&str>, config: Option<&Path>| Target {
             data_dir: data_dir.map(PathBuf::from),
             config: config.map(Path::to_path_buf),
+            store_url: None,
+            store_password_file: None,
         };
         assert_eq!(
             t(Some("/d"), Some(&file)).dir().unwrap(),
@@ -102,5 +163,42 @@ mod tests {
             .dir()
             .unwrap_err();
         assert!(format!("{missing:#}").contains("cannot read config file"));
+    }
+
+    /// The flag outranks the config file, the password file is read as the service reads
+    /// it, and the file's other keys are not the command's business. (The environment's
+    /// place between flag and file is tested through the binary.)
+    #[test]
+    fn the_store_url_comes_from_the_flag_else_the_config_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (file, secret) = (tmp.path().join("outbox.toml"), tmp.path().join("pw"));
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let toml = format!(
+            "store_url = \"postgres://outbox@db1/outbox\"\nstore_password_file = {:?}\na_newer_release_key = 1\n",
+            secret.display().to_string()
+        );
+        std::fs::write(&file, toml).unwrap();
+        let t = |url: Option<&str>, config: Option<&Path>| Target {
+            data_dir: None,
+            config: config.map(Path::to_path_buf),
+            store_url: url.map(String::from),
+            store_password_file: None,
+        };
+        if std::env::vars().any(|(k, _)| k.starts_with("OUTBOX_STORE_")) {
+            eprintln!("SKIP: OUTBOX_STORE_* is set in this environment");
+            return;
+        }
+        let from_file = t(None, Some(&file)).store().unwrap().expect("a store");
+        assert_eq!(from_file.options.url, "postgres://outbox@db1/outbox");
+        assert_eq!(from_file.options.password.as_deref(), Some("s3cret"));
+        let flag = t(Some("postgres://ops@db2/outbox"), Some(&file));
+        assert_eq!(
+            flag.store().unwrap().unwrap().options.url,
+            "postgres://ops@db2/outbox"
+        );
+        assert!(
+            t(None, None).store().unwrap().is_none(),
+            "the embedded store"
+        );
     }
 }

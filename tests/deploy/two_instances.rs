@@ -158,7 +158,7 @@ fn steady_posts(
                 let mut n = 0u32;
                 while !stop.load(Ordering::Relaxed) {
                     let id = format!("two-{c}-{n:06}");
-                    let p = post(&client, &url, &id, n % 2 == 0).await;
+                    let p = post(&client, &url, &id, n.is_multiple_of(2)).await;
                     log.lock().unwrap().push(p);
                     n += 1;
                     tokio::time::sleep(Duration::from_millis(2)).await;

@@ -3,22 +3,28 @@
 //! sharing. `core` covers idempotency, group commit, leases and fencing, the purge and the
 //! schema version; `failures` covers what PostgreSQL does to durability (a cancelled wait for
 //! the synchronous standby, the server stopped and started again, fsync off); `failover`
-//! loses the primary's machine under load and promotes its synchronous standby.
+//! loses the primary's machine under load and promotes its synchronous standby; `ops*` run
+//! the ops commands against the store through the binary.
 
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod conformance;
 mod core;
 mod failover;
 mod failures;
 mod move_store;
+mod ops;
+mod ops_changes;
+mod ops_refusals;
 mod pgbouncer;
+mod records;
 mod tls;
 
 use outbox::intake::enrich::Enrichment;
 use outbox::store::postgres::{PgOptions, PgStore};
 use outbox::store::{Change, Record, Status};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 /// A new pending record under `trace_id` with `fields` (a JSON object).
@@ -89,4 +95,30 @@ pub async fn present(client: &tokio_postgres::Client, trace_ids: &[String]) -> u
         .await
         .unwrap();
     row.get::<_, i64>(0) as usize
+}
+
+/// The cluster of the tests on a fresh database running now, if any.
+static SHARED: Mutex<Weak<harness::postgres::Postgres>> = Mutex::new(Weak::new());
+
+/// A cluster that tests running at the same time share, each on a database of its own
+/// ([`fresh_database`]): a cluster takes seconds to create, a database milliseconds. It
+/// stops when the last test holding it ends. `None` after a loud SKIP.
+pub fn shared_cluster(test: &str) -> Option<Arc<harness::postgres::Postgres>> {
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(pg) = shared.upgrade() {
+        return Some(pg);
+    }
+    let pg = Arc::new(harness::postgres::Postgres::start(test)?);
+    *shared = Arc::downgrade(&pg);
+    Some(pg)
+}
+
+/// Creates the empty database `name` on `pg` and returns its URL.
+pub async fn fresh_database(pg: &harness::postgres::Postgres, name: &str) -> String {
+    sql(pg)
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create the test's database");
+    pg.url().replace("/postgres?", &format!("/{name}?"))
 }

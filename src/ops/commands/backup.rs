@@ -15,7 +15,7 @@ use crate::ops::operation::{Operation, OpsContext, Progress};
 use crate::ops::output::print_json;
 use crate::ops::progress::with_bar;
 use crate::ops::socket::protocol::SOCKET_NAME;
-use crate::ops::socket::route::{require_data_dir, route, InUse, Route};
+use crate::ops::socket::route::{require_data_dir, route, InUse, Place, Route};
 use crate::ops::target::Target;
 use crate::ops::text;
 use crate::store::maintenance::{open_raw, sync_raw};
@@ -45,7 +45,10 @@ pub struct BackupArgs {
 }
 
 pub fn run(a: BackupArgs) -> anyhow::Result<ExitCode> {
-    let dir = a.target.dir()?;
+    let dir = Place::require_directory(
+        &a.target,
+        "outbox backup copies the embedded store's data directory; back up PostgreSQL with its own tools: pg_basebackup (a physical copy of the cluster) or pg_dump -t 'outbox_*' (a logical copy of outbox's tables), with WAL archiving (archive_command) for point-in-time recovery",
+    )?;
     let dest = std::path::absolute(&a.dest)
         .with_context(|| format!("cannot resolve {}", a.dest.display()))?;
     let manifest = match route(&dir, lock_offline)? {

@@ -11,7 +11,7 @@
 
 use crate::ops::operation::{Operation, OpsContext, Progress};
 use crate::ops::output::print_json;
-use crate::ops::socket::route::call;
+use crate::ops::socket::route::{call, Place};
 use crate::ops::target::Target;
 use crate::store::compaction::Compacted;
 use clap::Args;
@@ -41,7 +41,10 @@ impl Operation for CompactRequest {
 }
 
 pub fn run(a: CompactArgs) -> anyhow::Result<ExitCode> {
-    let dir = a.target.dir()?;
+    let dir = Place::require_directory(
+        &a.target,
+        "outbox compact rewrites the embedded store's files; PostgreSQL gives space back with its own tools: autovacuum (on by default) reuses the space of deleted rows, VACUUM runs that by hand, and VACUUM FULL returns it to the operating system (it locks the table while it runs)",
+    )?;
     let r = call(&dir, CompactRequest {}, "compacting")?;
     if a.json {
         print_json(&r);

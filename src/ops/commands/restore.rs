@@ -8,7 +8,7 @@
 use crate::ops::commands::backup::{copy_tree, try_lock, Manifest, MANIFEST_NAME};
 use crate::ops::operation::Progress;
 use crate::ops::progress::with_bar;
-use crate::ops::socket::route::refuse_if_served;
+use crate::ops::socket::route::{refuse_if_served, Place};
 use crate::ops::target::Target;
 use crate::ops::text;
 use crate::store::maintenance::open_raw;
@@ -32,7 +32,10 @@ pub struct RestoreArgs {
 }
 
 pub fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
-    let dir = a.target.dir()?;
+    let dir = Place::require_directory(
+        &a.target,
+        "outbox restore puts back a backup of the embedded store's data directory; restore PostgreSQL with its own tools: start from a pg_basebackup copy, or pg_restore a pg_dump, and replay the WAL archive for point-in-time recovery (restore_command, recovery_target_time)",
+    )?;
     refuse_if_served(&dir, "stop it before restoring")?;
     let r = with_bar("restoring", |progress| {
         restore(&a.src, &dir, a.force, progress)

@@ -15,11 +15,12 @@
 
 use crate::ops::operation::{Operation, OpsContext, Progress};
 use crate::ops::output::{print_json, status};
-use crate::ops::socket::route::call;
+use crate::ops::shared::Shared;
+use crate::ops::socket::route::Place;
 use crate::ops::target::Target;
 use crate::ops::text;
 use crate::store::check::Check;
-use crate::store::{Store, StoreError};
+use crate::store::{RecordStore, Store, StoreError};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
@@ -37,8 +38,8 @@ pub struct VerifyArgs {
 }
 
 pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let dir = a.target.dir()?;
-    let r = call(&dir, VerifyRequest { repair: a.repair }, "verifying")?;
+    let place = Place::of(&a.target)?;
+    let r = place.call(VerifyRequest { repair: a.repair }, "verifying")?;
     if a.json {
         print_json(&r);
     } else {
@@ -56,7 +57,7 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             text::count(r.records, "record", "records"),
             text::count(r.problems.len() as u64, "problem", "problems")
         );
-        if !r.problems.is_empty() && r.repaired.is_empty() {
+        if !r.problems.is_empty() && r.repaired.is_empty() && place.dir().is_some() {
             println!("run `outbox verify --repair` to rebuild the indexes and counters");
         }
     }
@@ -75,6 +76,21 @@ impl Operation for VerifyRequest {
 
     fn run(self, ctx: &OpsContext, progress: Progress) -> anyhow::Result<VerifyReport> {
         Ok(verify_with(&ctx.store, self.repair, progress))
+    }
+
+    /// The store's own check (every row decodes, the counters agree with the rows, the
+    /// accounting identity). There is nothing to rebuild: PostgreSQL keeps its indexes.
+    fn run_shared(self, store: &Shared, _: Progress) -> anyhow::Result<VerifyReport> {
+        anyhow::ensure!(
+            !self.repair,
+            "verify --repair rebuilds the embedded store's own indexes and counters; the PostgreSQL store has none to rebuild (PostgreSQL keeps its indexes; REINDEX is PostgreSQL's tool for a damaged one): run outbox verify without --repair"
+        );
+        let found = store.block(store.engine().verify())?;
+        Ok(VerifyReport {
+            records: found.records,
+            problems: found.problems,
+            ..Default::default()
+        })
     }
 }
 

@@ -5,15 +5,19 @@
 //!
 //! [`call`] runs an operation either way. A command whose offline path is not "open the
 //! store" (backup copies the stopped directory's files) passes its own opener to [`route`].
+//! [`Place`] puts the PostgreSQL store beside the two: with a store URL set, the command
+//! opens it itself (`outbox: PostgreSQL store postgres://...`) and never asks a server.
 
 use crate::ops::access::{chain_text, permission_hint};
 use crate::ops::operation::{Operation, OpsContext};
 use crate::ops::progress::with_bar;
+use crate::ops::shared::Shared;
 use crate::ops::socket::client::{connect, Connection};
 use crate::ops::socket::protocol::SOCKET_NAME;
+use crate::ops::target::Target;
 use crate::store::{Store, StoreError};
 use anyhow::{bail, Context};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,6 +102,59 @@ pub fn call<Q: Operation>(dir: &Path, q: Q, label: &str) -> anyhow::Result<Q::Ou
             let out = with_bar(label, |progress| q.run(&ctx, progress));
             ctx.store.sync().context("syncing the data directory")?;
             out
+        }
+    }
+}
+
+/// The store a command works on, as its [`Target`] names it.
+pub enum Place {
+    /// The embedded store's data directory: through its running server, else offline.
+    Directory(PathBuf),
+    /// The PostgreSQL store, opened by the command (it is shared: no server is asked).
+    Shared(Shared),
+}
+
+impl Place {
+    /// The PostgreSQL store when a store URL is set (opened now, and said on stderr), else
+    /// the data directory.
+    pub fn of(target: &Target) -> anyhow::Result<Place> {
+        match target.store()? {
+            Some(pg) => {
+                let shared = Shared::open(&pg)?;
+                eprintln!("outbox: PostgreSQL store {}", shared.location);
+                Ok(Place::Shared(shared))
+            }
+            None => Ok(Place::Directory(target.dir()?)),
+        }
+    }
+
+    /// Refuses the PostgreSQL store for a command that only the embedded store needs:
+    /// `what` says which of PostgreSQL's own tools do that job. Exit 2, as every usage
+    /// error. Decided from the settings alone, before any connection.
+    pub fn require_directory(target: &Target, what: &str) -> anyhow::Result<PathBuf> {
+        if let Some(pg) = target.store()? {
+            bail!(
+                "the store is PostgreSQL ({}): {what}",
+                crate::store::postgres::config::masked_url(&pg.options.url)
+            );
+        }
+        target.dir()
+    }
+
+    /// Runs `q` on this store (see [`call`] for the data directory), with a progress bar
+    /// labelled `label`.
+    pub fn call<Q: Operation>(&self, q: Q, label: &str) -> anyhow::Result<Q::Output> {
+        match self {
+            Place::Directory(dir) => call(dir, q, label),
+            Place::Shared(shared) => with_bar(label, |progress| q.run_shared(shared, progress)),
+        }
+    }
+
+    /// The data directory, for the embedded store.
+    pub fn dir(&self) -> Option<&Path> {
+        match self {
+            Place::Directory(d) => Some(d),
+            Place::Shared(_) => None,
         }
     }
 }

@@ -123,3 +123,51 @@ pub async fn list_and_quarantine<S: RecordStore>(s: &S) {
     counted(s, "a quarantine", [3, 2, 0, 0, 0, 1, 0]).await;
     verified(s).await;
 }
+
+/// Every way a record leaves the lifecycle moves the counters with it: an update that
+/// purges, a settle that purges, a quarantine of a dead letter; a change that keeps, and
+/// changes of a record that is not there, move nothing.
+pub async fn removals_are_counted<S: RecordStore>(s: &S) {
+    for (i, id) in ["conf-rm-a", "conf-rm-b", "conf-rm-c"].iter().enumerate() {
+        stored(s, record(id, r#"{"k":"v"}"#, T0 + i as i64)).await;
+    }
+    assert!(matches!(
+        s.update("conf-rm-a", |_| Change::Keep).await.unwrap(),
+        Updated::Kept(_)
+    ));
+    counted(s, "a change that keeps", [3, 3, 0, 0, 0, 0, 0]).await;
+    assert_eq!(
+        s.update("conf-rm-a", |_| Change::Purge).await.unwrap(),
+        Updated::Purged
+    );
+    assert!(s.get("conf-rm-a").await.unwrap().is_none());
+    counted(s, "an update that purges", [3, 2, 0, 0, 0, 0, 1]).await;
+    assert_eq!(claim(s, T0 + 10, 10).await, ["conf-rm-b", "conf-rm-c"]);
+    let out = s.settle(&["conf-rm-b", "conf-rm-c"], |i, r| match i {
+        0 => Change::Purge,
+        _ => {
+            let mut n = r.clone();
+            n.status = Status::Dead;
+            n.attempts += 1;
+            n.dead_at_ms = Some(T0 + 20);
+            Change::Put(n)
+        }
+    });
+    let out = out.await.unwrap();
+    assert!(
+        matches!(out[..], [Ok(Updated::Purged), Ok(Updated::Put(_))]),
+        "{out:?}"
+    );
+    counted(s, "a settle that purges", [3, 0, 0, 0, 1, 0, 2]).await;
+    s.quarantine("conf-rm-c", "conformance").await.unwrap();
+    counted(s, "a dead letter quarantined", [3, 0, 0, 0, 0, 1, 2]).await;
+    assert_eq!(
+        s.update("conf-rm-a", |_| Change::Purge).await.unwrap(),
+        Updated::NotFound
+    );
+    s.quarantine("conf-rm-missing", "conformance")
+        .await
+        .unwrap();
+    counted(s, "changes of records not there", [3, 0, 0, 0, 0, 1, 2]).await;
+    verified(s).await;
+}

@@ -180,7 +180,7 @@ impl RecordStore for Store {
 #[cfg(test)]
 mod tests {
     //! The conformance suite against the sled store, each check on a fresh store.
-    use crate::store::{conformance, Store, StoreError, StoreFailure};
+    use crate::store::{Store, StoreError, StoreFailure};
 
     #[test]
     fn only_a_store_that_cannot_commit_now_is_unavailable() {
@@ -206,29 +206,12 @@ mod tests {
         assert_eq!(e.to_string(), "compaction: VACUUM does it");
     }
 
-    fn fresh() -> (tempfile::TempDir, Store) {
+    /// A new store in a temporary directory (the guard).
+    async fn fresh(_check: &str) -> Option<(tempfile::TempDir, Box<Store>)> {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("data")).unwrap();
-        (dir, s)
+        Some((dir, Box::new(s)))
     }
 
-    macro_rules! conformance {
-        ($($name:ident),* $(,)?) => {$(
-            #[tokio::test]
-            async fn $name() {
-                let (_dir, s) = fresh();
-                conformance::$name(&s).await;
-            }
-        )*};
-    }
-
-    conformance!(
-        idempotency,
-        claim_and_settle,
-        dead_letters,
-        busy_record_refuses_changes,
-        purge_after_window,
-        erasure_by_address,
-        list_and_quarantine,
-    );
+    crate::conformance_tests!(fresh);
 }

@@ -53,46 +53,34 @@ impl RecordStore for PgStore {
         PgStore::settle(self, ids, decide).await
     }
 
-    // Not yet written for this engine: each says so as an error, never a silent no-op.
-
-    async fn update<F>(&self, _trace_id: &str, _decide: F) -> Result<Updated, PgStoreError>
+    async fn update<F>(&self, trace_id: &str, decide: F) -> Result<Updated, PgStoreError>
     where
         F: Fn(&Record) -> Change + Send + Sync,
     {
-        Err(PgStoreError::not_supported(
-            "changing one record is not yet available with the PostgreSQL store",
-        ))
+        PgStore::update(self, trace_id, decide).await
     }
 
-    async fn quarantine(&self, _trace_id: &str, _reason: &str) -> Result<(), PgStoreError> {
-        Err(PgStoreError::not_supported(
-            "quarantine is not yet available with the PostgreSQL store",
-        ))
+    async fn quarantine(&self, trace_id: &str, reason: &str) -> Result<(), PgStoreError> {
+        PgStore::quarantine(self, trace_id, reason).await
     }
 
-    async fn page(&self, _after: Option<&str>, _limit: usize) -> Result<Vec<Record>, PgStoreError> {
-        Err(PgStoreError::not_supported(
-            "listing records is not yet available with the PostgreSQL store",
-        ))
+    async fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<Record>, PgStoreError> {
+        PgStore::page(self, after, limit).await
     }
 
     async fn purge_delivered_before(
         &self,
         before_ms: i64,
-        _limit: usize,
+        limit: usize,
     ) -> Result<u64, PgStoreError> {
-        PgStore::purge_delivered_before(self, before_ms).await
+        PgStore::purge_delivered_before(self, before_ms, limit).await
     }
 
-    async fn erase_address(&self, _address: &str) -> Result<Vec<String>, PgStoreError> {
-        Err(PgStoreError::not_supported(
-            "erasure by address is not yet available with the PostgreSQL store",
-        ))
+    async fn erase_address(&self, address: &str) -> Result<Vec<String>, PgStoreError> {
+        PgStore::erase_address(self, address).await
     }
 
     async fn verify(&self) -> Result<Verified, PgStoreError> {
-        Err(PgStoreError::not_supported(
-            "verify is not yet available with the PostgreSQL store",
-        ))
+        PgStore::verify(self).await
     }
 }

@@ -18,7 +18,7 @@ use super::row::{self, Columns};
 use super::{PgStore, PgStoreError, NOW_MS};
 use crate::store::{Change, Claimed, Record, Updated};
 use std::collections::HashMap;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 impl PgStore {
@@ -27,8 +27,10 @@ impl PgStore {
     pub async fn claim_due(&self, now_ms: i64, want: usize) -> Result<Claimed, PgStoreError> {
         let token = Uuid::from_u128(rand::random());
         let lease_ms = self.lease.as_millis() as i64;
+        // `MATERIALIZED`: the candidates are read (and locked) once; see the purge in
+        // `maintenance` for what a rescan of a `LIMIT ... FOR UPDATE SKIP LOCKED` does.
         let sql = format!(
-            "WITH due AS (SELECT trace_id FROM outbox_records \
+            "WITH due AS MATERIALIZED (SELECT trace_id FROM outbox_records \
                WHERE status = 'pending' AND due_at_ms <= $1 \
                  AND (lease_until_ms IS NULL OR lease_until_ms <= {NOW_MS}) \
                ORDER BY due_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED) \
@@ -79,8 +81,11 @@ impl PgStore {
         );
         let here = crate::time::now_ms();
         let conn = pool::get(&self.pool).await?;
-        let row = conn.client.query_one(&sql[..], &[&here]).await?;
-        Ok(row.get::<_, Option<i64>>(0))
+        let params: [(&(dyn ToSql + Sync), Type); 1] = [(&here, Type::INT8)];
+        let read = conn.client.query_typed_one(&sql, &params);
+        let done = tokio::time::timeout(self.read_timeout, read).await;
+        let row = pool::bounded(conn, done, self.read_timeout, "reading the next due time")?;
+        Ok(row.try_get::<_, Option<i64>>(0)?)
     }
 
     /// Gives leases back unsent: the records are due as they were, no attempt spent.
@@ -177,16 +182,7 @@ impl PgStore {
             })));
         }
         if puts.len() > 0 {
-            let sql = format!(
-                "UPDATE outbox_records r SET (status, attempts, due_at_ms, last_attempt_at_ms, \
-                   last_error, last_status_code, payload, client_ip, user_agent, \
-                   delivered_at_ms, dead_at_ms, audit, claim_token, lease_until_ms) = \
-                 (u.status, u.attempts, u.due_at_ms, u.last_attempt_at_ms, u.last_error, \
-                   u.last_status_code, u.payload, u.client_ip, u.user_agent, u.delivered_at_ms, \
-                   u.dead_at_ms, u.audit, NULL, NULL) \
-                 FROM {} WHERE r.trace_id = u.trace_id AND r.claim_token = u.token",
-                row::unnest(1, true)
-            );
+            let sql = row::put_sql(true);
             let mut params = puts.params();
             params.push((&put_tokens, Type::UUID_ARRAY));
             tx.query_typed(&sql, &params).await?;

@@ -17,6 +17,11 @@
 //! stored; the connection is then closed rather than reused (the commit is never cancelled).
 //! The client's retry with the same key finds the row or not, and gets 200 or 202.
 //!
+//! The same statement raises `accepted` by the rows it inserted (a conflict inserts none), on
+//! a counter row of this committer's own (`outbox_accepted`, keyed by a random ID each
+//! committer task picks when it starts): the count commits with the rows, and no two
+//! committers, of this instance or another, ever wait for one another's counter row.
+//!
 //! Trace IDs not returned were there already. They are read back in a transaction of their
 //! own that locks the rows it reads (`FOR KEY SHARE`, the weakest lock): a row lock is written
 //! to the WAL, so this commit waits for the standby like any write (a transaction that wrote
@@ -59,9 +64,11 @@ impl Committer {
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..COMMITTERS {
             let (rx, pool) = (rx.clone(), pool.clone());
+            // This task's row of `outbox_accepted`.
+            let counter = uuid::Uuid::from_u128(rand::random());
             tokio::spawn(async move {
                 while let Some(group) = next_group(&rx).await {
-                    commit(&pool, group, commit_timeout, per_transaction).await;
+                    commit(&pool, counter, group, commit_timeout, per_transaction).await;
                 }
             });
         }
@@ -94,6 +101,7 @@ async fn next_group(rx: &Mutex<mpsc::Receiver<(Record, Reply)>>) -> Option<Vec<(
 
 async fn commit(
     pool: &Pool,
+    counter: uuid::Uuid,
     group: Vec<(Record, Reply)>,
     timeout: Duration,
     per_tx: Option<SyncCommit>,
@@ -101,7 +109,7 @@ async fn commit(
     metrics::histogram!("outbox_commit_batch_size").record(group.len() as f64);
     let started = std::time::Instant::now();
     let (records, replies): (Vec<Record>, Vec<Reply>) = group.into_iter().unzip();
-    let outcomes = store(pool, &records, timeout, per_tx).await;
+    let outcomes = store(pool, counter, &records, timeout, per_tx).await;
     metrics::histogram!("outbox_commit_seconds").record(started.elapsed().as_secs_f64());
     match outcomes {
         Ok(outcomes) => {
@@ -122,6 +130,7 @@ async fn commit(
 /// conflict, or an error for the one record whose original vanished meanwhile.
 async fn store(
     pool: &Pool,
+    counter: uuid::Uuid,
     records: &[Record],
     timeout: Duration,
     per_tx: Option<SyncCommit>,
@@ -142,14 +151,19 @@ async fn store(
         cols.push(&records[i]);
     }
     let sql = format!(
-        "INSERT INTO outbox_records ({}) SELECT * FROM {} \
-         ON CONFLICT (trace_id) DO NOTHING RETURNING trace_id",
+        "WITH ins AS (INSERT INTO outbox_records ({}) SELECT * FROM {} \
+           ON CONFLICT (trace_id) DO NOTHING RETURNING trace_id), \
+         counted AS (INSERT INTO outbox_accepted (committer, value) \
+           SELECT $19, n FROM (SELECT count(*) AS n FROM ins) c WHERE n > 0 \
+           ON CONFLICT (committer) DO UPDATE SET value = outbox_accepted.value + EXCLUDED.value) \
+         SELECT trace_id FROM ins",
         row::COLUMNS,
         row::unnest(1, false)
     );
     let mut conn = pool::get(pool).await?;
     let before = conn.warnings();
-    let params = cols.params();
+    let mut params = cols.params();
+    params.push((&counter, tokio_postgres::types::Type::UUID));
     let client = &mut conn.client;
     let insert = async {
         match per_tx {

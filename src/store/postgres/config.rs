@@ -73,6 +73,12 @@ pub struct PgOptions {
     /// Longest wait for one group commit. Past it the group is answered as not stored
     /// (503) and its connection closed; the COMMIT itself is never cancelled.
     pub commit_timeout: Duration,
+    /// Longest wait for one read (a record, the counters, a page of a listing). A server
+    /// that froze or whose machine dropped off the network keeps the connection open and
+    /// never answers, and cannot run a `statement_timeout` of its own: past this the read is
+    /// [`PgStoreError::Unavailable`] and its connection
+    /// closed, so health and intake answer instead of hanging.
+    pub read_timeout: Duration,
     /// How long a claim holds a record before another instance may take it.
     pub lease: Duration,
     /// Sets `synchronous_commit` with `SET LOCAL` in each group commit's transaction instead
@@ -97,6 +103,8 @@ impl PgOptions {
             connect_timeout: Duration::from_secs(3),
             pool_wait: Duration::from_secs(5),
             commit_timeout: Duration::from_secs(10),
+            // A read is one index lookup or one page: milliseconds on a live server.
+            read_timeout: Duration::from_secs(5),
             // Far above a delivery's own timeout, so a live instance keeps what it sends.
             lease: Duration::from_secs(120),
             sync_per_transaction: false,

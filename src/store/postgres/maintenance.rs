@@ -2,19 +2,23 @@
 //!
 //! The accounting identity (`accepted = pending + in_flight + delivered + dead +
 //! quarantined + purged`) is read in one statement, so one snapshot: the statuses are
-//! counted from the table (a pending record under a live lease counts as in flight), and
-//! what left the table is counted in `outbox_counters`, written in the same transaction as
-//! the removal. `accepted` is the sum, never a counter that every group commit would have to
-//! update (one hot row would queue the commits of every instance).
+//! counted from the table (a pending record under a live lease counts as in flight), what
+//! left the table is counted in `outbox_counters`, written in the same transaction as the
+//! removal, and `accepted` is the sum of the group committers' rows of `outbox_accepted`,
+//! each raised in the statement that inserts its group (see [`super::committer`]). So the
+//! identity is a check that fails when a record goes missing, not a definition.
 //!
 //! The purge deletes tombstones oldest delivery first, [`PURGE_STEP`] at a time, each step
 //! its own short transaction, so it neither holds locks for long nor keeps vacuum waiting.
+//!
+//! Every read here is bounded by [`super::PgOptions::read_timeout`] on this side: a server
+//! that froze never answers, and its own `statement_timeout` would never fire.
 
 use super::pool;
 use super::row;
-use super::{PgStore, PgStoreError, NOW_MS};
-use crate::store::{Counts, Record, Status};
-use tokio_postgres::types::Type;
+use super::{PgStore, PgStoreError, LEASED};
+use crate::store::{Counts, Record};
+use tokio_postgres::types::{ToSql, Type};
 
 /// Tombstones deleted per transaction by [`PgStore::purge_delivered_before`]: as the
 /// embedded store's purge step, short enough that intake never waits behind it.
@@ -24,85 +28,83 @@ impl PgStore {
     /// The record under `trace_id`, shown as in flight while any instance holds a live lease.
     pub async fn get(&self, trace_id: &str) -> Result<Option<Record>, PgStoreError> {
         let conn = pool::get(&self.pool).await?;
-        let row = conn
-            .client
-            .query_typed_opt(
-                &format!(
-                    "SELECT *, coalesce(lease_until_ms > {NOW_MS}, false) AS leased \
-                     FROM outbox_records WHERE trace_id = $1"
-                ),
-                &[(&trace_id, Type::TEXT)],
-            )
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let mut r = row::record(&row)?;
-        if r.status == Status::Pending && row.try_get::<_, bool>("leased")? {
-            r.status = Status::InFlight;
-        }
-        Ok(Some(r))
+        let sql = format!("SELECT *, {LEASED} AS leased FROM outbox_records WHERE trace_id = $1");
+        let params: [(&(dyn ToSql + Sync), Type); 1] = [(&trace_id, Type::TEXT)];
+        let read = conn.client.query_typed_opt(&sql, &params);
+        let done = tokio::time::timeout(self.read_timeout, read).await;
+        let row = pool::bounded(conn, done, self.read_timeout, "reading a record")?;
+        row.as_ref().map(row::shown).transpose()
     }
 
     /// The accounting counters, from one snapshot.
     pub async fn counts(&self) -> Result<Counts, PgStoreError> {
         let conn = pool::get(&self.pool).await?;
-        let row = conn
-            .client
-            .query_typed_one(
-                &format!(
-                    "SELECT \
-                       count(*) FILTER (WHERE status = 'pending' AND NOT coalesce(lease_until_ms > {NOW_MS}, false)), \
-                       count(*) FILTER (WHERE status = 'pending' AND coalesce(lease_until_ms > {NOW_MS}, false)), \
-                       count(*) FILTER (WHERE status = 'delivered'), \
-                       count(*) FILTER (WHERE status = 'dead'), \
-                       (SELECT value FROM outbox_counters WHERE name = 'quarantined'), \
-                       (SELECT value FROM outbox_counters WHERE name = 'purged') \
-                     FROM outbox_records"
-                ),
-                &[],
-            )
-            .await?;
+        let sql = format!(
+            "SELECT \
+               count(*) FILTER (WHERE status = 'pending' AND NOT {LEASED}), \
+               count(*) FILTER (WHERE status = 'pending' AND {LEASED}), \
+               count(*) FILTER (WHERE status = 'delivered'), \
+               count(*) FILTER (WHERE status = 'dead'), \
+               (SELECT value FROM outbox_counters WHERE name = 'quarantined'), \
+               (SELECT value FROM outbox_counters WHERE name = 'purged'), \
+               (SELECT coalesce(sum(value), 0)::bigint FROM outbox_accepted) \
+             FROM outbox_records"
+        );
+        let read = conn.client.query_typed_one(&sql, &[]);
+        let done = tokio::time::timeout(self.read_timeout, read).await;
+        let row = pool::bounded(conn, done, self.read_timeout, "reading the counters")?;
         let n =
             |i: usize| -> Result<u64, PgStoreError> { Ok(row.try_get::<_, i64>(i)?.max(0) as u64) };
-        let mut c = Counts {
+        Ok(Counts {
             pending: n(0)?,
             in_flight: n(1)?,
             delivered: n(2)?,
             dead: n(3)?,
             quarantined: n(4)?,
             purged: n(5)?,
-            accepted: 0,
-        };
-        c.accepted = c.pending + c.in_flight + c.delivered + c.dead + c.quarantined + c.purged;
-        Ok(c)
+            accepted: n(6)?,
+        })
     }
 
-    /// Deletes every tombstone delivered before `before_ms` (the idempotency window's
-    /// start), [`PURGE_STEP`] per transaction; returns how many. A record being changed by
-    /// another transaction is skipped and left for the next pass.
-    pub async fn purge_delivered_before(&self, before_ms: i64) -> Result<u64, PgStoreError> {
+    /// Deletes up to `limit` tombstones delivered before `before_ms` (the idempotency
+    /// window's start), oldest delivery first, [`PURGE_STEP`] per transaction; returns how
+    /// many. A record being changed by another transaction is skipped and left for the next
+    /// pass.
+    ///
+    /// The step's candidates are a `MATERIALIZED` CTE, read once: as an `IN (SELECT ...
+    /// LIMIT n FOR UPDATE SKIP LOCKED)` subquery the planner may scan them again for each
+    /// row, and each scan skips the rows this statement already deleted and locks the next
+    /// `n`, so one step deleted far more than its limit.
+    pub async fn purge_delivered_before(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<u64, PgStoreError> {
         let mut purged = 0u64;
-        loop {
+        while purged < limit as u64 {
+            let want = (limit as u64 - purged).min(PURGE_STEP as u64) as i64;
             let conn = pool::get(&self.pool).await?;
             let row = conn
                 .client
                 .query_typed_one(
-                    "WITH d AS (DELETE FROM outbox_records WHERE trace_id IN ( \
-                       SELECT trace_id FROM outbox_records \
+                    "WITH old AS MATERIALIZED (SELECT trace_id FROM outbox_records \
                        WHERE status = 'delivered' AND delivered_at_ms < $1 \
-                       ORDER BY delivered_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                       AND status = 'delivered' RETURNING 1), \
+                       ORDER BY delivered_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                     d AS (DELETE FROM outbox_records r USING old \
+                       WHERE r.trace_id = old.trace_id AND r.status = 'delivered' RETURNING 1), \
                      n AS (SELECT count(*) AS n FROM d), \
                      c AS (UPDATE outbox_counters SET value = value + (SELECT n FROM n) \
                        WHERE name = 'purged') \
                      SELECT n FROM n",
-                    &[(&before_ms, Type::INT8), (&PURGE_STEP, Type::INT8)],
+                    &[(&before_ms, Type::INT8), (&want, Type::INT8)],
                 )
                 .await?;
             let step: i64 = row.try_get(0)?;
             purged += step.max(0) as u64;
-            if step < PURGE_STEP {
-                return Ok(purged);
+            if step < want {
+                break;
             }
         }
+        Ok(purged)
     }
 }

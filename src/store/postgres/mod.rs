@@ -14,9 +14,13 @@
 //! and client details NULL or empty) for the idempotency window, then the purge deletes it.
 //! Two partial indexes keep the hot paths small: `outbox_records_due (due_at_ms) WHERE status
 //! = 'pending'` for claims, `outbox_records_delivered (delivered_at_ms) WHERE status =
-//! 'delivered'` for the purge. `outbox_counters` counts what left the table (purged,
-//! quarantined; see [`maintenance`]). The schema is `migrations/V1__records.sql`, applied by
-//! [`schema`], which also refuses a database of a newer schema.
+//! 'delivered'` for the purge. Trace IDs compare byte by byte (collation "C"), the order
+//! listings page in. `outbox_counters` counts what left the table (purged, quarantined; see
+//! [`maintenance`]); `outbox_accepted` counts what came in, one row per group committer so
+//! no two commits queue on one counter ([`committer`]); `outbox_quarantine` keeps the rows
+//! moved out of the lifecycle whole, with the reason ([`change`]). The schema is
+//! `migrations/V*.sql`, applied by [`schema`], which also refuses a database of a newer
+//! schema.
 //!
 //! # Autovacuum
 //! A queue table is all inserts, updates and deletes, so the table carries its own settings:
@@ -46,11 +50,13 @@
 //!   "committed locally, but might not have been replicated") is not an acknowledgement, nor
 //!   is a connection lost during COMMIT: both are [`PgStoreError::is_unavailable`] (503), and
 //!   the client's retry with the same key gets 200 once the row is safely there, or 202.
-//! - PostgreSQL unreachable: every wait is bounded (connect, pool, commit timeouts in
-//!   [`PgOptions`]), and the pool replaces dead connections, so the store comes back by
-//!   itself when PostgreSQL does.
+//! - PostgreSQL unreachable: every wait is bounded (connect, pool, commit and read timeouts
+//!   in [`PgOptions`], enforced on this side, since a frozen server runs no timer of its
+//!   own), and the pool replaces dead connections, so the store comes back by itself when
+//!   PostgreSQL does.
 
 mod boundary;
+mod change;
 pub mod claims;
 mod committer;
 pub mod config;
@@ -60,6 +66,7 @@ pub mod pool;
 mod row;
 pub mod schema;
 mod tls;
+mod verify;
 
 pub use config::{PgOptions, SyncCommit};
 
@@ -67,8 +74,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The database's clock in milliseconds as SQL (a macro, so [`LEASED`] can be built on it).
+macro_rules! now_ms {
+    () => {
+        "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+    };
+}
+
 /// The database's clock in milliseconds, for leases: one clock for every instance.
-pub(crate) const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+pub(crate) const NOW_MS: &str = now_ms!();
+
+/// Whether a row is under a live lease of any instance (in flight), as SQL.
+pub(crate) const LEASED: &str = concat!("coalesce(lease_until_ms > ", now_ms!(), ", false)");
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PgStoreError {
@@ -88,6 +105,10 @@ pub enum PgStoreError {
     Db(String),
     #[error("the store is shutting down")]
     Closed,
+    /// A change that must not be skipped (an erasure) waited this long for the delivery of
+    /// the record to end.
+    #[error("record {trace_id} was being delivered for over {waited:?}; run the erasure again")]
+    StillDelivering { trace_id: String, waited: Duration },
     /// This engine does not do that; the text says what does it instead.
     #[error("{0}")]
     NotSupported(&'static str),
@@ -164,6 +185,10 @@ pub struct PgStore {
     pool: pool::Pool,
     committer: committer::Committer,
     lease: Duration,
+    /// Bound on one read ([`PgOptions::read_timeout`]).
+    read_timeout: Duration,
+    /// Bound on one change outside the group commit (an edit, a quarantine, an erasure).
+    write_timeout: Duration,
     durability: Durability,
     /// Leases this instance holds: trace ID to claim token.
     claims: Mutex<HashMap<String, uuid::Uuid>>,
@@ -208,6 +233,8 @@ impl PgStore {
             ),
             pool,
             lease: o.lease,
+            read_timeout: o.read_timeout,
+            write_timeout: o.commit_timeout,
             durability,
             claims: Mutex::default(),
         }))

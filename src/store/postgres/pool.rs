@@ -224,3 +224,23 @@ pub(super) async fn get(pool: &Pool) -> Result<managed::Object<Manager>, PgStore
         other => PgStoreError::Unavailable(other.to_string()),
     })
 }
+
+/// The result of work on `conn` that was given `limit` (`Err(_)`: it did not finish): the
+/// value, or the error, the connection closed rather than reused when the server is not
+/// answering or unreachable (a late answer to abandoned work would be read by its next user).
+pub(super) fn bounded<T, E: Into<PgStoreError>>(
+    conn: managed::Object<Manager>,
+    done: Result<Result<T, E>, tokio::time::error::Elapsed>,
+    limit: std::time::Duration,
+    what: &str,
+) -> Result<T, PgStoreError> {
+    let e = match done {
+        Ok(Ok(v)) => return Ok(v),
+        Ok(Err(e)) => e.into(),
+        Err(_) => PgStoreError::Unavailable(format!("{what} got no answer within {limit:?}")),
+    };
+    if e.is_unavailable() {
+        drop(managed::Object::take(conn));
+    }
+    Err(e)
+}

@@ -157,3 +157,55 @@ pub fn record(row: &Row) -> Result<Record, PgStoreError> {
         trace_id,
     })
 }
+
+/// An `UPDATE` that writes every column of the records given as [`unnest`]`(1, fenced)` over
+/// their rows and ends any lease on them; with `fenced`, only where the row still carries
+/// the claim token in the 19th array.
+pub fn put_sql(fenced: bool) -> String {
+    let cols: Vec<&str> = COLUMNS
+        .split(',')
+        .map(str::trim)
+        .filter(|c| *c != "trace_id")
+        .collect();
+    let from: Vec<String> = cols.iter().map(|c| format!("u.{c}")).collect();
+    let fence = match fenced {
+        true => " AND r.claim_token = u.token",
+        false => "",
+    };
+    format!(
+        "UPDATE outbox_records r SET ({}, claim_token, lease_until_ms) = ({}, NULL, NULL) \
+         FROM {} WHERE r.trace_id = u.trace_id{fence}",
+        cols.join(", "),
+        from.join(", "),
+        unnest(1, fenced)
+    )
+}
+
+/// The record in a row selected with [`COLUMNS`] and [`super::LEASED`] `AS leased`, shown as
+/// the callers above the boundary see it: a pending record under a live lease is in flight.
+pub fn shown(row: &Row) -> Result<Record, PgStoreError> {
+    let mut r = record(row)?;
+    if r.status == Status::Pending && row.try_get::<_, bool>("leased")? {
+        r.status = Status::InFlight;
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_put_writes_every_column_but_the_key_and_ends_the_lease() {
+        let sql = super::put_sql(true);
+        let (set, _) = sql.split_once(" FROM ").unwrap();
+        for col in super::COLUMNS.split(',').map(str::trim) {
+            assert_eq!(
+                set.contains(&format!("u.{col}")),
+                col != "trace_id",
+                "{col}: {sql}"
+            );
+        }
+        assert!(sql.contains("claim_token, lease_until_ms) = ("));
+        assert!(sql.ends_with("r.claim_token = u.token"), "{sql}");
+        assert!(!super::put_sql(false).contains("u.token"));
+    }
+}

@@ -8,13 +8,14 @@
 
 pub mod editor;
 
-use crate::ops::commands::inspect::record::{resolve, view, GetRecord, RecordView};
+use crate::ops::commands::inspect::record::{resolve, resolve_shared, view, GetRecord, RecordView};
 use crate::ops::operation::{Operation, OpsContext, Progress};
 use crate::ops::output::print_json;
-use crate::ops::socket::route::call;
+use crate::ops::shared::Shared;
+use crate::ops::socket::route::Place;
 use crate::ops::target::Target;
-use crate::store::record::{AuditEntry, Status};
-use crate::store::{payload_hash, Change, Store, Updated};
+use crate::store::record::{AuditEntry, Record, Status};
+use crate::store::{payload_hash, Change, RecordStore, Store, Updated};
 use crate::time::now_ms;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -42,7 +43,7 @@ pub struct EditArgs {
 }
 
 pub fn run(a: EditArgs) -> anyhow::Result<ExitCode> {
-    let dir = a.target.dir()?;
+    let place = Place::of(&a.target)?;
     let (trace_id, payload) = match &a.payload {
         Some(file) => {
             let text = std::fs::read_to_string(file)
@@ -56,7 +57,7 @@ pub fn run(a: EditArgs) -> anyhow::Result<ExitCode> {
             let get = GetRecord {
                 trace_id: a.trace_id.clone(),
             };
-            let current = call(&dir, get, "reading")?;
+            let current = place.call(get, "reading")?;
             let before = serde_json::to_string_pretty(&current.payload)?;
             match edit_until_valid(&current.trace_id, &before)? {
                 Some(p) => (current.trace_id, p),
@@ -69,7 +70,7 @@ pub fn run(a: EditArgs) -> anyhow::Result<ExitCode> {
         payload,
         note: a.note.clone(),
     };
-    let r = call(&dir, req, "editing")?;
+    let r = place.call(req, "editing")?;
     if a.json {
         print_json(&r);
     } else {
@@ -84,7 +85,7 @@ pub fn run(a: EditArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `--data-dir`/`--config` this command was given, for the commands it suggests.
+/// The `--store-url`/`--data-dir`/`--config` this command was given, for the commands it suggests.
 fn target_flags(t: &Target) -> String {
     let quote = |p: &Path| {
         let s = p.display().to_string();
@@ -96,10 +97,14 @@ fn target_flags(t: &Target) -> String {
             format!("'{}'", s.replace('\'', r"'\''"))
         }
     };
-    match (&t.data_dir, &t.config) {
-        (Some(d), _) => format!(" --data-dir {}", quote(d)),
-        (None, Some(c)) => format!(" --config {}", quote(c)),
-        (None, None) => String::new(),
+    match (&t.store_url, &t.data_dir, &t.config) {
+        (Some(url), _, _) => format!(
+            " --store-url '{}'",
+            crate::store::postgres::config::masked_url(url).replace('\'', r"'\''")
+        ),
+        (None, Some(d), _) => format!(" --data-dir {}", quote(d)),
+        (None, None, Some(c)) => format!(" --config {}", quote(c)),
+        (None, None, None) => String::new(),
     }
 }
 
@@ -120,6 +125,16 @@ impl Operation for EditRequest {
         let trace_id = resolve(store, &self.trace_id)?.unwrap_or(self.trace_id);
         edit(store, &trace_id, self.payload, self.note)
     }
+
+    /// Through the store boundary: a record under a delivery lease is refused as busy.
+    fn run_shared(self, store: &Shared, _: Progress) -> anyhow::Result<RecordView> {
+        let trace_id = resolve_shared(store, &self.trace_id)?.unwrap_or(self.trace_id);
+        let decide = editing(self.payload, self.note, now_ms());
+        edited(
+            &trace_id,
+            store.block(store.engine().update(&trace_id, decide))?,
+        )
+    }
 }
 
 /// Statuses whose payload may be changed: the worker holds in-flight records, and a
@@ -134,10 +149,22 @@ pub fn edit(
     payload: Map<String, Value>,
     note: Option<String>,
 ) -> anyhow::Result<RecordView> {
+    edited(
+        trace_id,
+        store.update(trace_id, editing(payload, note, now_ms()))?,
+    )
+}
+
+/// The change an edit makes: the new payload and an audit line with the previous payload's
+/// hash, for a pending record or a dead letter whose payload differs; else none.
+fn editing(
+    payload: Map<String, Value>,
+    note: Option<String>,
+    now: i64,
+) -> impl Fn(&Record) -> Change + Send + Sync {
     let text = Value::Object(payload.clone()).to_string();
     let hash = payload_hash(&payload);
-    let now = now_ms();
-    let outcome = store.update(trace_id, |r| {
+    move |r| {
         if !editable(r.status) || r.payload_hash == hash {
             return Change::Keep;
         }
@@ -151,7 +178,11 @@ pub fn edit(
         n.payload = Some(text.clone());
         n.payload_hash = hash;
         Change::Put(n)
-    })?;
+    }
+}
+
+/// The edited record, or why it was not edited.
+fn edited(trace_id: &str, outcome: Updated) -> anyhow::Result<RecordView> {
     match outcome {
         Updated::NotFound => bail!("no record with trace ID {trace_id}"),
         Updated::Busy(_) => {

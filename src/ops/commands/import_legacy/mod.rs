@@ -8,7 +8,7 @@ pub mod parse;
 pub mod records;
 
 use crate::ops::output::{print_json, status};
-use crate::ops::socket::route::{call, explain};
+use crate::ops::socket::route::{explain, Place};
 use crate::ops::target::Target;
 use anyhow::Context;
 use clap::Args;
@@ -37,16 +37,23 @@ pub struct ImportArgs {
 pub const IMPORTED_DIR: &str = "imported";
 
 pub fn run(a: ImportArgs) -> anyhow::Result<ExitCode> {
-    let dir = a.target.dir()?;
     let (files, unreadable) = read_legacy_dir(&a.dir)?;
-    if !a.dry_run {
-        create_if_new(&dir)?;
-    }
+    // The PostgreSQL store is made by the schema migrations when it is opened.
+    let place = match a.target.store()? {
+        Some(_) => Place::of(&a.target)?,
+        None => {
+            let dir = a.target.dir()?;
+            if !a.dry_run {
+                create_if_new(&dir)?;
+            }
+            Place::Directory(dir)
+        }
+    };
     let req = ImportRequest {
         files,
         dry_run: a.dry_run,
     };
-    let mut report = call(&dir, req, "importing")?;
+    let mut report = place.call(req, "importing")?;
     report.failed.extend(
         unreadable
             .into_iter()

@@ -10,9 +10,11 @@ use crate::config::spec::default_of;
 use crate::intake::enrich::{cut_user_agent, Enrichment};
 use crate::intake::form_type;
 use crate::ops::operation::{Operation, OpsContext, Progress};
+use crate::ops::shared::Shared;
 use crate::store::record::Record;
-use crate::store::{Store, SubmitOutcome};
+use crate::store::{RecordStore, Store, SubmitOutcome};
 use crate::time::{format_time, now_ms};
+use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
 /// Submissions committed together (one group commit each).
@@ -39,6 +41,37 @@ impl Operation for ImportRequest {
             ctx.wake_worker();
         }
         Ok(report)
+    }
+
+    /// Through the store boundary: the same submission as a live post on any instance, so
+    /// a second import (on any machine) finds every file already stored.
+    fn run_shared(self, store: &Shared, progress: Progress) -> anyhow::Result<ImportReport> {
+        let engine = store.engine();
+        import_with(&self.files, self.dry_run, progress, |chunk| {
+            if self.dry_run {
+                let gets = chunk.iter().map(|r| engine.get(&r.trace_id));
+                let found = store.block_on(join_all(gets));
+                return chunk
+                    .iter()
+                    .zip(found)
+                    .map(|(r, old)| Ok(would_submit(r, old?)))
+                    .collect();
+            }
+            let submits = chunk.iter().map(|r| engine.submit(r.clone()));
+            Ok(store
+                .block_on(join_all(submits))
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+}
+
+/// What submitting `r` would answer, given the record stored under its trace ID.
+fn would_submit(r: &Record, stored: Option<Record>) -> SubmitOutcome {
+    match stored {
+        None => SubmitOutcome::Stored(r.receipt()),
+        Some(old) if old.payload_hash == r.payload_hash => SubmitOutcome::Duplicate(old.receipt()),
+        Some(old) => SubmitOutcome::Conflict(old.receipt()),
     }
 }
 
@@ -112,6 +145,28 @@ pub fn import(
     dry_run: bool,
     progress: Progress,
 ) -> anyhow::Result<ImportReport> {
+    import_with(files, dry_run, progress, |chunk| {
+        if dry_run {
+            return chunk
+                .iter()
+                .map(|r| Ok(would_submit(r, store.get(&r.trace_id)?)))
+                .collect();
+        }
+        let submits = chunk.iter().map(|r| store.submit(r.clone()));
+        Ok(futures_executor::block_on(join_all(submits))
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?)
+    })
+}
+
+/// Parses `files` and stores the records a chunk at a time with `store_chunk`, which
+/// answers each record's submission (or, in a dry run, what it would be).
+fn import_with(
+    files: &[LegacyFile],
+    dry_run: bool,
+    progress: Progress,
+    store_chunk: impl Fn(&[Record]) -> anyhow::Result<Vec<SubmitOutcome>>,
+) -> anyhow::Result<ImportReport> {
     let mut report = ImportReport {
         dry_run,
         ..Default::default()
@@ -130,25 +185,8 @@ pub fn import(
     let total = records.len() as u64;
     let mut done = 0u64;
     for chunk in records.chunks(CHUNK) {
-        let outcomes = if dry_run {
-            chunk
-                .iter()
-                .map(|(_, r)| {
-                    Ok(match store.get(&r.trace_id)? {
-                        None => SubmitOutcome::Stored(r.receipt()),
-                        Some(old) if old.payload_hash == r.payload_hash => {
-                            SubmitOutcome::Duplicate(old.receipt())
-                        }
-                        Some(old) => SubmitOutcome::Conflict(old.receipt()),
-                    })
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?
-        } else {
-            let submits = chunk.iter().map(|(_, r)| store.submit(r.clone()));
-            futures_executor::block_on(futures_util::future::join_all(submits))
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()?
-        };
+        let records: Vec<Record> = chunk.iter().map(|(_, r)| r.clone()).collect();
+        let outcomes = store_chunk(&records)?;
         for ((file, r), outcome) in chunk.iter().zip(outcomes) {
             let item = Imported {
                 file: file.clone(),

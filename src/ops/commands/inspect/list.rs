@@ -2,6 +2,7 @@
 
 use super::record::imported_at;
 use crate::ops::operation::{Operation, OpsContext, Progress};
+use crate::ops::shared::Shared;
 use crate::store::record::{Record, Status};
 use crate::store::Store;
 use crate::time::rfc3339;
@@ -25,6 +26,25 @@ impl Operation for ListQuery {
 
     fn run(self, ctx: &OpsContext, _: Progress) -> anyhow::Result<Listing> {
         list(&ctx.store, &self)
+    }
+
+    /// Records only: a quarantined entry of the PostgreSQL store is not a record the store
+    /// boundary lists (it stays in the counts and in `verify`).
+    fn run_shared(self, store: &Shared, _: Progress) -> anyhow::Result<Listing> {
+        check_status(&self)?;
+        let mut rows = Vec::new();
+        store.scan(|r| {
+            if wants(
+                &self,
+                r.status.as_str(),
+                &r.enrichment.form_type,
+                r.received_at_ms,
+            ) {
+                rows.push(row(&r));
+            }
+            Ok(())
+        })?;
+        Ok(newest_first(rows, self.limit))
     }
 }
 
@@ -59,30 +79,25 @@ pub struct Listing {
 
 /// Newest first. A full scan of `entries`: fine for an operator's query, never on a hot path.
 pub fn list(store: &Store, q: &ListQuery) -> anyhow::Result<Listing> {
-    if let Some(s) = &q.status {
-        anyhow::ensure!(
-            s == "quarantined" || Status::parse(s).is_some(),
-            "unknown status {s:?}: use pending, in_flight, delivered, dead or quarantined"
-        );
-    }
-    let wants = |status: &str, form_type: &str, at: i64| {
-        q.status.as_deref().map_or(true, |s| s == status)
-            && q.form_type.as_deref().map_or(true, |f| f == form_type)
-            && q.since_ms.map_or(true, |t| at >= t)
-    };
+    check_status(q)?;
     let mut rows = Vec::new();
     for r in store.records() {
         let r = r?;
-        if wants(r.status.as_str(), &r.enrichment.form_type, r.received_at_ms) {
+        if wants(
+            q,
+            r.status.as_str(),
+            &r.enrichment.form_type,
+            r.received_at_ms,
+        ) {
             rows.push(row(&r));
         }
     }
-    for q in store.quarantined() {
-        let q = q?;
-        let at = q.entry.quarantined_at_ms;
-        if wants("quarantined", "", at) {
+    for entry in store.quarantined() {
+        let entry = entry?;
+        let at = entry.entry.quarantined_at_ms;
+        if wants(q, "quarantined", "", at) {
             rows.push(Row {
-                trace_id: q.trace_id,
+                trace_id: entry.trace_id,
                 status: "quarantined".into(),
                 form_type: "?".into(),
                 received_at: rfc3339(at),
@@ -91,18 +106,40 @@ pub fn list(store: &Store, q: &ListQuery) -> anyhow::Result<Listing> {
                 attempts: 0,
                 next_attempt_at: None,
                 status_code: None,
-                last_error: Some(q.entry.reason),
+                last_error: Some(entry.entry.reason),
             });
         }
     }
+    Ok(newest_first(rows, q.limit))
+}
+
+fn check_status(q: &ListQuery) -> anyhow::Result<()> {
+    if let Some(s) = &q.status {
+        anyhow::ensure!(
+            s == "quarantined" || Status::parse(s).is_some(),
+            "unknown status {s:?}: use pending, in_flight, delivered, dead or quarantined"
+        );
+    }
+    Ok(())
+}
+
+/// Whether a row with this status, form type and receipt time passes the query's filters.
+fn wants(q: &ListQuery, status: &str, form_type: &str, at: i64) -> bool {
+    q.status.as_deref().is_none_or(|s| s == status)
+        && q.form_type.as_deref().is_none_or(|f| f == form_type)
+        && q.since_ms.is_none_or(|t| at >= t)
+}
+
+/// The rows newest first (then by trace ID), cut to `limit`, with how many matched.
+fn newest_first(mut rows: Vec<Row>, limit: usize) -> Listing {
     rows.sort_by(|a, b| {
         b.received_at_ms
             .cmp(&a.received_at_ms)
             .then_with(|| a.trace_id.cmp(&b.trace_id))
     });
     let matched = rows.len();
-    rows.truncate(q.limit);
-    Ok(Listing { rows, matched })
+    rows.truncate(limit);
+    Listing { rows, matched }
 }
 
 fn row(r: &Record) -> Row {

@@ -12,7 +12,7 @@ pub mod summary;
 pub mod table;
 
 use crate::ops::output::print_json;
-use crate::ops::socket::route::call;
+use crate::ops::socket::route::Place;
 use crate::ops::target::Target;
 use crate::ops::text::{age, parse_when, size};
 use crate::time::now_ms;
@@ -49,9 +49,9 @@ pub struct InspectArgs {
 }
 
 pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
-    let dir = a.target.dir()?;
+    let place = Place::of(&a.target)?;
     if let Some(trace_id) = a.trace_id {
-        let r = call(&dir, GetRecord { trace_id }, "reading")?;
+        let r = place.call(GetRecord { trace_id }, "reading")?;
         if a.json {
             print_json(&r);
         } else {
@@ -72,7 +72,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
             since_ms: a.since.as_deref().map(parse_when).transpose()?,
             limit: a.limit,
         };
-        let listing = call(&dir, q, "listing")?;
+        let listing = place.call(q, "listing")?;
         if a.json {
             print_json(&listing.rows);
             if listing.matched > listing.rows.len() {
@@ -88,7 +88,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let s = call(&dir, SummaryRequest {}, "summary")?;
+    let s = place.call(SummaryRequest {}, "summary")?;
     if a.json {
         print_json(&s);
     } else {
@@ -100,7 +100,8 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
 /// The summary for people.
 fn summary_text(s: &Summary) -> String {
     let c = &s.counts;
-    let mut out = format!("data directory  {}\n", s.data_dir);
+    let label = if s.shared { "store" } else { "data directory" };
+    let mut out = format!("{label:<16}{}\n", s.data_dir);
     let oldest = match (&s.oldest_pending_at, s.oldest_pending_age_secs) {
         (Some(t), Some(a)) => format!("   oldest {} ago ({t})", age(a)),
         _ => String::new(),
@@ -128,6 +129,9 @@ fn summary_text(s: &Summary) -> String {
             .unwrap_or_else(|| "-".into())
     ));
     match &s.delivery {
+        None if s.shared => out.push_str(
+            "delivery        by the instances that share the store (each one's /health/detailed)\n",
+        ),
         None => out.push_str("delivery        not running (offline)\n"),
         Some(d) => {
             let f = |k: &str| d[k].as_str().unwrap_or("-").to_owned();
@@ -154,7 +158,11 @@ fn summary_text(s: &Summary) -> String {
             out.push_str(&format!("last failure    {}{err}\n", f("last_failure_at")));
         }
     }
-    out.push_str(&format!("disk use        {}\n", size(s.disk_bytes)));
+    if s.shared {
+        out.push_str("disk use        PostgreSQL's (pg_total_relation_size('outbox_records'))\n");
+    } else {
+        out.push_str(&format!("disk use        {}\n", size(s.disk_bytes)));
+    }
     out
 }
 

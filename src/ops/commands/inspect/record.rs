@@ -4,7 +4,9 @@
 use crate::delivery::retention::PAYLOAD_DROPPED_ACTION;
 use crate::ops::commands::import_legacy::records::IMPORT_ACTION;
 use crate::ops::operation::{Operation, OpsContext, Progress};
+use crate::ops::shared::Shared;
 use crate::store::record::{Record, Status};
+use crate::store::RecordStore;
 use crate::store::Store;
 use crate::time::rfc3339;
 use serde::{Deserialize, Serialize};
@@ -25,14 +27,24 @@ impl Operation for GetRecord {
     fn run(self, ctx: &OpsContext, _: Progress) -> anyhow::Result<RecordView> {
         let store = &*ctx.store;
         let trace_id = resolve(store, &self.trace_id)?.unwrap_or(self.trace_id);
-        match get(store, &trace_id)? {
-            Some(view) => Ok(view),
-            None => {
-                anyhow::bail!("no record with trace ID {trace_id} (see `outbox inspect --list`)")
-            }
-        }
+        found(&trace_id, get(store, &trace_id)?)
+    }
+
+    fn run_shared(self, store: &Shared, _: Progress) -> anyhow::Result<RecordView> {
+        let trace_id = resolve_shared(store, &self.trace_id)?.unwrap_or(self.trace_id);
+        let record = store.block(store.engine().get(&trace_id))?;
+        found(&trace_id, record.as_ref().map(view))
     }
 }
+
+fn found(trace_id: &str, view: Option<RecordView>) -> anyhow::Result<RecordView> {
+    view.ok_or_else(|| {
+        anyhow::anyhow!("no record with trace ID {trace_id} (see `outbox inspect --list`)")
+    })
+}
+
+/// How many candidates an ambiguous prefix names in its error.
+const SHOWN: usize = 10;
 
 /// The trace ID that `id` names: itself when such a record exists, else the only record
 /// whose ID starts with it; `None` when none does. An ambiguous prefix is an error naming
@@ -46,8 +58,31 @@ pub fn resolve(store: &Store, id: &str) -> anyhow::Result<Option<String>> {
     if id.is_empty() {
         return Ok(None);
     }
-    const SHOWN: usize = 10;
-    let mut found = store.trace_ids_starting_with(id, SHOWN + 1)?;
+    one_of(id, store.trace_ids_starting_with(id, SHOWN + 1)?)
+}
+
+/// [`resolve`] on the PostgreSQL store: the record itself, else the records after the prefix
+/// in trace ID order that start with it.
+pub fn resolve_shared(store: &Shared, id: &str) -> anyhow::Result<Option<String>> {
+    let id = id.strip_suffix('~').unwrap_or(id);
+    if store.block(store.engine().get(id))?.is_some() {
+        return Ok(Some(id.to_owned()));
+    }
+    if id.is_empty() {
+        return Ok(None);
+    }
+    let page = store.block(store.engine().page(Some(id), SHOWN + 1))?;
+    let found = page
+        .into_iter()
+        .map(|r| r.trace_id)
+        .take_while(|t| t.starts_with(id))
+        .collect();
+    one_of(id, found)
+}
+
+/// The one trace ID in `found` (those starting with `id`), `None` for none, else an error
+/// naming the candidates.
+fn one_of(id: &str, mut found: Vec<String>) -> anyhow::Result<Option<String>> {
     match found.len() {
         0 => Ok(None),
         1 => Ok(Some(found.remove(0))),

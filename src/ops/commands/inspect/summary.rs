@@ -3,7 +3,8 @@
 
 use crate::delivery::DeliveryView;
 use crate::ops::operation::{Operation, OpsContext, Progress};
-use crate::store::{Counts, Store};
+use crate::ops::shared::Shared;
+use crate::store::{Counts, RecordStore, Store};
 use crate::time::now_ms;
 use crate::time::rfc3339;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,21 @@ impl Operation for SummaryRequest {
         };
         summary(&ctx.store, view, held)
     }
+
+    fn run_shared(self, store: &Shared, _: Progress) -> anyhow::Result<Summary> {
+        let counts = store.block(store.engine().counts())?;
+        let (mut oldest, mut next) = (None::<i64>, None::<i64>);
+        store.scan(|r| {
+            if r.status.is_queued() {
+                oldest = Some(oldest.map_or(r.received_at_ms, |t| t.min(r.received_at_ms)));
+                next = Some(next.map_or(r.next_attempt_at_ms, |t| t.min(r.next_attempt_at_ms)));
+            }
+            Ok(())
+        })?;
+        let mut s = assemble(store.location.clone(), counts, oldest, next, None, 0);
+        s.shared = true;
+        Ok(s)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,7 +56,12 @@ pub struct Summary {
     /// The server's delivery state (mode, circuit, last success and failure); `None`
     /// offline, where nothing is delivering.
     pub delivery: Option<Value>,
+    /// 0 for the PostgreSQL store, whose size is PostgreSQL's to report.
     pub disk_bytes: u64,
+    /// The store is PostgreSQL, shared by several instances: `data_dir` is its URL
+    /// (password masked), and `delivery` is `None` because the command asks no instance.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// The summary; `held_until` is the next probe while the circuit is open or delivery paused
@@ -55,14 +76,35 @@ pub fn summary(
     let next = store
         .next_due_ms()?
         .map(|t| held_until.map_or(t, |h| t.max(h)));
-    Ok(Summary {
-        data_dir: store.path().display().to_string(),
+    Ok(assemble(
+        store.path().display().to_string(),
+        counts,
+        oldest,
+        next,
+        delivery,
+        store.disk_bytes(),
+    ))
+}
+
+/// The summary from what either engine read: the oldest queued record's receipt time and
+/// the next attempt (ms).
+fn assemble(
+    data_dir: String,
+    counts: Counts,
+    oldest: Option<i64>,
+    next: Option<i64>,
+    delivery: Option<DeliveryView>,
+    disk_bytes: u64,
+) -> Summary {
+    Summary {
+        data_dir,
         balanced: counts.balanced(),
         counts,
         oldest_pending_at: oldest.map(rfc3339),
         oldest_pending_age_secs: oldest.map(|t| (now_ms() - t).max(0) / 1000),
         next_attempt_at: next.map(rfc3339),
         delivery: delivery.map(|d| serde_json::to_value(d).expect("plain data")),
-        disk_bytes: store.disk_bytes(),
-    })
+        disk_bytes,
+        shared: false,
+    }
 }

@@ -7,9 +7,10 @@
 //! purged, so the accounting identity still holds.
 
 use crate::ops::operation::Progress;
+use crate::ops::shared::Shared;
 use crate::store::lifecycle::{mentions, record_mentions, ERASE_PATIENCE};
-use crate::store::record::{self, Record};
-use crate::store::{Change, Entry, Store, StoreError, Updated};
+use crate::store::record::Record;
+use crate::store::{Change, Entry, RecordStore, Store, StoreError, Updated};
 
 /// What an audit note says where an erased address was.
 const ERASED: &str = "[erased]";
@@ -57,10 +58,7 @@ pub fn erase(
     progress: Progress,
 ) -> anyhow::Result<Erased> {
     let mut report = Erased::default();
-    anyhow::ensure!(
-        needle.len() >= 3 && needle.contains('@'),
-        "--erase-email needs a full email address"
-    );
+    check_address(needle)?;
     let total = store.entry_count();
     let mut erase_ids = Vec::new();
     let mut scrub_ids = Vec::new();
@@ -94,14 +92,9 @@ pub fn erase(
         // A record being delivered is erased as soon as its attempt ends.
         report.records = store.erase_mentioning(erase_ids, needle)?;
         for id in scrub_ids {
-            let decide = |r: &record::Record| {
-                let mut n = r.clone();
-                for a in &mut n.audit {
-                    a.note = a.note.as_deref().map(|t| scrub(t, needle));
-                }
-                Change::Put(n)
-            };
-            if let Updated::Busy(_) = store.update_when_settled(&id, decide, ERASE_PATIENCE)? {
+            if let Updated::Busy(_) =
+                store.update_when_settled(&id, scrubbing(needle), ERASE_PATIENCE)?
+            {
                 let (trace_id, waited) = (id, ERASE_PATIENCE);
                 return Err(StoreError::StillDelivering { trace_id, waited }.into());
             }
@@ -143,6 +136,81 @@ pub fn erase(
     for k in quarantined {
         if dry_run || store.drop_quarantined(k.as_bytes())? {
             report.quarantined_copies += 1;
+        }
+    }
+    Ok(report)
+}
+
+fn check_address(needle: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        needle.len() >= 3 && needle.contains('@'),
+        "--erase-email needs a full email address"
+    );
+    Ok(())
+}
+
+/// The change that scrubs `needle` from a record's audit notes.
+fn scrubbing(needle: &str) -> impl Fn(&Record) -> Change + Send + Sync + '_ {
+    move |r| {
+        let mut n = r.clone();
+        for a in &mut n.audit {
+            a.note = a.note.as_deref().map(|t| scrub(t, needle));
+        }
+        Change::Put(n)
+    }
+}
+
+/// How often the erasure on the PostgreSQL store tries again to scrub a record under a
+/// delivery lease: an attempt is short, and the erasure waits for it anyway.
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// [`erase`] on the PostgreSQL store, through the store boundary: the store erases the
+/// records that mention the address (a record being delivered once its attempt ends), and
+/// audit notes are scrubbed one record at a time. Its quarantined entries are the store's
+/// own (the boundary neither lists nor shows them), so none are counted here.
+pub fn erase_shared(
+    store: &Shared,
+    needle: &str,
+    dry_run: bool,
+    progress: Progress,
+) -> anyhow::Result<Erased> {
+    check_address(needle)?;
+    let (mut erase_ids, mut scrub_ids) = (Vec::new(), Vec::new());
+    let mut seen = 0;
+    store.scan(|r| {
+        if record_mentions(&r, needle) {
+            erase_ids.push(r.trace_id);
+        } else if audit_mentions(&r, needle) {
+            scrub_ids.push(r.trace_id);
+        }
+        seen += 1;
+        progress(seen, None);
+        Ok(())
+    })?;
+    let mut report = Erased::default();
+    if dry_run {
+        report.records = erase_ids;
+        report.audit_notes_scrubbed = scrub_ids.len() as u64;
+        return Ok(report);
+    }
+    report.records = store.block(store.engine().erase_address(needle))?;
+    for id in scrub_ids {
+        let deadline = std::time::Instant::now() + ERASE_PATIENCE;
+        loop {
+            match store.block(store.engine().update(&id, scrubbing(needle)))? {
+                Updated::Busy(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(BUSY_RETRY)
+                }
+                Updated::Busy(_) => {
+                    let (trace_id, waited) = (id, ERASE_PATIENCE);
+                    return Err(StoreError::StillDelivering { trace_id, waited }.into());
+                }
+                Updated::Put(_) => {
+                    report.audit_notes_scrubbed += 1;
+                    break;
+                }
+                _ => break,
+            }
         }
     }
     Ok(report)

@@ -9,18 +9,18 @@ pub mod erase;
 
 use crate::ops::operation::{Operation, OpsContext, Progress};
 use crate::ops::output::print_json;
-use crate::ops::socket::route::call;
+use crate::ops::shared::Shared;
+use crate::ops::socket::route::Place;
 use crate::ops::target::Target;
 use crate::ops::text::{self, parse_when};
 use crate::store::done::TOMBSTONE;
-use crate::store::record::Status;
-use crate::store::{Change, Store, Updated};
+use crate::store::record::{Record, Status};
+use crate::store::{Change, RecordStore, Store, Updated};
 use anyhow::{bail, Context};
 use clap::Args;
-use erase::erase;
+use erase::{erase, erase_shared, Erased};
 use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
-use std::path::Path;
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
@@ -52,7 +52,7 @@ pub struct PurgeArgs {
 }
 
 pub fn run(a: PurgeArgs) -> anyhow::Result<ExitCode> {
-    let dir = a.target.dir()?;
+    let place = Place::of(&a.target)?;
     let before = match (&a.before, &a.older_than) {
         (Some(b), _) => Some(parse_when(b)?),
         (None, Some(age)) => Some(
@@ -71,10 +71,10 @@ pub fn run(a: PurgeArgs) -> anyhow::Result<ExitCode> {
         erase_email: a.erase_email.clone(),
         dry_run: true,
     };
-    let plan = call(&dir, q.clone(), "counting")?;
+    let plan = place.call(q.clone(), "counting")?;
     let what = describe_purge(&q, &plan);
     if let Some(before) = before {
-        check_window(&dir, &a, before, &plan)?;
+        check_window(&place, &a, before, &plan)?;
     }
     if a.dry_run {
         if a.json {
@@ -97,9 +97,9 @@ pub fn run(a: PurgeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     q.dry_run = false;
-    let done = call(&dir, q.clone(), "purging")?;
-    if q.erase_email.is_some() {
-        if let Some(m) = backup_dir::rewrite_if_backup(&dir)? {
+    let done = place.call(q.clone(), "purging")?;
+    if let (Some(_), Some(dir)) = (&q.erase_email, place.dir()) {
+        if let Some(m) = backup_dir::rewrite_if_backup(dir)? {
             eprintln!(
                 "outbox: backup rewritten without the address: {} ({}), restorable as before",
                 text::count(m.record_count, "record", "records"),
@@ -153,7 +153,12 @@ fn describe_purge(q: &PurgeQuery, r: &PurgeReport) -> String {
 
 /// Refuses (without `--force`) a purge that would drop tombstones delivered within the
 /// idempotency window: a late duplicate of one of those would be stored and delivered again.
-fn check_window(dir: &Path, a: &PurgeArgs, before: i64, plan: &PurgeReport) -> anyhow::Result<()> {
+fn check_window(
+    place: &Place,
+    a: &PurgeArgs,
+    before: i64,
+    plan: &PurgeReport,
+) -> anyhow::Result<()> {
     let window = a.target.idempotency_window()?;
     let window_start = crate::time::now_ms() - window.as_millis() as i64;
     if before <= window_start || plan.tombstones_purged == 0 {
@@ -164,7 +169,7 @@ fn check_window(dir: &Path, a: &PurgeArgs, before: i64, plan: &PurgeReport) -> a
         erase_email: None,
         dry_run: true,
     };
-    let outside = call(dir, q, "counting")?;
+    let outside = place.call(q, "counting")?;
     let inside = plan
         .tombstones_purged
         .saturating_sub(outside.tombstones_purged);
@@ -203,6 +208,53 @@ impl Operation for PurgeQuery {
     fn run(self, ctx: &OpsContext, progress: Progress) -> anyhow::Result<PurgeReport> {
         purge(&ctx.store, &self, progress)
     }
+
+    /// Through the store boundary: the store's purge of tombstones, and its erasure.
+    fn run_shared(self, store: &Shared, progress: Progress) -> anyhow::Result<PurgeReport> {
+        let q = self;
+        check_query(&q)?;
+        let mut report = PurgeReport {
+            dry_run: q.dry_run,
+            ..Default::default()
+        };
+        if let Some(before) = q.delivered_before_ms {
+            report.tombstones_purged = if q.dry_run {
+                store.records_where(|r| purgeable(r, before))?.len() as u64
+            } else {
+                let purge = store.engine().purge_delivered_before(before, usize::MAX);
+                store.block(purge)?
+            };
+        }
+        if let Some(email) = &q.erase_email {
+            let needle = email.trim().to_lowercase();
+            report.add(erase_shared(store, &needle, q.dry_run, progress)?);
+        }
+        Ok(report)
+    }
+}
+
+fn check_query(q: &PurgeQuery) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        q.delivered_before_ms.is_some() || q.erase_email.is_some(),
+        "say what to purge: --before DATE / --older-than AGE, or --erase-email ADDRESS"
+    );
+    Ok(())
+}
+
+/// Whether `r` is a tombstone delivered (or, without a delivery time, received) before
+/// `before`.
+fn purgeable(r: &Record, before: i64) -> bool {
+    r.status == Status::Delivered && r.delivered_at_ms.unwrap_or(r.received_at_ms) < before
+}
+
+impl PurgeReport {
+    /// Takes in what an erasure removed.
+    fn add(&mut self, erased: Erased) {
+        self.erased = erased.records;
+        self.quarantined_copies_erased = erased.quarantined_copies;
+        self.audit_notes_scrubbed = erased.audit_notes_scrubbed;
+        self.orphan_bodies_erased = erased.orphan_bodies;
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -219,10 +271,7 @@ pub struct PurgeReport {
 }
 
 pub fn purge(store: &Store, q: &PurgeQuery, progress: Progress) -> anyhow::Result<PurgeReport> {
-    anyhow::ensure!(
-        q.delivered_before_ms.is_some() || q.erase_email.is_some(),
-        "say what to purge: --before DATE / --older-than AGE, or --erase-email ADDRESS"
-    );
+    check_query(q)?;
     let mut report = PurgeReport {
         dry_run: q.dry_run,
         ..Default::default()
@@ -236,10 +285,9 @@ pub fn purge(store: &Store, q: &PurgeQuery, progress: Progress) -> anyhow::Resul
                     .get(&id)?
                     .is_some_and(|r| r.status == Status::Delivered)
             } else {
-                let out = store.update(&id, |r| match (r.status, r.delivered_at_ms) {
-                    (Status::Delivered, Some(t)) if t < before => Change::Purge,
-                    (Status::Delivered, None) if r.received_at_ms < before => Change::Purge,
-                    _ => Change::Keep,
+                let out = store.update(&id, |r| match purgeable(r, before) {
+                    true => Change::Purge,
+                    false => Change::Keep,
                 })?;
                 if out == Updated::NotFound {
                     store.forget_delivered(TOMBSTONE, at, &id)?;
@@ -251,11 +299,12 @@ pub fn purge(store: &Store, q: &PurgeQuery, progress: Progress) -> anyhow::Resul
         }
     }
     if let Some(email) = &q.erase_email {
-        let erased = erase(store, &email.trim().to_lowercase(), q.dry_run, progress)?;
-        report.erased = erased.records;
-        report.quarantined_copies_erased = erased.quarantined_copies;
-        report.audit_notes_scrubbed = erased.audit_notes_scrubbed;
-        report.orphan_bodies_erased = erased.orphan_bodies;
+        report.add(erase(
+            store,
+            &email.trim().to_lowercase(),
+            q.dry_run,
+            progress,
+        )?);
     }
     Ok(report)
 }

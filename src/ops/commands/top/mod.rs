@@ -1,19 +1,20 @@
-//! `outbox top`: a live view of a running server through the admin channel, refreshed every
-//! second: intake and delivery rates, depth by status, oldest pending age, circuit and pause
+//! `outbox top`: a live view of a running server through the admin channel (or of the
+//! PostgreSQL store, read by the command itself), refreshed every second: intake and delivery rates, depth by status, oldest pending age, circuit and pause
 //! state, and the last delivery errors. `q` or Ctrl-C quits and gives the terminal back as it
 //! was; when stdout is not a terminal it prints one plain snapshot (for scripts and mails).
 
 mod screen;
 
 use crate::ops::commands::inspect::summary::{Summary, SummaryRequest};
+use crate::ops::operation::Operation;
 use crate::ops::socket::client::connect;
 use crate::ops::socket::protocol::SOCKET_NAME;
+use crate::ops::socket::route::Place;
 use crate::ops::target::Target;
 use crate::ops::text::age;
 use clap::Args;
 use screen::{wait_for_quit, Screen};
 use std::io::{IsTerminal, Write};
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -34,11 +35,23 @@ const WIDTH: usize = 80;
 
 struct Sample {
     at: Instant,
-    pid: u32,
+    /// The server asked; `None` for the PostgreSQL store, which the command reads itself.
+    pid: Option<u32>,
     summary: Summary,
 }
 
-fn sample(dir: &Path) -> anyhow::Result<Sample> {
+fn sample(place: &Place) -> anyhow::Result<Sample> {
+    let dir = match place {
+        Place::Directory(dir) => dir,
+        Place::Shared(store) => {
+            let summary = SummaryRequest {}.run_shared(store, &|_, _| {})?;
+            return Ok(Sample {
+                at: Instant::now(),
+                pid: None,
+                summary,
+            });
+        }
+    };
     let Some(conn) = connect(dir)? else {
         anyhow::bail!(
             "no server answers on {}; outbox top needs a running server (use outbox inspect for a stopped directory)",
@@ -49,7 +62,7 @@ fn sample(dir: &Path) -> anyhow::Result<Sample> {
     let summary = conn.call(&SummaryRequest {}, &|_, _| {})?;
     Ok(Sample {
         at: Instant::now(),
-        pid,
+        pid: Some(pid),
         summary,
     })
 }
@@ -81,8 +94,26 @@ fn frame(prev: Option<&Sample>, cur: &Sample, errors: &[String]) -> String {
     let c = &s.counts;
     let d = s.delivery.clone().unwrap_or_default();
     let field = |k: &str| d[k].as_str().unwrap_or("-").to_owned();
+    // The store URL is long: what the screen shows comes first.
+    let title = match cur.pid {
+        Some(pid) => format!("outbox top - {} - server pid {pid}", s.data_dir),
+        None => format!("outbox top - PostgreSQL store {}", s.data_dir),
+    };
+    let delivery = match s.delivery {
+        None if s.shared => "by the instances that share the store".into(),
+        _ => format!(
+            "{}   circuit {}{}",
+            field("mode"),
+            field("circuit"),
+            next_probe(d["next_probe_at"].as_str())
+        ),
+    };
+    let disk = match s.shared {
+        true => "PostgreSQL's".into(),
+        false => crate::ops::text::size(s.disk_bytes),
+    };
     let mut lines = vec![
-        format!("outbox top - {} - server pid {}", s.data_dir, cur.pid),
+        title,
         String::new(),
         format!(
             "rates      intake {:>9}   delivered {:>9}   dead letters {:>9}",
@@ -113,14 +144,9 @@ fn frame(prev: Option<&Sample>, cur: &Sample, errors: &[String]) -> String {
                     age(a)
                 ))
         ),
-        format!(
-            "delivery   {}   circuit {}{}",
-            field("mode"),
-            field("circuit"),
-            next_probe(d["next_probe_at"].as_str())
-        ),
+        format!("delivery   {delivery}"),
         format!("last ok    {}", field("last_success_at")),
-        format!("disk       {}", crate::ops::text::size(s.disk_bytes)),
+        format!("disk       {disk}"),
         String::new(),
         "last errors".into(),
     ];
@@ -150,9 +176,9 @@ fn note_error(errors: &mut Vec<String>, s: &Summary) {
 }
 
 pub fn run(a: TopArgs) -> anyhow::Result<ExitCode> {
-    let dir = a.target.dir()?;
+    let place = Place::of(&a.target)?;
     let interval = Duration::from_secs(a.interval.max(1));
-    let first = sample(&dir)?;
+    let first = sample(&place)?;
     if !std::io::stdout().is_terminal() {
         let mut errors = Vec::new();
         note_error(&mut errors, &first.summary);
@@ -173,7 +199,7 @@ pub fn run(a: TopArgs) -> anyhow::Result<ExitCode> {
                 note_error(&mut errors, &s.summary);
                 frame(prev.as_ref(), s, &errors)
             }
-            Err(e) => format!("outbox top - {}\n\n{e:#}\n(retrying)\n", dir.display()),
+            Err(e) => format!("outbox top - {}\n\n{e:#}\n(retrying)\n", where_(&place)),
         };
         // The live view's first line says how to leave; a plain snapshot has no keys to press.
         let screen = screen.replacen('\n', " - q quits\n", 1);
@@ -185,7 +211,15 @@ pub fn run(a: TopArgs) -> anyhow::Result<ExitCode> {
         if let Ok(s) = cur {
             prev = Some(s);
         }
-        cur = sample(&dir);
+        cur = sample(&place);
+    }
+}
+
+/// The data directory or the store URL, for the screen's first line.
+fn where_(place: &Place) -> String {
+    match place {
+        Place::Directory(dir) => dir.display().to_string(),
+        Place::Shared(store) => store.location.clone(),
     }
 }
 
@@ -197,7 +231,7 @@ mod tests {
     fn at(t: Instant, accepted: u64, delivered: u64) -> Sample {
         Sample {
             at: t,
-            pid: 42,
+            pid: Some(42),
             summary: Summary {
                 data_dir: "/var/lib/outbox/a/very/long/path/that/goes/on/and/on/forever/data"
                     .into(),
@@ -217,6 +251,7 @@ mod tests {
                     "next_probe_at": crate::time::rfc3339(crate::time::now_ms() + 130_500)}),
                 ),
                 disk_bytes: 4096,
+                shared: false,
             },
         }
     }

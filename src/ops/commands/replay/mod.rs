@@ -7,15 +7,16 @@
 //! delivered record is only replayed with `force` (and only while it still has its payload);
 //! one in flight is never touched (the worker holds it).
 
-use crate::ops::commands::inspect::record::resolve;
+use crate::ops::commands::inspect::record::{resolve, resolve_shared};
 use crate::ops::operation::{Operation, OpsContext, Progress};
 use crate::ops::output::{print_json, status};
-use crate::ops::socket::route::call;
+use crate::ops::shared::Shared;
+use crate::ops::socket::route::Place;
 use crate::ops::target::Target;
 use crate::ops::text::parse_when;
 use crate::store::record::{AuditEntry, Record, Status};
 use crate::store::Updated;
-use crate::store::{Change, Store};
+use crate::store::{Change, RecordStore, Store};
 use crate::time::now_ms;
 use anyhow::bail;
 use clap::Args;
@@ -63,7 +64,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     if !a.dead && a.trace_ids.is_empty() {
         bail!("say what to replay: trace IDs, or --dead for dead letters");
     }
-    let dir = a.target.dir()?;
+    let place = Place::of(&a.target)?;
     let q = ReplayQuery {
         trace_ids: a.trace_ids,
         dead: a.dead,
@@ -74,7 +75,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         dry_run: a.dry_run,
         force: a.force,
     };
-    let r = call(&dir, q, "replaying")?;
+    let r = place.call(q, "replaying")?;
     if a.json {
         print_json(&r);
     } else {
@@ -128,6 +129,36 @@ impl Operation for ReplayQuery {
         }
         Ok(report)
     }
+
+    /// Through the store boundary: a record under another instance's delivery lease is
+    /// refused as busy, as one the embedded store's worker holds. The instances find the
+    /// replayed records at their next poll.
+    fn run_shared(mut self, store: &Shared, progress: Progress) -> anyhow::Result<ReplayReport> {
+        for id in &mut self.trace_ids {
+            if let Some(full) = resolve_shared(store, id)? {
+                *id = full;
+            }
+        }
+        let mut ids = self.trace_ids.clone();
+        if self.dead {
+            let dead = store.records_where(|r| matches_dead(r, &self))?;
+            ids.extend(dead.into_iter().map(|r| r.trace_id));
+        }
+        let (force, now) = (self.force, now_ms());
+        replay_each(ids, &self, progress, |id| {
+            if self.dry_run {
+                return Ok(match store.block(store.engine().get(id))? {
+                    None => Updated::NotFound,
+                    Some(r) if r.status == Status::InFlight => Updated::Busy(r),
+                    Some(r) => would(r, force),
+                });
+            }
+            store.block(store.engine().update(id, move |r| match refusal(r, force) {
+                Some(_) => Change::Keep,
+                None => Change::Put(replayed(r, now)),
+            }))
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -180,13 +211,12 @@ pub fn replayed(r: &Record, now: i64) -> Record {
 fn matches_dead(r: &Record, q: &ReplayQuery) -> bool {
     let at = r.dead_at_ms.unwrap_or(r.received_at_ms);
     r.status == Status::Dead
-        && q.since_ms.map_or(true, |t| at >= t)
-        && q.until_ms.map_or(true, |t| at < t)
+        && q.since_ms.is_none_or(|t| at >= t)
+        && q.until_ms.is_none_or(|t| at < t)
         && q.form_type
             .as_deref()
-            .map_or(true, |f| f == r.enrichment.form_type)
-        && q.status_code
-            .map_or(true, |c| r.last_status_code == Some(c))
+            .is_none_or(|f| f == r.enrichment.form_type)
+        && q.status_code.is_none_or(|c| r.last_status_code == Some(c))
 }
 
 pub fn replay(store: &Store, q: &ReplayQuery, progress: Progress) -> anyhow::Result<ReplayReport> {
@@ -203,31 +233,50 @@ pub fn replay(store: &Store, q: &ReplayQuery, progress: Progress) -> anyhow::Res
             }
         }
     }
+    let now = now_ms();
+    replay_each(ids, q, progress, |id| {
+        Ok(if q.dry_run {
+            match store.get(id)? {
+                None => Updated::NotFound,
+                Some(r) if store.is_claimed(id) => Updated::Busy(r),
+                Some(r) => would(r, q.force),
+            }
+        } else {
+            store.update(id, |r| match refusal(r, q.force) {
+                Some(_) => Change::Keep,
+                None => Change::Put(replayed(r, now)),
+            })?
+        })
+    })
+}
+
+/// What a replay would do to `r` (not being delivered): keep it, or put it back.
+fn would(r: Record, force: bool) -> Updated {
+    match refusal(&r, force) {
+        Some(_) => Updated::Kept(r),
+        None => Updated::Put(r),
+    }
+}
+
+/// Replays each of `ids` with `step` (or, in a dry run, says what it would do), reporting
+/// progress; the report says what was replayed and why the rest was refused.
+fn replay_each(
+    ids: Vec<String>,
+    q: &ReplayQuery,
+    progress: Progress,
+    step: impl Fn(&str) -> anyhow::Result<Updated>,
+) -> anyhow::Result<ReplayReport> {
     let total = ids.len() as u64;
     let mut report = ReplayReport {
         dry_run: q.dry_run,
         ..Default::default()
     };
-    let now = now_ms();
     for (i, id) in ids.into_iter().enumerate() {
         let refuse = |reason: &str| Refusal {
             trace_id: id.clone(),
             reason: reason.to_owned(),
         };
-        let outcome = if q.dry_run {
-            match store.get(&id)? {
-                None => Updated::NotFound,
-                Some(r) if store.is_claimed(&id) => Updated::Busy(r),
-                Some(r) if refusal(&r, q.force).is_some() => Updated::Kept(r),
-                Some(r) => Updated::Put(r),
-            }
-        } else {
-            store.update(&id, |r| match refusal(r, q.force) {
-                Some(_) => Change::Keep,
-                None => Change::Put(replayed(r, now)),
-            })?
-        };
-        match outcome {
+        match step(&id)? {
             Updated::NotFound => report.refused.push(refuse("no record with this trace ID")),
             Updated::Busy(_) => report.refused.push(refuse(BEING_DELIVERED)),
             Updated::Kept(r) => report
@@ -242,60 +291,4 @@ pub fn replay(store: &Store, q: &ReplayQuery, progress: Progress) -> anyhow::Res
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::record::sample;
-
-    #[test]
-    fn a_replayed_dead_letter_starts_over_and_keeps_its_trace_id() {
-        let mut r = sample("trace-dead-01");
-        r.status = Status::Dead;
-        r.attempts = 9;
-        r.dead_at_ms = Some(5);
-        let n = replayed(&r, 1_000);
-        assert_eq!(
-            (n.status, n.attempts, n.next_attempt_at_ms, n.received_at_ms),
-            (Status::Pending, 0, 1_000, 1_000)
-        );
-        assert_eq!(n.enrichment.received_at, r.enrichment.received_at);
-        assert_eq!(n.trace_id, r.trace_id);
-        assert_eq!(n.dead_at_ms, None);
-        assert_eq!(n.audit.len(), 1);
-    }
-
-    #[test]
-    fn delivered_needs_force_and_in_flight_is_never_touched() {
-        let mut r = sample("trace-deliv-1");
-        r.status = Status::Delivered;
-        assert!(refusal(&r, false).is_some());
-        assert!(refusal(&r, true).is_none());
-        r.payload = None;
-        assert!(refusal(&r, true).is_some());
-        r.status = Status::InFlight;
-        assert!(refusal(&r, true).is_some());
-        r.status = Status::Dead;
-        assert!(refusal(&r, false).is_none());
-    }
-
-    #[test]
-    fn dead_letter_filters_narrow_the_selection() {
-        let mut r = sample("trace-dead-02");
-        r.status = Status::Dead;
-        r.dead_at_ms = Some(2_000);
-        r.last_status_code = Some(422);
-        let q = |f: fn(&mut ReplayQuery)| {
-            let mut q = ReplayQuery {
-                dead: true,
-                ..Default::default()
-            };
-            f(&mut q);
-            matches_dead(&r, &q)
-        };
-        assert!(q(|_| {}));
-        assert!(q(|q| q.status_code = Some(422)));
-        assert!(!q(|q| q.status_code = Some(500)));
-        assert!(q(|q| q.since_ms = Some(2_000)));
-        assert!(!q(|q| q.until_ms = Some(2_000)));
-        assert!(!q(|q| q.form_type = Some("contact".into())));
-    }
-}
+mod tests;
