@@ -8,6 +8,7 @@ use super::harness::dashboard::{Dashboard, Reply};
 use super::harness::ops::{self, outbox, Run};
 use super::harness::postgres::Postgres;
 use super::harness::spawn_app_in;
+use super::ops::outbox_pg;
 use outbox::store::{Change, Counts, Quarantined, Record, Store, SubmitOutcome};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -47,6 +48,17 @@ fn contents(dir: &Path) -> Contents {
 
 fn move_store(dir: &Path, to: &str, url: &str) -> Run {
     outbox(dir, "move-store", &["--to", to, "--store-url", url])
+}
+
+/// `outbox verify` on the PostgreSQL store at `url` finds nothing wrong with its `records`.
+fn verifies_clean(url: &str, records: u64) {
+    let run = outbox_pg(url, "verify", &["--json"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let out = run.json();
+    assert_eq!(
+        (&out["records"], &out["problems"]),
+        (&json!(records), &json!([]))
+    );
 }
 
 /// A move that succeeds and says each of `says` on stdout.
@@ -185,6 +197,7 @@ async fn a_store_of_every_status_moves_to_postgres_and_back_losing_nothing() {
     ];
     moved(&dir, "postgres", &pg.url(), &says);
     assert_eq!(contents(&dir), before, "the source is unchanged");
+    verifies_clean(&pg.url(), 11);
     let store = super::open(&pg, LEASE).await;
     assert_eq!(store.counts().await.unwrap(), before.counts);
     for r in &before.records {
@@ -221,6 +234,7 @@ async fn a_store_of_every_status_moves_to_postgres_and_back_losing_nothing() {
         .unwrap();
     moved(&dir, "postgres", &pg.url(), &["this run wrote 2"]);
     assert_eq!(store.counts().await.unwrap(), before.counts);
+    verifies_clean(&pg.url(), 11);
 
     // Back into a new data directory, over what an interrupted run left beside it.
     let back = tmp.path().join("back");
@@ -378,11 +392,12 @@ async fn a_copy_that_does_not_match_its_source_is_an_error_naming_the_record() {
     assert!(left.is_empty(), "no data directory, no half copy: {left:?}");
     assert_eq!(
         store.counts().await.unwrap().accepted,
-        2,
-        "the source is unchanged"
+        1,
+        "the source is unchanged (the hand-made row was never counted as accepted)"
     );
 
-    // A row changed after a move is no longer what the move copied: a rerun refuses it.
+    // A record PostgreSQL quarantined itself moves out and back as the same row. Back into
+    // the database it came from: its committers counted the records the move brings back.
     client
         .execute(
             "DELETE FROM outbox_records WHERE trace_id = 'move-hand-made'",
@@ -390,9 +405,80 @@ async fn a_copy_that_does_not_match_its_source_is_an_error_naming_the_record() {
         )
         .await
         .unwrap();
-    moved(&back, "embedded", &pg.url(), &["moved 1 record"]);
-    let says = ["1 of them were there from an earlier run; this run wrote 0"];
+    let set_aside = super::record("move-set-aside", r#"{"email":"q@example.com"}"#);
+    assert!(matches!(
+        store.submit(set_aside).await.unwrap(),
+        SubmitOutcome::Stored(_)
+    ));
+    store
+        .quarantine("move-set-aside", "set aside by PostgreSQL")
+        .await
+        .unwrap();
+    let row_before: Value = client
+        .query_one("SELECT record FROM outbox_quarantine", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let moved_out = ["moved 1 record (1 pending, 0 delivered, 0 dead) and 1 quarantined entry"];
+    moved(&back, "embedded", &pg.url(), &moved_out);
+    let out = contents(&back);
+    assert_eq!((out.counts.accepted, out.counts.quarantined), (2, 1));
+    let (id, entry) = &out.quarantined[0];
+    let entry: Value = serde_json::from_str(entry).unwrap();
+    assert_eq!(id, "move-set-aside");
+    assert_eq!(
+        (
+            &entry["reason"],
+            &entry["previous_status"],
+            &entry["postgres_row"]
+        ),
+        (
+            &json!("set aside by PostgreSQL"),
+            &json!("pending"),
+            &json!(true)
+        )
+    );
+    pg.psql("CREATE DATABASE moved_back");
+    let fresh = pg.url().replace("/postgres?", "/moved_back?");
+    moved(&back, "postgres", &fresh, &moved_out);
+    let (fresh_client, conn) = tokio_postgres::connect(&fresh, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let row_after: Value = fresh_client
+        .query_one("SELECT record FROM outbox_quarantine", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        row_after, row_before,
+        "the row PostgreSQL set aside, as it was"
+    );
+    verifies_clean(&fresh, 1);
+    let says = ["2 of them were there from an earlier run; this run wrote 0"];
     moved(&back, "postgres", &pg.url(), &says);
+    assert_eq!(store.counts().await.unwrap(), out.counts);
+    verifies_clean(&pg.url(), 1);
+
+    // A trace ID PostgreSQL quarantined twice cannot become one entry of a data directory.
+    let again = super::record("move-set-aside", r#"{"email":"q2@example.com"}"#);
+    assert!(matches!(
+        store.submit(again).await.unwrap(),
+        SubmitOutcome::Stored(_)
+    ));
+    store.quarantine("move-set-aside", "again").await.unwrap();
+    let twice = tmp.path().join("twice");
+    let run = move_store(&twice, "embedded", &pg.url());
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("quarantined 1 trace ID more than once (move-set-aside)"),
+        "{}",
+        run.stderr
+    );
+    assert!(!twice.exists(), "no data directory");
+
+    // A row changed after a move is no longer what the move copied: a rerun refuses it.
     client
         .execute(
             "UPDATE outbox_records SET attempts = 5 WHERE trace_id = 'move-fine'",
@@ -403,7 +489,7 @@ async fn a_copy_that_does_not_match_its_source_is_an_error_naming_the_record() {
     let run = move_store(&back, "postgres", &pg.url());
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
-        run.stderr.contains("did not copy (move-fine)"),
+        run.stderr.contains("did not copy (move-fine"),
         "{}",
         run.stderr
     );

@@ -110,6 +110,19 @@ impl Digest {
     }
 }
 
+/// Trace IDs with more than one quarantined entry (a store may quarantine a key again after
+/// it was posted anew), in order: the digest, keyed by trace ID, would hold only one.
+pub fn repeated(items: &[Quarantined]) -> Vec<String> {
+    let mut seen = BTreeMap::new();
+    for q in items {
+        *seen.entry(q.trace_id.as_str()).or_insert(0u32) += 1;
+    }
+    seen.into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(id, _)| id.to_owned())
+        .collect()
+}
+
 /// `a, b, c and 7 more`: the first [`NAMED`] of `ids`.
 pub fn first_named(ids: &[String]) -> String {
     let shown = ids[..ids.len().min(NAMED)].join(", ");
@@ -171,6 +184,12 @@ mod tests {
         });
         assert_eq!(with_q.differences(&src), ["trace-q (quarantined)"]);
         assert_eq!(src.count(Status::Pending), 2);
+        let q = |id: &str| Quarantined {
+            trace_id: id.into(),
+            entry: QuarantineEntry::new("bad", 1, None, &[1]),
+        };
+        assert_eq!(repeated(&[q("x"), q("y"), q("x"), q("x")]), ["x"]);
+        assert!(repeated(&[q("x"), q("y")]).is_empty());
     }
 
     #[test]

@@ -6,25 +6,24 @@
 //! dead letters, quarantined entries with their reason and bytes, and delivered tombstones
 //! (so a duplicate post after the move still gets 200 with the original receipt, and another
 //! payload under the same key 409). Claims do not move: records arrive unclaimed. The
-//! counters of what left the records before the move (quarantined, purged) carry over, so
-//! `accepted = pending + in_flight + delivered + dead + quarantined + purged` holds on the
-//! target with the source's figures.
+//! source's `accepted` and the counters of what left the records before the move
+//! (quarantined, purged) carry over, so `accepted = pending + in_flight + delivered + dead +
+//! quarantined + purged` holds on the target with the source's figures.
 //!
 //! The source is only read. Before it says done, the move reads the target back and compares
 //! the counts and every record's hash ([`digest`]); a difference is an error naming the first
 //! trace IDs that differ. Switching the service to the target is the operator's step, after
 //! that (the command prints it): there is never a moment when the service runs on a
-//! half-copied store. Settings are the service's: `--data-dir`, `--store-url`, the password
-//! file, or the `--config` file's keys.
+//! half-copied store. Settings are read as every ops command reads them ([`Target`]):
+//! `--data-dir`, `--store-url`, the password file, or the `--config` file's keys.
 
 mod digest;
 mod to_embedded;
 mod to_postgres;
 
-use crate::config::spec::{env_name, SPECS};
-use crate::config::{RawSettings, Settings, Source};
 use crate::ops::progress::with_bar;
 use crate::ops::socket::route::{explain, refuse_if_served};
+use crate::ops::target::Target;
 use crate::ops::text::count;
 use crate::store::postgres::config::masked_url;
 use crate::store::postgres::PgStore;
@@ -32,7 +31,7 @@ use crate::store::{Counts, Status, Store};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use digest::{first_named, Digest};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -48,23 +47,18 @@ pub enum To {
     Embedded,
 }
 
+/// [`Target`]'s flags, with the help saying what each is to a move: both stores are named.
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("data_dir", |a| a.help("Data directory: the source with --to postgres (stopped), the target with --to embedded (absent or empty) [default: data_dir from --config, else ./data]")),
+    mut_arg("store_url", |a| a.help("PostgreSQL store: the target with --to postgres, the source with --to embedded (or OUTBOX_STORE_URL, or store_url from --config)")),
+)]
 pub struct MoveArgs {
     /// Which store the outbox moves to
     #[arg(long, value_enum)]
     pub to: To,
-    /// Data directory: the source with --to postgres (stopped), the target with --to embedded (absent or empty) [default: data_dir from --config, else ./data]
-    #[arg(long, env = "OUTBOX_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// TOML configuration file of the service (its data_dir and store_* keys are read)
-    #[arg(long, env = "OUTBOX_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// PostgreSQL store URL [default: store_url from --config]
-    #[arg(long, env = "OUTBOX_STORE_URL", value_name = "URL")]
-    pub store_url: Option<String>,
-    /// File holding the store-url user's password [default: store_password_file from --config]
-    #[arg(long, env = "OUTBOX_STORE_PASSWORD_FILE", value_name = "FILE")]
-    pub store_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: Target,
 }
 
 /// Both sides after a move, for the check.
@@ -103,54 +97,11 @@ impl Moved {
     }
 }
 
-/// The data directory and the PostgreSQL settings, read as the service reads them (flag >
-/// environment > `--config` file), the store's `OUTBOX_STORE_*` variables included. Only
-/// those settings are taken from the file: another the move does not use (an unreadable
-/// key file, say) cannot stop it.
-fn settings(a: &MoveArgs) -> anyhow::Result<Settings> {
-    let mut raw = RawSettings {
-        config: a.config.clone(),
-        ..Default::default()
-    };
-    for spec in SPECS.iter().filter(|s| s.name.starts_with("store-")) {
-        if let Ok(v) = std::env::var(env_name(spec.name)) {
-            raw.values.insert(spec.name, (v, Source::Env));
-        }
-    }
-    let flags = [
-        (
-            "data-dir",
-            a.data_dir.as_ref().map(|d| d.display().to_string()),
-        ),
-        ("store-url", a.store_url.clone()),
-        (
-            "store-password-file",
-            a.store_password_file
-                .as_ref()
-                .map(|f| f.display().to_string()),
-        ),
-    ];
-    for (name, value) in flags {
-        if let Some(v) = value {
-            let spec = SPECS.iter().find(|s| s.name == name).expect("a setting");
-            raw.values.insert(spec.name, (v, Source::Flag));
-        }
-    }
-    let mut layers = raw.layers()?;
-    let used = |name: &str| name == "data-dir" || name.starts_with("store-");
-    layers
-        .values
-        .retain(|name, (_, source)| used(name) || *source == Source::Default);
-    layers.file_rules = None;
-    Settings::from_layers(&layers)
-}
-
 pub fn run(a: MoveArgs) -> anyhow::Result<ExitCode> {
-    let settings = settings(&a)?;
-    let Some(pg) = settings.store.clone() else {
+    let Some(pg) = a.target.store()? else {
         bail!("no PostgreSQL store is named: pass --store-url (or OUTBOX_STORE_URL, or store_url in the --config file)");
     };
-    let dir = settings.data_dir.clone();
+    let dir = a.target.dir()?;
     let url = masked_url(&pg.options.url);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -250,7 +201,7 @@ fn next_steps(to: To, dir: &Path, url: &str) {
         To::Embedded => {
             println!("  1. remove store_url (and OUTBOX_STORE_URL) from the service's settings, and set data_dir = \"{dir}\"");
             println!("  2. start one outbox instance on {dir}; `outbox inspect --data-dir {dir}` shows what it holds");
-            println!("  3. the PostgreSQL store at {url} was not changed: drop its tables (outbox_records, outbox_counters, outbox_quarantine, outbox_schema_history) once you no longer need it");
+            println!("  3. the PostgreSQL store at {url} was not changed: drop its tables (outbox_records, outbox_accepted, outbox_counters, outbox_quarantine, outbox_schema_history) once you no longer need it");
         }
     }
 }

@@ -5,12 +5,15 @@
 //! no half-written data directory a service could be started on, and a rerun after an
 //! interruption starts the copy again from the beginning (the source was never changed).
 //! Every instance on the database must be stopped: a live lease (an instance delivering) is
-//! refused, and a source that changed during the copy fails the check at the end.
+//! refused, and a source that changed during the copy fails the check at the end. A trace ID
+//! PostgreSQL quarantined more than once (posted again after its first row left) is refused
+//! too: a data directory keeps one quarantined entry per trace ID.
 
-use super::digest::Digest;
+use super::digest::{first_named, repeated, Digest};
 use super::{Moved, BATCH};
 use crate::ops::operation::Progress;
 use crate::ops::socket::route::explain;
+use crate::ops::text::count;
 use crate::store::postgres::PgStore;
 use crate::store::Store;
 use anyhow::{bail, Context};
@@ -123,6 +126,15 @@ pub async fn run(
             "an outbox instance is delivering from this PostgreSQL store ({leases} records under a live lease): stop every instance on it, then move (nothing was written)"
         );
     }
+    let quarantined = source.copy_quarantined().await?;
+    let twice = repeated(&quarantined);
+    if !twice.is_empty() {
+        bail!(
+            "the PostgreSQL store quarantined {} more than once ({}), and a data directory keeps one quarantined entry per trace ID: save the older rows of outbox_quarantine elsewhere, delete them and lower the quarantined row of outbox_counters by as many, then move (nothing was written)",
+            count(twice.len() as u64, "trace ID", "trace IDs"),
+            first_named(&twice)
+        );
+    }
     let source_counts = source.counts().await?;
     // Two passes over the records: copy, read the copy back.
     let n = source_counts.pending + source_counts.delivered + source_counts.dead;
@@ -141,7 +153,6 @@ pub async fn run(
             _ => break,
         }
     }
-    let quarantined = source.copy_quarantined().await?;
     quarantined.iter().for_each(|q| digest.add_quarantined(q));
     target.put_moved_quarantined(&quarantined)?;
     let c = source.moved_counters().await?;

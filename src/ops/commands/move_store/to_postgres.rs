@@ -2,12 +2,15 @@
 //!
 //! The target may be empty, or hold exactly what an earlier run of this move copied (it was
 //! interrupted, or ran to the end): every row there must be a record of the source with the
-//! same content, and the counters of what left the table must be zero or the source's. Then
+//! same content (a trace ID quarantined twice never is), the counters of what left the table
+//! must be zero or the source's, and the group committers cannot have counted more accepted
+//! than the source did (their rows count records of the source, when it was moved out of
+//! this database before). Then
 //! only the missing records are inserted (`ON CONFLICT DO NOTHING` all the same), so a rerun
 //! completes the copy and changes nothing else. Anything else there (another outbox's
 //! records, posts an instance already took) is refused before anything is written.
 
-use super::digest::{first_named, Digest};
+use super::digest::{first_named, repeated, Digest};
 use super::{Moved, BATCH};
 use crate::ops::operation::Progress;
 use crate::store::postgres::copy::MovedCounters;
@@ -44,8 +47,12 @@ fn read_source(source: &Store, tick: &dyn Fn(u64)) -> anyhow::Result<(Digest, Co
     Ok((digest, counts))
 }
 
-/// What the PostgreSQL store holds; `tick` gets the records read so far.
-async fn read_postgres(store: &PgStore, tick: &dyn Fn(u64)) -> anyhow::Result<Digest> {
+/// What the PostgreSQL store holds, and the trace IDs it quarantined more than once; `tick`
+/// gets the records read so far.
+async fn read_postgres(
+    store: &PgStore,
+    tick: &dyn Fn(u64),
+) -> anyhow::Result<(Digest, Vec<String>)> {
     let mut digest = Digest::default();
     let mut after: Option<String> = None;
     loop {
@@ -59,10 +66,11 @@ async fn read_postgres(store: &PgStore, tick: &dyn Fn(u64)) -> anyhow::Result<Di
             _ => break,
         }
     }
-    for q in store.copy_quarantined().await? {
-        digest.add_quarantined(&q);
+    let quarantined = store.copy_quarantined().await?;
+    for q in &quarantined {
+        digest.add_quarantined(q);
     }
-    Ok(digest)
+    Ok((digest, repeated(&quarantined)))
 }
 
 pub async fn run(
@@ -75,10 +83,11 @@ pub async fn run(
     let total = 3 * n;
     let step = |pass: u64| move |done: u64| progress(pass * n + done.min(n), Some(total));
     let (digest, counts) = read_source(source, &step(0))?;
-    let there = read_postgres(target, &|_| {})
+    let (there, twice) = read_postgres(target, &|_| {})
         .await
         .context("cannot read the PostgreSQL store")?;
-    let foreign = there.not_in(&digest);
+    let mut foreign = there.not_in(&digest);
+    foreign.extend(twice.iter().map(|id| format!("{id} (quarantined twice)")));
     if !foreign.is_empty() {
         bail!(
             "the PostgreSQL store already holds {} this move did not copy ({}): it is another outbox's store, or an instance already took posts into it; point store-url at an empty database (nothing was written)",
@@ -87,6 +96,7 @@ pub async fn run(
         );
     }
     let moved = MovedCounters {
+        accepted: counts.accepted,
         quarantined: counts.quarantined,
         purged: counts.purged,
     };
@@ -100,6 +110,13 @@ pub async fn run(
                 "the PostgreSQL store already counts {have} records {name} (the data directory {want}): it has a history of its own; point store-url at an empty database (nothing was written)"
             );
         }
+    }
+    let counted = target.accepted_by_committers().await?;
+    if counted > counts.accepted {
+        bail!(
+            "the PostgreSQL store already counts {counted} submissions accepted by its instances (the data directory {}): it has a history of its own; point store-url at an empty database (nothing was written)",
+            counts.accepted
+        );
     }
     let mut done = 0u64;
     let mut inserted = 0u64;
@@ -125,7 +142,7 @@ pub async fn run(
         .collect();
     inserted += target.copy_in_quarantined(&missing).await?;
     target.set_moved_counters(moved).await?;
-    let copied = read_postgres(target, &step(2)).await?;
+    let (copied, _) = read_postgres(target, &step(2)).await?;
     Ok(Moved {
         source: digest,
         target: copied,
