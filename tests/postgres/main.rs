@@ -13,6 +13,8 @@ mod conformance;
 mod core;
 mod failover;
 mod failures;
+mod move_store;
+mod move_store_checks;
 mod ops;
 mod ops_changes;
 mod ops_refusals;

@@ -8,6 +8,7 @@ pub mod compact;
 pub mod edit;
 pub mod import_legacy;
 pub mod inspect;
+pub mod move_store;
 pub mod purge;
 pub mod replay;
 pub mod restore;
@@ -40,6 +41,12 @@ pub enum OpsCommand {
     Top(top::TopArgs),
     /// Give disk space back: rewrite the store into a fresh copy and swap it in (server running or not).
     Compact(compact::CompactArgs),
+    /// Move the whole outbox between the data directory and PostgreSQL (--to postgres|embedded), verified.
+    ///
+    /// Every record as it is (pending, dead, delivered tombstones, quarantined), the source
+    /// only read, the copy compared record by record before it says done; exit 1 if it
+    /// differs. Then switch the service's settings as it prints.
+    MoveStore(move_store::MoveArgs),
 }
 
 /// Runs one subcommand. `Err` is a usage or environment error: `main` prints it and exits 2.
@@ -55,6 +62,7 @@ pub fn run(cmd: OpsCommand) -> anyhow::Result<ExitCode> {
         OpsCommand::Purge(a) => purge::run(a),
         OpsCommand::Top(a) => top::run(a),
         OpsCommand::Compact(a) => compact::run(a),
+        OpsCommand::MoveStore(a) => move_store::run(a),
     }
 }
 

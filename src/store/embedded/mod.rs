@@ -52,6 +52,7 @@ pub mod done;
 pub mod format;
 pub mod keys;
 pub mod maintenance;
+mod moved;
 mod quarantine;
 pub mod read;
 mod rebuild;

@@ -23,6 +23,12 @@ pub struct QuarantineEntry {
     pub original_body_hex: Option<String>,
     /// The entry's bytes as they were in `entries`, in hex.
     pub original_hex: String,
+    /// `original_hex` holds a row the PostgreSQL store quarantined (the JSON text of the
+    /// row), not bytes of this store: `outbox move-store --to embedded` brings such rows
+    /// here, and a move back to PostgreSQL restores them. Absent (false) otherwise, so
+    /// entries this store writes keep their bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub postgres_row: bool,
     /// The status its index entries said it had, when it was queued.
     pub previous_status: Option<String>,
     pub quarantined_at_ms: i64,
@@ -34,6 +40,7 @@ impl QuarantineEntry {
         QuarantineEntry {
             original_body_hex: None,
             original_hex: hex::encode(original),
+            postgres_row: false,
             previous_status: previous.map(|s| s.as_str().to_owned()),
             quarantined_at_ms: at_ms,
             reason: reason.to_owned(),
@@ -50,6 +57,7 @@ impl QuarantineEntry {
         serde_json::from_slice(bytes).unwrap_or_else(|e| QuarantineEntry {
             original_body_hex: None,
             original_hex: hex::encode(bytes),
+            postgres_row: false,
             previous_status: None,
             quarantined_at_ms: 0,
             reason: format!("unreadable quarantine entry ({e})"),

@@ -60,6 +60,7 @@ mod change;
 pub mod claims;
 mod committer;
 pub mod config;
+pub mod copy;
 pub mod health;
 pub mod maintenance;
 pub mod pool;
