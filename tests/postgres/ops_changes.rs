@@ -205,29 +205,49 @@ async fn erasure_by_address_on_postgresql_removes_its_records_and_scrubs_audit_n
         return;
     };
     let store = every_status(&pg).await;
+    // Two quarantined rows, one of them holding the address: the quarantine is searched too.
+    for (id, email) in [
+        ("q-mentions", "jo.doe@EXAMPLE.com"),
+        ("q-other", "x@example.org"),
+    ] {
+        let fields = format!(r#"{{"email":"{email}"}}"#);
+        store.submit(super::record(id, &fields)).await.unwrap();
+        store.quarantine(id, "cannot be sent").await.unwrap();
+    }
     let url = pg.url();
     let args = ["--erase-email", "JO.DOE@example.com", "--json"];
     let dry = outbox_pg(&url, "purge", &[&args[..], &["--dry-run"]].concat()).json();
     assert_eq!(
-        (&dry["erased"], &dry["audit_notes_scrubbed"]),
-        (&json!([DEAD]), &json!(1))
+        (
+            &dry["erased"],
+            &dry["audit_notes_scrubbed"],
+            &dry["quarantined_copies_erased"]
+        ),
+        (&json!([DEAD]), &json!(1), &json!(1))
     );
     assert!(
         store.get(DEAD).await.unwrap().is_some(),
         "a dry run changes nothing"
     );
+    assert_eq!(store.counts().await.unwrap().quarantined, 2);
     let done = outbox_pg(&url, "purge", &[&args[..], &["--yes"]].concat()).json();
     assert_eq!(
-        (&done["erased"], &done["audit_notes_scrubbed"]),
-        (&json!([DEAD]), &json!(1))
+        (
+            &done["erased"],
+            &done["audit_notes_scrubbed"],
+            &done["quarantined_copies_erased"]
+        ),
+        (&json!([DEAD]), &json!(1), &json!(1))
     );
     assert!(store.get(DEAD).await.unwrap().is_none());
     let noted = store.get(NOTED).await.unwrap().unwrap();
     let note = noted.audit.last().unwrap().note.clone().unwrap();
     assert_eq!(note, "asked by [erased] to resend");
     let c = store.counts().await.unwrap();
-    assert_eq!((c.purged, c.dead), (1, 0));
+    assert_eq!((c.purged, c.dead, c.quarantined), (2, 0, 1));
     assert!(c.balanced());
+    let verify = outbox_pg(&url, "verify", &["--json"]).json();
+    assert_eq!(verify["problems"], json!([]), "{verify}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

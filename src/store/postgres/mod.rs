@@ -61,6 +61,7 @@ pub mod claims;
 mod committer;
 pub mod config;
 pub mod copy;
+mod erase;
 pub mod health;
 pub mod maintenance;
 pub mod pool;

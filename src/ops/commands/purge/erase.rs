@@ -10,7 +10,20 @@ use crate::ops::operation::Progress;
 use crate::ops::shared::Shared;
 use crate::store::lifecycle::{mentions, record_mentions, ERASE_PATIENCE};
 use crate::store::record::Record;
-use crate::store::{Change, Entry, RecordStore, Store, StoreError, Updated};
+use crate::store::{
+    Change, Engine, Entry, QuarantineEntry, RecordStore, Store, StoreError, Updated,
+};
+
+/// Whether a quarantined entry holds `needle` (lower case) anywhere: its reason, the
+/// status it left, or its original bytes.
+fn quarantine_mentions(e: &QuarantineEntry, needle: &str) -> bool {
+    mentions(&e.reason, needle)
+        || e.previous_status
+            .as_deref()
+            .is_some_and(|s| mentions(s, needle))
+        || mentions(&String::from_utf8_lossy(&e.original()), needle)
+        || mentions(&String::from_utf8_lossy(&e.original_body()), needle)
+}
 
 /// What an audit note says where an erased address was.
 const ERASED: &str = "[erased]";
@@ -111,14 +124,7 @@ pub fn erase(
     let mut quarantined = Vec::new();
     for q in store.quarantined() {
         let q = q?;
-        let e = &q.entry;
-        if mentions(&e.reason, needle)
-            || e.previous_status
-                .as_deref()
-                .is_some_and(|s| mentions(s, needle))
-            || mentions(&String::from_utf8_lossy(&e.original()), needle)
-            || mentions(&String::from_utf8_lossy(&e.original_body()), needle)
-        {
+        if quarantine_mentions(&q.entry, needle) {
             quarantined.push(q.trace_id);
         }
     }
@@ -188,6 +194,10 @@ pub fn erase_shared(
         Ok(())
     })?;
     let mut report = Erased::default();
+    if let Engine::Postgres(pg) = store.engine() {
+        let quarantined = pg.erase_quarantined(|e| quarantine_mentions(e, needle), dry_run);
+        report.quarantined_copies = store.block(async { Ok(quarantined.await?) })?;
+    }
     if dry_run {
         report.records = erase_ids;
         report.audit_notes_scrubbed = scrub_ids.len() as u64;
