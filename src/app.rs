@@ -4,7 +4,7 @@
 //! accepting -> in-flight requests finish (bounded by `shutdown-timeout`) -> the delivery
 //! worker stops -> final flush + fdatasync (embedded store) -> return.
 //!
-//! The engine is the one the settings choose ([`Engine::open`]). What belongs to a data
+//! The engine is the one the settings choose ([`open_store`]). What belongs to a data
 //! directory runs only with the embedded store: disk sampling and its limits
 //! (`min-free-disk`, `max-outbox-bytes`), the ops admin socket, the final fdatasync. With
 //! PostgreSQL no data directory is opened or created; the sampler probes the server instead
@@ -19,8 +19,10 @@ use crate::delivery::DeliveryState;
 use crate::http::admission::Admission;
 use crate::http::{self, AppState};
 use crate::intake::Limits;
+use crate::store::engine::Unreachable;
 use crate::store::postgres::health::Watch;
-use crate::store::Engine;
+use crate::store::postgres::PgStore;
+use crate::store::{Engine, Store};
 use anyhow::Context;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -58,10 +60,31 @@ pub struct Application {
     state: AppState,
 }
 
+/// Opens the engine the settings choose: PostgreSQL when `store-url` is set (connects,
+/// checks the server, applies the schema), else the embedded store in `data-dir`. Errors
+/// name what to fix; PostgreSQL out of reach is [`Unreachable`] (exit code 3).
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Engine> {
+    match &settings.store {
+        Some(pg) => {
+            let url = crate::store::postgres::config::masked_url(&pg.options.url);
+            let store = PgStore::open(&pg.options).await.map_err(|e| match e {
+                e if e.is_unavailable() => anyhow::Error::new(Unreachable { url, why: e }),
+                e => anyhow::anyhow!("cannot open the PostgreSQL store at {url}: {e}"),
+            })?;
+            Ok(Engine::Postgres(store))
+        }
+        None => {
+            let store = Store::open(&settings.data_dir)
+                .map_err(|e| crate::ops::socket::route::explain(&settings.data_dir, e.into()))?;
+            Ok(Engine::Embedded(Arc::new(store)))
+        }
+    }
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         crate::telemetry::metrics::install();
-        let store = Engine::open(&settings).await?;
+        let store = open_store(&settings).await?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {} (setting listen)", settings.listen))?;

@@ -44,28 +44,6 @@ impl StoreFailure for EngineError {
 }
 
 impl Engine {
-    /// Opens the engine the settings choose: PostgreSQL when `store-url` is set (connects,
-    /// checks the server, applies the schema), else the embedded store in `data-dir`.
-    /// Errors name what to fix.
-    pub async fn open(settings: &crate::config::Settings) -> anyhow::Result<Engine> {
-        match &settings.store {
-            Some(pg) => {
-                let url = super::postgres::config::masked_url(&pg.options.url);
-                let store = PgStore::open(&pg.options).await.map_err(|e| match e {
-                    e if e.is_unavailable() => anyhow::Error::new(Unreachable { url, why: e }),
-                    e => anyhow::anyhow!("cannot open the PostgreSQL store at {url}: {e}"),
-                })?;
-                Ok(Engine::Postgres(store))
-            }
-            None => {
-                let store = Store::open(&settings.data_dir).map_err(|e| {
-                    crate::ops::socket::route::explain(&settings.data_dir, e.into())
-                })?;
-                Ok(Engine::Embedded(Arc::new(store)))
-            }
-        }
-    }
-
     /// The engine's name for logs, health and `config check`.
     pub fn name(&self) -> &'static str {
         match self {
