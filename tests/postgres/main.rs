@@ -3,7 +3,7 @@
 //! sharing. `core` covers idempotency, group commit, leases and fencing, the purge and the
 //! schema version; `failures` covers what PostgreSQL does to durability (a cancelled wait for
 //! the synchronous standby, the server stopped and started again, fsync off); `failover`
-//! loses the primary's machine under load and promotes its synchronous standby; `ops*` run
+//! loses the primary's machine under load and promotes its synchronous standby (`failover_service` does it under `outbox serve`); `ops*` run
 //! the ops commands against the store through the binary.
 
 #[path = "../harness/mod.rs"]
@@ -12,6 +12,7 @@ mod harness;
 mod conformance;
 mod core;
 mod failover;
+mod failover_service;
 mod failures;
 mod ops;
 mod ops_changes;
