@@ -8,7 +8,10 @@
 //! Needs nginx (Debian's `nginx` package); without it the test says SKIP, except under CI.
 
 use crate::harness::dashboard::Dashboard;
-use crate::harness::nginx::{post, recipe_on, start_nginx, steady_posts, Post};
+use crate::harness::nginx::{
+    acknowledged_after_retries, assert_logged_for, check_posts_around, recipe_on, start_nginx,
+    steady_posts, Kill, Post,
+};
 use crate::harness::{free_port, spawn_binary_async, tools, turn};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,60 +85,19 @@ async fn one_instance_killed_behind_nginx_loses_and_fails_no_post() {
     }
     let posts = log.lock().unwrap().clone();
 
-    // Arrange the posts by when they were sent relative to the kill.
-    let in_flight: Vec<&Post> = posts
-        .iter()
-        .filter(|p| p.sent < kill_sent && p.answered >= kill_sent)
-        .collect();
-    let while_down: Vec<&Post> = posts
-        .iter()
-        .filter(|p| p.sent >= down_from && p.answered <= down_until)
-        .collect();
-    assert!(
-        while_down.len() >= 20,
-        "too few posts while the instance was down ({}) to show anything",
-        while_down.len()
-    );
-    let failed_down: Vec<&&Post> = while_down.iter().filter(|p| !p.ok()).collect();
-    assert!(
-        failed_down.is_empty(),
-        "posts sent while one instance was down failed: {failed_down:?}"
-    );
-    let forgiven = |p: &Post| in_flight.iter().any(|f| f.id == p.id) && p.retryable();
-    let bad: Vec<&Post> = posts.iter().filter(|p| !p.ok() && !forgiven(p)).collect();
-    assert!(bad.is_empty(), "posts answered with a failure: {bad:?}");
-
+    let kill = Kill {
+        sent: kill_sent,
+        down_from,
+        down_until,
+    };
+    let (in_flight, while_down) = check_posts_around(&posts, &kill);
     // The client of a post cut off at the kill retries it with the same key.
-    let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{nginx_port}/api/collect");
-    let mut acked: HashSet<String> = posts
-        .iter()
-        .filter(|p| p.ok())
-        .map(|p| p.id.clone())
-        .collect();
-    for p in posts.iter().filter(|p| !p.ok()) {
-        let again = post(&client, &url, &p.id, p.with_header).await;
-        assert!(
-            again.ok(),
-            "the retry of {} with the same key: {:?}",
-            p.id,
-            again.outcome
-        );
-        acked.insert(p.id.clone());
-    }
-
+    let acked = acknowledged_after_retries(&url, &posts).await;
     // nginx really moved posts away from the dead instance: the ones cut off at the kill
     // (and it took the instance out), then, once fail_timeout had passed, refused ones.
-    let errors = std::fs::read_to_string(ngx_dir.join("error.log")).unwrap();
-    let upstream_a = format!("upstream: \"http://127.0.0.1:{port_a}/api/collect\"");
-    for what in ["upstream server temporarily disabled", "Connection refused"] {
-        assert!(
-            errors
-                .lines()
-                .any(|l| l.contains(what) && l.contains(&upstream_a)),
-            "nginx never logged `{what}` for the killed instance:\n{errors}"
-        );
-    }
+    let refused = ["upstream server temporarily disabled", "Connection refused"];
+    assert_logged_for(&ngx_dir, port_a, &refused);
     assert!(
         accepted(port_a).await > 0,
         "the killed instance took posts before the kill"
@@ -156,8 +118,8 @@ async fn one_instance_killed_behind_nginx_loses_and_fails_no_post() {
         "{} posts ({} while one instance was down, {} in flight at the kill, {} retried); \
          {} acknowledged; the dashboard got {} deliveries of {} trace IDs",
         posts.len(),
-        while_down.len(),
-        in_flight.len(),
+        while_down,
+        in_flight,
         posts.iter().filter(|p| !p.ok()).count(),
         acked.len(),
         got.len(),

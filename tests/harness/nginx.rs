@@ -2,6 +2,7 @@
 //! its addresses moved to free ports, nginx started on it (after `nginx -t`) in the shape of
 //! Debian's `conf.d`, and clients posting through it with each answer kept.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -157,4 +158,77 @@ pub fn steady_posts(
             })
         })
         .collect()
+}
+
+/// When an instance behind nginx was killed: the SIGKILL sent, its death seen, and the end of
+/// the time it stayed down.
+pub struct Kill {
+    pub sent: Instant,
+    pub down_from: Instant,
+    pub down_until: Instant,
+}
+
+/// Checks what the recipes promise about the posts around `kill`: every post sent while the
+/// instance was down succeeded (at least 20 of them, to show anything), and a post that failed
+/// was in flight at the kill and got an answer its client retries. Returns how many posts were
+/// in flight at the kill and how many were sent while it was down.
+pub fn check_posts_around(posts: &[Post], kill: &Kill) -> (usize, usize) {
+    let in_flight: Vec<&Post> = posts
+        .iter()
+        .filter(|p| p.sent < kill.sent && p.answered >= kill.sent)
+        .collect();
+    let while_down: Vec<&Post> = posts
+        .iter()
+        .filter(|p| p.sent >= kill.down_from && p.answered <= kill.down_until)
+        .collect();
+    assert!(
+        while_down.len() >= 20,
+        "too few posts while the instance was down ({}) to show anything",
+        while_down.len()
+    );
+    let failed_down: Vec<&&Post> = while_down.iter().filter(|p| !p.ok()).collect();
+    assert!(
+        failed_down.is_empty(),
+        "posts sent while one instance was down failed: {failed_down:?}"
+    );
+    let forgiven = |p: &Post| in_flight.iter().any(|f| f.id == p.id) && p.retryable();
+    let bad: Vec<&Post> = posts.iter().filter(|p| !p.ok() && !forgiven(p)).collect();
+    assert!(bad.is_empty(), "posts answered with a failure: {bad:?}");
+    (in_flight.len(), while_down.len())
+}
+
+/// The trace IDs acknowledged, after the client of each post that failed retried it once
+/// through `url` with the same key (which must then succeed).
+pub async fn acknowledged_after_retries(url: &str, posts: &[Post]) -> HashSet<String> {
+    let client = reqwest::Client::new();
+    let mut acked: HashSet<String> = posts
+        .iter()
+        .filter(|p| p.ok())
+        .map(|p| p.id.clone())
+        .collect();
+    for p in posts.iter().filter(|p| !p.ok()) {
+        let again = post(&client, url, &p.id, p.with_header).await;
+        assert!(
+            again.ok(),
+            "the retry of {} with the same key: {:?}",
+            p.id,
+            again.outcome
+        );
+        acked.insert(p.id.clone());
+    }
+    acked
+}
+
+/// Asserts that nginx's error log in `dir` has each of `what` for the instance on `port`.
+pub fn assert_logged_for(dir: &Path, port: u16, what: &[&str]) {
+    let errors = std::fs::read_to_string(dir.join("error.log")).unwrap();
+    let upstream = format!("upstream: \"http://127.0.0.1:{port}/api/collect\"");
+    for what in what {
+        assert!(
+            errors
+                .lines()
+                .any(|l| l.contains(what) && l.contains(&upstream)),
+            "nginx never logged `{what}` for the killed instance:\n{errors}"
+        );
+    }
 }

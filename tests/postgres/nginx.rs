@@ -9,10 +9,13 @@
 //! Needs nginx (Debian's `nginx` package); without it the test says SKIP, except under CI.
 
 use super::harness::dashboard::Dashboard;
-use super::harness::nginx::{post, recipe_on, start_nginx, steady_posts, Post};
+use super::harness::nginx::{
+    acknowledged_after_retries, assert_logged_for, check_posts_around, post, recipe_on,
+    start_nginx, steady_posts, Kill, Post,
+};
 use super::harness::postgres::Postgres;
 use super::harness::{free_port, spawn_on_postgres, tools};
-use super::service::KEY;
+use super::service::{wait_all_delivered, KEY};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -93,27 +96,12 @@ async fn the_shared_store_recipe_keeps_every_post_when_an_instance_is_killed() {
     let mut posts = posts.lock().unwrap().clone();
     posts.extend(pairs.iter().flat_map(|(x, y)| [x.clone(), y.clone()]));
 
-    let in_flight: Vec<&Post> = posts
-        .iter()
-        .filter(|p| p.sent < kill_sent && p.answered >= kill_sent)
-        .collect();
-    let while_down: Vec<&Post> = posts
-        .iter()
-        .filter(|p| p.sent >= down_from && p.answered <= down_until)
-        .collect();
-    assert!(
-        while_down.len() >= 20,
-        "too few posts while the instance was down ({})",
-        while_down.len()
-    );
-    let failed_down: Vec<&&Post> = while_down.iter().filter(|p| !p.ok()).collect();
-    assert!(
-        failed_down.is_empty(),
-        "posts sent while one instance was down failed: {failed_down:?}"
-    );
-    let forgiven = |p: &Post| in_flight.iter().any(|f| f.id == p.id) && p.retryable();
-    let bad: Vec<&Post> = posts.iter().filter(|p| !p.ok() && !forgiven(p)).collect();
-    assert!(bad.is_empty(), "posts answered with a failure: {bad:?}");
+    let kill = Kill {
+        sent: kill_sent,
+        down_from,
+        down_until,
+    };
+    let (in_flight, while_down) = check_posts_around(&posts, &kill);
 
     // The same key twice: one 202 and one 200 (the original receipt), wherever each landed.
     let both: Vec<&(Post, Post)> = pairs.iter().filter(|(x, y)| x.ok() && y.ok()).collect();
@@ -125,27 +113,9 @@ async fn the_shared_store_recipe_keeps_every_post_when_an_instance_is_killed() {
     }
 
     // The client of a post cut off at the kill retries it with the same key.
-    let client = reqwest::Client::new();
-    let mut acked: HashSet<String> = posts
-        .iter()
-        .filter(|p| p.ok())
-        .map(|p| p.id.clone())
-        .collect();
-    for p in posts.iter().filter(|p| !p.ok()) {
-        let again = post(&client, &url, &p.id, p.with_header).await;
-        assert!(again.ok(), "the retry of {}: {:?}", p.id, again.outcome);
-        acked.insert(p.id.clone());
-    }
-
+    let acked = acknowledged_after_retries(&url, &posts).await;
     // nginx moved posts away from the dead instance.
-    let errors = std::fs::read_to_string(ngx_dir.join("error.log")).unwrap();
-    let upstream_a = format!("upstream: \"http://127.0.0.1:{port_a}/api/collect\"");
-    assert!(
-        errors
-            .lines()
-            .any(|l| l.contains("Connection refused") && l.contains(&upstream_a)),
-        "nginx never found the killed instance refusing:\n{errors}"
-    );
+    assert_logged_for(&ngx_dir, port_a, &["Connection refused"]);
 
     // Stored once each: the table holds exactly the acknowledged trace IDs.
     let rows = pg.psql("SELECT count(*) FROM outbox_records");
@@ -162,22 +132,8 @@ async fn the_shared_store_recipe_keeps_every_post_when_an_instance_is_killed() {
         "a key posted twice is stored once"
     );
 
-    let got = dash
-        .wait_until(
-            |r| {
-                let ids: HashSet<String> = r.iter().map(|r| r.trace_id()).collect();
-                acked.iter().all(|id| ids.contains(id))
-            },
-            "every acknowledged trace ID",
-        )
-        .await;
-    for r in got.iter().filter(|r| acked.contains(&r.trace_id())) {
-        assert_eq!(
-            r.json()["trace_id"],
-            r.trace_id(),
-            "its own Idempotency-Key"
-        );
-    }
+    wait_all_delivered(&dash, &acked).await;
+    let got = dash.requests();
     let distinct: HashSet<String> = got.iter().map(|r| r.trace_id()).collect();
     println!(
         "shared-store recipe: {} posts ({} while one instance was down for {:.1} s, {} in \
@@ -185,9 +141,9 @@ async fn the_shared_store_recipe_keeps_every_post_when_an_instance_is_killed() {
          trace IDs acknowledged and stored once each; the dashboard got {} deliveries of {} \
          trace IDs",
         posts.len(),
-        while_down.len(),
+        while_down,
         DOWN_FOR.as_secs_f64(),
-        in_flight.len(),
+        in_flight,
         posts.iter().filter(|p| !p.ok()).count(),
         pairs.len(),
         acked.len(),
