@@ -210,6 +210,19 @@ async fn without_a_synchronous_standby_health_warns_and_requiring_one_holds_read
     assert_eq!(ready(pa).await.0, 200, "not required there");
 }
 
+/// Flags for an instance delivering to `dash_url` with a short lease: 2 x 1 s + 5 s, so a
+/// dead or frozen instance's claims come back after 7 s.
+pub fn short_lease(dash_url: &str) -> [&str; 6] {
+    [
+        "--dashboard-url",
+        dash_url,
+        "--ingest-key",
+        KEY,
+        "--delivery-timeout",
+        "1s",
+    ]
+}
+
 /// An instance frozen while it sends a record loses its lease to another instance, which
 /// delivers the record; when the first one wakes, its outcome is refused, and its log says
 /// the lease was taken over (not that an operator changed the record).
@@ -225,15 +238,7 @@ async fn a_frozen_instance_whose_lease_was_taken_over_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let (pa, pb) = (free_port(), free_port());
     let dash_url = dash.url();
-    // A lease of 2 x 1 s + 5 s.
-    let flags = [
-        "--dashboard-url",
-        &dash_url,
-        "--ingest-key",
-        KEY,
-        "--delivery-timeout",
-        "1s",
-    ];
+    let flags = short_lease(&dash_url);
     let log_a = tmp.path().join("a.log");
     let a = spawn_on_postgres(&pg.url(), pa, &flags, &log_a).await;
     assert_eq!(post(&client(), pa, "taken-over").await.status, 202);
