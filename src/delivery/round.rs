@@ -252,11 +252,8 @@ fn report(s: &Settle, written: &Result<Updated, String>) -> Settled {
             }
             settled
         }
-        Ok(_) => {
-            tracing::warn!(
-                trace_id,
-                "record changed or removed while in flight (operator action); its outcome was not written"
-            );
+        Ok(other) => {
+            tracing::warn!(trace_id, "{}", not_written(other));
             Settled::NotWritten
         }
         Err(e) => {
@@ -266,6 +263,50 @@ fn report(s: &Settle, written: &Result<Updated, String>) -> Settled {
                 "writing a delivery outcome failed; the record is due again"
             );
             Settled::NotWritten
+        }
+    }
+}
+
+/// Why an outcome was not written, for the log line: the shared store refuses a settle whose
+/// lease was taken over by another instance ([`Updated::Busy`]); otherwise an operator
+/// changed or removed the record while it was being sent.
+fn not_written(written: &Updated) -> &'static str {
+    match written {
+        Updated::Busy(_) => {
+            "the lease on this record ran out while it was being sent and another instance took \
+             it over; its outcome was not written (the other instance's stands)"
+        }
+        _ => "record changed or removed while in flight (operator action); its outcome was not written",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        let fields = serde_json::from_str(r#"{"x":1}"#).unwrap();
+        Record::pending(
+            fields,
+            crate::intake::enrich::Enrichment {
+                received_at: "now".into(),
+                client_ip: "203.0.113.9".into(),
+                user_agent: None,
+                trace_id: "trace-1".into(),
+                src: "test".into(),
+                form_type: "contact".into(),
+            },
+            0,
+        )
+    }
+
+    #[test]
+    fn a_lease_taken_over_is_not_blamed_on_an_operator() {
+        let busy = not_written(&Updated::Busy(record()));
+        assert!(busy.contains("another instance took it over"), "{busy}");
+        assert!(!busy.contains("operator"), "{busy}");
+        for other in [Updated::NotFound, Updated::Purged, Updated::Kept(record())] {
+            assert!(not_written(&other).contains("operator action"));
         }
     }
 }

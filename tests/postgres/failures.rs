@@ -286,3 +286,47 @@ async fn nothing_acknowledged_is_lost_when_the_postmaster_is_killed_under_load()
     })
     .await;
 }
+
+/// A settle that fails because PostgreSQL is down keeps the instance's claims: once it is
+/// back, the same records can be settled (or released) by this instance, instead of waiting
+/// for their lease to run out and being refused as another instance's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_that_fails_while_postgres_is_down_can_be_repeated_when_it_is_back() {
+    let Some(mut pg) = Postgres::start("postgres down during a settle") else {
+        return;
+    };
+    let store = open(&pg, LEASE).await;
+    for id in ["trace-settle-a", "trace-settle-b"] {
+        store.submit(record(id, r#"{"x":1}"#)).await.unwrap();
+    }
+    let claimed = store.claim_due(i64::MAX, 10).await.unwrap();
+    assert_eq!(claimed.records.len(), 2);
+
+    pg.stop_immediate();
+    let now = outbox::time::now_ms();
+    let err = store
+        .settle(&["trace-settle-a"], super::delivered(now))
+        .await
+        .expect_err("no settle while PostgreSQL is down");
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(store.release(&["trace-settle-b"]).await.is_err());
+    assert!(store.is_claimed("trace-settle-a") && store.is_claimed("trace-settle-b"));
+
+    pg.run();
+    let settled = store
+        .settle(&["trace-settle-a"], super::delivered(now))
+        .await
+        .unwrap();
+    assert!(
+        matches!(settled[..], [Ok(outbox::store::Updated::Put(_))]),
+        "the claim was kept across the failed settle: {settled:?}"
+    );
+    store.release(&["trace-settle-b"]).await.unwrap();
+    let again = store.claim_due(i64::MAX, 10).await.unwrap();
+    let ids: Vec<&str> = again.records.iter().map(|r| r.trace_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["trace-settle-b"],
+        "released at once, not after the lease"
+    );
+}

@@ -3,7 +3,9 @@
 //! sharing. `core` covers idempotency, group commit, leases and fencing, the purge and the
 //! schema version; `failures` covers what PostgreSQL does to durability (a cancelled wait for
 //! the synchronous standby, the server stopped and started again, fsync off); `failover`
-//! loses the primary's machine under load and promotes its synchronous standby; `ops*` run
+//! loses the primary's machine under load and promotes its synchronous standby
+//! (`failover_service` under `outbox serve`); `nginx` runs `ops/nginx-shared-store.conf` in
+//! real nginx over two instances; `ops*` run
 //! the ops commands against the store through the binary.
 
 #[path = "../harness/mod.rs"]
@@ -12,9 +14,11 @@ mod harness;
 mod conformance;
 mod core;
 mod failover;
+mod failover_service;
 mod failures;
 mod move_store;
 mod move_store_checks;
+mod nginx;
 mod ops;
 mod ops_changes;
 mod ops_refusals;

@@ -1,6 +1,7 @@
 //! Several `outbox serve` instances on one PostgreSQL, through the real binary: posts spread
 //! over two instances while one is killed with SIGKILL again and again, the same key posted to
-//! both; and the durability report (no synchronous standby, then one streaming).
+//! both; a frozen instance whose lease another instance took over; and the durability report
+//! (no synchronous standby, then one streaming).
 
 use super::harness::dashboard::{Dashboard, Reply};
 use super::harness::postgres::Postgres;
@@ -207,4 +208,72 @@ async fn without_a_synchronous_standby_health_warns_and_requiring_one_holds_read
     tokio::task::block_in_place(|| drop(standby));
     wait_ready(pb, 503, Duration::from_secs(5)).await;
     assert_eq!(ready(pa).await.0, 200, "not required there");
+}
+
+/// Flags for an instance delivering to `dash_url` with a short lease: 2 x 1 s + 5 s, so a
+/// dead or frozen instance's claims come back after 7 s.
+pub fn short_lease(dash_url: &str) -> [&str; 6] {
+    [
+        "--dashboard-url",
+        dash_url,
+        "--ingest-key",
+        KEY,
+        "--delivery-timeout",
+        "1s",
+    ]
+}
+
+/// An instance frozen while it sends a record loses its lease to another instance, which
+/// delivers the record; when the first one wakes, its outcome is refused, and its log says
+/// the lease was taken over (not that an operator changed the record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_instance_whose_lease_was_taken_over_says_so() {
+    use nix::sys::signal::{kill, Signal};
+    let Some(pg) = Postgres::start("a lease taken over from a frozen instance") else {
+        return;
+    };
+    let dash = Dashboard::start().await;
+    // The first send is still waiting for its answer when the instance freezes.
+    dash.set_reply(Reply::ok().delay(Duration::from_millis(500)));
+    let tmp = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let dash_url = dash.url();
+    let flags = short_lease(&dash_url);
+    let log_a = tmp.path().join("a.log");
+    let a = spawn_on_postgres(&pg.url(), pa, &flags, &log_a).await;
+    assert_eq!(post(&client(), pa, "taken-over").await.status, 202);
+    dash.wait_for_requests(1).await;
+    let a_pid = nix::unistd::Pid::from_raw(a.0.id() as i32);
+    kill(a_pid, Signal::SIGSTOP).unwrap();
+    // Started only now, so only a lapsed lease lets it claim the record.
+    let _b = spawn_on_postgres(&pg.url(), pb, &flags, &tmp.path().join("b.log")).await;
+    dash.wait_for_requests(2).await;
+    kill(a_pid, Signal::SIGCONT).unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let said = |what: &str| {
+        std::fs::read_to_string(&log_a)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("taken-over") && l.contains(what))
+    };
+    while !said("another instance took it over") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the frozen instance never said its lease was taken over:\n{}",
+            std::fs::read_to_string(&log_a).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!said("operator action"), "blamed on an operator");
+    // The new owner's outcome stands (written once its delayed answer arrives).
+    let status = || pg.psql("SELECT status FROM outbox_records WHERE trace_id = 'taken-over'");
+    while status() != "delivered" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not delivered: {}",
+            status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -89,18 +89,24 @@ impl PgStore {
     }
 
     /// Gives leases back unsent: the records are due as they were, no attempt spent.
+    /// When PostgreSQL cannot be reached, the claims stay this instance's, so a later release
+    /// or settle of those records still works.
     pub async fn release(&self, ids: &[&str]) -> Result<(), PgStoreError> {
         let (ids, tokens) = self.take_claims(ids);
-        let conn = pool::get(&self.pool).await?;
-        conn.client
-            .query_typed(
-                "UPDATE outbox_records r SET claim_token = NULL, lease_until_ms = NULL \
-                 FROM unnest($1::text[], $2::uuid[]) AS c(trace_id, token) \
-                 WHERE r.trace_id = c.trace_id AND r.claim_token = c.token",
-                &[(&ids, Type::TEXT_ARRAY), (&tokens, Type::UUID_ARRAY)],
-            )
-            .await?;
-        Ok(())
+        let released = async {
+            let conn = pool::get(&self.pool).await?;
+            conn.client
+                .query_typed(
+                    "UPDATE outbox_records r SET claim_token = NULL, lease_until_ms = NULL \
+                     FROM unnest($1::text[], $2::uuid[]) AS c(trace_id, token) \
+                     WHERE r.trace_id = c.trace_id AND r.claim_token = c.token",
+                    &[(&ids, Type::TEXT_ARRAY), (&tokens, Type::UUID_ARRAY)],
+                )
+                .await?;
+            Ok(())
+        }
+        .await;
+        self.keep_claims_on_error(released, &ids, &tokens)
     }
 
     /// This instance's claims among `ids`, forgotten: the trace IDs and their tokens.
@@ -109,6 +115,26 @@ impl PgStore {
         ids.iter()
             .filter_map(|id| claims.remove(*id).map(|t| (id.to_string(), t)))
             .unzip()
+    }
+
+    /// Gives the claims taken by [`Self::take_claims`] back when what was to end them did not
+    /// commit (PostgreSQL unreachable, the transaction failed): the rows still carry the
+    /// tokens, so only with them can this instance settle or release the records before their
+    /// lease runs out. A commit whose outcome is unknown is treated the same: if it did apply,
+    /// the rows no longer carry the tokens and a later settle finds them not ours.
+    fn keep_claims_on_error<T>(
+        &self,
+        result: Result<T, PgStoreError>,
+        ids: &[String],
+        tokens: &[Uuid],
+    ) -> Result<T, PgStoreError> {
+        if result.is_err() {
+            let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, token) in ids.iter().zip(tokens) {
+                claims.entry(id.clone()).or_insert(*token);
+            }
+        }
+        result
     }
 
     /// Whether this instance holds a lease on the record.
@@ -120,13 +146,41 @@ impl PgStore {
     /// Writes the outcomes of records this instance claimed, in one transaction, where the
     /// lease is still theirs, and ends the leases. `decide` gets each record's index in `ids`
     /// and the stored record, as for the embedded store's `settle`. A record whose lease was
-    /// taken over (or was never this instance's) is left alone: [`Updated::Busy`].
+    /// taken over (or was never this instance's) is left alone: [`Updated::Busy`]. When the
+    /// transaction does not commit, the claims stay this instance's (see
+    /// [`Self::keep_claims_on_error`]).
     pub async fn settle<F: Fn(usize, &Record) -> Change>(
         &self,
         ids: &[&str],
         decide: F,
     ) -> Result<Vec<Result<Updated, String>>, PgStoreError> {
         let (held, tokens) = self.take_claims(ids);
+        let written = self.settle_held(ids, &held, &tokens, decide).await;
+        let written = self.keep_claims_on_error(written, &held, &tokens);
+        let out = written?;
+        // Not ours (any more): as it is now, or gone.
+        let mut results = Vec::with_capacity(ids.len());
+        for (id, slot) in ids.iter().zip(out) {
+            results.push(match slot {
+                Some(r) => r,
+                None => Ok(match self.get(id).await? {
+                    Some(r) => Updated::Busy(r),
+                    None => Updated::NotFound,
+                }),
+            });
+        }
+        Ok(results)
+    }
+
+    /// The transaction of [`Self::settle`] for the claims `held` with `tokens`: the outcome of
+    /// each of `ids`, `None` where the record is not (or no longer) this instance's.
+    async fn settle_held<F: Fn(usize, &Record) -> Change>(
+        &self,
+        ids: &[&str],
+        held: &[String],
+        tokens: &[Uuid],
+        decide: F,
+    ) -> Result<Vec<Option<Result<Updated, String>>>, PgStoreError> {
         let mut conn = pool::get(&self.pool).await?;
         let before = conn.warnings();
         let tx = conn.client.transaction().await?;
@@ -215,18 +269,6 @@ impl PgStore {
                 "a settle's commit returned with a WARNING".into(),
             ));
         }
-        drop(conn);
-        // Not ours (any more): as it is now, or gone.
-        let mut results = Vec::with_capacity(ids.len());
-        for (id, slot) in ids.iter().zip(out) {
-            results.push(match slot {
-                Some(r) => r,
-                None => Ok(match self.get(id).await? {
-                    Some(r) => Updated::Busy(r),
-                    None => Updated::NotFound,
-                }),
-            });
-        }
-        Ok(results)
+        Ok(out)
     }
 }
