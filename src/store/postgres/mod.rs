@@ -54,6 +54,17 @@
 //!   in [`PgOptions`], enforced on this side, since a frozen server runs no timer of its
 //!   own), and the pool replaces dead connections, so the store comes back by itself when
 //!   PostgreSQL does.
+//!
+//! # Why these crates
+//! tokio-postgres is the client: it hands every notice of a connection to its owner, which is
+//! how the cancelled-wait WARNING at COMMIT is told from a good commit ([`pool`] counts them
+//! per connection), it pipelines concurrent queries on one connection, and it needs no
+//! database at build time. sqlx was weighed and not taken: its checked queries want a
+//! database or an offline cache at build time, it does not pipeline, and it logs notices
+//! instead of returning them to the caller. The pool is deadpool's managed pool with a
+//! manager of our own (each connection's notice counter, the per-host connect bound, the
+//! `synchronous_commit` check on every new connection); migrations are refinery's, embedded
+//! in the binary and run over the same tokio-postgres client. TLS is rustls, as reqwest's.
 
 mod boundary;
 mod change;
