@@ -11,19 +11,17 @@
 
 #[path = "../tests/harness/dashboard.rs"]
 mod dashboard;
+#[path = "support/http.rs"]
+mod http;
 mod support;
 
+use http::{run_wrk, Figures, BODY};
 use support::{write_bytes, write_bytes_source};
 
 use axum::routing::post;
 use axum::Json;
-use clap::Parser;
-use outbox::app::Application;
-use outbox::cli::{Cli, Command};
-use outbox::config::Settings;
 use outbox::store::Store;
 use std::net::SocketAddr;
-use std::process::Command as Proc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,24 +30,10 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const BODY: &str = r#"{"name":"Maria Lopez","email":"maria.lopez@example.com","company":"Northwind Health","phone":"+1 555 0100","message":"We would like a demo for our support team of about forty agents, ideally next week. Please send a few time slots.","consent":true,"page":"/pricing"}"#;
-
-struct Figures {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
 fn main() {
     outbox::alloc::return_freed_memory_at_once();
-    if Proc::new("wrk").arg("--version").output().is_err() {
-        eprintln!("wrk is not installed: apt-get install wrk");
-        std::process::exit(1);
-    }
-    let secs: u64 = std::env::var("OUTBOX_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    http::require_wrk();
+    let secs = http::run_secs();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -72,14 +56,7 @@ fn main() {
         .await;
         (baseline, quiet, delivering, stub)
     });
-    let script = tmp.path().join("post.lua");
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{BODY}]]\n"
-        ),
-    )
-    .unwrap();
+    let script = http::script(tmp.path());
     println!(
         "body: {} bytes, 64 connections, 2 wrk threads, {secs}s per run",
         BODY.len()
@@ -125,25 +102,8 @@ struct Served {
 }
 
 async fn start_outbox(dir: &std::path::Path, extra: &[&str]) -> Served {
-    let args = [
-        "outbox",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--rate-limit",
-        "off",
-        "--log-level",
-        "warn",
-    ];
-    let args = args.iter().chain(extra.iter());
-    let Command::Serve { settings } = Cli::parse_from(args).command else {
-        unreachable!()
-    };
-    let settings = Settings::from_layers(&settings.layers().unwrap()).unwrap();
-    outbox::telemetry::init(settings.log_format, &settings.log_level);
-    let app = Application::build(settings).await.unwrap();
+    let args = [&["--data-dir", dir.to_str().unwrap()], extra].concat();
+    let app = http::build(&args).await;
     let served = Served {
         addr: app.local_addr(),
         store: app
@@ -191,48 +151,4 @@ async fn start_baseline() -> SocketAddr {
     let app = axum::Router::new().route("/api/collect", post(handler));
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
-}
-
-fn run_wrk(addr: SocketAddr, script: &std::path::Path, secs: u64) -> Figures {
-    let out = Proc::new("wrk")
-        .args(["-t2", "-c64", &format!("-d{secs}s"), "--latency", "-s"])
-        .arg(script)
-        .arg(format!("http://{addr}/api/collect"))
-        .output()
-        .expect("run wrk");
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.contains("Non-2xx") {
-        eprintln!("warning: non-2xx responses:\n{text}");
-    }
-    let find = |prefix: &str| -> f64 {
-        let line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} in wrk output:\n{text}"));
-        parse_value(
-            line.trim_start()[prefix.len()..]
-                .split_whitespace()
-                .next()
-                .unwrap(),
-        )
-    };
-    Figures {
-        rps: find("Requests/sec:"),
-        p50_ms: find("50%"),
-        p99_ms: find("99%"),
-    }
-}
-
-/// wrk prints `1.23ms`, `850.00us`, `1.02s`, or a bare number.
-fn parse_value(s: &str) -> f64 {
-    let (num, mult) = if let Some(v) = s.strip_suffix("us") {
-        (v, 0.001)
-    } else if let Some(v) = s.strip_suffix("ms") {
-        (v, 1.0)
-    } else if let Some(v) = s.strip_suffix('s') {
-        (v, 1000.0)
-    } else {
-        (s, 1.0)
-    };
-    num.parse::<f64>().unwrap_or(f64::NAN) * mult
 }
