@@ -156,12 +156,12 @@ async fn drain(
     n: u64,
     pm: u32,
 ) -> f64 {
-    let store = Engine::open(s).await.unwrap();
+    let store = outbox::app::open_store(s).await.unwrap();
     fill(&store, n).await;
     let target = counter.distinct() + n as usize;
     let mut engines = Vec::new();
     for _ in 0..instances {
-        engines.push(Engine::open(s).await.unwrap());
+        engines.push(outbox::app::open_store(s).await.unwrap());
     }
     let (started, (cpu0, pg0)) = (Instant::now(), cpu_times(pm));
     let workers: Vec<_> = engines
