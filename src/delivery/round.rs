@@ -47,6 +47,11 @@ pub(super) struct Done {
     pub claimed: Result<Vec<Record>, EngineError>,
     /// When the next unclaimed record falls due; read only when the claim came back short.
     pub next_due_ms: Option<Result<Option<i64>, EngineError>>,
+    /// Claims this round could not give back or settle because the store failed: still held
+    /// (a PostgreSQL lease stays ours, see `PgStore::settle`), so the next round gives them
+    /// back, and once the store answers again the records are due at once instead of after
+    /// the lease.
+    pub unreleased: Vec<String>,
 }
 
 /// What became of a record whose attempt was settled, as the `outcome` label of
@@ -72,24 +77,35 @@ impl Round {
     }
 
     /// Does the work, in the order of the fields, at wall-clock time `now_ms`. A claim that
-    /// cannot be given back (the store is unreachable) runs out on its own: a lease expires,
-    /// an in-memory claim ends with the process.
+    /// cannot be given back or settled (the store is unreachable) is handed back to the
+    /// worker in [`Done::unreleased`] for the next round; at shutdown it runs out on its own
+    /// (a lease expires, an in-memory claim ends with the process).
     pub async fn run(self, store: &Engine, limits: Limits, now_ms: i64) -> Done {
-        if !self.release.is_empty() {
-            let _ = store.release(&ids(&self.release)).await;
+        let mut unreleased = Vec::new();
+        if !self.release.is_empty() && store.release(&ids(&self.release)).await.is_err() {
+            unreleased.extend(self.release.iter().cloned());
         }
-        let written = write(store, &self.settle, limits).await;
+        let written = match write(store, &self.settle, limits).await {
+            Ok(written) => written,
+            Err(e) => {
+                unreleased.extend(self.settle.iter().map(|s| s.claimed.trace_id.clone()));
+                self.settle.iter().map(|_| Err(e.to_string())).collect()
+            }
+        };
         let settled = self.settle.into_iter().zip(written).collect();
         let mut unsendable = Vec::with_capacity(self.unsendable.len());
         for (id, reason) in self.unsendable {
             // Released first: a quarantine while the claim is held would count the record twice.
-            let _ = store.release(&[id.as_str()]).await;
+            if store.release(&[id.as_str()]).await.is_err() {
+                unreleased.push(id.clone());
+            }
             let r = quarantine(store, &id, &reason).await;
             unsendable.push((id, r));
         }
         let mut done = Done {
             settled,
             unsendable,
+            unreleased,
             ..Done::default()
         };
         if self.claim > 0 {
@@ -113,6 +129,7 @@ impl Default for Done {
             unsendable: vec![],
             claimed: Ok(vec![]),
             next_due_ms: None,
+            unreleased: vec![],
         }
     }
 }
@@ -159,9 +176,14 @@ async fn claim(store: &Engine, now_ms: i64, want: usize) -> Result<Vec<Record>, 
 
 /// Writes a batch of outcomes in one store call and releases their claims; a record that
 /// changed since its claim is left alone, one that no longer decodes is quarantined.
-async fn write(store: &Engine, batch: &[Settle], limits: Limits) -> Vec<Result<Updated, String>> {
+/// `Err` when the store call itself failed: nothing was written.
+async fn write(
+    store: &Engine,
+    batch: &[Settle],
+    limits: Limits,
+) -> Result<Vec<Result<Updated, String>>, EngineError> {
     if batch.is_empty() {
-        return vec![];
+        return Ok(vec![]);
     }
     let ids: Vec<&str> = batch.iter().map(|s| s.claimed.trace_id.as_str()).collect();
     // The committer thread may run `decide` (see `Store::settle`), so it holds its own copy
@@ -189,22 +211,17 @@ async fn write(store: &Engine, batch: &[Settle], limits: Limits) -> Vec<Result<U
             ))
         })
         .await;
-    match results {
-        Err(e) => batch.iter().map(|_| Err(e.to_string())).collect(),
-        Ok(results) => {
-            let mut out = Vec::with_capacity(results.len());
-            for (id, r) in ids.iter().zip(results) {
-                out.push(match r {
-                    Ok(u) => Ok(u),
-                    Err(reason) => Err(match quarantine(store, id, &reason).await {
-                        Ok(()) => format!("quarantined: {reason}"),
-                        Err(e) => format!("{reason}; quarantining it failed: {e}"),
-                    }),
-                });
-            }
-            out
-        }
+    let mut out = Vec::with_capacity(ids.len());
+    for (id, r) in ids.iter().zip(results?) {
+        out.push(match r {
+            Ok(u) => Ok(u),
+            Err(reason) => Err(match quarantine(store, id, &reason).await {
+                Ok(()) => format!("quarantined: {reason}"),
+                Err(e) => format!("{reason}; quarantining it failed: {e}"),
+            }),
+        });
     }
+    Ok(out)
 }
 
 /// Moves a record that cannot be decoded or sent out of the lifecycle (never deleted).

@@ -238,6 +238,7 @@ impl<S: Sender> Delivery<S> {
         };
         let asked = round.claim > 0;
         let mut done = self.store_round(round, now).await;
+        self.sending.lost.append(&mut done.unreleased);
         let settled = done.outcomes();
         let mut store_failed = false;
         match std::mem::replace(&mut done.claimed, Ok(vec![])) {
