@@ -77,11 +77,27 @@ impl Round {
     }
 
     /// Does the work, in the order of the fields, at wall-clock time `now_ms`. A claim that
-    /// cannot be given back or settled (the store is unreachable) is handed back to the
+    /// cannot be given back or settled (PostgreSQL is unreachable) is handed back to the
     /// worker in [`Done::unreleased`] for the next round; at shutdown it runs out on its own
     /// (a lease expires, an in-memory claim ends with the process).
     pub async fn run(self, store: &Engine, limits: Limits, now_ms: i64) -> Done {
         let mut unreleased = Vec::new();
+        let done = self.run_on(store, limits, now_ms, &mut unreleased).await;
+        // Only a lease outlives a failed call: the embedded store ends its in-memory claims
+        // in a settle that fails, and may claim the record again in this very round.
+        match store {
+            Engine::Postgres(_) => Done { unreleased, ..done },
+            Engine::Embedded(_) => done,
+        }
+    }
+
+    async fn run_on(
+        self,
+        store: &Engine,
+        limits: Limits,
+        now_ms: i64,
+        unreleased: &mut Vec<String>,
+    ) -> Done {
         if !self.release.is_empty() && store.release(&ids(&self.release)).await.is_err() {
             unreleased.extend(self.release.iter().cloned());
         }
@@ -105,7 +121,6 @@ impl Round {
         let mut done = Done {
             settled,
             unsendable,
-            unreleased,
             ..Done::default()
         };
         if self.claim > 0 {
