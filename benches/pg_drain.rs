@@ -22,8 +22,6 @@ mod form;
 mod harness;
 
 use axum::http::{HeaderMap, StatusCode};
-use clap::Parser;
-use outbox::cli::{Cli, Command};
 use outbox::config::Settings;
 use outbox::delivery::{self, DeliveryState};
 use outbox::store::{Engine, RecordStore};
@@ -81,22 +79,17 @@ async fn stub(counter: Arc<Counter>) -> SocketAddr {
 }
 
 fn settings(store_url: &str, dashboard: SocketAddr, concurrency: u64) -> Settings {
-    let args = [
-        "outbox".to_string(),
-        "serve".into(),
-        "--store-url".into(),
-        store_url.into(),
-        "--dashboard-url".into(),
-        format!("http://{dashboard}"),
-        "--ingest-key".into(),
-        "bench-ingest-key-0123456789".into(),
-        "--delivery-concurrency".into(),
-        concurrency.to_string(),
-    ];
-    let Command::Serve { settings } = Cli::try_parse_from(args).unwrap().command else {
-        unreachable!()
-    };
-    Settings::from_layers(&settings.layers().unwrap()).unwrap()
+    let (dashboard, concurrency) = (format!("http://{dashboard}"), concurrency.to_string());
+    harness::settings_from_args(&[
+        "--store-url",
+        store_url,
+        "--dashboard-url",
+        &dashboard,
+        "--ingest-key",
+        "bench-ingest-key-0123456789",
+        "--delivery-concurrency",
+        &concurrency,
+    ])
 }
 
 /// Stores `n` pending records through the group commit, [`FILL_IN_FLIGHT`] at a time.
