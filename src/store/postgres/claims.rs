@@ -17,8 +17,9 @@ use super::pool;
 use super::row::{self, Columns};
 use super::{PgStore, PgStoreError, NOW_MS};
 use crate::store::{Change, Claimed, Record, Updated};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 impl PgStore {
@@ -55,7 +56,8 @@ impl PgStore {
         for r in &rows {
             match row::record(r) {
                 Ok(rec) => {
-                    claims.insert(rec.trace_id.clone(), token);
+                    let record = rec.clone();
+                    claims.insert(rec.trace_id.clone(), Held { token, record });
                     out.records.push(rec);
                 }
                 Err(e) => {
@@ -92,46 +94,44 @@ impl PgStore {
     /// When PostgreSQL cannot be reached, the claims stay this instance's, so a later release
     /// or settle of those records still works.
     pub async fn release(&self, ids: &[&str]) -> Result<(), PgStoreError> {
-        let (ids, tokens) = self.take_claims(ids);
+        let taken = self.take_claims(ids);
         let released = async {
+            let (ids, tokens) = Held::columns(&taken);
             let conn = pool::get(&self.pool).await?;
             conn.client
                 .query_typed(
-                    "UPDATE outbox_records r SET claim_token = NULL, lease_until_ms = NULL \
-                     FROM unnest($1::text[], $2::uuid[]) AS c(trace_id, token) \
-                     WHERE r.trace_id = c.trace_id AND r.claim_token = c.token",
+                    END_LEASES,
                     &[(&ids, Type::TEXT_ARRAY), (&tokens, Type::UUID_ARRAY)],
                 )
                 .await?;
             Ok(())
         }
         .await;
-        self.keep_claims_on_error(released, &ids, &tokens)
+        self.keep_claims_on_error(released, taken)
     }
 
-    /// This instance's claims among `ids`, forgotten: the trace IDs and their tokens.
-    fn take_claims(&self, ids: &[&str]) -> (Vec<String>, Vec<Uuid>) {
+    /// This instance's claims among `ids`, forgotten.
+    fn take_claims(&self, ids: &[&str]) -> Vec<(String, Held)> {
         let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
         ids.iter()
-            .filter_map(|id| claims.remove(*id).map(|t| (id.to_string(), t)))
-            .unzip()
+            .filter_map(|id| claims.remove(*id).map(|h| (id.to_string(), h)))
+            .collect()
     }
 
     /// Gives the claims taken by [`Self::take_claims`] back when what was to end them did not
-    /// commit (PostgreSQL unreachable, the transaction failed): the rows still carry the
+    /// commit (PostgreSQL unreachable, the statement failed): the rows still carry the
     /// tokens, so only with them can this instance settle or release the records before their
     /// lease runs out. A commit whose outcome is unknown is treated the same: if it did apply,
     /// the rows no longer carry the tokens and a later settle finds them not ours.
     fn keep_claims_on_error<T>(
         &self,
         result: Result<T, PgStoreError>,
-        ids: &[String],
-        tokens: &[Uuid],
+        taken: Vec<(String, Held)>,
     ) -> Result<T, PgStoreError> {
         if result.is_err() {
             let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
-            for (id, token) in ids.iter().zip(tokens) {
-                claims.entry(id.clone()).or_insert(*token);
+            for (id, held) in taken {
+                claims.entry(id).or_insert(held);
             }
         }
         result
@@ -143,132 +143,163 @@ impl PgStore {
         claims.contains_key(trace_id)
     }
 
-    /// Writes the outcomes of records this instance claimed, in one transaction, where the
-    /// lease is still theirs, and ends the leases. `decide` gets each record's index in `ids`
-    /// and the stored record, as for the embedded store's `settle`. A record whose lease was
-    /// taken over (or was never this instance's) is left alone: [`Updated::Busy`]. When the
-    /// transaction does not commit, the claims stay this instance's (see
-    /// [`Self::keep_claims_on_error`]).
+    /// Writes the outcomes of records this instance claimed where the lease is still theirs,
+    /// and ends the leases. `decide` gets each record's index in `ids` and the record as it
+    /// is stored, as for the embedded store's `settle`. A record whose lease was taken over
+    /// (or was never this instance's) is left alone: [`Updated::Busy`]. When nothing commits,
+    /// the claims stay this instance's (see [`Self::keep_claims_on_error`]).
+    ///
+    /// The stored record is the copy this instance claimed: every write to a row (a claim, a
+    /// settle, an operator's edit or replay) replaces or clears its token, and an edit,
+    /// erasure or quarantine waits for a live lease, so while the row still carries our token
+    /// it is exactly what the claim returned. The statements are fenced by that token, so
+    /// deciding on the claimed copy needs no read of the row first: the usual settle (every
+    /// outcome a new version of the record) is one `UPDATE ... FROM unnest(...)` in one round
+    /// trip and one commit, which is what bounds the drain (benches/README.md, "drain").
     pub async fn settle<F: Fn(usize, &Record) -> Change>(
         &self,
         ids: &[&str],
         decide: F,
     ) -> Result<Vec<Result<Updated, String>>, PgStoreError> {
-        let (held, tokens) = self.take_claims(ids);
-        let written = self.settle_held(ids, &held, &tokens, decide).await;
-        let written = self.keep_claims_on_error(written, &held, &tokens);
-        let out = written?;
-        // Not ours (any more): as it is now, or gone.
+        let taken = self.take_claims(ids);
+        let held: HashMap<&str, &Held> = taken.iter().map(|(id, h)| (id.as_str(), h)).collect();
+        let mut plan = Plan::default();
+        for (i, id) in ids.iter().enumerate() {
+            let slot = held.get(id).map(|h| (decide(i, &h.record), *h));
+            if let Some((change, h)) = &slot {
+                plan.add(id, h, change);
+            }
+            plan.slots.push(slot.map(|(change, _)| change));
+        }
+        let written = self.write_plan(&plan).await;
+        drop(held);
+        let applied = self.keep_claims_on_error(written, taken)?;
         let mut results = Vec::with_capacity(ids.len());
-        for (id, slot) in ids.iter().zip(out) {
-            results.push(match slot {
-                Some(r) => r,
-                None => Ok(match self.get(id).await? {
+        for (id, slot) in ids.iter().zip(plan.slots) {
+            results.push(Ok(match slot {
+                Some(change) if applied.contains(*id) => match change {
+                    Change::Put(new) => Updated::Put(new),
+                    Change::Keep => Updated::Kept(plan.kept.remove(*id).expect("kept above")),
+                    Change::Purge => Updated::Purged,
+                },
+                // Not ours (any more): as it is now, or gone.
+                _ => match self.get(id).await? {
                     Some(r) => Updated::Busy(r),
                     None => Updated::NotFound,
-                }),
-            });
+                },
+            }));
         }
         Ok(results)
     }
 
-    /// The transaction of [`Self::settle`] for the claims `held` with `tokens`: the outcome of
-    /// each of `ids`, `None` where the record is not (or no longer) this instance's.
-    async fn settle_held<F: Fn(usize, &Record) -> Change>(
-        &self,
-        ids: &[&str],
-        held: &[String],
-        tokens: &[Uuid],
-        decide: F,
-    ) -> Result<Vec<Option<Result<Updated, String>>>, PgStoreError> {
+    /// Runs the statements of `plan`, each fenced by the claim tokens: one statement on its
+    /// own (autocommit) when only one kind of change is asked, else one transaction. Returns
+    /// the trace IDs the statements applied to.
+    async fn write_plan(&self, plan: &Plan<'_>) -> Result<HashSet<String>, PgStoreError> {
         let mut conn = pool::get(&self.pool).await?;
         let before = conn.warnings();
-        let tx = conn.client.transaction().await?;
-        let rows = tx
-            .query_typed(
-                "SELECT r.* FROM outbox_records r \
-                 JOIN unnest($1::text[], $2::uuid[]) AS c(trace_id, token) \
-                   ON r.trace_id = c.trace_id AND r.claim_token = c.token \
-                 ORDER BY r.trace_id FOR UPDATE OF r",
-                &[(&held, Type::TEXT_ARRAY), (&tokens, Type::UUID_ARRAY)],
-            )
-            .await?;
-        let token_of: HashMap<&str, Uuid> = held
-            .iter()
-            .map(String::as_str)
-            .zip(tokens.iter().copied())
-            .collect();
-        let mut locked: HashMap<String, Result<Record, String>> = HashMap::new();
-        for r in &rows {
-            let id: String = r.get("trace_id");
-            locked.insert(id, row::record(r).map_err(|e| e.to_string()));
+        let kinds = [plan.puts.len(), plan.ends.0.len(), plan.purges.0.len()];
+        let mut applied = HashSet::new();
+        if kinds.iter().filter(|n| **n > 0).count() > 1 {
+            let tx = conn.client.transaction().await?;
+            plan.run(&tx, &mut applied).await?;
+            tx.commit().await?;
+        } else {
+            plan.run(&conn.client, &mut applied).await?;
         }
-        let (mut puts, mut put_tokens) = (Columns::default(), Vec::new());
-        let (mut ends, mut purges) = (Vec::new(), Vec::new());
-        let mut out: Vec<Option<Result<Updated, String>>> = Vec::with_capacity(ids.len());
-        for (i, id) in ids.iter().enumerate() {
-            let (Some(stored), Some(token)) = (locked.get(*id), token_of.get(id)) else {
-                out.push(None);
-                continue;
-            };
-            let stored = match stored {
-                Ok(r) => r,
-                Err(reason) => {
-                    ends.push((id.to_string(), *token));
-                    out.push(Some(Err(reason.clone())));
-                    continue;
-                }
-            };
-            out.push(Some(Ok(match decide(i, stored) {
-                Change::Keep => {
-                    ends.push((id.to_string(), *token));
-                    Updated::Kept(stored.clone())
-                }
-                Change::Put(new) => {
-                    puts.push(&new);
-                    put_tokens.push(*token);
-                    Updated::Put(new)
-                }
-                Change::Purge => {
-                    purges.push((id.to_string(), *token));
-                    Updated::Purged
-                }
-            })));
-        }
-        if puts.len() > 0 {
-            let sql = row::put_sql(true);
-            let mut params = puts.params();
-            params.push((&put_tokens, Type::UUID_ARRAY));
-            tx.query_typed(&sql, &params).await?;
-        }
-        if !ends.is_empty() {
-            let (ids, tokens): (Vec<String>, Vec<Uuid>) = ends.into_iter().unzip();
-            tx.query_typed(
-                "UPDATE outbox_records r SET claim_token = NULL, lease_until_ms = NULL \
-                 FROM unnest($1::text[], $2::uuid[]) AS c(trace_id, token) \
-                 WHERE r.trace_id = c.trace_id AND r.claim_token = c.token",
-                &[(&ids, Type::TEXT_ARRAY), (&tokens, Type::UUID_ARRAY)],
-            )
-            .await?;
-        }
-        if !purges.is_empty() {
-            let (ids, tokens): (Vec<String>, Vec<Uuid>) = purges.into_iter().unzip();
-            tx.query_typed(
-                "WITH d AS (DELETE FROM outbox_records r \
-                   USING unnest($1::text[], $2::uuid[]) AS c(trace_id, token) \
-                   WHERE r.trace_id = c.trace_id AND r.claim_token = c.token RETURNING 1) \
-                 UPDATE outbox_counters SET value = value + (SELECT count(*) FROM d) \
-                 WHERE name = 'purged'",
-                &[(&ids, Type::TEXT_ARRAY), (&tokens, Type::UUID_ARRAY)],
-            )
-            .await?;
-        }
-        tx.commit().await?;
         if conn.warnings() != before {
             return Err(PgStoreError::NotReplicated(
                 "a settle's commit returned with a WARNING".into(),
             ));
         }
-        Ok(out)
+        Ok(applied)
+    }
+}
+
+/// A lease this instance holds: its token, and the record as the claim returned it (which is
+/// what the row holds while it carries the token, see [`PgStore::settle`]).
+pub(super) struct Held {
+    pub token: Uuid,
+    pub record: Record,
+}
+
+impl Held {
+    /// The trace IDs and tokens of `taken`, as the arrays the statements take.
+    fn columns(taken: &[(String, Held)]) -> (Vec<&str>, Vec<Uuid>) {
+        taken.iter().map(|(id, h)| (id.as_str(), h.token)).unzip()
+    }
+}
+
+/// Ends leases given as `unnest($1 trace IDs, $2 tokens)` where the row still carries the
+/// token, returning the trace IDs it applied to.
+const END_LEASES: &str = "UPDATE outbox_records r SET claim_token = NULL, lease_until_ms = NULL \
+     FROM unnest($1::text[], $2::uuid[]) AS c(trace_id, token) \
+     WHERE r.trace_id = c.trace_id AND r.claim_token = c.token RETURNING r.trace_id";
+
+/// Deletes the rows given as in [`END_LEASES`] and counts them purged.
+const PURGE_HELD: &str = "WITH d AS (DELETE FROM outbox_records r \
+       USING unnest($1::text[], $2::uuid[]) AS c(trace_id, token) \
+       WHERE r.trace_id = c.trace_id AND r.claim_token = c.token RETURNING r.trace_id), \
+     n AS (UPDATE outbox_counters SET value = value + (SELECT count(*) FROM d) \
+       WHERE name = 'purged') \
+     SELECT trace_id FROM d";
+
+/// The statements of one settle, grouped by kind.
+#[derive(Default)]
+struct Plan<'a> {
+    /// Per trace ID asked: the change decided, `None` where the claim is not ours.
+    slots: Vec<Option<Change>>,
+    puts: Vec<Record>,
+    put_tokens: Vec<Uuid>,
+    ends: (Vec<&'a str>, Vec<Uuid>),
+    purges: (Vec<&'a str>, Vec<Uuid>),
+    /// The stored copies of records kept as they are, for [`Updated::Kept`].
+    kept: HashMap<String, Record>,
+}
+
+impl<'a> Plan<'a> {
+    fn add(&mut self, id: &'a str, held: &Held, change: &Change) {
+        match change {
+            Change::Put(new) => {
+                self.puts.push(new.clone());
+                self.put_tokens.push(held.token);
+            }
+            Change::Keep => {
+                self.ends.0.push(id);
+                self.ends.1.push(held.token);
+                self.kept.insert(id.to_string(), held.record.clone());
+            }
+            Change::Purge => {
+                self.purges.0.push(id);
+                self.purges.1.push(held.token);
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        client: &impl GenericClient,
+        applied: &mut HashSet<String>,
+    ) -> Result<(), PgStoreError> {
+        let mut rows = Vec::new();
+        if !self.puts.is_empty() {
+            let mut cols = Columns::default();
+            for r in &self.puts {
+                cols.push(r);
+            }
+            let sql = format!("{} RETURNING r.trace_id", row::put_sql(true));
+            let mut params = cols.params();
+            params.push((&self.put_tokens, Type::UUID_ARRAY));
+            rows.extend(client.query_typed(&sql, &params).await?);
+        }
+        for (sql, (ids, tokens)) in [(END_LEASES, &self.ends), (PURGE_HELD, &self.purges)] {
+            if !ids.is_empty() {
+                let params: [(&(dyn ToSql + Sync), Type); 2] =
+                    [(ids, Type::TEXT_ARRAY), (tokens, Type::UUID_ARRAY)];
+                rows.extend(client.query_typed(sql, &params).await?);
+            }
+        }
+        applied.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+        Ok(())
     }
 }

@@ -204,8 +204,8 @@ pub struct PgStore {
     /// Bound on one change outside the group commit (an edit, a quarantine, an erasure).
     write_timeout: Duration,
     durability: Durability,
-    /// Leases this instance holds: trace ID to claim token.
-    claims: Mutex<HashMap<String, uuid::Uuid>>,
+    /// Leases this instance holds, by trace ID.
+    claims: Mutex<HashMap<String, claims::Held>>,
 }
 
 impl PgStore {

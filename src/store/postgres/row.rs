@@ -94,10 +94,6 @@ impl Columns {
             .push(serde_json::to_value(&r.audit).expect("an audit trail serializes"));
     }
 
-    pub fn len(&self) -> usize {
-        self.trace_id.len()
-    }
-
     /// The 18 parameters for [`unnest`], with their types.
     pub fn params(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
         vec![
