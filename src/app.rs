@@ -96,7 +96,11 @@ impl Application {
             ),
             None => None,
         };
-        let admission = Arc::new(Admission::new(settings.limits.clone()));
+        let data_dir = match &store {
+            Engine::Embedded(s) => Some(s.path().to_path_buf()),
+            Engine::Postgres(_) => None,
+        };
+        let admission = Arc::new(Admission::new(settings.limits.clone(), data_dir));
         let store_watch = Arc::new(Watch::default());
         sample_store(&store, &admission, &store_watch).await;
         let state = AppState {
