@@ -76,7 +76,8 @@ impl Round {
             && self.claim == 0
     }
 
-    /// Does the work, in the order of the fields, at wall-clock time `now_ms`. A claim that
+    /// Does the work at wall-clock time `now_ms`: releases, then quarantines, then the
+    /// outcomes beside the claim. A claim that
     /// cannot be given back or settled (PostgreSQL is unreachable) is handed back to the
     /// worker in [`Done::unreleased`] for the next round; at shutdown it runs out on its own
     /// (a lease expires, an in-memory claim ends with the process).
@@ -101,14 +102,6 @@ impl Round {
         if !self.release.is_empty() && store.release(&ids(&self.release)).await.is_err() {
             unreleased.extend(self.release.iter().cloned());
         }
-        let written = match write(store, &self.settle, limits).await {
-            Ok(written) => written,
-            Err(e) => {
-                unreleased.extend(self.settle.iter().map(|s| s.claimed.trace_id.clone()));
-                self.settle.iter().map(|_| Err(e.to_string())).collect()
-            }
-        };
-        let settled = self.settle.into_iter().zip(written).collect();
         let mut unsendable = Vec::with_capacity(self.unsendable.len());
         for (id, reason) in self.unsendable {
             // Released first: a quarantine while the claim is held would count the record twice.
@@ -118,18 +111,38 @@ impl Round {
             let r = quarantine(store, &id, &reason).await;
             unsendable.push((id, r));
         }
-        let mut done = Done {
+        // The outcomes and the next claim touch different rows (a record being settled is
+        // under this instance's live lease, which no claim takes), so with PostgreSQL they
+        // run side by side on two connections, and one round waits for one commit, not two.
+        let want = self.claim;
+        let claiming = async {
+            if want == 0 {
+                return (Ok(vec![]), None);
+            }
+            let claimed = claim(store, now_ms, want).await;
+            let next_due = match &claimed {
+                Ok(r) if r.len() < want => Some(store.next_unclaimed_due_ms().await),
+                _ => None,
+            };
+            (claimed, next_due)
+        };
+        let (written, (claimed, next_due_ms)) =
+            tokio::join!(write(store, &self.settle, limits), claiming);
+        let written = match written {
+            Ok(written) => written,
+            Err(e) => {
+                unreleased.extend(self.settle.iter().map(|s| s.claimed.trace_id.clone()));
+                self.settle.iter().map(|_| Err(e.to_string())).collect()
+            }
+        };
+        let settled = self.settle.into_iter().zip(written).collect();
+        Done {
             settled,
             unsendable,
-            ..Done::default()
-        };
-        if self.claim > 0 {
-            done.claimed = claim(store, now_ms, self.claim).await;
-            if matches!(&done.claimed, Ok(r) if r.len() < self.claim) {
-                done.next_due_ms = Some(store.next_unclaimed_due_ms().await);
-            }
+            claimed,
+            next_due_ms,
+            unreleased: vec![],
         }
-        done
     }
 }
 

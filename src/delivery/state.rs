@@ -152,7 +152,8 @@ impl DeliveryState {
         self.credentials.lock().unwrap().clone()
     }
 
-    pub(crate) fn set_credentials(&self, c: Credentials) {
+    /// Sets the credentials later attempts use (the worker reads them at each send).
+    pub fn set_credentials(&self, c: Credentials) {
         *self.credentials.lock().unwrap() = Some(Arc::new(c));
     }
 

@@ -16,6 +16,7 @@
 //! A reply moves the circuit breaker, the credentials pause and health in the next step,
 //! and the record's new state is written in that step's store round ([`super::round`]).
 
+use super::ahead::Ahead;
 use super::backoff;
 use super::classify::{classify, Reply, Transport, Verdict};
 use super::client::{Attempt, Sender};
@@ -32,7 +33,7 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::task::{Id, JoinError, JoinSet};
+use tokio::task::{Id, JoinError, JoinHandle, JoinSet};
 use tracing::Instrument;
 
 /// Pause after a store error before the next step (a failing disk must not spin).
@@ -45,6 +46,9 @@ pub enum Next {
     Now,
     /// When a send finishes (every slot is busy), or something else wakes the worker.
     SendFinished,
+    /// When the store round running beside the sends finishes (its claims are what is sent
+    /// next), or a send finishes, or something else wakes the worker.
+    RoundFinished,
     /// At this time, or when woken (`None`: only when woken). Nothing is due before it, or
     /// nothing may be sent before it (circuit open, paused for credentials).
     At(Option<Instant>),
@@ -65,6 +69,28 @@ struct Sent {
     record: Record,
     probe: Probe,
     result: Result<Attempt, RequestError>,
+}
+
+/// What [`Delivery::send_or_round_finished`] waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Send,
+    Round,
+}
+
+/// A store round started by a step, and what a step needs to take it in.
+struct InFlight {
+    task: JoinHandle<Done>,
+    /// What it did is filled in when it finishes.
+    landed: Landed,
+}
+
+/// A store round that finished: what it did, whether it claimed, and when it started (the
+/// time its claims count from).
+struct Landed {
+    done: Done,
+    asked: bool,
+    at: Instant,
 }
 
 /// The span of one attempt: its logs carry the trace ID, never the payload.
@@ -121,11 +147,24 @@ pub struct Delivery<S: Sender> {
     settings: DeliverySettings,
     /// The credentials pause and the circuit breaker.
     gate: SendGate,
-    /// Claimed, not yet sent.
-    ready: VecDeque<Record>,
+    /// Claimed, not yet sent, with when each was claimed.
+    ready: VecDeque<(Record, Instant)>,
     sending: Running,
     /// Sends that finished, settled by the next step.
     finished: Vec<Sent>,
+    /// How much to claim ahead, and when a claim has waited too long.
+    ahead: Ahead,
+    /// The store round running beside the sends (PostgreSQL), or one that finished and was
+    /// not yet taken in by a step.
+    round: Option<InFlight>,
+    landed: Option<Landed>,
+    /// Store work gathered while a round was running, for the next one.
+    pending: Round,
+    /// When nothing more is due, as the last claim that came back short found: `None` when
+    /// that is not known (claim again), `Some(None)` when nothing is due at all.
+    next_due: Option<Option<Instant>>,
+    /// After a failed store round, no round before this time.
+    store_retry_at: Option<Instant>,
     /// Whether the last store round failed: its error is logged once, and once more when
     /// the store answers again, never once per retry.
     store_down: bool,
@@ -140,15 +179,22 @@ impl<S: Sender> Delivery<S> {
         settings: DeliverySettings,
         state: Arc<DeliveryState>,
     ) -> anyhow::Result<Delivery<S>> {
+        let store: Engine = store.into();
         Ok(Delivery {
             target: Arc::new(Target::new(&settings)?),
             gate: SendGate::new(&settings, state),
-            store: store.into(),
             sender: Arc::new(sender),
             settings,
+            store: store.clone(),
+            ahead: Ahead::new(store.postgres().map(|s| s.lease()), Instant::now()),
             ready: VecDeque::new(),
             sending: Running::default(),
             finished: vec![],
+            round: None,
+            landed: None,
+            pending: Round::default(),
+            next_due: None,
+            store_retry_at: None,
             store_down: false,
         })
     }
@@ -193,19 +239,64 @@ impl<S: Sender> Delivery<S> {
         }
     }
 
+    /// Whether a store round is running beside the sends.
+    pub fn round_running(&self) -> bool {
+        self.round.is_some()
+    }
+
+    /// Waits until the store round running beside the sends finishes (at once when none
+    /// runs); the next step takes in what it did. Cancel-safe, like [`Self::send_finished`].
+    pub async fn round_finished(&mut self) {
+        Self::round_done(&mut self.round, &mut self.landed).await;
+    }
+
+    /// Waits until a send or the store round finishes, whichever is first: `Finished::Send`
+    /// or `Finished::Round`. Cancel-safe.
+    pub async fn send_or_round_finished(&mut self) -> Finished {
+        let (round, landed) = (&mut self.round, &mut self.landed);
+        let (running, finished) = (&mut self.sending, &mut self.finished);
+        let sending = !running.set.is_empty();
+        tokio::select! {
+            Some(r) = running.set.join_next_with_id(), if sending => {
+                running.collect(finished, r);
+                Finished::Send
+            }
+            _ = Self::round_done(round, landed), if round.is_some() => Finished::Round,
+        }
+    }
+
+    async fn round_done(round: &mut Option<InFlight>, landed: &mut Option<Landed>) {
+        if let Some(f) = round.as_mut() {
+            let done = (&mut f.task).await.expect("a store round does not panic");
+            let f = round.take().expect("running");
+            *landed = Some(Landed { done, ..f.landed });
+        }
+    }
+
     /// One step at `now`: settles the sends that finished, then claims and starts as many
-    /// as may be sent now.
+    /// as may be sent now. Sends start from records already claimed before any store work,
+    /// so they run while the store round does; with PostgreSQL the round runs on beside
+    /// them and a later step takes in its claims, with the embedded store it is awaited here.
     pub async fn step(&mut self, now: Now) -> StepReport {
         while let Some(r) = self.sending.set.try_join_next_with_id() {
             self.sending.collect(&mut self.finished, r);
         }
-        let mut round = Round {
-            release: std::mem::take(&mut self.sending.lost),
-            ..Round::default()
-        };
+        let mut settled = self.take_in_round(now).await;
+        let mut work = std::mem::take(&mut self.pending);
+        work.release.append(&mut self.sending.lost);
         for sent in std::mem::take(&mut self.finished) {
-            self.handle(sent, now, &mut round);
+            self.handle(sent, now, &mut work);
         }
+        // Claims that waited past half their lease go back before another instance takes
+        // them over (see `ahead`).
+        let ahead = &self.ahead;
+        let (stale, fresh) = std::mem::take(&mut self.ready)
+            .into_iter()
+            .partition(|(_, at)| ahead.stale(*at, now.at));
+        self.ready = fresh;
+        work.release
+            .extend(stale.into_iter().map(|(r, _)| r.trace_id));
+
         let concurrency = self.settings.concurrency;
         let plan = self
             .gate
@@ -213,73 +304,55 @@ impl<S: Sender> Delivery<S> {
         let (want, probe) = match plan {
             Plan::Hold(_) => {
                 // Paused or circuit open: what was claimed for sending goes back unsent.
-                round
-                    .release
-                    .extend(self.ready.drain(..).map(|r| r.trace_id));
+                work.release
+                    .extend(self.ready.drain(..).map(|(r, _)| r.trace_id));
                 (0, Probe::None)
             }
             Plan::Send { want, probe } => {
                 if probe != Probe::None {
                     // Exactly one request: keep the oldest claim, if any, as the probe.
                     let keep = self.ready.pop_front();
-                    round
-                        .release
-                        .extend(self.ready.drain(..).map(|r| r.trace_id));
+                    work.release
+                        .extend(self.ready.drain(..).map(|(r, _)| r.trace_id));
                     self.ready.extend(keep);
-                }
-                if self.ready.len() < want {
-                    round.claim = match probe {
-                        Probe::None => want + concurrency - self.ready.len(),
-                        _ => 1,
-                    };
                 }
                 (want, probe)
             }
         };
-        let asked = round.claim > 0;
-        let mut done = self.store_round(round, now).await;
-        self.sending.lost.append(&mut done.unreleased);
-        let settled = done.outcomes();
-        let mut store_failed = false;
-        match std::mem::replace(&mut done.claimed, Ok(vec![])) {
-            Ok(records) => {
-                if asked {
-                    self.store_answered();
-                }
-                self.ready.extend(records)
+        let mut started = self.start(want, probe, now);
+        let store_waits = self.store_retry_at.is_some_and(|at| now.at < at);
+        if self.round.is_none() && !store_waits {
+            if matches!(plan, Plan::Send { .. }) {
+                let unfilled = want - started;
+                work.claim = match probe {
+                    Probe::None => self.ahead.claim(self.ready.len(), unfilled, concurrency),
+                    _ => usize::from(unfilled > 0 && self.ready.is_empty()),
+                };
             }
-            Err(e) => {
-                self.store_failed(&e);
-                store_failed = true;
+            if !work.is_empty() {
+                self.launch(std::mem::take(&mut work), now);
+            }
+            if self.store.embedded().is_some() {
+                self.round_finished().await;
+                settled.extend(self.take_in_round(now).await);
+                started += self.start(want - started, probe, now);
             }
         }
-        if want > 0 && self.ready.is_empty() {
+        self.pending = work;
+        if started == 0 {
+            // Nothing to probe with yet: the next plan grants the probe again.
             self.gate.probe_unused(probe, now);
-        }
-        let started = want.min(self.ready.len());
-        if started > 0 {
-            let creds = self
-                .state()
-                .credentials()
-                .expect("credentials are set before delivery starts");
-            for record in self.ready.drain(..started).collect::<Vec<_>>() {
-                self.spawn(record, probe, creds.clone(), now);
-            }
         }
         let next = match plan {
             Plan::Hold(until) => Next::At(until),
             Plan::Send { want: 0, .. } => Next::SendFinished,
-            _ if store_failed => Next::At(Some(now.at + STORE_ERROR_PAUSE)),
+            _ if store_waits || self.store_retry_at.is_some_and(|at| now.at < at) => {
+                Next::At(self.store_retry_at)
+            }
             _ if !self.ready.is_empty() => Next::Now,
-            // Read only when the claim came back short: nothing more is due now.
-            _ => match done.next_due_ms {
-                None => Next::Now,
-                Some(Ok(due)) => Next::At(due.map(|t| now.instant_of(t))),
-                Some(Err(e)) => {
-                    self.store_failed(&e);
-                    Next::At(Some(now.at + STORE_ERROR_PAUSE))
-                }
-            },
+            _ if self.round.is_some() => Next::RoundFinished,
+            // Known only when the last claim came back short: nothing more is due now.
+            _ => self.next_due.map_or(Next::Now, Next::At),
         };
         StepReport {
             started,
@@ -288,14 +361,102 @@ impl<S: Sender> Delivery<S> {
         }
     }
 
+    /// Starts sends for up to `want` of the records at hand, oldest due first; how many.
+    fn start(&mut self, want: usize, probe: Probe, now: Now) -> usize {
+        let started = want.min(self.ready.len());
+        if started > 0 {
+            let creds = self
+                .state()
+                .credentials()
+                .expect("credentials are set before delivery starts");
+            for (record, _) in self.ready.drain(..started).collect::<Vec<_>>() {
+                self.spawn(record, probe, creds.clone(), now);
+            }
+            self.ahead.started(started, now.at);
+        }
+        started
+    }
+
+    /// Starts `round` as a task of its own: on a blocking thread for the embedded store
+    /// (whose calls wait for the disk), on the runtime for PostgreSQL.
+    fn launch(&mut self, round: Round, now: Now) {
+        let (store, limits) = (self.store.clone(), self.limits());
+        let asked = round.claim > 0;
+        if asked {
+            self.next_due = None;
+        }
+        let task = match store {
+            Engine::Embedded(_) => tokio::task::spawn_blocking(move || {
+                futures_executor::block_on(round.run(&store, limits, now.wall_ms))
+            }),
+            Engine::Postgres(_) => {
+                tokio::spawn(async move { round.run(&store, limits, now.wall_ms).await })
+            }
+        };
+        self.round = Some(InFlight {
+            task,
+            landed: Landed {
+                done: Done::default(),
+                asked,
+                at: now.at,
+            },
+        });
+    }
+
+    /// Takes in a store round that finished (awaiting it only when it has): its claims join
+    /// the records at hand, its failures pause the next round; what it settled, in order.
+    async fn take_in_round(&mut self, now: Now) -> Vec<(String, Settled)> {
+        if self.round.as_ref().is_some_and(|f| f.task.is_finished()) {
+            self.round_finished().await;
+        }
+        let Some(Landed {
+            mut done,
+            asked,
+            at,
+        }) = self.landed.take()
+        else {
+            return vec![];
+        };
+        self.sending.lost.append(&mut done.unreleased);
+        let settled = done.outcomes();
+        match std::mem::replace(&mut done.claimed, Ok(vec![])) {
+            Ok(records) => {
+                if asked {
+                    self.store_answered();
+                    self.store_retry_at = None;
+                }
+                self.ready.extend(records.into_iter().map(|r| (r, at)));
+            }
+            Err(e) => {
+                self.store_failed(&e);
+                self.store_retry_at = Some(now.at + STORE_ERROR_PAUSE);
+            }
+        }
+        match done.next_due_ms {
+            None => {}
+            Some(Ok(due)) => self.next_due = Some(due.map(|t| now.instant_of(t))),
+            Some(Err(e)) => {
+                self.store_failed(&e);
+                self.store_retry_at = Some(now.at + STORE_ERROR_PAUSE);
+            }
+        }
+        settled
+    }
+
     /// Shutdown: gives back what was claimed but not sent, lets running sends finish for up
     /// to `bound` and writes their outcomes. Sends still running then are cut off; their
     /// records are due again at the next start.
     pub async fn stop(mut self, bound: Duration) {
-        let mut round = Round::default();
+        if tokio::time::timeout(bound, self.round_finished())
+            .await
+            .is_ok()
+        {
+            self.take_in_round(Now::read()).await;
+        }
+        let mut round = std::mem::take(&mut self.pending);
         round
             .release
-            .extend(self.ready.drain(..).map(|r| r.trace_id));
+            .extend(self.ready.drain(..).map(|(r, _)| r.trace_id));
         if self.sending() > 0 {
             tracing::info!(
                 in_flight = self.sending(),
@@ -324,7 +485,11 @@ impl<S: Sender> Delivery<S> {
         for sent in std::mem::take(&mut self.finished) {
             self.handle(sent, now, &mut round);
         }
-        self.store_round(round, now).await.outcomes();
+        if !round.is_empty() {
+            self.launch(round, now);
+            self.round_finished().await;
+            self.take_in_round(now).await;
+        }
         self.state().update(|v| v.mode = Mode::Stopped);
         tracing::info!("shutdown: delivery worker stopped");
     }
@@ -415,23 +580,6 @@ impl<S: Sender> Delivery<S> {
             delay,
             now_ms: now.wall_ms,
         });
-    }
-
-    /// Runs `round`: on a blocking thread for the embedded store (whose calls wait for the
-    /// disk), on the runtime for PostgreSQL (nothing to do: no store call at all).
-    async fn store_round(&self, round: Round, now: Now) -> Done {
-        if round.is_empty() {
-            return Done::default();
-        }
-        let (store, limits) = (self.store.clone(), self.limits());
-        match store {
-            Engine::Embedded(_) => tokio::task::spawn_blocking(move || {
-                futures_executor::block_on(round.run(&store, limits, now.wall_ms))
-            })
-            .await
-            .expect("a store round does not panic"),
-            Engine::Postgres(_) => round.run(&store, limits, now.wall_ms).await,
-        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! step reads the store, so a submission stored meanwhile is never missed.
 
 use super::client::Sender;
-use super::step::{Delivery, Next};
+use super::step::{Delivery, Finished, Next};
 use crate::time::Now;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,17 +63,21 @@ pub(super) async fn run<S: Sender>(
 
         let until = match delivery.step(Now::read()).await.next {
             Next::Now => continue,
-            Next::SendFinished => None,
+            Next::SendFinished | Next::RoundFinished => None,
             Next::At(until) => until.map(Instant::from_std),
         };
         let latest = Instant::now() + idle;
         let until = until.map_or(latest, |t| t.min(latest));
         let sending = delivery.sending() > 0;
+        let storing = delivery.round_running();
         let woke = tokio::select! {
             _ = &mut woken => Woke::Submission,
             _ = &mut kicked => Woke::Other,
             _ = stop.changed() => Woke::Other,
-            _ = delivery.send_finished(), if sending => Woke::Reply,
+            f = delivery.send_or_round_finished(), if sending || storing => match f {
+                Finished::Send => Woke::Reply,
+                Finished::Round => Woke::Other,
+            },
             _ = tokio::time::sleep_until(until) => Woke::Other,
         };
         // Let more replies and submissions arrive, so that one store round settles and

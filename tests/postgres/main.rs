@@ -11,6 +11,7 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod claims_ahead;
 mod conformance;
 mod core;
 mod failover;

@@ -266,4 +266,9 @@ impl PgStore {
     pub fn durability(&self) -> &Durability {
         &self.durability
     }
+
+    /// How long a claim holds a record before any instance may claim it again.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
 }
