@@ -22,6 +22,7 @@ pub mod outcome;
 pub mod request;
 pub mod retention;
 pub mod round;
+mod rounds;
 pub mod state;
 pub mod step;
 mod worker;

@@ -69,6 +69,14 @@ pub enum Settled {
 }
 
 impl Round {
+    /// A round that only claims `n` due records.
+    pub fn claiming(n: usize) -> Round {
+        Round {
+            claim: n,
+            ..Round::default()
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.release.is_empty()
             && self.settle.is_empty()

@@ -23,7 +23,8 @@ use super::client::{Attempt, Sender};
 use super::gate::{Plan, Probe, SendGate};
 use super::outcome::Limits;
 use super::request::{self, Credentials, RequestError, Target};
-use super::round::{Done, Round, Settle, Settled};
+use super::round::{Round, Settle, Settled};
+use super::rounds::{Landed, Rounds, Slot};
 use super::state::{DeliveryState, Mode};
 use crate::config::DeliverySettings;
 use crate::store::{Engine, Record};
@@ -33,7 +34,7 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::task::{Id, JoinError, JoinHandle, JoinSet};
+use tokio::task::{Id, JoinError, JoinSet};
 use tracing::Instrument;
 
 /// Pause after a store error before the next step (a failing disk must not spin).
@@ -76,21 +77,6 @@ struct Sent {
 pub enum Finished {
     Send,
     Round,
-}
-
-/// A store round started by a step, and what a step needs to take it in.
-struct InFlight {
-    task: JoinHandle<Done>,
-    /// What it did is filled in when it finishes.
-    landed: Landed,
-}
-
-/// A store round that finished: what it did, whether it claimed, and when it started (the
-/// time its claims count from).
-struct Landed {
-    done: Done,
-    asked: bool,
-    at: Instant,
 }
 
 /// The span of one attempt: its logs carry the trace ID, never the payload.
@@ -154,10 +140,9 @@ pub struct Delivery<S: Sender> {
     finished: Vec<Sent>,
     /// How much to claim ahead, and when a claim has waited too long.
     ahead: Ahead,
-    /// The store round running beside the sends (PostgreSQL), or one that finished and was
-    /// not yet taken in by a step.
-    round: Option<InFlight>,
-    landed: Option<Landed>,
+    /// The store rounds running beside the sends (PostgreSQL), and those that finished and
+    /// were not yet taken in by a step.
+    rounds: Rounds,
     /// Store work gathered while a round was running, for the next one.
     pending: Round,
     /// When nothing more is due, as the last claim that came back short found: `None` when
@@ -190,8 +175,7 @@ impl<S: Sender> Delivery<S> {
             ready: VecDeque::new(),
             sending: Running::default(),
             finished: vec![],
-            round: None,
-            landed: None,
+            rounds: Rounds::default(),
             pending: Round::default(),
             next_due: None,
             store_retry_at: None,
@@ -241,35 +225,27 @@ impl<S: Sender> Delivery<S> {
 
     /// Whether a store round is running beside the sends.
     pub fn round_running(&self) -> bool {
-        self.round.is_some()
+        self.rounds.any_running()
     }
 
-    /// Waits until the store round running beside the sends finishes (at once when none
+    /// Waits until a store round running beside the sends finishes (at once when none
     /// runs); the next step takes in what it did. Cancel-safe, like [`Self::send_finished`].
     pub async fn round_finished(&mut self) {
-        Self::round_done(&mut self.round, &mut self.landed).await;
+        self.rounds.any_finished().await;
     }
 
-    /// Waits until a send or the store round finishes, whichever is first: `Finished::Send`
+    /// Waits until a send or a store round finishes, whichever is first: `Finished::Send`
     /// or `Finished::Round`. Cancel-safe.
     pub async fn send_or_round_finished(&mut self) -> Finished {
-        let (round, landed) = (&mut self.round, &mut self.landed);
+        let rounds = &mut self.rounds;
         let (running, finished) = (&mut self.sending, &mut self.finished);
-        let sending = !running.set.is_empty();
+        let (sending, storing) = (!running.set.is_empty(), rounds.any_running());
         tokio::select! {
             Some(r) = running.set.join_next_with_id(), if sending => {
                 running.collect(finished, r);
                 Finished::Send
             }
-            _ = Self::round_done(round, landed), if round.is_some() => Finished::Round,
-        }
-    }
-
-    async fn round_done(round: &mut Option<InFlight>, landed: &mut Option<Landed>) {
-        if let Some(f) = round.as_mut() {
-            let done = (&mut f.task).await.expect("a store round does not panic");
-            let f = round.take().expect("running");
-            *landed = Some(Landed { done, ..f.landed });
+            _ = rounds.any_finished(), if storing => Finished::Round,
         }
     }
 
@@ -281,7 +257,7 @@ impl<S: Sender> Delivery<S> {
         while let Some(r) = self.sending.set.try_join_next_with_id() {
             self.sending.collect(&mut self.finished, r);
         }
-        let mut settled = self.take_in_round(now).await;
+        let mut settled = self.take_in_rounds(now).await;
         let mut work = std::mem::take(&mut self.pending);
         work.release.append(&mut self.sending.lost);
         for sent in std::mem::take(&mut self.finished) {
@@ -321,23 +297,31 @@ impl<S: Sender> Delivery<S> {
         };
         let mut started = self.start(want, probe, now);
         let store_waits = self.store_retry_at.is_some_and(|at| now.at < at);
-        if self.round.is_none() && !store_waits {
-            if matches!(plan, Plan::Send { .. }) {
+        let shared = self.shared_store();
+        let claim_slot = if shared { Slot::Claim } else { Slot::Write };
+        if !store_waits {
+            if matches!(plan, Plan::Send { .. }) && !self.rounds.running(claim_slot) {
                 let unfilled = want - started;
-                work.claim = match probe {
+                let claim = match probe {
                     Probe::None => self.ahead.claim(self.ready.len(), unfilled, concurrency),
                     _ => usize::from(unfilled > 0 && self.ready.is_empty()),
                 };
+                match shared {
+                    true if claim > 0 => self.launch(Slot::Claim, Round::claiming(claim), now),
+                    true => {}
+                    false => work.claim = claim,
+                }
             }
-            if !work.is_empty() {
-                self.launch(std::mem::take(&mut work), now);
+            if !work.is_empty() && !self.rounds.running(Slot::Write) {
+                self.launch(Slot::Write, std::mem::take(&mut work), now);
             }
-            if self.store.embedded().is_some() {
-                self.round_finished().await;
-                settled.extend(self.take_in_round(now).await);
+            if !shared {
+                self.rounds.all_finished().await;
+                settled.extend(self.take_in_rounds(now).await);
                 started += self.start(want - started, probe, now);
             }
         }
+        work.claim = 0;
         self.pending = work;
         if started == 0 {
             // Nothing to probe with yet: the next plan grants the probe again.
@@ -350,7 +334,7 @@ impl<S: Sender> Delivery<S> {
                 Next::At(self.store_retry_at)
             }
             _ if !self.ready.is_empty() => Next::Now,
-            _ if self.round.is_some() => Next::RoundFinished,
+            _ if self.rounds.any_running() => Next::RoundFinished,
             // Known only when the last claim came back short: nothing more is due now.
             _ => self.next_due.map_or(Next::Now, Next::At),
         };
@@ -377,46 +361,35 @@ impl<S: Sender> Delivery<S> {
         started
     }
 
-    /// Starts `round` as a task of its own: on a blocking thread for the embedded store
-    /// (whose calls wait for the disk), on the runtime for PostgreSQL.
-    fn launch(&mut self, round: Round, now: Now) {
-        let (store, limits) = (self.store.clone(), self.limits());
-        let asked = round.claim > 0;
-        if asked {
+    /// Starts `round` in `slot`, beside the sends.
+    fn launch(&mut self, slot: Slot, round: Round, now: Now) {
+        if round.claim > 0 {
             self.next_due = None;
         }
-        let task = match store {
-            Engine::Embedded(_) => tokio::task::spawn_blocking(move || {
-                futures_executor::block_on(round.run(&store, limits, now.wall_ms))
-            }),
-            Engine::Postgres(_) => {
-                tokio::spawn(async move { round.run(&store, limits, now.wall_ms).await })
-            }
-        };
-        self.round = Some(InFlight {
-            task,
-            landed: Landed {
-                done: Done::default(),
-                asked,
-                at: now.at,
-            },
-        });
+        let limits = self.limits();
+        self.rounds.launch(slot, round, &self.store, limits, now);
     }
 
-    /// Takes in a store round that finished (awaiting it only when it has): its claims join
-    /// the records at hand, its failures pause the next round; what it settled, in order.
-    async fn take_in_round(&mut self, now: Now) -> Vec<(String, Settled)> {
-        if self.round.as_ref().is_some_and(|f| f.task.is_finished()) {
-            self.round_finished().await;
+    /// Takes in the store rounds that finished: what each settled, in order.
+    async fn take_in_rounds(&mut self, now: Now) -> Vec<(String, Settled)> {
+        let mut settled = vec![];
+        for landed in self.rounds.take_finished().await {
+            settled.extend(self.take_in(landed, now));
         }
-        let Some(Landed {
+        settled
+    }
+
+    /// Takes in one store round that finished: its claims join the records at hand, its
+    /// failures pause the next round; what it settled, in order.
+    fn take_in(&mut self, landed: Landed, now: Now) -> Vec<(String, Settled)> {
+        let Landed {
             mut done,
             asked,
             at,
-        }) = self.landed.take()
-        else {
-            return vec![];
-        };
+        } = landed;
+        if asked {
+            self.ahead.round_took(now.at.saturating_duration_since(at));
+        }
         self.sending.lost.append(&mut done.unreleased);
         let settled = done.outcomes();
         match std::mem::replace(&mut done.claimed, Ok(vec![])) {
@@ -447,11 +420,11 @@ impl<S: Sender> Delivery<S> {
     /// to `bound` and writes their outcomes. Sends still running then are cut off; their
     /// records are due again at the next start.
     pub async fn stop(mut self, bound: Duration) {
-        if tokio::time::timeout(bound, self.round_finished())
+        if tokio::time::timeout(bound, self.rounds.all_finished())
             .await
             .is_ok()
         {
-            self.take_in_round(Now::read()).await;
+            self.take_in_rounds(Now::read()).await;
         }
         let mut round = std::mem::take(&mut self.pending);
         round
@@ -486,9 +459,9 @@ impl<S: Sender> Delivery<S> {
             self.handle(sent, now, &mut round);
         }
         if !round.is_empty() {
-            self.launch(round, now);
-            self.round_finished().await;
-            self.take_in_round(now).await;
+            self.launch(Slot::Write, round, now);
+            self.rounds.all_finished().await;
+            self.take_in_rounds(now).await;
         }
         self.state().update(|v| v.mode = Mode::Stopped);
         tracing::info!("shutdown: delivery worker stopped");
