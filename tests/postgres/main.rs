@@ -23,6 +23,7 @@ mod ops;
 mod ops_changes;
 mod ops_refusals;
 mod pgbouncer;
+mod probe;
 mod records;
 mod service;
 mod service_limits;
