@@ -46,8 +46,10 @@ async fn sample_store(store: &Engine, admission: &Arc<Admission>, watch: &Watch)
         }
         Engine::Postgres(s) => {
             let probe = s.probe().await;
-            if let Ok(p) = &probe {
-                admission.set_queued(p.queued);
+            // A backlog not read again is left to admission's own count since the last read.
+            match &probe {
+                Ok(p) if p.backlog_read => admission.set_queued(p.queued),
+                _ => {}
             }
             watch.record(probe);
         }

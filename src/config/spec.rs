@@ -90,7 +90,7 @@ pub const SPECS: &[Spec] = &[
     ),
     switch(
         "store-sync-per-transaction",
-        "set synchronous_commit in each group commit's transaction instead of at connect (PgBouncer before 1.20 refuses the startup option)",
+        "set synchronous_commit in each group commit's transaction instead of at connect, and send its statement unnamed instead of prepared (PgBouncer before 1.20 refuses the startup option; in transaction mode, before 1.21 or with max_prepared_statements = 0, it keeps no prepared statement)",
     ),
     s(
         "source",

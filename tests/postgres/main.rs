@@ -25,6 +25,7 @@ mod ops_changes;
 mod ops_refusals;
 mod pgbouncer;
 mod records;
+mod server_work;
 mod service;
 mod service_limits;
 mod shared;

@@ -9,6 +9,13 @@
 //! about the commit. [`COMMITTERS`] tasks take turns, so one group is collected while the
 //! previous one commits.
 //!
+//! The statement is prepared once per connection (named, at the connection's first group) and
+//! then only bound and executed: planning it alone took 0.25 to 0.45 ms of the server's time
+//! for a group of 17 rows, about as long as executing it (`benches/README.md`, `pg_http`). Behind PgBouncer in
+//! transaction mode a named statement needs PgBouncer 1.21+ with `max_prepared_statements`;
+//! with [`super::PgOptions::sync_per_transaction`] (older PgBouncers) the statement is sent
+//! unnamed inside the group's own transaction instead, as before.
+//!
 //! A group is acknowledged only if its commit returned without a WARNING on its connection:
 //! PostgreSQL reports a cancelled wait for the synchronous standby ("committed locally, but
 //! might not have been replicated") as a success with a WARNING, and that is not durable
@@ -36,7 +43,7 @@ use crate::store::record::Record;
 use crate::store::SubmitOutcome;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -166,28 +173,35 @@ async fn store(
     for i in order {
         cols.push(&records[i]);
     }
-    let sql = format!(
-        "WITH ins AS (INSERT INTO outbox_records ({}) SELECT * FROM {} \
-           ON CONFLICT (trace_id) DO NOTHING RETURNING trace_id), \
-         counted AS (INSERT INTO outbox_accepted (committer, value) \
-           SELECT $19, n FROM (SELECT count(*) AS n FROM ins) c WHERE n > 0 \
-           ON CONFLICT (committer) DO UPDATE SET value = outbox_accepted.value + EXCLUDED.value) \
-         SELECT trace_id FROM ins",
-        row::COLUMNS,
-        row::unnest(1, false)
-    );
     let mut conn = pool::get(pool).await?;
     let before = conn.warnings();
     let mut params = cols.params();
     params.push((&counter, tokio_postgres::types::Type::UUID));
-    let client = &mut conn.client;
+    let c: &mut pool::Conn = &mut conn;
     let insert = async {
         match per_tx {
-            None => client.query_typed(&sql, &params).await,
+            None => {
+                let statement = match &c.insert {
+                    Some(s) => s.clone(),
+                    None => {
+                        let types: Vec<_> = params.iter().map(|(_, t)| t.clone()).collect();
+                        let s = c.client.prepare_typed(&INSERT, &types).await?;
+                        c.insert.insert(s).clone()
+                    }
+                };
+                let values: Vec<_> = params.iter().map(|(v, _)| *v).collect();
+                let rows = c.client.query(&statement, &values).await;
+                if rows.is_err() {
+                    // Prepared again by the next group: a statement the server no longer
+                    // knows or whose plan went stale (a newer schema) fails once, not forever.
+                    c.insert = None;
+                }
+                rows
+            }
             Some(level) => {
-                let tx = client.transaction().await?;
+                let tx = c.client.transaction().await?;
                 tx.batch_execute(&set_local(level)).await?;
-                let rows = tx.query_typed(&sql, &params).await?;
+                let rows = tx.query_typed(&INSERT, &params).await?;
                 tx.commit().await?;
                 Ok(rows)
             }
@@ -263,6 +277,20 @@ async fn store(
         })
         .collect())
 }
+
+/// The group's statement: its rows inserted, and the committer's count raised by as many.
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH ins AS (INSERT INTO outbox_records ({}) SELECT * FROM {} \
+           ON CONFLICT (trace_id) DO NOTHING RETURNING trace_id), \
+         counted AS (INSERT INTO outbox_accepted (committer, value) \
+           SELECT $19, n FROM (SELECT count(*) AS n FROM ins) c WHERE n > 0 \
+           ON CONFLICT (committer) DO UPDATE SET value = outbox_accepted.value + EXCLUDED.value) \
+         SELECT trace_id FROM ins",
+        row::COLUMNS,
+        row::unnest(1, false)
+    )
+});
 
 /// The statement that sets the commit level for the rest of a transaction.
 fn set_local(level: SyncCommit) -> String {

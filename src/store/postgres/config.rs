@@ -83,7 +83,10 @@ pub struct PgOptions {
     pub lease: Duration,
     /// Sets `synchronous_commit` with `SET LOCAL` in each group commit's transaction instead
     /// of as a startup option: for PgBouncer before 1.20 (Debian 12 ships 1.18), which
-    /// refuses the `options` startup parameter. Costs two round trips per group. Claims,
+    /// refuses the `options` startup parameter; the group's statement is then also sent
+    /// unnamed in that transaction instead of prepared once per connection, so set it too
+    /// behind a PgBouncer in transaction mode that does not keep prepared statements (before
+    /// 1.21, or `max_prepared_statements = 0`). Costs two round trips per group. Claims,
     /// settles and the purge then commit at the server's level: an outcome lost in a crash
     /// means a delivery repeated, as after any crash; acknowledgements are never weakened.
     pub sync_per_transaction: bool,

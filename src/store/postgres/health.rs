@@ -3,9 +3,17 @@
 //! acknowledged submission lives on one server or on two.
 //!
 //! The service reads PostgreSQL on the sampler's cadence, never per request: a probe is one
-//! statement, bounded by [`PROBE_BOUND`], and the result is kept in [`Watch`], which readiness,
-//! `/health/detailed`, the metrics and admission read. The replication state is read again on
-//! every probe, so it follows a failover (the multi-host URL reconnects to the new primary) or
+//! statement (and one more when it reads the backlog), bounded by [`PROBE_BOUND`], and the
+//! result is kept in [`Watch`], which readiness, `/health/detailed`, the metrics and admission
+//! read. The backlog is the expensive part: its count and oldest time scan every pending row.
+//! Both come from one scan, without parallel workers (a background sample must not take both
+//! cores at once, which intake's tail latency feels): about 50 ms of one core at 200,000
+//! pending rows, where two scans with two parallel workers took 75 to 85 ms on three
+//! processes. Read every second that would still take a twentieth of a core from intake and
+//! grow with the backlog, so the next read waits [`BACKLOG_PAUSE`] times as long as the last
+//! one took (every second while that is under 50 ms); between reads a probe reports the last
+//! figures, and admission keeps counting what it admitted since. The replication state is read
+//! again on every probe, so it follows a failover (the multi-host URL reconnects to the new primary) or
 //! a standby going away.
 //!
 //! `pg_stat_replication` shows `sync_state` only to roles with the privileges of
@@ -15,12 +23,24 @@
 
 use super::{pool, PgStore, PgStoreError};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest wait for one probe: well inside the sampler's second, so a PostgreSQL that does not
 /// answer turns readiness false within a few seconds, and a probe never piles up behind
 /// another.
 pub const PROBE_BOUND: Duration = Duration::from_secs(2);
+
+/// After a backlog read that took `t`, the next waits `t` times this (and at least the
+/// sampler's second): the reads take at most a twentieth of one core.
+const BACKLOG_PAUSE: u32 = 20;
+
+/// The last backlog read, and when the next is due.
+#[derive(Debug, Default)]
+pub(super) struct Backlog {
+    next: Option<Instant>,
+    queued: u64,
+    oldest_queued_ms: Option<i64>,
+}
 
 /// One probe's findings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +49,9 @@ pub struct Probe {
     pub queued: u64,
     /// When the oldest of them was received (ms).
     pub oldest_queued_ms: Option<i64>,
+    /// Whether this probe read the backlog; `false`: `queued` and `oldest_queued_ms` are the
+    /// last read's (see the module doc).
+    pub backlog_read: bool,
     /// The server's `synchronous_standby_names` now (empty: no synchronous standby).
     pub synchronous_standby_names: String,
     /// `synchronous_commit` on this instance's connections, as the server reports it.
@@ -47,16 +70,14 @@ impl Probe {
 }
 
 impl PgStore {
-    /// Reads the backlog and the replication state in one statement, within [`PROBE_BOUND`].
+    /// Reads the replication state, and the backlog when it is due, within [`PROBE_BOUND`].
     pub async fn probe(&self) -> Result<Probe, PgStoreError> {
         let read = async {
-            let conn = pool::get(&self.pool).await?;
+            let mut conn = pool::get(&self.pool).await?;
             let row = conn
                 .client
                 .query_one(
-                    "SELECT (SELECT count(*) FROM outbox_records WHERE status = 'pending'), \
-                       (SELECT min(received_at_ms) FROM outbox_records WHERE status = 'pending'), \
-                       current_setting('synchronous_standby_names'), \
+                    "SELECT current_setting('synchronous_standby_names'), \
                        current_setting('synchronous_commit'), \
                        (SELECT count(*) FROM pg_stat_replication \
                           WHERE sync_state IN ('sync', 'quorum')), \
@@ -64,13 +85,36 @@ impl PgStore {
                     &[],
                 )
                 .await?;
+            let due = self.backlog().next.is_none_or(|t| Instant::now() >= t);
+            if due {
+                let started = Instant::now();
+                let tx = conn.client.transaction().await?;
+                tx.batch_execute("SET LOCAL max_parallel_workers_per_gather = 0")
+                    .await?;
+                let b = tx
+                    .query_one(
+                        "SELECT count(*), min(received_at_ms) FROM outbox_records \
+                         WHERE status = 'pending'",
+                        &[],
+                    )
+                    .await?;
+                tx.commit().await?;
+                let pause = started.elapsed() * BACKLOG_PAUSE;
+                *self.backlog() = Backlog {
+                    next: Some(started + pause.max(Duration::from_secs(1))),
+                    queued: b.try_get::<_, i64>(0)?.max(0) as u64,
+                    oldest_queued_ms: b.try_get(1)?,
+                };
+            }
+            let backlog = self.backlog();
             Ok::<_, PgStoreError>(Probe {
-                queued: row.try_get::<_, i64>(0)?.max(0) as u64,
-                oldest_queued_ms: row.try_get(1)?,
-                synchronous_standby_names: row.try_get(2)?,
-                synchronous_commit: row.try_get(3)?,
-                sync_standbys: row.try_get::<_, i64>(4)?.max(0) as u64,
-                hidden_standbys: row.try_get::<_, i64>(5)?.max(0) as u64,
+                queued: backlog.queued,
+                oldest_queued_ms: backlog.oldest_queued_ms,
+                backlog_read: due,
+                synchronous_standby_names: row.try_get(0)?,
+                synchronous_commit: row.try_get(1)?,
+                sync_standbys: row.try_get::<_, i64>(2)?.max(0) as u64,
+                hidden_standbys: row.try_get::<_, i64>(3)?.max(0) as u64,
             })
         };
         match tokio::time::timeout(PROBE_BOUND, read).await {
@@ -79,6 +123,10 @@ impl PgStore {
                 "PostgreSQL did not answer within {PROBE_BOUND:?}"
             ))),
         }
+    }
+
+    fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
+        self.backlog.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -166,6 +214,7 @@ mod tests {
         let p = Probe {
             queued: 3,
             oldest_queued_ms: Some(1),
+            backlog_read: true,
             synchronous_standby_names: String::new(),
             synchronous_commit: "on".into(),
             sync_standbys: 0,

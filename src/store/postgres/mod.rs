@@ -206,6 +206,8 @@ pub struct PgStore {
     durability: Durability,
     /// Leases this instance holds, by trace ID.
     claims: Mutex<HashMap<String, claims::Held>>,
+    /// The sampler's last backlog read ([`health`]).
+    backlog: Mutex<health::Backlog>,
 }
 
 impl PgStore {
@@ -251,6 +253,7 @@ impl PgStore {
             write_timeout: o.commit_timeout,
             durability,
             claims: Mutex::default(),
+            backlog: Mutex::default(),
         }))
     }
 

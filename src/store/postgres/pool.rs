@@ -26,6 +26,9 @@ use tokio_postgres::AsyncMessage;
 pub struct Conn {
     pub client: tokio_postgres::Client,
     warnings: Arc<AtomicU64>,
+    /// The group commit's statement, prepared on this connection at its first group (see
+    /// [`super::committer`]): parsed and planned once per connection instead of once per group.
+    pub insert: Option<tokio_postgres::Statement>,
 }
 
 impl Conn {
@@ -87,7 +90,11 @@ impl managed::Manager for Manager {
             }
         });
         if !self.check_sync {
-            return Ok(Conn { client, warnings });
+            return Ok(Conn {
+                client,
+                warnings,
+                insert: None,
+            });
         }
         // The startup option must have taken: a pooler that drops it would leave the
         // server's default, which outbox does not trust.
@@ -105,7 +112,11 @@ impl managed::Manager for Manager {
                 self.sync.as_str()
             )));
         }
-        Ok(Conn { client, warnings })
+        Ok(Conn {
+            client,
+            warnings,
+            insert: None,
+        })
     }
 
     async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<PgStoreError> {

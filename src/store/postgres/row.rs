@@ -2,7 +2,7 @@
 //!
 //! Rows are written column-wise: each column of a group of records is one array parameter,
 //! and `unnest` turns the arrays back into rows, so a group of any size is one statement
-//! with a fixed text (nothing to prepare per size, and nothing PgBouncer must keep).
+//! with a fixed text (prepared once per connection, whatever the group's size).
 
 use super::PgStoreError;
 use crate::intake::enrich::Enrichment;
