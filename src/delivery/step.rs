@@ -6,10 +6,12 @@
 //! How much may be sent is asked of [`super::gate`] in order: are we paused for credentials
 //! (then only a probe every `auth-probe-interval`), does the circuit allow sending (else
 //! nothing until its cooldown ends, then one probe), how many of the `delivery-concurrency`
-//! send slots are free. A step claims that many records plus up to `concurrency` more (claims are held in
-//! memory and write nothing, see `crate::store::claims`; only durable records are claimed),
-//! starts sends for the free slots and keeps the rest ready for the next steps, so a busy
-//! worker claims in one store round per batch. Claims that cannot be sent because the
+//! send slots are free. Sends start first from records claimed by earlier steps, then the
+//! step hands its store work to a round ([`super::rounds`]): the outcomes of finished sends,
+//! and a claim when the records at hand run low, sized by [`super::ahead`] (one concurrency
+//! ahead with the embedded store, whose claims are held in memory and write nothing; with
+//! PostgreSQL, batches that follow the pace, as leases). The embedded store's round is
+//! awaited in the step; PostgreSQL's run beside the sends and a later step takes them in. Claims that cannot be sent because the
 //! circuit opened, delivery paused or shutdown began are given back unsent: no attempt is
 //! spent.
 //!
