@@ -9,6 +9,7 @@ use outbox::delivery::client::{Attempt, Sender};
 use outbox::delivery::request::DeliveryRequest;
 use outbox::delivery::step::{Delivery, Next};
 use outbox::delivery::{Credentials, DeliveryState};
+use outbox::store::postgres::PgStore;
 use outbox::time::Now;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,10 +55,8 @@ async fn a_claim_held_ahead_goes_back_once_half_its_lease_is_gone() {
     d.round_finished().await;
     let second = d.step(t0).await;
     assert_eq!(second.started, 1, "the claimed record is sent");
-    let other = b.claim_due(i64::MAX, 10).await.unwrap();
-    let ids: Vec<&str> = other.records.iter().map(|r| r.trace_id.as_str()).collect();
     assert_eq!(
-        ids,
+        claimable(&b).await,
         ["trace-ahead-3"],
         "two are this instance's: one sent, one ahead"
     );
@@ -71,11 +70,15 @@ async fn a_claim_held_ahead_goes_back_once_half_its_lease_is_gone() {
     let third = d.step(later).await;
     assert_eq!(third.next, Next::SendFinished, "the one slot is still busy");
     d.round_finished().await;
-    let freed = b.claim_due(i64::MAX, 10).await.unwrap();
-    let ids: Vec<&str> = freed.records.iter().map(|r| r.trace_id.as_str()).collect();
     assert_eq!(
-        ids,
+        claimable(&b).await,
         ["trace-ahead-2"],
         "given back: another instance may send it now"
     );
+}
+
+/// What another instance can claim now (it keeps the claims).
+async fn claimable(other: &PgStore) -> Vec<String> {
+    let claimed = other.claim_due(i64::MAX, 10).await.unwrap();
+    claimed.records.into_iter().map(|r| r.trace_id).collect()
 }
