@@ -23,6 +23,7 @@ pub mod request;
 pub mod retention;
 pub mod round;
 mod rounds;
+mod sending;
 pub mod state;
 pub mod step;
 mod worker;

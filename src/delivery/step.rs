@@ -24,20 +24,17 @@ use super::classify::{classify, Reply, Transport, Verdict};
 use super::client::{Attempt, Sender};
 use super::gate::{Plan, Probe, SendGate};
 use super::outcome::Limits;
-use super::request::{self, Credentials, RequestError, Target};
+use super::request::{RequestError, Target};
 use super::round::{Round, Settle, Settled};
 use super::rounds::{Landed, Rounds, Slot};
+use super::sending::{span, Running, Sent};
 use super::state::{DeliveryState, Mode};
 use crate::config::DeliverySettings;
 use crate::store::{Engine, Record};
 use crate::time::Now;
-use futures_util::FutureExt;
-use std::collections::{HashMap, VecDeque};
-use std::panic::AssertUnwindSafe;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::task::{Id, JoinError, JoinSet};
-use tracing::Instrument;
 
 /// Pause after a store error before the next step (a failing disk must not spin).
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
@@ -67,64 +64,11 @@ pub struct StepReport {
     pub next: Next,
 }
 
-/// A send that finished.
-struct Sent {
-    record: Record,
-    probe: Probe,
-    result: Result<Attempt, RequestError>,
-}
-
 /// What [`Delivery::send_or_round_finished`] waited for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finished {
     Send,
     Round,
-}
-
-/// The span of one attempt: its logs carry the trace ID, never the payload.
-fn span(record: &Record) -> tracing::Span {
-    tracing::info_span!("delivery", trace_id = %record.trace_id, attempt = record.attempts + 1)
-}
-
-/// Sends running now, and the trace ID each carries.
-#[derive(Default)]
-struct Running {
-    set: JoinSet<Sent>,
-    ids: HashMap<Id, String>,
-    /// Claims of tasks that ended without a result (cut off at shutdown): given back by the
-    /// next store round, so that no claim outlives its send.
-    lost: Vec<String>,
-}
-
-impl Running {
-    /// Keeps a finished send for the next step; a task that ended without one has its
-    /// claim noted for release.
-    fn collect(&mut self, finished: &mut Vec<Sent>, r: Result<(Id, Sent), JoinError>) {
-        match r {
-            Ok((id, sent)) => {
-                self.ids.remove(&id);
-                finished.push(sent);
-            }
-            Err(e) => {
-                if !e.is_cancelled() {
-                    tracing::error!(error = %e, "a delivery task failed");
-                }
-                self.lost.extend(self.ids.remove(&e.id()));
-            }
-        }
-    }
-}
-
-/// The attempt of a send whose task panicked: the request may have gone out, so it counts as
-/// a failed attempt and is retried after the backoff (a release would send it again at once).
-fn panicked() -> Attempt {
-    tracing::error!("a delivery task panicked; its record is retried after the backoff");
-    Attempt {
-        reply: Reply::Transport(Transport::Other),
-        retry_after: None,
-        detail: "the delivery task panicked; see the outbox log".into(),
-        elapsed: Duration::ZERO,
-    }
 }
 
 /// The delivery worker's state: what it has claimed, what it is sending, the gate.
@@ -356,7 +300,8 @@ impl<S: Sender> Delivery<S> {
                 .credentials()
                 .expect("credentials are set before delivery starts");
             for (record, _) in self.ready.drain(..started).collect::<Vec<_>>() {
-                self.spawn(record, probe, creds.clone(), now);
+                let send = (self.sender.clone(), self.target.clone(), creds.clone());
+                self.sending.spawn(record, probe, send, now);
             }
             self.ahead.started(started, now.at);
         }
@@ -475,35 +420,6 @@ impl<S: Sender> Delivery<S> {
             max_age: self.settings.max_age,
             drop_payload_at_delivery: self.settings.payload_retention.is_zero(),
         }
-    }
-
-    /// Builds the request for `record` and sends it in a task of its own.
-    fn spawn(&mut self, record: Record, probe: Probe, creds: Arc<Credentials>, now: Now) {
-        let (sender, target) = (self.sender.clone(), self.target.clone());
-        let span = span(&record);
-        let timestamp = now.wall_ms.div_euclid(1000);
-        let trace_id = record.trace_id.clone();
-        let task = self.sending.set.spawn(
-            async move {
-                let send = async {
-                    match request::build(&record, &creds, &target, timestamp) {
-                        Ok(req) => Ok(sender.send(req).await),
-                        Err(e) => Err(e),
-                    }
-                };
-                let result = AssertUnwindSafe(send)
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| Ok(panicked()));
-                Sent {
-                    record,
-                    probe,
-                    result,
-                }
-            }
-            .instrument(span),
-        );
-        self.sending.ids.insert(task.id(), trace_id);
     }
 
     /// Classifies a finished send, moves the circuit and the pause at once, and adds the

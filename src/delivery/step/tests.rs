@@ -6,6 +6,7 @@ use crate::config::{RawSettings, Settings, Source};
 use crate::delivery::circuit::CircuitState;
 use crate::delivery::request::DeliveryRequest;
 use crate::delivery::state::Mode;
+use crate::delivery::Credentials;
 use crate::store::record::sample;
 use crate::store::{Change, Status, Store};
 use std::sync::Mutex;
