@@ -11,9 +11,9 @@
 //! and a claim when the records at hand run low, sized by [`super::ahead`] (one concurrency
 //! ahead with the embedded store, whose claims are held in memory and write nothing; with
 //! PostgreSQL, batches that follow the pace, as leases). The embedded store's round is
-//! awaited in the step; PostgreSQL's run beside the sends and a later step takes them in. Claims that cannot be sent because the
-//! circuit opened, delivery paused or shutdown began are given back unsent: no attempt is
-//! spent.
+//! awaited in the step; PostgreSQL's run beside the sends and a later step takes them in.
+//! Claims that cannot be sent because the circuit opened, delivery paused or shutdown began
+//! are given back unsent: no attempt is spent.
 //!
 //! A reply moves the circuit breaker, the credentials pause and health in the next step,
 //! and the record's new state is written in that step's store round ([`super::round`]).
@@ -276,9 +276,8 @@ impl<S: Sender> Delivery<S> {
         let next = match plan {
             Plan::Hold(until) => Next::At(until),
             Plan::Send { want: 0, .. } => Next::SendFinished,
-            _ if store_waits || self.store_retry_at.is_some_and(|at| now.at < at) => {
-                Next::At(self.store_retry_at)
-            }
+            // After a failed round (this one's too, with the embedded store).
+            _ if self.store_retry_at.is_some_and(|at| now.at < at) => Next::At(self.store_retry_at),
             _ if !self.ready.is_empty() => Next::Now,
             _ if self.rounds.any_running() => Next::RoundFinished,
             // Known only when the last claim came back short: nothing more is due now.
