@@ -50,6 +50,10 @@
 //!   "committed locally, but might not have been replicated") is not an acknowledgement, nor
 //!   is a connection lost during COMMIT: both are [`PgStoreError::is_unavailable`] (503), and
 //!   the client's retry with the same key gets 200 once the row is safely there, or 202.
+//! - At start it also reads `backend_flush_after`: at `0` (PostgreSQL's default) the
+//!   backends leave their writes to the kernel, which writes them back about 30 s later in
+//!   bursts that hold up every commit on the disk for a while; that is logged once as advice
+//!   ([`flush_advice`]; figures in benches/README.md).
 //! - PostgreSQL unreachable: every wait is bounded (connect, pool, commit and read timeouts
 //!   in [`PgOptions`], enforced on this side, since a frozen server runs no timer of its
 //!   own), and the pool replaces dead connections, so the store comes back by itself when
@@ -195,6 +199,18 @@ impl Durability {
     }
 }
 
+/// The advice to log when the server's `backend_flush_after` (as `SHOW` gives it) is `0`:
+/// under sustained intake the kernel then writes the backends' dirty pages back in bursts,
+/// and every commit on that disk (PostgreSQL's WAL flush, and another store's sync) waits
+/// behind them. With `256kB` the backends start writeback as they go. `None` when set.
+pub fn flush_advice(backend_flush_after: &str) -> Option<&'static str> {
+    (backend_flush_after.trim() == "0").then_some(
+        "backend_flush_after is 0: under sustained intake the kernel writes PostgreSQL's \
+         dirty pages back in bursts that delay commits; set backend_flush_after = '256kB' on \
+         the server (Linux), see \"The PostgreSQL settings outbox needs\" in the README",
+    )
+}
+
 pub struct PgStore {
     pool: pool::Pool,
     committer: committer::Committer,
@@ -234,8 +250,12 @@ impl PgStore {
             synchronous_commit: o.synchronous_commit,
             synchronous_standby_names: show("synchronous_standby_names").await?,
         };
+        let flush_after = show("backend_flush_after").await?;
         schema::migrate(&mut conn).await?;
         drop(conn);
+        if let Some(advice) = flush_advice(&flush_after) {
+            tracing::info!("{advice}");
+        }
         if durability.on_one_server() {
             tracing::warn!(
                 "synchronous_standby_names is empty: acknowledged submissions live on one PostgreSQL server until they are delivered"
@@ -273,5 +293,19 @@ impl PgStore {
     /// How long a claim holds a record before any instance may claim it again.
     pub fn lease(&self) -> Duration {
         self.lease
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flush_advice;
+
+    #[test]
+    fn backend_flush_after_at_zero_gets_advice_and_any_other_value_none() {
+        let advice = flush_advice("0").expect("advice at 0");
+        assert!(advice.contains("backend_flush_after = '256kB'"), "{advice}");
+        for set in ["256kB", "32", "2MB"] {
+            assert_eq!(flush_advice(set), None, "{set}");
+        }
     }
 }
