@@ -4,7 +4,7 @@
 //! What the recipe's header and the README promise is checked: every post sent while it is
 //! down succeeds, a post in flight at the kill succeeds or gets an answer its client can
 //! retry with the same key, every acknowledged trace ID reaches the dashboard, and a key
-//! posted twice is stored once.
+//! posted twice is stored once. And a 503 from one instance is sent on to the other.
 //!
 //! Needs nginx (Debian's `nginx` package); without it the test says SKIP, except under CI.
 
@@ -150,4 +150,82 @@ async fn the_shared_store_recipe_keeps_every_post_when_an_instance_is_killed() {
         got.len(),
         distinct.len()
     );
+}
+
+/// The recipe's `proxy_next_upstream ... http_503`: an instance that refuses a post with 503
+/// (here `outbox_full`: its `max-pending` of 1 is reached, since the dashboard is down and
+/// nothing drains) has nginx send that post to the other instance, so the client gets the
+/// other's 202; the refusing instance is tried again after `fail_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_from_one_instance_is_sent_on_to_the_other() {
+    if !tools::require("the shared-store nginx 503 test", &["nginx"]) {
+        return;
+    }
+    let Some(pg) = Postgres::start("the shared-store recipe's 503 retry") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (nginx_port, port_a, port_b) = (free_port(), free_port(), free_port());
+    // Nobody listens there: every record stays pending.
+    let dash_url = format!("http://127.0.0.1:{}/ingest", free_port());
+    let flags = super::shared::short_lease(&dash_url);
+    let log = |name: &str| tmp.path().join(format!("{name}.log"));
+    let full: Vec<&str> = flags
+        .iter()
+        .copied()
+        .chain(["--max-pending", "1"])
+        .collect();
+    let _a = spawn_on_postgres(&pg.url(), port_a, &full, &log("a")).await;
+    let _b = spawn_on_postgres(&pg.url(), port_b, &flags, &log("b")).await;
+    let ngx_dir = tmp.path().join("nginx");
+    std::fs::create_dir(&ngx_dir).unwrap();
+    let recipe = recipe_on("nginx-shared-store.conf", nginx_port, port_a, port_b);
+    let _nginx = start_nginx(&ngx_dir, &recipe, nginx_port);
+    let url = format!("http://127.0.0.1:{nginx_port}/api/collect");
+
+    // Longer than the recipe's fail_timeout (5 s), so nginx goes back to the refusing
+    // instance at least once more.
+    let client = reqwest::Client::new();
+    let until = Instant::now() + Duration::from_millis(6500);
+    let mut posts = Vec::new();
+    while Instant::now() < until {
+        let n = posts.len();
+        posts.push(post(&client, &url, &format!("spill-{n:03}"), n % 2 == 0).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = refused_full(port_a).await;
+
+    let failed: Vec<&Post> = posts.iter().filter(|p| p.outcome != Ok(202)).collect();
+    assert!(
+        failed.is_empty(),
+        "every post gets 202 through nginx: {failed:?}"
+    );
+    assert!(
+        refused >= 2.0,
+        "the full instance refused {refused} posts: nginx should have tried it, then again after fail_timeout"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM outbox_records WHERE trace_id LIKE 'spill-%'"),
+        posts.len().to_string(),
+        "one row per post"
+    );
+    println!(
+        "503 retry: {} posts through nginx, all 202; the full instance refused {refused}",
+        posts.len()
+    );
+}
+
+/// `outbox_intake_refused_total{reason="outbox_full"}` on the instance at `port`.
+async fn refused_full(port: u16) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = r#"outbox_intake_refused_total{reason="outbox_full"}"#;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
