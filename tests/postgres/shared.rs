@@ -205,6 +205,40 @@ async fn without_a_synchronous_standby_health_warns_and_requiring_one_holds_read
     assert_eq!(d["store"]["sync_standbys_streaming"], 1, "{d}");
     assert_eq!(d["store"]["acknowledged_on_one_server"], false, "{d}");
     assert!(!warns_one_server(&d), "{d}");
+
+    // A role without pg_monitor sees the standby's row but not its sync_state: not ready, and
+    // the reason names the grant; once granted, ready.
+    pg.psql("CREATE ROLE outbox_plain LOGIN");
+    pg.psql("CREATE DATABASE outbox_plain OWNER outbox_plain");
+    let plain_url = format!(
+        "postgres://outbox_plain@127.0.0.1:{}/outbox_plain?sslmode=disable",
+        pg.port
+    );
+    let pc = free_port();
+    let _c = spawn_on_postgres(
+        &plain_url,
+        pc,
+        &["--store-require-sync-standby"],
+        &tmp.path().join("c.log"),
+    )
+    .await;
+    // Polled: before the first probe the reason is that the state is not known yet.
+    let names_grant = |b: &serde_json::Value| {
+        b["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("GRANT pg_monitor to the store-url user"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = ready(pc).await;
+        if status == 503 && names_grant(&body) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pg.psql("GRANT pg_monitor TO outbox_plain");
+    wait_ready(pc, 200, Duration::from_secs(5)).await;
     tokio::task::block_in_place(|| drop(standby));
     wait_ready(pb, 503, Duration::from_secs(5)).await;
     assert_eq!(ready(pa).await.0, 200, "not required there");
