@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod dashboard;
+pub mod metrics;
 pub mod nginx;
 pub mod ops;
 pub mod postgres;

@@ -3,28 +3,10 @@
 //! The metrics recorder is process-wide, so tests that read values take turns and compare
 //! before and after instead of expecting absolute counts.
 
+use crate::harness::metrics::{scrape, value};
 use crate::harness::{spawn_app, spawn_app_raw, turn, TestApp};
 use outbox::telemetry::metrics::{names_in, METRICS};
 use serde_json::json;
-
-async fn scrape(base: &str) -> String {
-    let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
-    assert_eq!(r.status(), 200);
-    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(ct.starts_with("text/plain"), "content type {ct}");
-    r.text().await.unwrap()
-}
-
-/// The value of the series written exactly as `series` (name plus labels), 0 when absent.
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0.0)
-}
 
 async fn post(app: &TestApp, body: serde_json::Value) -> reqwest::Response {
     app.post_json(&body, &[]).await

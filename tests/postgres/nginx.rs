@@ -9,6 +9,7 @@
 //! Needs nginx (Debian's `nginx` package); without it the test says SKIP, except under CI.
 
 use super::harness::dashboard::Dashboard;
+use super::harness::metrics::{scrape, value};
 use super::harness::nginx::{
     acknowledged_after_retries, assert_logged_for, check_posts_around, post, recipe_on,
     start_nginx, steady_posts, Kill, Post,
@@ -193,7 +194,11 @@ async fn a_503_from_one_instance_is_sent_on_to_the_other() {
         posts.push(post(&client, &url, &format!("spill-{n:03}"), n % 2 == 0).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let refused = refused_full(port_a).await;
+    let metrics = scrape(&format!("http://127.0.0.1:{port_a}")).await;
+    let refused = value(
+        &metrics,
+        r#"outbox_intake_refused_total{reason="outbox_full"}"#,
+    );
 
     let failed: Vec<&Post> = posts.iter().filter(|p| p.outcome != Ok(202)).collect();
     assert!(
@@ -213,19 +218,4 @@ async fn a_503_from_one_instance_is_sent_on_to_the_other() {
         "503 retry: {} posts through nginx, all 202; the full instance refused {refused}",
         posts.len()
     );
-}
-
-/// `outbox_intake_refused_total{reason="outbox_full"}` on the instance at `port`.
-async fn refused_full(port: u16) -> f64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let series = r#"outbox_intake_refused_total{reason="outbox_full"}"#;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
