@@ -14,8 +14,10 @@
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
+#[path = "support/pg.rs"]
+mod pg_bench;
 
-use outbox::store::postgres::{PgOptions, PgStore};
+use outbox::store::postgres::PgStore;
 use std::time::{Duration, Instant};
 
 /// Rows per page of the former read, as `ops::Shared::scan` reads them.
@@ -64,23 +66,8 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
-    let n: i64 = std::env::var("OUTBOX_BENCH_RECORDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200_000);
-    let Some(pg) = harness::postgres::Postgres::start("pg_summary bench") else {
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let store = PgStore::open(&PgOptions::new(pg.url())).await.unwrap();
-        let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+    let n = pg_bench::env_num("OUTBOX_BENCH_RECORDS", 200_000) as i64;
+    pg_bench::run("pg_summary bench", |store, client| async move {
         client.execute(FILL, &[&n]).await.unwrap();
         client
             .batch_execute("VACUUM ANALYZE outbox_records")
