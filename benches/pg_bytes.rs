@@ -19,9 +19,10 @@
 mod form;
 #[path = "../tests/harness/mod.rs"]
 mod harness;
+#[path = "support/pg.rs"]
+mod pg_bench;
 
 use form::{record, BODY};
-use outbox::store::postgres::{PgOptions, PgStore};
 use outbox::store::{Change, Status, SubmitOutcome};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -76,23 +77,8 @@ fn report(step: &str, n: u64, s: &Sizes, since: &Sizes, secs: f64) {
 }
 
 fn main() {
-    let n: u64 = std::env::var("OUTBOX_BENCH_RECORDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000);
-    let Some(pg) = harness::postgres::Postgres::start("pg_bytes bench") else {
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let store = PgStore::open(&PgOptions::new(pg.url())).await.unwrap();
-        let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+    let n = pg_bench::env_num("OUTBOX_BENCH_RECORDS", 100_000);
+    pg_bench::run("pg_bytes bench", |store, client| async move {
         client.batch_execute("CHECKPOINT").await.unwrap();
         println!(
             "{n} records of a {}-byte form, PostgreSQL {}; bytes per record",

@@ -17,6 +17,7 @@ use crate::store::postgres::config::masked_url;
 use crate::store::postgres::PgStore;
 use crate::store::Record;
 use std::future::Future;
+use std::sync::Arc;
 
 /// Records read per [`RecordStore::page`] call by [`Shared::scan`]: large enough that a
 /// scan of a big table is few round trips, small enough to hold in memory at once.
@@ -25,6 +26,8 @@ const PAGE: usize = 1000;
 /// An open PostgreSQL store and the runtime that drives its calls.
 pub struct Shared {
     engine: Engine,
+    /// The same store as `engine`, for what only PostgreSQL reads (the queue's figures).
+    pg: Arc<PgStore>,
     runtime: tokio::runtime::Runtime,
     /// The store URL with its password masked, for messages and `inspect`.
     pub location: String,
@@ -42,7 +45,8 @@ impl Shared {
             .block_on(PgStore::open(&pg.options))
             .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store at {location}: {e}"))?;
         Ok(Shared {
-            engine: Engine::Postgres(store),
+            engine: Engine::Postgres(store.clone()),
+            pg: store,
             runtime,
             location,
         })
@@ -51,6 +55,11 @@ impl Shared {
     /// The store, behind the boundary.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The PostgreSQL store itself, beside the boundary.
+    pub fn pg(&self) -> &PgStore {
+        &self.pg
     }
 
     /// Runs one store call to completion.

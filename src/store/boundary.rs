@@ -21,7 +21,7 @@
 //! A capability an engine lacks is an explicit [`StoreFailure::not_supported`] error naming
 //! what does that job instead, never a silent no-op.
 
-use super::{Change, Claimed, Counts, Record, SubmitOutcome, Updated};
+use super::{Change, Claimed, Counts, Quarantined, Record, SubmitOutcome, Updated};
 use std::future::Future;
 
 /// The error of an engine behind the boundary: what the callers above it must tell apart.
@@ -117,6 +117,12 @@ pub trait RecordStore: Send + Sync {
         after: Option<&str>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Record>, Self::Error>> + Send;
+
+    /// Every quarantined entry with its reason and time, in trace ID order (an engine that
+    /// keeps a trace ID quarantined more than once gives each entry, oldest first), for
+    /// listing. The quarantine holds what could not be read or sent, so it is small and
+    /// read whole.
+    fn quarantined(&self) -> impl Future<Output = Result<Vec<Quarantined>, Self::Error>> + Send;
 
     /// Removes up to `limit` delivered records delivered before `before_ms` (their
     /// idempotency window is over); they count as purged. Returns how many went.

@@ -11,7 +11,9 @@
 
 use super::boundary::{RecordStore, StoreFailure, Verified};
 use super::postgres::{PgStore, PgStoreError};
-use super::{Change, Claimed, Counts, Record, Store, StoreError, SubmitOutcome, Updated};
+use super::{
+    Change, Claimed, Counts, Quarantined, Record, Store, StoreError, SubmitOutcome, Updated,
+};
 use std::sync::Arc;
 
 /// One of the two engines behind the store boundary.
@@ -166,6 +168,10 @@ impl RecordStore for Engine {
 
     async fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<Record>, EngineError> {
         dispatch!(self, s => RecordStore::page(s, after, limit))
+    }
+
+    async fn quarantined(&self) -> Result<Vec<Quarantined>, EngineError> {
+        dispatch!(self, s => RecordStore::quarantined(s))
     }
 
     async fn purge_delivered_before(

@@ -22,6 +22,7 @@ mod move_store_checks;
 mod nginx;
 mod ops;
 mod ops_changes;
+mod ops_listing;
 mod ops_refusals;
 mod pgbouncer;
 mod records;

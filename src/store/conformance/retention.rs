@@ -100,8 +100,10 @@ pub async fn erasure_by_address<S: RecordStore>(s: &S) {
 }
 
 /// Listing pages through records in trace ID order; a quarantined record leaves the
-/// lifecycle, counted as quarantined.
+/// lifecycle, counted as quarantined, and is listed among the quarantined entries with its
+/// reason and the time it was quarantined.
 pub async fn list_and_quarantine<S: RecordStore>(s: &S) {
+    assert!(s.quarantined().await.unwrap().is_empty());
     for id in ["conf-list-c", "conf-list-a", "conf-list-b"] {
         stored(s, record(id, r#"{"k":"v"}"#, T0)).await;
     }
@@ -114,8 +116,22 @@ pub async fn list_and_quarantine<S: RecordStore>(s: &S) {
         ids(s.page(Some("conf-list-b"), 2).await.unwrap()),
         ["conf-list-c"]
     );
+    let before = crate::time::now_ms();
     s.quarantine("conf-list-b", "conformance").await.unwrap();
+    let after = crate::time::now_ms();
     assert!(s.get("conf-list-b").await.unwrap().is_none());
+    let listed = s.quarantined().await.unwrap();
+    let found: Vec<_> = listed
+        .iter()
+        .map(|q| (q.trace_id.as_str(), q.entry.reason.as_str()))
+        .collect();
+    assert_eq!(found, [("conf-list-b", "conformance")]);
+    let at = listed[0].entry.quarantined_at_ms;
+    // A database's clock may round to the nearest millisecond where this one truncates.
+    assert!(
+        (before - 1..=after + 1).contains(&at),
+        "quarantined at {at}"
+    );
     assert_eq!(
         ids(s.page(None, 10).await.unwrap()),
         ["conf-list-a", "conf-list-c"]

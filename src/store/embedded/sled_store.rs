@@ -4,7 +4,9 @@
 //! caller on the async runtime that may wait for the disk runs it in `spawn_blocking`.
 
 use super::lifecycle::{record_mentions, ERASE_PATIENCE};
-use super::{Change, Claimed, Counts, Record, Status, Store, StoreError, SubmitOutcome, Updated};
+use super::{
+    Change, Claimed, Counts, Quarantined, Record, Status, Store, StoreError, SubmitOutcome, Updated,
+};
 use crate::store::boundary::{RecordStore, StoreFailure, Verified};
 
 impl Store {
@@ -145,6 +147,10 @@ impl RecordStore for Store {
             out.push(r);
         }
         Ok(out)
+    }
+
+    async fn quarantined(&self) -> Result<Vec<Quarantined>, StoreError> {
+        Store::quarantined(self).collect()
     }
 
     async fn purge_delivered_before(

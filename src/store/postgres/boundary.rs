@@ -3,7 +3,7 @@
 
 use super::{PgStore, PgStoreError};
 use crate::store::boundary::{RecordStore, StoreFailure, Verified};
-use crate::store::{Change, Claimed, Counts, Record, SubmitOutcome, Updated};
+use crate::store::{Change, Claimed, Counts, Quarantined, Record, SubmitOutcome, Updated};
 
 impl StoreFailure for PgStoreError {
     fn not_supported(what: &'static str) -> Self {
@@ -66,6 +66,10 @@ impl RecordStore for PgStore {
 
     async fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<Record>, PgStoreError> {
         PgStore::page(self, after, limit).await
+    }
+
+    async fn quarantined(&self) -> Result<Vec<Quarantined>, PgStoreError> {
+        PgStore::copy_quarantined(self).await
     }
 
     async fn purge_delivered_before(

@@ -1,4 +1,5 @@
-//! Reads for the accounting, and the purge of tombstones past the idempotency window.
+//! Reads for the accounting (and the queue's figures that `inspect` and `top` show with it),
+//! and the purge of tombstones past the idempotency window.
 //!
 //! The accounting identity (`accepted = pending + in_flight + delivered + dead +
 //! quarantined + purged`) is read in one statement, so one snapshot: the statuses are
@@ -16,9 +17,37 @@
 
 use super::pool;
 use super::row;
-use super::{PgStore, PgStoreError, LEASED};
+use super::{PgStore, PgStoreError, LEASED, NOW_MS};
 use crate::store::{Counts, Record};
 use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Row;
+
+/// The columns of [`PgStore::read_counts`]'s row that hold the counters.
+const COUNT_COLUMNS: usize = 7;
+
+/// What `inspect` and `top` show of the store's queue, read in one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueFigures {
+    pub counts: Counts,
+    /// When the oldest queued record (pending, claimed ones included) was received (ms).
+    pub oldest_queued_ms: Option<i64>,
+    /// The earliest next attempt of a queued record (ms), claimed ones included.
+    pub next_attempt_ms: Option<i64>,
+}
+
+/// The counters from the first [`COUNT_COLUMNS`] columns of `row`.
+fn counts_of(row: &Row) -> Result<Counts, PgStoreError> {
+    let n = |i: usize| -> Result<u64, PgStoreError> { Ok(row.try_get::<_, i64>(i)?.max(0) as u64) };
+    Ok(Counts {
+        pending: n(0)?,
+        in_flight: n(1)?,
+        delivered: n(2)?,
+        dead: n(3)?,
+        quarantined: n(4)?,
+        purged: n(5)?,
+        accepted: n(6)?,
+    })
+}
 
 /// Tombstones deleted per transaction by [`PgStore::purge_delivered_before`]: as the
 /// embedded store's purge step, short enough that intake never waits behind it.
@@ -38,32 +67,50 @@ impl PgStore {
 
     /// The accounting counters, from one snapshot.
     pub async fn counts(&self) -> Result<Counts, PgStoreError> {
+        let row = self.read_counts("").await?;
+        counts_of(&row)
+    }
+
+    /// The counters and the queue's two times that `inspect` and `top` show, computed by
+    /// the server in the scan that counts (one row comes back, whatever the table holds).
+    /// A row that makes no record still counts, as in [`PgStore::counts`].
+    pub async fn queue_figures(&self) -> Result<QueueFigures, PgStoreError> {
+        let row = self
+            .read_counts(
+                ", min(received_at_ms) FILTER (WHERE status = 'pending'), \
+                 min(due_at_ms) FILTER (WHERE status = 'pending')",
+            )
+            .await?;
+        Ok(QueueFigures {
+            counts: counts_of(&row)?,
+            oldest_queued_ms: row.try_get(COUNT_COLUMNS)?,
+            next_attempt_ms: row.try_get(COUNT_COLUMNS + 1)?,
+        })
+    }
+
+    /// One row: the [`COUNT_COLUMNS`] counters, then the aggregates `more` adds (SQL
+    /// starting with a comma), all from one scan of `outbox_records`. Leases are compared
+    /// with the database's clock read once (a scalar subquery, evaluated before the scan):
+    /// [`LEASED`] reads it again for every row, which took more than half of the scan's
+    /// time (122 ms against 53 ms for 200,000 rows, PostgreSQL 15 on this project's 2-core
+    /// machine).
+    async fn read_counts(&self, more: &str) -> Result<Row, PgStoreError> {
         let conn = pool::get(&self.pool).await?;
+        let leased = format!("coalesce(lease_until_ms > (SELECT {NOW_MS}), false)");
         let sql = format!(
             "SELECT \
-               count(*) FILTER (WHERE status = 'pending' AND NOT {LEASED}), \
-               count(*) FILTER (WHERE status = 'pending' AND {LEASED}), \
+               count(*) FILTER (WHERE status = 'pending' AND NOT {leased}), \
+               count(*) FILTER (WHERE status = 'pending' AND {leased}), \
                count(*) FILTER (WHERE status = 'delivered'), \
                count(*) FILTER (WHERE status = 'dead'), \
                (SELECT value FROM outbox_counters WHERE name = 'quarantined'), \
                (SELECT value FROM outbox_counters WHERE name = 'purged'), \
-               (SELECT coalesce(sum(value), 0)::bigint FROM outbox_accepted) \
+               (SELECT coalesce(sum(value), 0)::bigint FROM outbox_accepted){more} \
              FROM outbox_records"
         );
         let read = conn.client.query_typed_one(&sql, &[]);
         let done = tokio::time::timeout(self.read_timeout, read).await;
-        let row = pool::bounded(conn, done, self.read_timeout, "reading the counters")?;
-        let n =
-            |i: usize| -> Result<u64, PgStoreError> { Ok(row.try_get::<_, i64>(i)?.max(0) as u64) };
-        Ok(Counts {
-            pending: n(0)?,
-            in_flight: n(1)?,
-            delivered: n(2)?,
-            dead: n(3)?,
-            quarantined: n(4)?,
-            purged: n(5)?,
-            accepted: n(6)?,
-        })
+        pool::bounded(conn, done, self.read_timeout, "reading the counters")
     }
 
     /// Deletes up to `limit` tombstones delivered before `before_ms` (the idempotency

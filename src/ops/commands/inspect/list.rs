@@ -4,7 +4,7 @@ use super::record::imported_at;
 use crate::ops::operation::{Operation, OpsContext, Progress};
 use crate::ops::shared::Shared;
 use crate::store::record::{Record, Status};
-use crate::store::Store;
+use crate::store::{Quarantined, RecordStore, Store};
 use crate::time::rfc3339;
 use serde::{Deserialize, Serialize};
 
@@ -28,22 +28,28 @@ impl Operation for ListQuery {
         list(&ctx.store, &self)
     }
 
-    /// Records only: a quarantined entry of the PostgreSQL store is not a record the store
-    /// boundary lists (it stays in the counts and in `verify`).
+    /// The records, read a page at a time in trace ID order (none when only quarantined
+    /// entries are asked for), and the quarantined entries, as on a data directory.
     fn run_shared(self, store: &Shared, _: Progress) -> anyhow::Result<Listing> {
         check_status(&self)?;
         let mut rows = Vec::new();
-        store.scan(|r| {
-            if wants(
-                &self,
-                r.status.as_str(),
-                &r.enrichment.form_type,
-                r.received_at_ms,
-            ) {
-                rows.push(row(&r));
-            }
-            Ok(())
-        })?;
+        if self.status.as_deref() != Some(QUARANTINED) {
+            store.scan(|r| {
+                if wants(
+                    &self,
+                    r.status.as_str(),
+                    &r.enrichment.form_type,
+                    r.received_at_ms,
+                ) {
+                    rows.push(row(&r));
+                }
+                Ok(())
+            })?;
+        }
+        if self.status.as_deref().is_none_or(|s| s == QUARANTINED) {
+            let entries = store.block(store.engine().quarantined())?;
+            rows.extend(entries.iter().filter_map(|e| quarantined_row(&self, e)));
+        }
         Ok(newest_first(rows, self.limit))
     }
 }
@@ -93,30 +99,36 @@ pub fn list(store: &Store, q: &ListQuery) -> anyhow::Result<Listing> {
         }
     }
     for entry in store.quarantined() {
-        let entry = entry?;
-        let at = entry.entry.quarantined_at_ms;
-        if wants(q, "quarantined", "", at) {
-            rows.push(Row {
-                trace_id: entry.trace_id,
-                status: "quarantined".into(),
-                form_type: "?".into(),
-                received_at: rfc3339(at),
-                received_at_ms: at,
-                imported_at: None,
-                attempts: 0,
-                next_attempt_at: None,
-                status_code: None,
-                last_error: Some(entry.entry.reason),
-            });
-        }
+        rows.extend(quarantined_row(q, &entry?));
     }
     Ok(newest_first(rows, q.limit))
+}
+
+/// The status a quarantined entry is listed (and filtered) under.
+const QUARANTINED: &str = "quarantined";
+
+/// The line of a quarantined entry, if it passes the query's filters: listed by the time it
+/// was quarantined, with its reason as the error; it has no form type a filter can match.
+fn quarantined_row(q: &ListQuery, entry: &Quarantined) -> Option<Row> {
+    let at = entry.entry.quarantined_at_ms;
+    wants(q, QUARANTINED, "", at).then(|| Row {
+        trace_id: entry.trace_id.clone(),
+        status: QUARANTINED.into(),
+        form_type: "?".into(),
+        received_at: rfc3339(at),
+        received_at_ms: at,
+        imported_at: None,
+        attempts: 0,
+        next_attempt_at: None,
+        status_code: None,
+        last_error: Some(entry.entry.reason.clone()),
+    })
 }
 
 fn check_status(q: &ListQuery) -> anyhow::Result<()> {
     if let Some(s) = &q.status {
         anyhow::ensure!(
-            s == "quarantined" || Status::parse(s).is_some(),
+            s == QUARANTINED || Status::parse(s).is_some(),
             "unknown status {s:?}: use pending, in_flight, delivered, dead or quarantined"
         );
     }

@@ -4,7 +4,7 @@
 use crate::delivery::DeliveryView;
 use crate::ops::operation::{Operation, OpsContext, Progress};
 use crate::ops::shared::Shared;
-use crate::store::{Counts, RecordStore, Store};
+use crate::store::{Counts, Store};
 use crate::time::now_ms;
 use crate::time::rfc3339;
 use serde::{Deserialize, Serialize};
@@ -28,17 +28,11 @@ impl Operation for SummaryRequest {
         summary(&ctx.store, view, held)
     }
 
+    /// One statement: the server counts and finds the two times (`top` asks every second).
     fn run_shared(self, store: &Shared, _: Progress) -> anyhow::Result<Summary> {
-        let counts = store.block(store.engine().counts())?;
-        let (mut oldest, mut next) = (None::<i64>, None::<i64>);
-        store.scan(|r| {
-            if r.status.is_queued() {
-                oldest = Some(oldest.map_or(r.received_at_ms, |t| t.min(r.received_at_ms)));
-                next = Some(next.map_or(r.next_attempt_at_ms, |t| t.min(r.next_attempt_at_ms)));
-            }
-            Ok(())
-        })?;
-        let mut s = assemble(store.location.clone(), counts, oldest, next, None, 0);
+        let f = store.block_on(store.pg().queue_figures())?;
+        let (oldest, next) = (f.oldest_queued_ms, f.next_attempt_ms);
+        let mut s = assemble(store.location.clone(), f.counts, oldest, next, None, 0);
         s.shared = true;
         Ok(s)
     }

@@ -172,8 +172,9 @@ const BUSY_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// [`erase`] on the PostgreSQL store, through the store boundary: the store erases the
 /// records that mention the address (a record being delivered once its attempt ends), and
-/// audit notes are scrubbed one record at a time. Its quarantined entries are the store's
-/// own (the boundary neither lists nor shows them), so none are counted here.
+/// audit notes are scrubbed one record at a time. Its quarantined entries go through the
+/// PostgreSQL store's own `erase_quarantined` (the boundary lists them but erases records
+/// only).
 pub fn erase_shared(
     store: &Shared,
     needle: &str,
