@@ -17,6 +17,7 @@ mod core;
 mod failover;
 mod failover_service;
 mod failures;
+mod frozen;
 mod move_store;
 mod move_store_checks;
 mod nginx;

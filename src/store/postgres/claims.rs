@@ -12,6 +12,27 @@
 //! the records are claimed again; the dashboard sees the same `Idempotency-Key` (at least
 //! once, as with the embedded store after a crash). Lease times are the database's clock, so
 //! the instances' clocks need not agree; due times are the instances' (as written by them).
+//!
+//! # Bounded, and safe when the answer is lost
+//! Claims, settles and releases are bounded on this side by the write timeout
+//! ([`super::PgOptions::commit_timeout`]): a frozen server runs no timer of its own, and
+//! keepalives are answered by its kernel, so without a bound the delivery worker (and its
+//! shutdown) would wait as long as the server stays frozen. A call past its bound is
+//! [`PgStoreError::Unavailable`] and its connection is closed, not reused
+//! ([`pool::bounded`]); the worker pauses and retries. Such a call's outcome is not known:
+//! a frozen server reads the statement when it resumes, and may commit it then.
+//! - A claim commits only after its `UPDATE` answered, so one cut off before that rolls back
+//!   when the server sees the socket closed. One cut off during its `COMMIT` may commit: its
+//!   rows then carry a lease under a token nobody holds, so nobody sends them until the lease
+//!   runs out and any instance claims them again. Late by one lease, never lost, never under
+//!   two live leases.
+//! - A settle or release that timed out keeps this instance's claims
+//!   ([`PgStore::keep_claims_on_error`]). Every statement here applies only where the row
+//!   still carries the claim's token, and every one of them clears or replaces it, so of a
+//!   late commit and its retry (or of it and a release, or another instance's claim after
+//!   the lease) only the first applies; the others find the token gone and write nothing.
+//!   An outcome is written at most once: a record is never counted delivered twice, nor its
+//!   attempts raised twice.
 
 use super::pool;
 use super::row::{self, Columns};
@@ -48,20 +69,26 @@ impl PgStore {
              FROM due WHERE r.trace_id = due.trace_id RETURNING r.*"
         );
         let mut conn = pool::get(&self.pool).await?;
-        let tx = conn.client.transaction().await?;
-        tx.batch_execute(ORDERED_SCAN).await?;
-        let rows = tx
-            .query_typed(
-                &sql,
-                &[
-                    (&now_ms, Type::INT8),
-                    (&(want as i64), Type::INT8),
-                    (&token, Type::UUID),
-                    (&lease_ms, Type::INT8),
-                ],
-            )
-            .await?;
-        tx.commit().await?;
+        let c: &mut pool::Conn = &mut conn;
+        let claim = async {
+            let tx = c.client.transaction().await?;
+            tx.batch_execute(ORDERED_SCAN).await?;
+            let rows = tx
+                .query_typed(
+                    &sql,
+                    &[
+                        (&now_ms, Type::INT8),
+                        (&(want as i64), Type::INT8),
+                        (&token, Type::UUID),
+                        (&lease_ms, Type::INT8),
+                    ],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok::<_, tokio_postgres::Error>(rows)
+        };
+        let done = tokio::time::timeout(self.write_timeout, claim).await;
+        let rows = pool::bounded(conn, done, self.write_timeout, "a claim")?;
         let mut out = Claimed::default();
         let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
         for r in &rows {
@@ -109,13 +136,11 @@ impl PgStore {
         let released = async {
             let (ids, tokens) = Held::columns(&taken);
             let conn = pool::get(&self.pool).await?;
-            conn.client
-                .query_typed(
-                    END_LEASES,
-                    &[(&ids, Type::TEXT_ARRAY), (&tokens, Type::UUID_ARRAY)],
-                )
-                .await?;
-            Ok(())
+            let params: [(&(dyn ToSql + Sync), Type); 2] =
+                [(&ids, Type::TEXT_ARRAY), (&tokens, Type::UUID_ARRAY)];
+            let end = conn.client.query_typed(END_LEASES, &params);
+            let done = tokio::time::timeout(self.write_timeout, end).await;
+            pool::bounded(conn, done, self.write_timeout, "a release").map(drop)
         }
         .await;
         self.keep_claims_on_error(released, taken)
@@ -210,15 +235,22 @@ impl PgStore {
         let mut conn = pool::get(&self.pool).await?;
         let before = conn.warnings();
         let kinds = [plan.puts.len(), plan.ends.0.len(), plan.purges.0.len()];
-        let mut applied = HashSet::new();
-        if kinds.iter().filter(|n| **n > 0).count() > 1 {
-            let tx = conn.client.transaction().await?;
-            plan.run(&tx, &mut applied).await?;
-            tx.commit().await?;
-        } else {
-            plan.run(&conn.client, &mut applied).await?;
-        }
-        if conn.warnings() != before {
+        let c: &mut pool::Conn = &mut conn;
+        let write = async {
+            let mut applied = HashSet::new();
+            if kinds.iter().filter(|n| **n > 0).count() > 1 {
+                let tx = c.client.transaction().await?;
+                plan.run(&tx, &mut applied).await?;
+                tx.commit().await?;
+            } else {
+                plan.run(&c.client, &mut applied).await?;
+            }
+            Ok::<_, PgStoreError>(applied)
+        };
+        let done = tokio::time::timeout(self.write_timeout, write).await;
+        let warned = conn.warnings() != before;
+        let applied = pool::bounded(conn, done, self.write_timeout, "writing delivery outcomes")?;
+        if warned {
             return Err(PgStoreError::NotReplicated(
                 "a settle's commit returned with a WARNING".into(),
             ));

@@ -11,8 +11,9 @@
 //! The purge deletes tombstones oldest delivery first, [`PURGE_STEP`] at a time, each step
 //! its own short transaction, so it neither holds locks for long nor keeps vacuum waiting.
 //!
-//! Every read here is bounded by [`super::PgOptions::read_timeout`] on this side: a server
-//! that froze never answers, and its own `statement_timeout` would never fire.
+//! Every read here is bounded by [`super::PgOptions::read_timeout`] on this side, and each
+//! purge step by the write timeout: a server that froze never answers, and its own
+//! `statement_timeout` would never fire.
 
 use super::pool;
 use super::row;
@@ -84,10 +85,10 @@ impl PgStore {
         while purged < limit as u64 {
             let want = (limit as u64 - purged).min(PURGE_STEP as u64) as i64;
             let conn = pool::get(&self.pool).await?;
-            let row = conn
-                .client
-                .query_typed_one(
-                    "WITH old AS MATERIALIZED (SELECT trace_id FROM outbox_records \
+            let params: [(&(dyn ToSql + Sync), Type); 2] =
+                [(&before_ms, Type::INT8), (&want, Type::INT8)];
+            let step = conn.client.query_typed_one(
+                "WITH old AS MATERIALIZED (SELECT trace_id FROM outbox_records \
                        WHERE status = 'delivered' AND delivered_at_ms < $1 \
                        ORDER BY delivered_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED), \
                      d AS (DELETE FROM outbox_records r USING old \
@@ -96,9 +97,10 @@ impl PgStore {
                      c AS (UPDATE outbox_counters SET value = value + (SELECT n FROM n) \
                        WHERE name = 'purged') \
                      SELECT n FROM n",
-                    &[(&before_ms, Type::INT8), (&want, Type::INT8)],
-                )
-                .await?;
+                &params,
+            );
+            let done = tokio::time::timeout(self.write_timeout, step).await;
+            let row = pool::bounded(conn, done, self.write_timeout, "a purge step")?;
             let step: i64 = row.try_get(0)?;
             purged += step.max(0) as u64;
             if step < want {

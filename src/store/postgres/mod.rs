@@ -56,8 +56,8 @@
 //!   ([`flush_advice`]; figures in benches/README.md).
 //! - PostgreSQL unreachable: every wait is bounded (connect, pool, commit and read timeouts
 //!   in [`PgOptions`], enforced on this side, since a frozen server runs no timer of its
-//!   own), and the pool replaces dead connections, so the store comes back by itself when
-//!   PostgreSQL does.
+//!   own; the delivery worker's claims, settles and releases too, see [`claims`]), and the
+//!   pool replaces dead connections, so the store comes back by itself when PostgreSQL does.
 //!
 //! # Why these crates
 //! tokio-postgres is the client: it hands every notice of a connection to its owner, which is
