@@ -18,6 +18,7 @@ mod failover;
 mod failover_service;
 mod failures;
 mod frozen;
+mod metrics;
 mod move_store;
 mod move_store_checks;
 mod nginx;

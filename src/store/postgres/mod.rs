@@ -79,6 +79,7 @@ pub mod copy;
 mod erase;
 pub mod health;
 pub mod maintenance;
+pub mod pace;
 pub mod pool;
 pub mod retention;
 mod row;
@@ -224,6 +225,8 @@ pub struct PgStore {
     claims: Mutex<HashMap<String, claims::Held>>,
     /// The sampler's last backlog read ([`health`]).
     backlog: Mutex<health::Backlog>,
+    /// The last counts read for `/metrics` ([`PgStore::sampled_counts`]).
+    counts_sample: tokio::sync::Mutex<maintenance::CountsSample>,
 }
 
 impl PgStore {
@@ -274,6 +277,7 @@ impl PgStore {
             durability,
             claims: Mutex::default(),
             backlog: Mutex::default(),
+            counts_sample: tokio::sync::Mutex::default(),
         }))
     }
 
