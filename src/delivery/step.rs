@@ -99,6 +99,8 @@ pub struct Delivery<S: Sender> {
     /// Whether the last store round failed: its error is logged once, and once more when
     /// the store answers again, never once per retry.
     store_down: bool,
+    /// When the last claim round that the store answered started.
+    answered_at: Option<Instant>,
 }
 
 impl<S: Sender> Delivery<S> {
@@ -126,6 +128,7 @@ impl<S: Sender> Delivery<S> {
             next_due: None,
             store_retry_at: None,
             store_down: false,
+            answered_at: None,
         })
     }
 
@@ -337,12 +340,25 @@ impl<S: Sender> Delivery<S> {
             self.ahead.round_took(now.at.saturating_duration_since(at));
         }
         self.sending.lost.append(&mut done.unreleased);
+        self.pending.settle.append(&mut done.unsettled);
+        if let Some(e) = done.write_failed.take() {
+            // Begun before a claim that the store answered: it failed on the outage already
+            // logged (a connection the restart closed), not on a new one.
+            match self.answered_at.is_some_and(|t| at < t) {
+                true => {
+                    tracing::debug!(error = %e, "outcomes begun during the outage not written; kept for the next round")
+                }
+                false => self.store_failed(&e),
+            }
+            self.store_retry_at = Some(now.at + STORE_ERROR_PAUSE);
+        }
         let settled = done.outcomes();
         match std::mem::replace(&mut done.claimed, Ok(vec![])) {
             Ok(records) => {
                 if asked {
                     self.store_answered();
                     self.store_retry_at = None;
+                    self.answered_at = Some(at);
                 }
                 self.ready.extend(records.into_iter().map(|r| (r, at)));
             }
