@@ -84,6 +84,7 @@ pub mod pool;
 pub mod retention;
 mod row;
 pub mod schema;
+mod settle;
 mod tls;
 mod verify;
 
