@@ -6,11 +6,12 @@
 
 use super::harness::dashboard::{Dashboard, Reply};
 use super::harness::postgres::Postgres;
-use super::harness::{free_port, log_lines, spawn_on_postgres};
+use super::harness::{free_port, log_lines, spawn_on_postgres, KillOnDrop};
 use super::service::{client, post, wait_all_delivered, wait_ready, KEY};
 use super::{delivered, record, sql};
 use outbox::store::postgres::PgStore;
 use outbox::store::{Status, Updated};
+use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,35 @@ async fn answered<T>(what: &str, call: impl Future<Output = T>) -> (T, Duration)
             ANSWERED_WITHIN * 3
         ),
     }
+}
+
+/// `outbox serve` on `pg` with `flags` on `port`, sent 12 posts (all acknowledged), then
+/// the server frozen once the dashboard got the first delivery: the process and the keys.
+async fn posted_then_frozen(
+    pg: &mut Postgres,
+    dash: &Dashboard,
+    port: u16,
+    flags: &[&str],
+    log: &std::path::Path,
+) -> (KillOnDrop, HashSet<String>) {
+    let outbox = spawn_on_postgres(&pg.url(), port, flags, log).await;
+    wait_ready(port, 200, Duration::from_secs(10)).await;
+    let client = client();
+    let mut keys = HashSet::new();
+    for n in 0..12 {
+        let a = post(&client, port, &format!("trace-frozen-{port}-{n:02}")).await;
+        assert_eq!(a.status, 202, "{a:?}");
+        keys.insert(a.key);
+    }
+    dash.wait_for_requests(1).await;
+    tokio::task::block_in_place(|| pg.freeze());
+    (outbox, keys)
+}
+
+/// The counts read from `pg` by a store of its own.
+async fn counts(pg: &Postgres) -> outbox::store::Counts {
+    let store = PgStore::open(&short_bounds(pg)).await.unwrap();
+    store.counts().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,17 +182,7 @@ async fn shutdown_with_postgres_frozen_mid_delivery_is_bounded_and_nothing_is_lo
         "2s",
     ];
     let log = tmp.path().join("first.log");
-    let mut outbox = spawn_on_postgres(&url, port, &flags, &log).await;
-    wait_ready(port, 200, Duration::from_secs(10)).await;
-    let client = client();
-    let mut keys = std::collections::HashSet::new();
-    for n in 0..12 {
-        let a = post(&client, port, &format!("trace-frozen-serve-{n:02}")).await;
-        assert_eq!(a.status, 202, "{a:?}");
-        keys.insert(a.key);
-    }
-    dash.wait_for_requests(1).await;
-    tokio::task::block_in_place(|| pg.freeze());
+    let (mut outbox, keys) = posted_then_frozen(&mut pg, &dash, port, &flags, &log).await;
     // The replies come in while the server is frozen; their outcomes cannot be written.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
@@ -192,12 +212,7 @@ async fn shutdown_with_postgres_frozen_mid_delivery_is_bounded_and_nothing_is_lo
     let log = tmp.path().join("second.log");
     let _again = spawn_on_postgres(&url, free_port(), &flags, &log).await;
     wait_all_delivered(&dash, &keys).await;
-    let c = PgStore::open(&short_bounds(&pg))
-        .await
-        .unwrap()
-        .counts()
-        .await
-        .unwrap();
+    let c = counts(&pg).await;
     assert!(c.balanced(), "{c:?}");
     assert_eq!(c.accepted, keys.len() as u64, "{c:?}");
 }
@@ -226,17 +241,7 @@ async fn a_freeze_past_the_write_timeout_mid_delivery_delivers_every_post_exactl
         "30s",
     ];
     let log = tmp.path().join("outbox.log");
-    let _outbox = spawn_on_postgres(&pg.url(), port, &flags, &log).await;
-    wait_ready(port, 200, Duration::from_secs(10)).await;
-    let client = client();
-    let mut keys = std::collections::HashSet::new();
-    for n in 0..12 {
-        let a = post(&client, port, &format!("trace-frozen-thaw-{n:02}")).await;
-        assert_eq!(a.status, 202, "{a:?}");
-        keys.insert(a.key);
-    }
-    dash.wait_for_requests(1).await;
-    tokio::task::block_in_place(|| pg.freeze());
+    let (_outbox, keys) = posted_then_frozen(&mut pg, &dash, port, &flags, &log).await;
     // Past the write timeout, and the retries after it.
     tokio::time::sleep(Duration::from_secs(14)).await;
     let during = dash.count();
@@ -244,18 +249,9 @@ async fn a_freeze_past_the_write_timeout_mid_delivery_delivers_every_post_exactl
     wait_ready(port, 200, Duration::from_secs(15)).await;
 
     wait_all_delivered(&dash, &keys).await;
-    let counts = || async {
-        let c = PgStore::open(&short_bounds(&pg))
-            .await
-            .unwrap()
-            .counts()
-            .await
-            .unwrap();
-        c
-    };
     let deadline = Instant::now() + Duration::from_secs(20);
     let c = loop {
-        let c = counts().await;
+        let c = counts(&pg).await;
         if c.delivered == keys.len() as u64 || Instant::now() > deadline {
             break c;
         }

@@ -2,7 +2,8 @@
 //! (`tests/harness/postgres.rs`), two store instances on it where the behaviour is about
 //! sharing. `core` covers idempotency, group commit, leases and fencing, the purge and the
 //! schema version; `failures` covers what PostgreSQL does to durability (a cancelled wait for
-//! the synchronous standby, the server stopped and started again, fsync off); `failover`
+//! the synchronous standby, the server stopped and started again, fsync off); `frozen` a
+//! server whose processes stop mid-delivery; `metrics` the paced counts of `/metrics`; `failover`
 //! loses the primary's machine under load and promotes its synchronous standby
 //! (`failover_service` under `outbox serve`); `nginx` runs `ops/nginx-shared-store.conf` in
 //! real nginx over two instances; `ops*` run
