@@ -385,11 +385,11 @@ impl<S: Sender> Delivery<S> {
     /// `bound`, not for as long as it stays frozen; an outcome not written then means the
     /// record is sent again later (with its key), never lost.
     pub async fn stop(mut self, bound: Duration) {
-        if self.rounds.all_finished_within(bound).await {
-            self.take_in_rounds(Now::read()).await;
-        } else {
+        if !self.rounds.all_finished_within(bound).await {
             tracing::warn!("shutdown: a store round still running at the bound was cut off");
         }
+        // What finished, before the bound or in a round cut off after another finished.
+        self.take_in_rounds(Now::read()).await;
         let mut round = std::mem::take(&mut self.pending);
         round
             .release
