@@ -19,6 +19,7 @@ mod failover;
 mod failover_service;
 mod failures;
 mod frozen;
+mod lost_claims;
 mod metrics;
 mod move_store;
 mod move_store_checks;

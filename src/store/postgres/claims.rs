@@ -23,9 +23,10 @@
 //! a frozen server reads the statement when it resumes, and may commit it then.
 //! - A claim commits only after its `UPDATE` answered, so one cut off before that rolls back
 //!   when the server sees the socket closed. One cut off during its `COMMIT` may commit: its
-//!   rows then carry a lease under a token nobody holds, so nobody sends them until the lease
-//!   runs out and any instance claims them again. Late by one lease, never lost, never under
-//!   two live leases.
+//!   rows then carry a lease under a token this instance never handed to its worker. Such
+//!   tokens are kept, and before its next claim the instance ends the leases that carry them
+//!   ([`PgStore::end_lost_claims`]), so the records are due again at once, not after the
+//!   lease; nothing was sent under them.
 //! - A settle or release that timed out keeps this instance's claims
 //!   ([`PgStore::keep_claims_on_error`]). Every statement here applies only where the row
 //!   still carries the claim's token, and every one of them clears or replaces it, so of a
@@ -66,6 +67,7 @@ impl PgStore {
              UPDATE outbox_records r SET claim_token = $3, lease_until_ms = {NOW_MS} + $4 \
              FROM due WHERE r.trace_id = due.trace_id RETURNING r.*"
         );
+        self.end_lost_claims().await?;
         let mut conn = pool::get(&self.pool).await?;
         let c: &mut pool::Conn = &mut conn;
         let claim = async {
@@ -86,7 +88,16 @@ impl PgStore {
             Ok::<_, tokio_postgres::Error>(rows)
         };
         let done = tokio::time::timeout(self.write_timeout, claim).await;
-        let rows = pool::bounded(conn, done, self.write_timeout, "a claim")?;
+        let rows = match pool::bounded(conn, done, self.write_timeout, "a claim") {
+            Ok(rows) => rows,
+            Err(e) => {
+                if e.is_unavailable() {
+                    // It may have committed all the same: see `end_lost_claims`.
+                    self.lost_claims().push(token);
+                }
+                return Err(e);
+            }
+        };
         let mut out = Claimed::default();
         let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
         for r in &rows {
@@ -106,6 +117,42 @@ impl PgStore {
             (a.next_attempt_at_ms, &a.trace_id).cmp(&(b.next_attempt_at_ms, &b.trace_id))
         });
         Ok(out)
+    }
+
+    /// Ends the leases of claims whose answer was lost (PostgreSQL unreachable, or no answer
+    /// within the write timeout): such a claim may have committed, and its rows would then
+    /// wait a whole lease under a token nobody holds. They are found by that token, which no
+    /// other claim, settle or edit writes (each writes its own or clears it), so this ends
+    /// those leases and nothing else. Done before the next claim, within the write timeout;
+    /// on failure the tokens are kept and the claim fails too (the worker retries). A claim
+    /// that rolled back leaves nothing to end; one still committing holds its rows' locks,
+    /// which this waits for, then sees the committed token.
+    async fn end_lost_claims(&self) -> Result<(), PgStoreError> {
+        let lost = self.lost_claims().clone();
+        if lost.is_empty() {
+            return Ok(());
+        }
+        let conn = pool::get(&self.pool).await?;
+        let params: [(&(dyn ToSql + Sync), Type); 1] = [(&lost, Type::UUID_ARRAY)];
+        let end = conn.client.query_typed(
+            "UPDATE outbox_records SET claim_token = NULL, lease_until_ms = NULL \
+             WHERE status = 'pending' AND claim_token = ANY($1) RETURNING trace_id",
+            &params,
+        );
+        let done = tokio::time::timeout(self.write_timeout, end).await;
+        let ended = pool::bounded(conn, done, self.write_timeout, "ending lost claims")?;
+        if !ended.is_empty() {
+            tracing::info!(
+                records = ended.len(),
+                "claims whose answer was lost had committed; their leases ended, the records are due again"
+            );
+        }
+        self.lost_claims().retain(|t| !lost.contains(t));
+        Ok(())
+    }
+
+    fn lost_claims(&self) -> std::sync::MutexGuard<'_, Vec<Uuid>> {
+        self.lost_claims.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// When the earliest pending record that holds no live lease falls due, `None` when

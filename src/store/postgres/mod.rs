@@ -224,6 +224,8 @@ pub struct PgStore {
     durability: Durability,
     /// Leases this instance holds, by trace ID.
     claims: Mutex<HashMap<String, claims::Held>>,
+    /// Tokens of claims whose answer was lost, which may have committed ([`claims`]).
+    lost_claims: Mutex<Vec<uuid::Uuid>>,
     /// The sampler's last backlog read ([`health`]).
     backlog: Mutex<health::Backlog>,
     /// The last counts read for `/metrics` ([`PgStore::sampled_counts`]).
@@ -277,6 +279,7 @@ impl PgStore {
             write_timeout: o.commit_timeout,
             durability,
             claims: Mutex::default(),
+            lost_claims: Mutex::default(),
             backlog: Mutex::default(),
             counts_sample: tokio::sync::Mutex::default(),
         }))
