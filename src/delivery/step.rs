@@ -380,33 +380,29 @@ impl<S: Sender> Delivery<S> {
 
     /// Shutdown: gives back what was claimed but not sent, lets running sends finish for up
     /// to `bound` and writes their outcomes. Sends still running then are cut off; their
-    /// records are due again at the next start. The store rounds running and the last one
-    /// get `bound` each too, so a store that does not answer holds shutdown up to three times
-    /// `bound`, not for as long as it stays frozen; an outcome not written then means the
-    /// record is sent again later (with its key), never lost.
+    /// records are due again at the next start. The store rounds running are waited for
+    /// beside the sends, within the same `bound`, and the last round gets `bound` too, so a
+    /// store that does not answer holds shutdown up to twice `bound`, not for as long as it
+    /// stays frozen; an outcome not written then means the record is sent again later (with
+    /// its key), never lost.
     pub async fn stop(mut self, bound: Duration) {
-        if !self.rounds.all_finished_within(bound).await {
-            tracing::warn!("shutdown: a store round still running at the bound was cut off");
-        }
-        // What finished, before the bound or in a round cut off after another finished.
-        self.take_in_rounds(Now::read()).await;
-        let mut round = std::mem::take(&mut self.pending);
-        round
-            .release
-            .extend(self.ready.drain(..).map(|(r, _)| r.trace_id));
         if self.sending() > 0 {
             tracing::info!(
                 in_flight = self.sending(),
                 "shutdown: delivery stopped claiming; waiting for in-flight deliveries"
             );
         }
-        let (sending, finished) = (&mut self.sending, &mut self.finished);
-        let waited = tokio::time::timeout(bound, async {
+        // The store rounds running and the sends, side by side within one bound.
+        let (rounds, sending, finished) = (&mut self.rounds, &mut self.sending, &mut self.finished);
+        let sends = tokio::time::timeout(bound, async {
             while let Some(r) = sending.set.join_next_with_id().await {
                 sending.collect(finished, r);
             }
-        })
-        .await;
+        });
+        let (rounds_done, waited) = tokio::join!(rounds.all_finished_within(bound), sends);
+        if !rounds_done {
+            tracing::warn!("shutdown: a store round still running at the bound was cut off");
+        }
         if waited.is_err() {
             tracing::warn!(
                 cut_off = self.sending(),
@@ -417,6 +413,12 @@ impl<S: Sender> Delivery<S> {
                 self.sending.collect(&mut self.finished, r);
             }
         }
+        // What finished, before the bound or in a round cut off after another finished.
+        self.take_in_rounds(Now::read()).await;
+        let mut round = std::mem::take(&mut self.pending);
+        round
+            .release
+            .extend(self.ready.drain(..).map(|(r, _)| r.trace_id));
         round.release.append(&mut self.sending.lost);
         let now = Now::read();
         for sent in std::mem::take(&mut self.finished) {
