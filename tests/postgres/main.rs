@@ -90,6 +90,14 @@ pub fn delivered(at_ms: i64) -> impl Fn(usize, &Record) -> Change {
     }
 }
 
+/// The trace IDs `store` claims now (it keeps the claims), sorted.
+pub async fn claimable(store: &PgStore) -> Vec<String> {
+    let claimed = store.claim_due(i64::MAX, 10).await.unwrap();
+    let mut ids: Vec<String> = claimed.records.into_iter().map(|r| r.trace_id).collect();
+    ids.sort();
+    ids
+}
+
 /// A plain client for checks and for playing the operator.
 pub async fn sql(pg: &harness::postgres::Postgres) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
