@@ -14,7 +14,9 @@
 use super::classify::{Reply, Verdict};
 use super::client::Attempt;
 use super::outcome::{self, Limits};
-use crate::store::{Change, Engine, EngineError, Record, RecordStore, Status, Updated};
+use crate::store::{
+    Change, Engine, EngineError, Record, RecordStore, Status, StoreFailure, Updated,
+};
 use std::time::Duration;
 
 /// A finished attempt on its way to the store.
@@ -52,6 +54,14 @@ pub(super) struct Done {
     /// back, and once the store answers again the records are due at once instead of after
     /// the lease.
     pub unreleased: Vec<String>,
+    /// Outcomes PostgreSQL did not take because it could not be reached (or did not answer in
+    /// time): the claims are still held, so the worker writes them in a later round rather
+    /// than sending the records again. A write that got no answer may have applied after all;
+    /// fenced by the claim token, the later one then writes nothing (see
+    /// `store::postgres::claims`): an outcome is written once.
+    pub unsettled: Vec<Settle>,
+    /// Why the outcomes were not written, for the worker's pause and its log.
+    pub write_failed: Option<EngineError>,
 }
 
 /// What became of a record whose attempt was settled, as the `outcome` label of
@@ -136,20 +146,29 @@ impl Round {
         };
         let (written, (claimed, next_due_ms)) =
             tokio::join!(write(store, &self.settle, limits), claiming);
+        let (mut settle, mut unsettled, mut write_failed) = (self.settle, vec![], None);
         let written = match written {
             Ok(written) => written,
+            // Leases outlive the failure: write the outcomes again later.
+            Err(e) if e.is_unavailable() && matches!(store, Engine::Postgres(_)) => {
+                unsettled = std::mem::take(&mut settle);
+                write_failed = Some(e);
+                vec![]
+            }
             Err(e) => {
-                unreleased.extend(self.settle.iter().map(|s| s.claimed.trace_id.clone()));
-                self.settle.iter().map(|_| Err(e.to_string())).collect()
+                unreleased.extend(settle.iter().map(|s| s.claimed.trace_id.clone()));
+                settle.iter().map(|_| Err(e.to_string())).collect()
             }
         };
-        let settled = self.settle.into_iter().zip(written).collect();
+        let settled = settle.into_iter().zip(written).collect();
         Done {
             settled,
             unsendable,
             claimed,
             next_due_ms,
             unreleased: vec![],
+            unsettled,
+            write_failed,
         }
     }
 }
@@ -166,6 +185,8 @@ impl Default for Done {
             claimed: Ok(vec![]),
             next_due_ms: None,
             unreleased: vec![],
+            unsettled: vec![],
+            write_failed: None,
         }
     }
 }
@@ -327,7 +348,8 @@ fn not_written(written: &Updated) -> &'static str {
     match written {
         Updated::Busy(_) => {
             "the lease on this record ran out while it was being sent and another instance took \
-             it over; its outcome was not written (the other instance's stands)"
+             it over, or an earlier write of this outcome that got no answer from the store \
+             applied after all; not written again (what the store holds stands)"
         }
         _ => "record changed or removed while in flight (operator action); its outcome was not written",
     }

@@ -109,6 +109,26 @@ impl Rounds {
         }
     }
 
+    /// Waits up to `bound` for every running round; past it, cuts off those still running
+    /// (their work is dropped: see [`crate::store::postgres::claims`] for why a settle or
+    /// claim cut off is safe) and returns `false`. A round of the embedded store runs on a
+    /// blocking thread that cannot be cut off, and is waited for.
+    pub async fn all_finished_within(&mut self, bound: std::time::Duration) -> bool {
+        if tokio::time::timeout(bound, self.all_finished())
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        for slot in [&mut self.write, &mut self.claim] {
+            if let Some(f) = slot.take() {
+                f.task.abort();
+                let _ = f.task.await;
+            }
+        }
+        false
+    }
+
     /// The rounds that finished, in the order they were taken in.
     pub async fn take_finished(&mut self) -> Vec<Landed> {
         for slot in [&mut self.write, &mut self.claim] {

@@ -99,6 +99,8 @@ pub struct Delivery<S: Sender> {
     /// Whether the last store round failed: its error is logged once, and once more when
     /// the store answers again, never once per retry.
     store_down: bool,
+    /// When the last claim round that the store answered started.
+    answered_at: Option<Instant>,
 }
 
 impl<S: Sender> Delivery<S> {
@@ -126,6 +128,7 @@ impl<S: Sender> Delivery<S> {
             next_due: None,
             store_retry_at: None,
             store_down: false,
+            answered_at: None,
         })
     }
 
@@ -337,12 +340,25 @@ impl<S: Sender> Delivery<S> {
             self.ahead.round_took(now.at.saturating_duration_since(at));
         }
         self.sending.lost.append(&mut done.unreleased);
+        self.pending.settle.append(&mut done.unsettled);
+        if let Some(e) = done.write_failed.take() {
+            // Begun before a claim that the store answered: it failed on the outage already
+            // logged (a connection the restart closed), not on a new one.
+            match self.answered_at.is_some_and(|t| at < t) {
+                true => {
+                    tracing::debug!(error = %e, "outcomes begun during the outage not written; kept for the next round")
+                }
+                false => self.store_failed(&e),
+            }
+            self.store_retry_at = Some(now.at + STORE_ERROR_PAUSE);
+        }
         let settled = done.outcomes();
         match std::mem::replace(&mut done.claimed, Ok(vec![])) {
             Ok(records) => {
                 if asked {
                     self.store_answered();
                     self.store_retry_at = None;
+                    self.answered_at = Some(at);
                 }
                 self.ready.extend(records.into_iter().map(|r| (r, at)));
             }
@@ -364,31 +380,29 @@ impl<S: Sender> Delivery<S> {
 
     /// Shutdown: gives back what was claimed but not sent, lets running sends finish for up
     /// to `bound` and writes their outcomes. Sends still running then are cut off; their
-    /// records are due again at the next start.
+    /// records are due again at the next start. The store rounds running are waited for
+    /// beside the sends, within the same `bound`, and the last round gets `bound` too, so a
+    /// store that does not answer holds shutdown up to twice `bound`, not for as long as it
+    /// stays frozen; an outcome not written then means the record is sent again later (with
+    /// its key), never lost.
     pub async fn stop(mut self, bound: Duration) {
-        if tokio::time::timeout(bound, self.rounds.all_finished())
-            .await
-            .is_ok()
-        {
-            self.take_in_rounds(Now::read()).await;
-        }
-        let mut round = std::mem::take(&mut self.pending);
-        round
-            .release
-            .extend(self.ready.drain(..).map(|(r, _)| r.trace_id));
         if self.sending() > 0 {
             tracing::info!(
                 in_flight = self.sending(),
                 "shutdown: delivery stopped claiming; waiting for in-flight deliveries"
             );
         }
-        let (sending, finished) = (&mut self.sending, &mut self.finished);
-        let waited = tokio::time::timeout(bound, async {
+        // The store rounds running and the sends, side by side within one bound.
+        let (rounds, sending, finished) = (&mut self.rounds, &mut self.sending, &mut self.finished);
+        let sends = tokio::time::timeout(bound, async {
             while let Some(r) = sending.set.join_next_with_id().await {
                 sending.collect(finished, r);
             }
-        })
-        .await;
+        });
+        let (rounds_done, waited) = tokio::join!(rounds.all_finished_within(bound), sends);
+        if !rounds_done {
+            tracing::warn!("shutdown: a store round still running at the bound was cut off");
+        }
         if waited.is_err() {
             tracing::warn!(
                 cut_off = self.sending(),
@@ -399,6 +413,12 @@ impl<S: Sender> Delivery<S> {
                 self.sending.collect(&mut self.finished, r);
             }
         }
+        // What finished, before the bound or in a round cut off after another finished.
+        self.take_in_rounds(Now::read()).await;
+        let mut round = std::mem::take(&mut self.pending);
+        round
+            .release
+            .extend(self.ready.drain(..).map(|(r, _)| r.trace_id));
         round.release.append(&mut self.sending.lost);
         let now = Now::read();
         for sent in std::mem::take(&mut self.finished) {
@@ -406,8 +426,13 @@ impl<S: Sender> Delivery<S> {
         }
         if !round.is_empty() {
             self.launch(Slot::Write, round, now);
-            self.rounds.all_finished().await;
-            self.take_in_rounds(now).await;
+            match self.rounds.all_finished_within(bound).await {
+                true => drop(self.take_in_rounds(now).await),
+                false => tracing::warn!(
+                    "shutdown: the store did not take the last outcomes within the bound; \
+                     those records are due again when their leases run out"
+                ),
+            }
         }
         self.state().update(|v| v.mode = Mode::Stopped);
         tracing::info!("shutdown: delivery worker stopped");

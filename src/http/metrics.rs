@@ -1,10 +1,12 @@
 //! `GET /metrics`: the Prometheus text format of the crate's metrics (the table and the
 //! recorder are in [`crate::telemetry::metrics`]), with the store's gauges sampled at scrape
-//! time so a scrape always shows the state of the store it is served next to.
+//! time so a scrape always shows the state of the store it is served next to: read at once
+//! from the embedded store, from a sample paced by its own cost on PostgreSQL, whose counts
+//! scan the shared table.
 
 use super::AppState;
 use crate::store::postgres::PgStore;
-use crate::store::{Engine, RecordStore};
+use crate::store::Engine;
 use crate::telemetry::metrics::install;
 use crate::time::now_ms;
 use axum::extract::State;
@@ -46,11 +48,13 @@ fn set_counts(c: &crate::store::Counts) {
     }
 }
 
-/// Sets the gauges of the PostgreSQL store: the counts read now (bounded), the rest from the
-/// sampler's last probe. `outbox_store_syncing` is 1 while the server answers.
+/// Sets the gauges of the PostgreSQL store: the counts from the store's paced sample (read
+/// again when due, bounded; see [`PgStore::sampled_counts`]: counting scans the whole
+/// table), the rest from the sampler's last probe. `outbox_store_syncing` is 1 while the
+/// server answers.
 async fn sample_postgres(state: &AppState, store: &PgStore) {
-    let counts = tokio::time::timeout(READ_BOUND, RecordStore::counts(store)).await;
-    if let Ok(Ok(c)) = counts {
+    let counts = tokio::time::timeout(READ_BOUND, store.sampled_counts()).await;
+    if let Ok(Ok((c, _))) = counts {
         set_counts(&c);
     }
     let watched = state.store_watch.get();

@@ -311,11 +311,19 @@ impl Postgres {
         std::fs::remove_dir_all(&self.data).unwrap();
     }
 
-    /// The machine drops off the network with its connections open: the postmaster and every
-    /// server process stopped with SIGSTOP (open connections and new ones get no answer, as
-    /// from a host that froze or whose network is cut), and the data directory deleted. The
-    /// processes are killed when this is dropped.
+    /// The machine drops off the network with its connections open: the server frozen
+    /// ([`Postgres::freeze`]) and the data directory deleted. The processes are killed when
+    /// this is dropped.
     pub fn vanish(&mut self) {
+        self.freeze();
+        std::fs::remove_dir_all(&self.data).unwrap();
+    }
+
+    /// The postmaster and every server process stopped with SIGSTOP: open connections and
+    /// new ones get no answer, as from a host that froze or whose network is cut (the kernel
+    /// still accepts connections and answers keepalives). [`Postgres::thaw`] resumes them;
+    /// otherwise they are killed when this is dropped.
+    pub fn freeze(&mut self) {
         use nix::sys::signal::{kill, Signal};
         let postmaster = nix::unistd::Pid::from_raw(self.postmaster_pid().expect("running"));
         kill(postmaster, Signal::SIGSTOP).unwrap();
@@ -338,7 +346,22 @@ impl Postgres {
                 self.frozen.push(child);
             }
         }
-        std::fs::remove_dir_all(&self.data).unwrap();
+    }
+
+    /// Resumes a server stopped by [`Postgres::freeze`]: what its clients sent meanwhile is
+    /// read and answered now, if they are still connected.
+    pub fn thaw(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        for pid in self.frozen.drain(..) {
+            let _ = kill(pid, Signal::SIGCONT);
+        }
+        // `runuser` stops itself when its child stops: wake it too.
+        if let Some(child) = &self.child {
+            let _ = kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                Signal::SIGCONT,
+            );
+        }
     }
 
     /// One URL naming several servers, for a client that must find the primary among them

@@ -4,12 +4,11 @@
 
 use super::harness::postgres::Postgres;
 use super::harness::settings_from_args;
-use super::{open, record};
+use super::{claimable, open, record};
 use outbox::delivery::client::{Attempt, Sender};
 use outbox::delivery::request::DeliveryRequest;
 use outbox::delivery::step::{Delivery, Next};
 use outbox::delivery::{Credentials, DeliveryState};
-use outbox::store::postgres::PgStore;
 use outbox::time::Now;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,10 +74,4 @@ async fn a_claim_held_ahead_goes_back_once_half_its_lease_is_gone() {
         ["trace-ahead-2"],
         "given back: another instance may send it now"
     );
-}
-
-/// What another instance can claim now (it keeps the claims).
-async fn claimable(other: &PgStore) -> Vec<String> {
-    let claimed = other.claim_due(i64::MAX, 10).await.unwrap();
-    claimed.records.into_iter().map(|r| r.trace_id).collect()
 }

@@ -2,7 +2,8 @@
 //! (`tests/harness/postgres.rs`), two store instances on it where the behaviour is about
 //! sharing. `core` covers idempotency, group commit, leases and fencing, the purge and the
 //! schema version; `failures` covers what PostgreSQL does to durability (a cancelled wait for
-//! the synchronous standby, the server stopped and started again, fsync off); `failover`
+//! the synchronous standby, the server stopped and started again, fsync off); `frozen` a
+//! server whose processes stop mid-delivery; `metrics` the paced counts of `/metrics`; `failover`
 //! loses the primary's machine under load and promotes its synchronous standby
 //! (`failover_service` under `outbox serve`); `nginx` runs `ops/nginx-shared-store.conf` in
 //! real nginx over two instances; `ops*` run
@@ -17,6 +18,9 @@ mod core;
 mod failover;
 mod failover_service;
 mod failures;
+mod frozen;
+mod lost_claims;
+mod metrics;
 mod move_store;
 mod move_store_checks;
 mod nginx;
@@ -85,6 +89,14 @@ pub fn delivered(at_ms: i64) -> impl Fn(usize, &Record) -> Change {
         n.last_status_code = Some(200);
         Change::Put(n)
     }
+}
+
+/// The trace IDs `store` claims now (it keeps the claims), sorted.
+pub async fn claimable(store: &PgStore) -> Vec<String> {
+    let claimed = store.claim_due(i64::MAX, 10).await.unwrap();
+    let mut ids: Vec<String> = claimed.records.into_iter().map(|r| r.trace_id).collect();
+    ids.sort();
+    ids
 }
 
 /// A plain client for checks and for playing the operator.

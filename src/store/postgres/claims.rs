@@ -8,18 +8,38 @@
 //!
 //! A settle writes an outcome only where the row still carries that token (fencing): if the
 //! lease ran out and another instance took the record, the late owner's outcome is refused
-//! ([`Updated::Busy`]) and the new owner's stands. A dead instance's leases simply run out and
+//! ([`crate::store::Updated::Busy`]) and the new owner's stands. A dead instance's leases simply run out and
 //! the records are claimed again; the dashboard sees the same `Idempotency-Key` (at least
 //! once, as with the embedded store after a crash). Lease times are the database's clock, so
 //! the instances' clocks need not agree; due times are the instances' (as written by them).
+//!
+//! # Bounded, and safe when the answer is lost
+//! Claims, settles and releases are bounded on this side by the write timeout
+//! ([`super::PgOptions::commit_timeout`]): a frozen server runs no timer of its own, and
+//! keepalives are answered by its kernel, so without a bound the delivery worker (and its
+//! shutdown) would wait as long as the server stays frozen. A call past its bound is
+//! [`PgStoreError::Unavailable`] and its connection is closed, not reused
+//! ([`pool::bounded`]); the worker pauses and retries. Such a call's outcome is not known:
+//! a frozen server reads the statement when it resumes, and may commit it then.
+//! - A claim commits only after its `UPDATE` answered, so one cut off before that rolls back
+//!   when the server sees the socket closed. One cut off during its `COMMIT` may commit: its
+//!   rows then carry a lease under a token this instance never handed to its worker. Such
+//!   tokens are kept, and before its next claim the instance ends the leases that carry them
+//!   ([`PgStore::end_lost_claims`]), so the records are due again at once, not after the
+//!   lease; nothing was sent under them.
+//! - A settle or release that timed out keeps this instance's claims
+//!   ([`PgStore::keep_claims_on_error`]). Every statement here applies only where the row
+//!   still carries the claim's token, and every one of them clears or replaces it, so of a
+//!   late commit and its retry (or of it and a release, or another instance's claim after
+//!   the lease) only the first applies; the others find the token gone and write nothing.
+//!   An outcome is written at most once: a record is never counted delivered twice, nor its
+//!   attempts raised twice.
 
 use super::pool;
-use super::row::{self, Columns};
+use super::row;
 use super::{PgStore, PgStoreError, NOW_MS};
-use crate::store::{Change, Claimed, Record, Updated};
-use std::collections::{HashMap, HashSet};
+use crate::store::{Claimed, Record};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 /// Set in a claim's transaction: the claim reads the due index in its order and stops at its
@@ -47,21 +67,37 @@ impl PgStore {
              UPDATE outbox_records r SET claim_token = $3, lease_until_ms = {NOW_MS} + $4 \
              FROM due WHERE r.trace_id = due.trace_id RETURNING r.*"
         );
+        self.end_lost_claims().await?;
         let mut conn = pool::get(&self.pool).await?;
-        let tx = conn.client.transaction().await?;
-        tx.batch_execute(ORDERED_SCAN).await?;
-        let rows = tx
-            .query_typed(
-                &sql,
-                &[
-                    (&now_ms, Type::INT8),
-                    (&(want as i64), Type::INT8),
-                    (&token, Type::UUID),
-                    (&lease_ms, Type::INT8),
-                ],
-            )
-            .await?;
-        tx.commit().await?;
+        let c: &mut pool::Conn = &mut conn;
+        let claim = async {
+            let tx = c.client.transaction().await?;
+            tx.batch_execute(ORDERED_SCAN).await?;
+            let rows = tx
+                .query_typed(
+                    &sql,
+                    &[
+                        (&now_ms, Type::INT8),
+                        (&(want as i64), Type::INT8),
+                        (&token, Type::UUID),
+                        (&lease_ms, Type::INT8),
+                    ],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok::<_, tokio_postgres::Error>(rows)
+        };
+        let done = tokio::time::timeout(self.write_timeout, claim).await;
+        let rows = match pool::bounded(conn, done, self.write_timeout, "a claim") {
+            Ok(rows) => rows,
+            Err(e) => {
+                if e.is_unavailable() {
+                    // It may have committed all the same: see `end_lost_claims`.
+                    self.lost_claims().push(token);
+                }
+                return Err(e);
+            }
+        };
         let mut out = Claimed::default();
         let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
         for r in &rows {
@@ -81,6 +117,42 @@ impl PgStore {
             (a.next_attempt_at_ms, &a.trace_id).cmp(&(b.next_attempt_at_ms, &b.trace_id))
         });
         Ok(out)
+    }
+
+    /// Ends the leases of claims whose answer was lost (PostgreSQL unreachable, or no answer
+    /// within the write timeout): such a claim may have committed, and its rows would then
+    /// wait a whole lease under a token nobody holds. They are found by that token, which no
+    /// other claim, settle or edit writes (each writes its own or clears it), so this ends
+    /// those leases and nothing else. Done before the next claim, within the write timeout;
+    /// on failure the tokens are kept and the claim fails too (the worker retries). A claim
+    /// that rolled back leaves nothing to end; one still committing holds its rows' locks,
+    /// which this waits for, then sees the committed token.
+    async fn end_lost_claims(&self) -> Result<(), PgStoreError> {
+        let lost = self.lost_claims().clone();
+        if lost.is_empty() {
+            return Ok(());
+        }
+        let conn = pool::get(&self.pool).await?;
+        let params: [(&(dyn ToSql + Sync), Type); 1] = [(&lost, Type::UUID_ARRAY)];
+        let end = conn.client.query_typed(
+            "UPDATE outbox_records SET claim_token = NULL, lease_until_ms = NULL \
+             WHERE status = 'pending' AND claim_token = ANY($1) RETURNING trace_id",
+            &params,
+        );
+        let done = tokio::time::timeout(self.write_timeout, end).await;
+        let ended = pool::bounded(conn, done, self.write_timeout, "ending lost claims")?;
+        if !ended.is_empty() {
+            tracing::info!(
+                records = ended.len(),
+                "claims whose answer was lost had committed; their leases ended, the records are due again"
+            );
+        }
+        self.lost_claims().retain(|t| !lost.contains(t));
+        Ok(())
+    }
+
+    fn lost_claims(&self) -> std::sync::MutexGuard<'_, Vec<Uuid>> {
+        self.lost_claims.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// When the earliest pending record that holds no live lease falls due, `None` when
@@ -109,20 +181,18 @@ impl PgStore {
         let released = async {
             let (ids, tokens) = Held::columns(&taken);
             let conn = pool::get(&self.pool).await?;
-            conn.client
-                .query_typed(
-                    END_LEASES,
-                    &[(&ids, Type::TEXT_ARRAY), (&tokens, Type::UUID_ARRAY)],
-                )
-                .await?;
-            Ok(())
+            let params: [(&(dyn ToSql + Sync), Type); 2] =
+                [(&ids, Type::TEXT_ARRAY), (&tokens, Type::UUID_ARRAY)];
+            let end = conn.client.query_typed(END_LEASES, &params);
+            let done = tokio::time::timeout(self.write_timeout, end).await;
+            pool::bounded(conn, done, self.write_timeout, "a release").map(drop)
         }
         .await;
         self.keep_claims_on_error(released, taken)
     }
 
     /// This instance's claims among `ids`, forgotten.
-    fn take_claims(&self, ids: &[&str]) -> Vec<(String, Held)> {
+    pub(super) fn take_claims(&self, ids: &[&str]) -> Vec<(String, Held)> {
         let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
         ids.iter()
             .filter_map(|id| claims.remove(*id).map(|h| (id.to_string(), h)))
@@ -134,7 +204,7 @@ impl PgStore {
     /// tokens, so only with them can this instance settle or release the records before their
     /// lease runs out. A commit whose outcome is unknown is treated the same: if it did apply,
     /// the rows no longer carry the tokens and a later settle finds them not ours.
-    fn keep_claims_on_error<T>(
+    pub(super) fn keep_claims_on_error<T>(
         &self,
         result: Result<T, PgStoreError>,
         taken: Vec<(String, Held)>,
@@ -153,78 +223,6 @@ impl PgStore {
         let claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
         claims.contains_key(trace_id)
     }
-
-    /// Writes the outcomes of records this instance claimed where the lease is still theirs,
-    /// and ends the leases. `decide` gets each record's index in `ids` and the record as it
-    /// is stored, as for the embedded store's `settle`. A record whose lease was taken over
-    /// (or was never this instance's) is left alone: [`Updated::Busy`]. When nothing commits,
-    /// the claims stay this instance's (see [`Self::keep_claims_on_error`]).
-    ///
-    /// The stored record is the copy this instance claimed: every write to a row (a claim, a
-    /// settle, an operator's edit or replay) replaces or clears its token, and an edit,
-    /// erasure or quarantine waits for a live lease, so while the row still carries our token
-    /// it is exactly what the claim returned. The statements are fenced by that token, so
-    /// deciding on the claimed copy needs no read of the row first: the usual settle (every
-    /// outcome a new version of the record) is one `UPDATE ... FROM unnest(...)` in one round
-    /// trip and one commit, which is what bounds the drain (benches/README.md, "drain").
-    pub async fn settle<F: Fn(usize, &Record) -> Change>(
-        &self,
-        ids: &[&str],
-        decide: F,
-    ) -> Result<Vec<Result<Updated, String>>, PgStoreError> {
-        let taken = self.take_claims(ids);
-        let held: HashMap<&str, &Held> = taken.iter().map(|(id, h)| (id.as_str(), h)).collect();
-        let mut plan = Plan::default();
-        for (i, id) in ids.iter().enumerate() {
-            let slot = held.get(id).map(|h| (decide(i, &h.record), *h));
-            if let Some((change, h)) = &slot {
-                plan.add(id, h, change);
-            }
-            plan.slots.push(slot.map(|(change, _)| change));
-        }
-        let written = self.write_plan(&plan).await;
-        drop(held);
-        let applied = self.keep_claims_on_error(written, taken)?;
-        let mut results = Vec::with_capacity(ids.len());
-        for (id, slot) in ids.iter().zip(plan.slots) {
-            results.push(Ok(match slot {
-                Some(change) if applied.contains(*id) => match change {
-                    Change::Put(new) => Updated::Put(new),
-                    Change::Keep => Updated::Kept(plan.kept.remove(*id).expect("kept above")),
-                    Change::Purge => Updated::Purged,
-                },
-                // Not ours (any more): as it is now, or gone.
-                _ => match self.get(id).await? {
-                    Some(r) => Updated::Busy(r),
-                    None => Updated::NotFound,
-                },
-            }));
-        }
-        Ok(results)
-    }
-
-    /// Runs the statements of `plan`, each fenced by the claim tokens: one statement on its
-    /// own (autocommit) when only one kind of change is asked, else one transaction. Returns
-    /// the trace IDs the statements applied to.
-    async fn write_plan(&self, plan: &Plan<'_>) -> Result<HashSet<String>, PgStoreError> {
-        let mut conn = pool::get(&self.pool).await?;
-        let before = conn.warnings();
-        let kinds = [plan.puts.len(), plan.ends.0.len(), plan.purges.0.len()];
-        let mut applied = HashSet::new();
-        if kinds.iter().filter(|n| **n > 0).count() > 1 {
-            let tx = conn.client.transaction().await?;
-            plan.run(&tx, &mut applied).await?;
-            tx.commit().await?;
-        } else {
-            plan.run(&conn.client, &mut applied).await?;
-        }
-        if conn.warnings() != before {
-            return Err(PgStoreError::NotReplicated(
-                "a settle's commit returned with a WARNING".into(),
-            ));
-        }
-        Ok(applied)
-    }
 }
 
 /// A lease this instance holds: its token, and the record as the claim returned it (which is
@@ -236,81 +234,14 @@ pub(super) struct Held {
 
 impl Held {
     /// The trace IDs and tokens of `taken`, as the arrays the statements take.
-    fn columns(taken: &[(String, Held)]) -> (Vec<&str>, Vec<Uuid>) {
+    pub(super) fn columns(taken: &[(String, Held)]) -> (Vec<&str>, Vec<Uuid>) {
         taken.iter().map(|(id, h)| (id.as_str(), h.token)).unzip()
     }
 }
 
 /// Ends leases given as `unnest($1 trace IDs, $2 tokens)` where the row still carries the
 /// token, returning the trace IDs it applied to.
-const END_LEASES: &str = "UPDATE outbox_records r SET claim_token = NULL, lease_until_ms = NULL \
+pub(super) const END_LEASES: &str =
+    "UPDATE outbox_records r SET claim_token = NULL, lease_until_ms = NULL \
      FROM unnest($1::text[], $2::uuid[]) AS c(trace_id, token) \
      WHERE r.trace_id = c.trace_id AND r.claim_token = c.token RETURNING r.trace_id";
-
-/// Deletes the rows given as in [`END_LEASES`] and counts them purged.
-const PURGE_HELD: &str = "WITH d AS (DELETE FROM outbox_records r \
-       USING unnest($1::text[], $2::uuid[]) AS c(trace_id, token) \
-       WHERE r.trace_id = c.trace_id AND r.claim_token = c.token RETURNING r.trace_id), \
-     n AS (UPDATE outbox_counters SET value = value + (SELECT count(*) FROM d) \
-       WHERE name = 'purged') \
-     SELECT trace_id FROM d";
-
-/// The statements of one settle, grouped by kind.
-#[derive(Default)]
-struct Plan<'a> {
-    /// Per trace ID asked: the change decided, `None` where the claim is not ours.
-    slots: Vec<Option<Change>>,
-    puts: Vec<Record>,
-    put_tokens: Vec<Uuid>,
-    ends: (Vec<&'a str>, Vec<Uuid>),
-    purges: (Vec<&'a str>, Vec<Uuid>),
-    /// The stored copies of records kept as they are, for [`Updated::Kept`].
-    kept: HashMap<String, Record>,
-}
-
-impl<'a> Plan<'a> {
-    fn add(&mut self, id: &'a str, held: &Held, change: &Change) {
-        match change {
-            Change::Put(new) => {
-                self.puts.push(new.clone());
-                self.put_tokens.push(held.token);
-            }
-            Change::Keep => {
-                self.ends.0.push(id);
-                self.ends.1.push(held.token);
-                self.kept.insert(id.to_string(), held.record.clone());
-            }
-            Change::Purge => {
-                self.purges.0.push(id);
-                self.purges.1.push(held.token);
-            }
-        }
-    }
-
-    async fn run(
-        &self,
-        client: &impl GenericClient,
-        applied: &mut HashSet<String>,
-    ) -> Result<(), PgStoreError> {
-        let mut rows = Vec::new();
-        if !self.puts.is_empty() {
-            let mut cols = Columns::default();
-            for r in &self.puts {
-                cols.push(r);
-            }
-            let sql = format!("{} RETURNING r.trace_id", row::put_sql(true));
-            let mut params = cols.params();
-            params.push((&self.put_tokens, Type::UUID_ARRAY));
-            rows.extend(client.query_typed(&sql, &params).await?);
-        }
-        for (sql, (ids, tokens)) in [(END_LEASES, &self.ends), (PURGE_HELD, &self.purges)] {
-            if !ids.is_empty() {
-                let params: [(&(dyn ToSql + Sync), Type); 2] =
-                    [(ids, Type::TEXT_ARRAY), (tokens, Type::UUID_ARRAY)];
-                rows.extend(client.query_typed(sql, &params).await?);
-            }
-        }
-        applied.extend(rows.iter().map(|r| r.get::<_, String>(0)));
-        Ok(())
-    }
-}

@@ -71,7 +71,9 @@ pub struct PgOptions {
     /// Longest wait for a free connection from the pool.
     pub pool_wait: Duration,
     /// Longest wait for one group commit. Past it the group is answered as not stored
-    /// (503) and its connection closed; the COMMIT itself is never cancelled.
+    /// (503) and its connection closed; the COMMIT itself is never cancelled. Also the bound
+    /// on each other write: the delivery worker's claims, settles and releases, an edit, a
+    /// quarantine, an erasure (see [`super::claims`] for why a write cut off is safe).
     pub commit_timeout: Duration,
     /// Longest wait for one read (a record, the counters, a page of a listing). A server
     /// that froze or whose machine dropped off the network keeps the connection open and

@@ -10,8 +10,8 @@
 //! cores at once, which intake's tail latency feels): about 50 ms of one core at 200,000
 //! pending rows, where two scans with two parallel workers took 75 to 85 ms on three
 //! processes. Read every second that would still take a twentieth of a core from intake and
-//! grow with the backlog, so the next read waits [`BACKLOG_PAUSE`] times as long as the last
-//! one took (every second while that is under 50 ms); between reads a probe reports the last
+//! grow with the backlog, so the next read waits [`super::pace::PAUSE`] times as long as the
+//! last one took (every second while that is under 50 ms, see [`super::pace`]); between reads a probe reports the last
 //! figures, and admission keeps counting what it admitted since. The replication state is read
 //! again on every probe, so it follows a failover (the multi-host URL reconnects to the new primary) or
 //! a standby going away.
@@ -21,6 +21,7 @@
 //! Such rows are counted apart ([`Probe::hidden_standbys`]) so health can say what to grant
 //! rather than claim that no standby streams.
 
+use super::pace::Pace;
 use super::{pool, PgStore, PgStoreError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -30,14 +31,10 @@ use std::time::{Duration, Instant};
 /// another.
 pub const PROBE_BOUND: Duration = Duration::from_secs(2);
 
-/// After a backlog read that took `t`, the next waits `t` times this (and at least the
-/// sampler's second): the reads take at most a twentieth of one core.
-const BACKLOG_PAUSE: u32 = 20;
-
-/// The last backlog read, and when the next is due.
+/// The last backlog read, and when the next is due ([`super::pace`]).
 #[derive(Debug, Default)]
 pub(super) struct Backlog {
-    next: Option<Instant>,
+    pace: Pace,
     queued: u64,
     oldest_queued_ms: Option<i64>,
 }
@@ -85,7 +82,7 @@ impl PgStore {
                     &[],
                 )
                 .await?;
-            let due = self.backlog().next.is_none_or(|t| Instant::now() >= t);
+            let due = self.backlog().pace.due(Instant::now());
             if due {
                 let started = Instant::now();
                 let tx = conn.client.transaction().await?;
@@ -99,9 +96,10 @@ impl PgStore {
                     )
                     .await?;
                 tx.commit().await?;
-                let pause = started.elapsed() * BACKLOG_PAUSE;
+                let mut pace = Pace::default();
+                pace.took(started, started.elapsed());
                 *self.backlog() = Backlog {
-                    next: Some(started + pause.max(Duration::from_secs(1))),
+                    pace,
                     queued: b.try_get::<_, i64>(0)?.max(0) as u64,
                     oldest_queued_ms: b.try_get(1)?,
                 };

@@ -56,8 +56,8 @@
 //!   ([`flush_advice`]; figures in benches/README.md).
 //! - PostgreSQL unreachable: every wait is bounded (connect, pool, commit and read timeouts
 //!   in [`PgOptions`], enforced on this side, since a frozen server runs no timer of its
-//!   own), and the pool replaces dead connections, so the store comes back by itself when
-//!   PostgreSQL does.
+//!   own; the delivery worker's claims, settles and releases too, see [`claims`]), and the
+//!   pool replaces dead connections, so the store comes back by itself when PostgreSQL does.
 //!
 //! # Why these crates
 //! tokio-postgres is the client: it hands every notice of a connection to its owner, which is
@@ -79,10 +79,12 @@ pub mod copy;
 mod erase;
 pub mod health;
 pub mod maintenance;
+pub mod pace;
 pub mod pool;
 pub mod retention;
 mod row;
 pub mod schema;
+mod settle;
 mod tls;
 mod verify;
 
@@ -222,8 +224,12 @@ pub struct PgStore {
     durability: Durability,
     /// Leases this instance holds, by trace ID.
     claims: Mutex<HashMap<String, claims::Held>>,
+    /// Tokens of claims whose answer was lost, which may have committed ([`claims`]).
+    lost_claims: Mutex<Vec<uuid::Uuid>>,
     /// The sampler's last backlog read ([`health`]).
     backlog: Mutex<health::Backlog>,
+    /// The last counts read for `/metrics` ([`PgStore::sampled_counts`]).
+    counts_sample: tokio::sync::Mutex<maintenance::CountsSample>,
 }
 
 impl PgStore {
@@ -273,7 +279,9 @@ impl PgStore {
             write_timeout: o.commit_timeout,
             durability,
             claims: Mutex::default(),
+            lost_claims: Mutex::default(),
             backlog: Mutex::default(),
+            counts_sample: tokio::sync::Mutex::default(),
         }))
     }
 
