@@ -99,8 +99,6 @@ pub struct Delivery<S: Sender> {
     /// Whether the last store round failed: its error is logged once, and once more when
     /// the store answers again, never once per retry.
     store_down: bool,
-    /// When the last claim round that the store answered started.
-    answered_at: Option<Instant>,
 }
 
 impl<S: Sender> Delivery<S> {
@@ -128,7 +126,6 @@ impl<S: Sender> Delivery<S> {
             next_due: None,
             store_retry_at: None,
             store_down: false,
-            answered_at: None,
         })
     }
 
@@ -342,13 +339,17 @@ impl<S: Sender> Delivery<S> {
         self.sending.lost.append(&mut done.unreleased);
         self.pending.settle.append(&mut done.unsettled);
         if let Some(e) = done.write_failed.take() {
-            // Begun before a claim that the store answered: it failed on the outage already
-            // logged (a connection the restart closed), not on a new one.
-            match self.answered_at.is_some_and(|t| at < t) {
+            // The outcomes are kept for the next round. An outage is logged by the claims,
+            // which fail with it; a write that fails alone is most often one sent on a
+            // connection the server's restart had closed before the pool noticed, and the
+            // claims beside it already answer again.
+            match self.store_down {
                 true => {
-                    tracing::debug!(error = %e, "outcomes begun during the outage not written; kept for the next round")
+                    tracing::debug!(error = %e, "outcomes not written; kept for the next round")
                 }
-                false => self.store_failed(&e),
+                false => {
+                    tracing::warn!(error = %e, "delivery could not write outcomes; kept for the next round")
+                }
             }
             self.store_retry_at = Some(now.at + STORE_ERROR_PAUSE);
         }
@@ -358,7 +359,6 @@ impl<S: Sender> Delivery<S> {
                 if asked {
                     self.store_answered();
                     self.store_retry_at = None;
-                    self.answered_at = Some(at);
                 }
                 self.ready.extend(records.into_iter().map(|r| (r, at)));
             }
