@@ -1,11 +1,12 @@
 //! What the store asks of the server, kept cheap: the sampler's probe reads the backlog (a
 //! scan of every pending row) at most once a second, and after a long read only after a pause
-//! twenty times as long; the group commit's statement is prepared once per connection.
+//! twenty times as long, in a task of its own so a slow count never fails the probe; the group
+//! commit's statement is prepared once per connection.
 
 use super::{fresh_database, record, shared_cluster};
 use outbox::store::postgres::{PgOptions, PgStore};
 use outbox::store::SubmitOutcome;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backlog_is_read_again_only_after_a_pause_and_its_last_figures_kept_between() {
@@ -34,6 +35,55 @@ async fn the_backlog_is_read_again_only_after_a_pause_and_its_last_figures_kept_
     let later = store.probe().await.unwrap();
     assert!(later.backlog_read, "read again after a second");
     assert_eq!((later.queued, later.oldest_queued_ms), (1, Some(received)));
+}
+
+/// A backlog count that takes longer than the probe's bound (a huge backlog; here the table
+/// locked by another session) does not fail the probe: PostgreSQL answers, so the instance
+/// stays reachable and ready, with the last figures; the count reports when it finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_count_slower_than_the_probe_bound_leaves_the_probe_answering() {
+    let Some(pg) = shared_cluster("postgres slow backlog count") else {
+        return;
+    };
+    let url = fresh_database(&pg, "probe_slow_backlog").await;
+    let store = PgStore::open(&PgOptions::new(url.clone())).await.unwrap();
+    assert!(store.probe().await.unwrap().backlog_read);
+    let r = record("trace-slow-count", r#"{"x":1}"#);
+    let received = r.received_at_ms;
+    store.submit(r).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let (mut locker, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE outbox_records IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let during = store
+        .probe()
+        .await
+        .expect("the probe answers while the count waits");
+    let took = started.elapsed();
+    assert!(!during.backlog_read, "the count cannot have finished");
+    assert_eq!(during.queued, 0, "the last figures");
+    assert!(took < Duration::from_secs(3), "the probe took {took:?}");
+    // Still waiting: a second probe starts no second count, and answers too.
+    assert!(!store.probe().await.unwrap().backlog_read);
+    tx.commit().await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let p = store.probe().await.unwrap();
+        if p.backlog_read {
+            assert_eq!((p.queued, p.oldest_queued_ms), (1, Some(received)));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the count never reported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The group commit's statement is prepared once per connection; one whose cached plan no

@@ -3,18 +3,26 @@
 //! acknowledged submission lives on one server or on two.
 //!
 //! The service reads PostgreSQL on the sampler's cadence, never per request: a probe is one
-//! statement (and one more when it reads the backlog), bounded by [`PROBE_BOUND`], and the
-//! result is kept in [`Watch`], which readiness, `/health/detailed`, the metrics and admission
-//! read. The backlog is the expensive part: its count and oldest time scan every pending row.
-//! Both come from one scan, without parallel workers (a background sample must not take both
-//! cores at once, which intake's tail latency feels): about 50 ms of one core at 200,000
-//! pending rows, where two scans with two parallel workers took 75 to 85 ms on three
-//! processes. Read every second that would still take a twentieth of a core from intake and
-//! grow with the backlog, so the next read waits [`super::pace::PAUSE`] times as long as the
-//! last one took (every second while that is under 50 ms, see [`super::pace`]); between reads a probe reports the last
-//! figures, and admission keeps counting what it admitted since. The replication state is read
-//! again on every probe, so it follows a failover (the multi-host URL reconnects to the new primary) or
+//! statement bounded by [`PROBE_BOUND`], and the result is kept in [`Watch`], which readiness,
+//! `/health/detailed`, the metrics and admission read. The replication state is read again on
+//! every probe, so it follows a failover (the multi-host URL reconnects to the new primary) or
 //! a standby going away.
+//!
+//! The backlog is the expensive part: its count and oldest time scan every pending row. Both
+//! come from one scan, without parallel workers (a background sample must not take both cores
+//! at once, which intake's tail latency feels): about 50 ms of one core at 200,000 pending
+//! rows, where two scans with two parallel workers took 75 to 85 ms on three processes. Read
+//! every second that would still take a twentieth of a core from intake and grow with the
+//! backlog, so the next read waits [`super::pace::PAUSE`] times as long as the last one took
+//! (every second while that is under 50 ms, see [`super::pace`]); between reads a probe
+//! reports the last figures, and admission keeps counting what it admitted since.
+//!
+//! The backlog read runs as a task of its own, bounded by [`BACKLOG_BOUND`], not inside the
+//! probe's bound: a backlog of many millions (a dashboard down for a day) takes seconds to
+//! count, and inside the probe that would fail the probe and take the instance out of
+//! readiness, though PostgreSQL answers. A probe waits for a read it started within what is
+//! left of its own bound, so a small backlog is as fresh as before; a longer read reports
+//! to a later probe.
 //!
 //! `pg_stat_replication` shows `sync_state` only to roles with the privileges of
 //! `pg_read_all_stats` (`pg_monitor` includes it); for any other role its columns are NULL.
@@ -23,7 +31,7 @@
 
 use super::pace::Pace;
 use super::{pool, PgStore, PgStoreError};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Longest wait for one probe: well inside the sampler's second, so a PostgreSQL that does not
@@ -31,12 +39,28 @@ use std::time::{Duration, Instant};
 /// another.
 pub const PROBE_BOUND: Duration = Duration::from_secs(2);
 
+/// Longest a backlog read may run before it is given up (its connection closed; the last
+/// figures serve on, and the next read waits twenty times this). A minute counts a backlog far
+/// larger than any outage of a dashboard should leave, and holds no connection for long.
+pub const BACKLOG_BOUND: Duration = Duration::from_secs(60);
+
 /// The last backlog read, and when the next is due ([`super::pace`]).
 #[derive(Debug, Default)]
 pub(super) struct Backlog {
     pace: Pace,
     queued: u64,
     oldest_queued_ms: Option<i64>,
+    /// A read is running.
+    running: bool,
+    /// A read finished since a probe last reported one.
+    fresh: bool,
+}
+
+/// The backlog as the probes and its reads share it.
+pub(super) type SharedBacklog = Arc<Mutex<Backlog>>;
+
+fn lock(backlog: &SharedBacklog) -> std::sync::MutexGuard<'_, Backlog> {
+    backlog.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One probe's findings.
@@ -46,8 +70,8 @@ pub struct Probe {
     pub queued: u64,
     /// When the oldest of them was received (ms).
     pub oldest_queued_ms: Option<i64>,
-    /// Whether this probe read the backlog; `false`: `queued` and `oldest_queued_ms` are the
-    /// last read's (see the module doc).
+    /// Whether a backlog read finished since the last probe; `false`: `queued` and
+    /// `oldest_queued_ms` are an earlier read's (see the module doc).
     pub backlog_read: bool,
     /// The server's `synchronous_standby_names` now (empty: no synchronous standby).
     pub synchronous_standby_names: String,
@@ -67,64 +91,90 @@ impl Probe {
 }
 
 impl PgStore {
-    /// Reads the replication state, and the backlog when it is due, within [`PROBE_BOUND`].
+    /// Reads the replication state within [`PROBE_BOUND`], and starts a backlog read when
+    /// one is due (waiting for it within what is left of that bound).
     pub async fn probe(&self) -> Result<Probe, PgStoreError> {
-        let read = async {
-            let mut conn = pool::get(&self.pool).await?;
-            let row = conn
-                .client
+        let started = Instant::now();
+        let conn = tokio::time::timeout(PROBE_BOUND, pool::get(&self.pool))
+            .await
+            .map_err(|_| {
+                PgStoreError::Unavailable(format!("no connection within {PROBE_BOUND:?}"))
+            })??;
+        let query = conn.client.query_one(
+            "SELECT current_setting('synchronous_standby_names'), \
+               current_setting('synchronous_commit'), \
+               (SELECT count(*) FROM pg_stat_replication \
+                  WHERE sync_state IN ('sync', 'quorum')), \
+               (SELECT count(*) FROM pg_stat_replication WHERE sync_state IS NULL)",
+            &[],
+        );
+        let left = PROBE_BOUND.saturating_sub(started.elapsed());
+        let done = tokio::time::timeout(left, query).await;
+        // A probe that got no answer closes its connection rather than handing it back.
+        let row = pool::bounded(conn, done, PROBE_BOUND, "the probe")?;
+        if let Some(read) = self.start_backlog_read() {
+            // Past the bound the read goes on by itself and reports to a later probe.
+            let left = PROBE_BOUND.saturating_sub(started.elapsed());
+            let _ = tokio::time::timeout(left, read).await;
+        }
+        let mut backlog = lock(&self.backlog);
+        Ok(Probe {
+            queued: backlog.queued,
+            oldest_queued_ms: backlog.oldest_queued_ms,
+            backlog_read: std::mem::take(&mut backlog.fresh),
+            synchronous_standby_names: row.try_get(0)?,
+            synchronous_commit: row.try_get(1)?,
+            sync_standbys: row.try_get::<_, i64>(2)?.max(0) as u64,
+            hidden_standbys: row.try_get::<_, i64>(3)?.max(0) as u64,
+        })
+    }
+
+    /// Starts a backlog read when one is due and none runs.
+    fn start_backlog_read(&self) -> Option<tokio::task::JoinHandle<()>> {
+        {
+            let mut b = lock(&self.backlog);
+            if b.running || !b.pace.due(Instant::now()) {
+                return None;
+            }
+            b.running = true;
+        }
+        let (pool, backlog) = (self.pool.clone(), self.backlog.clone());
+        Some(tokio::spawn(read_backlog(pool, backlog)))
+    }
+}
+
+/// Counts the backlog within [`BACKLOG_BOUND`] and keeps the figures (on failure, the last
+/// ones stay); the next read is paced by this one's time either way.
+async fn read_backlog(pool: pool::Pool, backlog: SharedBacklog) {
+    let started = Instant::now();
+    let read = async {
+        let mut conn = pool::get(&pool).await?;
+        let done = tokio::time::timeout(BACKLOG_BOUND, async {
+            let tx = conn.client.transaction().await?;
+            tx.batch_execute("SET LOCAL max_parallel_workers_per_gather = 0")
+                .await?;
+            let b = tx
                 .query_one(
-                    "SELECT current_setting('synchronous_standby_names'), \
-                       current_setting('synchronous_commit'), \
-                       (SELECT count(*) FROM pg_stat_replication \
-                          WHERE sync_state IN ('sync', 'quorum')), \
-                       (SELECT count(*) FROM pg_stat_replication WHERE sync_state IS NULL)",
+                    "SELECT count(*), min(received_at_ms) FROM outbox_records \
+                     WHERE status = 'pending'",
                     &[],
                 )
                 .await?;
-            let due = self.backlog().pace.due(Instant::now());
-            if due {
-                let started = Instant::now();
-                let tx = conn.client.transaction().await?;
-                tx.batch_execute("SET LOCAL max_parallel_workers_per_gather = 0")
-                    .await?;
-                let b = tx
-                    .query_one(
-                        "SELECT count(*), min(received_at_ms) FROM outbox_records \
-                         WHERE status = 'pending'",
-                        &[],
-                    )
-                    .await?;
-                tx.commit().await?;
-                let mut pace = Pace::default();
-                pace.took(started, started.elapsed());
-                *self.backlog() = Backlog {
-                    pace,
-                    queued: b.try_get::<_, i64>(0)?.max(0) as u64,
-                    oldest_queued_ms: b.try_get(1)?,
-                };
-            }
-            let backlog = self.backlog();
-            Ok::<_, PgStoreError>(Probe {
-                queued: backlog.queued,
-                oldest_queued_ms: backlog.oldest_queued_ms,
-                backlog_read: due,
-                synchronous_standby_names: row.try_get(0)?,
-                synchronous_commit: row.try_get(1)?,
-                sync_standbys: row.try_get::<_, i64>(2)?.max(0) as u64,
-                hidden_standbys: row.try_get::<_, i64>(3)?.max(0) as u64,
-            })
-        };
-        match tokio::time::timeout(PROBE_BOUND, read).await {
-            Ok(r) => r,
-            Err(_) => Err(PgStoreError::Unavailable(format!(
-                "PostgreSQL did not answer within {PROBE_BOUND:?}"
-            ))),
+            tx.commit().await?;
+            Ok::<_, PgStoreError>((b.try_get::<_, i64>(0)?.max(0) as u64, b.try_get(1)?))
+        })
+        .await;
+        pool::bounded(conn, done, BACKLOG_BOUND, "the backlog count")
+    };
+    let result = read.await;
+    let mut b = lock(&backlog);
+    b.running = false;
+    b.pace.took(started, started.elapsed());
+    match result {
+        Ok((queued, oldest)) => {
+            (b.queued, b.oldest_queued_ms, b.fresh) = (queued, oldest, true);
         }
-    }
-
-    fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
-        self.backlog.lock().unwrap_or_else(|e| e.into_inner())
+        Err(e) => tracing::debug!(error = %e, "the backlog count failed; the last figures serve"),
     }
 }
 

@@ -227,7 +227,7 @@ pub struct PgStore {
     /// Tokens of claims whose answer was lost, which may have committed ([`claims`]).
     lost_claims: Mutex<Vec<uuid::Uuid>>,
     /// The sampler's last backlog read ([`health`]).
-    backlog: Mutex<health::Backlog>,
+    backlog: health::SharedBacklog,
     /// The last counts read for `/metrics` ([`PgStore::sampled_counts`]).
     counts_sample: tokio::sync::Mutex<maintenance::CountsSample>,
 }
@@ -280,7 +280,7 @@ impl PgStore {
             durability,
             claims: Mutex::default(),
             lost_claims: Mutex::default(),
-            backlog: Mutex::default(),
+            backlog: Default::default(),
             counts_sample: tokio::sync::Mutex::default(),
         }))
     }
