@@ -1,5 +1,5 @@
 //! What one read of the PostgreSQL store's accounting counts costs on a large table, and what
-//! a `/metrics` scrape costs with the paced sample ([`PgStore::sampled_counts`]).
+//! a `/metrics` scrape costs with the paced sample (`PgStore::sampled_counts`).
 //!
 //! The table is filled in SQL (`generate_series`, the rows as the store writes them): N rows,
 //! a tenth pending and the rest delivered tombstones inside the idempotency window, which is
@@ -14,31 +14,18 @@
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
+#[path = "support/pg.rs"]
+mod pg_bench;
 
-use outbox::store::postgres::{pace, PgOptions, PgStore};
+use outbox::store::postgres::pace;
 use std::time::{Duration, Instant};
 
 /// Reads of `counts()` timed.
 const READS: usize = 9;
 
 fn main() {
-    let n: i64 = std::env::var("OUTBOX_BENCH_RECORDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(500_000);
-    let Some(pg) = harness::postgres::Postgres::start("pg_counts bench") else {
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let store = PgStore::open(&PgOptions::new(pg.url())).await.unwrap();
-        let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+    let n = pg_bench::env_num("OUTBOX_BENCH_RECORDS", 500_000) as i64;
+    pg_bench::run("pg_counts bench", |store, client| async move {
         let t = Instant::now();
         let now = outbox::time::now_ms();
         client
