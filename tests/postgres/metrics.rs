@@ -3,6 +3,7 @@
 //! change within the documented freshness: at most a second old while a read takes under
 //! 50 ms, twenty times a read's time beyond.
 
+use super::harness::metrics::scrape;
 use super::harness::postgres::Postgres;
 use super::harness::{free_port, spawn_on_postgres};
 use super::service::{client, post, wait_ready};
@@ -38,14 +39,7 @@ async fn sampled_counts_are_served_from_the_last_read_until_its_pace_allows_anot
 
 /// `outbox_outbox_records` on `port`, summed over every status: every record ever accepted.
 async fn records_in_metrics(port: u16) -> u64 {
-    let text = client()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(&format!("http://127.0.0.1:{port}")).await;
     text.lines()
         .filter(|l| l.starts_with("outbox_outbox_records{"))
         .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap() as u64)
